@@ -1,0 +1,11 @@
+/* tools/commands.h - the qstream subcommands. Each returns the process exit status and prints
+ * its own one-line errors ("qstream <cmd>: FILE: what is wrong"). argv[0] is the subcommand. */
+#ifndef QS_TOOLS_COMMANDS_H
+#define QS_TOOLS_COMMANDS_H
+
+int qs_cmd_import_gguf(int argc, char **argv); /* tools/cmd_import_gguf.c */
+int qs_cmd_logits(int argc, char **argv);      /* tools/cmd_logits.c */
+int qs_cmd_eval(int argc, char **argv);        /* tools/cmd_eval.c */
+int qs_cmd_tokenize(int argc, char **argv);    /* tools/cmd_tokenize.c */
+
+#endif

@@ -1,0 +1,45 @@
+/* tools/qstream.c - the `qstream` command: dispatches to subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "backend/registry.h"
+#include "tools/commands.h"
+
+typedef struct qs_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *usage;
+} qs_command;
+
+static const qs_command commands[] = {
+    {"eval", qs_cmd_eval, "eval MODEL_DIR --text FILE [--seqlen 2048] [--max-windows K] [--json]"},
+    {"logits", qs_cmd_logits, "logits MODEL_DIR --ids \"1 2 3\" -o FILE"},
+    {"import-gguf", qs_cmd_import_gguf, "import-gguf FILE.gguf -o HF_DIR"},
+    {"tokenize", qs_cmd_tokenize, "tokenize MODEL_DIR (--text FILE | --string S) [-o FILE]"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qstream <command> [options]\n       qstream --version\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  qstream %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("qstream %s (backends: %s)\n", QS_VERSION, qs_backends_compiled());
+        return 0;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "qstream: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
