@@ -79,7 +79,7 @@ def main():
         worst = max(worst, float(np.abs(ours[k] - w).max()))
     print(f"weights: {len(ref)} tensors, max abs difference vs gguf-py dequantization {worst:.3g}")
 
-    text = open(a.text, encoding="utf-8").read()
+    text = open(a.text, "rb").read().decode("utf-8")  # no newline translation (the file has CRLF)
     ids = Tokenizer.from_file(f"{a.model_dir}/tokenizer.json").encode(text).ids
     q = subprocess.run([a.qstream, "tokenize", a.model_dir, "--text", a.text], check=True,
                        capture_output=True, text=True).stdout.split()

@@ -1,4 +1,30 @@
-/* placeholder: replaced by the real command */
+/* tools/cmd_import_gguf.c - `qstream import-gguf FILE.gguf -o HF_DIR` */
 #include <stdio.h>
+#include <string.h>
+
+#include "model/import_gguf.h"
 #include "tools/commands.h"
-int qs_cmd_import_gguf(int argc, char **argv) { (void)argc; (void)argv; fprintf(stderr, "qstream: not yet implemented\n"); return 2; }
+
+int qs_cmd_import_gguf(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o") && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] != '-' && !in) in = argv[i];
+        else {
+            fprintf(stderr, "qstream import-gguf: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!in || !out) {
+        fprintf(stderr, "usage: qstream import-gguf FILE.gguf -o HF_DIR\n");
+        return 2;
+    }
+    qs_error err = {0};
+    qs_import_summary s;
+    if (qs_import_gguf(in, out, &s, &err)) {
+        fprintf(stderr, "qstream import-gguf: %s\n", err.msg);
+        return 1;
+    }
+    printf("imported %d tensors, %d layers, vocab %d -> %s\n", s.n_tensors, s.n_layers, s.vocab, out);
+    return 0;
+}

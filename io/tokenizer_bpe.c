@@ -1,0 +1,117 @@
+/* io/tokenizer_bpe.c - byte-pair merging of one word: the pair with the best rank (lowest merge
+ * index, or highest score of the merged token for score-based SentencePiece vocabularies) is
+ * merged first, the leftmost among equals; a heap keeps this O(n log n) for long inputs. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/tokenizer_internal.h"
+
+typedef struct cand {
+    float rank;
+    int32_t pos, left, right, merged;
+} cand;
+
+typedef struct heap {
+    cand *a;
+    size_t n, cap;
+} heap;
+
+static int before(const cand *x, const cand *y) { return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos); }
+
+static int push(heap *h, cand c) {
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 64;
+        cand *a = realloc(h->a, cap * sizeof *a);
+        if (!a) return -1;
+        h->a = a;
+        h->cap = cap;
+    }
+    size_t i = h->n++;
+    while (i > 0 && before(&c, &h->a[(i - 1) / 2])) {
+        h->a[i] = h->a[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h->a[i] = c;
+    return 0;
+}
+
+static cand pop(heap *h) {
+    cand top = h->a[0], last = h->a[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        const cand *best = &last;
+        if (l < h->n && before(&h->a[l], best)) m = l, best = &h->a[l];
+        if (r < h->n && before(&h->a[r], best)) m = r;
+        if (m == i) break;
+        h->a[i] = h->a[m];
+        i = m;
+    }
+    if (h->n) h->a[i] = last;
+    return top;
+}
+
+/* rank and result of merging ids a and b; 0 when they do not merge */
+static int pair(const struct qs_tokenizer *t, int32_t a, int32_t b, float *rank, int32_t *merged) {
+    if (!t->by_score) {
+        int32_t r;
+        if (!qs_pairmap_get(&t->merges, a, b, &r, merged)) return 0;
+        *rank = (float)r;
+        return 1;
+    }
+    char buf[512];
+    size_t la = t->tok_len[a], lb = t->tok_len[b];
+    if (la + lb > sizeof buf) return 0;
+    memcpy(buf, t->tok[a], la);
+    memcpy(buf + la, t->tok[b], lb);
+    int32_t id = qs_strmap_get(&t->vocab, buf, la + lb);
+    if (id < 0) return 0;
+    *merged = id;
+    *rank = -t->score[id];
+    return 1;
+}
+
+size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n) {
+    if (n < 2) return n;
+    int32_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
+    heap h = {0};
+    if (!next || !prev) {
+        free(next);
+        free(prev);
+        return n; /* out of memory: leave unmerged (ids stay valid) */
+    }
+    for (size_t i = 0; i < n; i++) {
+        next[i] = i + 1 < n ? (int32_t)(i + 1) : -1;
+        prev[i] = (int32_t)i - 1;
+    }
+    cand c;
+    for (size_t i = 0; i + 1 < n; i++)
+        if (pair(t, sym[i], sym[i + 1], &c.rank, &c.merged)) {
+            c.pos = (int32_t)i, c.left = sym[i], c.right = sym[i + 1];
+            push(&h, c);
+        }
+    while (h.n) {
+        c = pop(&h);
+        int32_t p = c.pos, q = next[p];
+        if (sym[p] != c.left || q < 0 || sym[q] != c.right) continue; /* stale */
+        sym[p] = c.merged;
+        sym[q] = -1;
+        next[p] = next[q];
+        if (next[q] >= 0) prev[next[q]] = p;
+        cand d;
+        if (prev[p] >= 0 && pair(t, sym[prev[p]], sym[p], &d.rank, &d.merged)) {
+            d.pos = prev[p], d.left = sym[prev[p]], d.right = sym[p];
+            push(&h, d);
+        }
+        if (next[p] >= 0 && pair(t, sym[p], sym[next[p]], &d.rank, &d.merged)) {
+            d.pos = p, d.left = sym[p], d.right = sym[next[p]];
+            push(&h, d);
+        }
+    }
+    size_t k = 0;
+    for (int32_t i = 0; i >= 0; i = next[i]) sym[k++] = sym[i];
+    free(h.a);
+    free(next);
+    free(prev);
+    return k;
+}

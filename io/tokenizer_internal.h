@@ -1,0 +1,74 @@
+/* io/tokenizer_internal.h - shared between the tokenizer files; not a public header. */
+#ifndef QS_IO_TOKENIZER_INTERNAL_H
+#define QS_IO_TOKENIZER_INTERNAL_H
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/tokenizer.h"
+
+/* string -> id, open addressing */
+typedef struct qs_strmap {
+    size_t cap;       /* power of two */
+    const char **key; /* borrowed from the tokenizer's token table */
+    uint32_t *klen;
+    int32_t *val;
+} qs_strmap;
+
+/* (left id, right id) -> (rank, merged id) */
+typedef struct qs_pairmap {
+    size_t cap;
+    uint64_t *key; /* UINT64_MAX = empty */
+    int32_t *rank, *merged;
+} qs_pairmap;
+
+typedef struct qs_special {
+    char *text;
+    size_t len;
+    int32_t id;
+} qs_special;
+
+struct qs_tokenizer {
+    qs_tok_kind kind;
+    qs_tok_pre pre;
+    size_t n_tokens;
+    char **tok;        /* [n_tokens] as in the vocabulary (byte-level: mapped code points) */
+    uint32_t *tok_len;
+    float *score;      /* SPM merge priority when there are no merges, else NULL */
+    qs_strmap vocab;
+    qs_pairmap merges; /* empty for score-based SPM */
+    int by_score;
+    int ignore_merges; /* a whole pre-token found in the vocabulary is taken as is */
+    int byte_fallback;
+    int32_t byte_tok[256]; /* SPM: id of <0xNN>, or -1 */
+    qs_special *special;
+    size_t n_special;
+    int32_t bos_id, eos_id, unk_id;
+    int add_bos, add_space_prefix, nfc;
+    pcre2_code *re;          /* pre-tokenizer regex (byte-level) */
+    pcre2_match_data *md;
+    char byte_enc[256][4];   /* byte -> UTF-8 of its mapped code point (byte-level) */
+    int16_t byte_dec[512];   /* mapped code point -> byte, -1 when none */
+};
+
+int qs_strmap_init(qs_strmap *m, size_t n);
+void qs_strmap_free(qs_strmap *m);
+int qs_strmap_put(qs_strmap *m, const char *k, uint32_t len, int32_t v); /* 1 when k was present */
+int32_t qs_strmap_get(const qs_strmap *m, const char *k, size_t len);  /* -1 when absent */
+int qs_pairmap_init(qs_pairmap *m, size_t n);
+void qs_pairmap_free(qs_pairmap *m);
+void qs_pairmap_put(qs_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged);
+int qs_pairmap_get(const qs_pairmap *m, int32_t a, int32_t b, int32_t *rank, int32_t *merged);
+
+/* GPT-2's byte <-> printable code point table */
+void qs_bytelevel_tables(char enc[256][4], int16_t dec[512]);
+
+/* the regex of a byte-level pre-tokenizer (NULL for SMOLLM's digit split, handled in code) */
+const char *qs_tok_pre_regex(qs_tok_pre pre);
+
+/* BPE of one word given as initial symbol ids; writes ids to out (capacity n), returns count */
+size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n);
+
+#endif
