@@ -1,5 +1,8 @@
 #include "backend/registry.h"
 
+#include <string.h>
+
+#include "cpu/cpu_backend.h"
 #ifdef QS_HAVE_CUDA
 #include "gpu/cuda_info.h"
 #endif
@@ -18,4 +21,23 @@ int qs_cuda_usable(void) {
 #else
     return 0;
 #endif
+}
+
+int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err) {
+    *out = NULL;
+    if (!strcmp(name, "cpu")) return qs_cpu_backend_create(out, threads, err);
+    if (!strcmp(name, "cuda")) {
+#ifdef QS_HAVE_CUDA
+        return qs_error_set(err, QS_EUNSUPPORTED, "the CUDA backend's ops are not implemented yet; use --device cpu");
+#else
+        return qs_error_set(err, QS_EUNSUPPORTED, "this build has no CUDA backend (built without the CUDA toolkit)");
+#endif
+    }
+    return qs_error_set(err, QS_EUSAGE, "unknown device '%s' (cpu%s)", name,
+#ifdef QS_HAVE_CUDA
+                        ", cuda"
+#else
+                        ""
+#endif
+    );
 }

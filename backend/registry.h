@@ -1,11 +1,16 @@
-/* backend/registry.h - which compute backends this build has. Only backend/registry.c looks at
- * QS_HAVE_CUDA; everything else asks here. */
+/* backend/registry.h - which compute backends this build has, and creating one. Only
+ * backend/registry.c looks at QS_HAVE_CUDA; everything else asks here. */
 #ifndef QS_BACKEND_REGISTRY_H
 #define QS_BACKEND_REGISTRY_H
+
+#include "backend/backend.h"
 
 /* "cpu" or "cpu, cuda" */
 const char *qs_backends_compiled(void);
 /* 1 when the CUDA backend is compiled in and a device is usable now. */
 int qs_cuda_usable(void);
+/* Creates a backend by name ("cpu"; "cuda" once the CUDA backend implements the ops).
+ * threads: 0 = all cores. Free with be->ops->destroy(be). */
+int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err);
 
 #endif

@@ -44,6 +44,10 @@ const char *qs_catalog_file_path(const qs_catalog *c, int file_index);
 /* Reads one tensor with pread and converts it to float32 (F32/F16/BF16 sources).
  * dst holds t->n_elems floats. */
 int qs_catalog_read_f32(const qs_catalog *c, const qs_tensor_info *t, float *dst, qs_error *err);
+/* Reads rows [row0, row0 + n_rows) of a tensor (first dimension) as float32;
+ * dst holds n_rows x (n_elems / shape[0]) floats. */
+int qs_catalog_read_rows_f32(const qs_catalog *c, const qs_tensor_info *t, int64_t row0, int64_t n_rows,
+                             float *dst, qs_error *err);
 /* Reads the raw bytes (t->nbytes) as stored. */
 int qs_catalog_read_raw(const qs_catalog *c, const qs_tensor_info *t, void *dst, qs_error *err);
 

@@ -203,15 +203,29 @@ int qs_catalog_read_raw(const qs_catalog *c, const qs_tensor_info *t, void *dst,
     return 0;
 }
 
-int qs_catalog_read_f32(const qs_catalog *c, const qs_tensor_info *t, float *dst, qs_error *err) {
-    if (t->dtype == QS_DTYPE_F32) return qs_catalog_read_raw(c, t, dst, err);
-    if (t->dtype != QS_DTYPE_F16 && t->dtype != QS_DTYPE_BF16)
-        return qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as float",
-                            c->paths[t->file_index], t->name, qs_dtype_name(t->dtype));
-    /* convert in place from the back: the 2-byte values sit in the first half of dst */
-    uint16_t *half = (uint16_t *)dst;
-    QS_FORWARD_IF_ERROR(qs_catalog_read_raw(c, t, half, err));
-    for (size_t i = t->n_elems; i-- > 0;)
-        dst[i] = t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(half[i]) : qs_bf16_to_f32(half[i]);
+int qs_catalog_read_rows_f32(const qs_catalog *c, const qs_tensor_info *t, int64_t row0, int64_t n_rows,
+                             float *dst, qs_error *err) {
+    const char *path = c->paths[t->file_index];
+    if (t->dtype != QS_DTYPE_F32 && t->dtype != QS_DTYPE_F16 && t->dtype != QS_DTYPE_BF16)
+        return qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor '%s': dtype %s cannot be read as float", path, t->name,
+                            qs_dtype_name(t->dtype));
+    int64_t rows = t->n_dims ? t->shape[0] : 1;
+    if (row0 < 0 || n_rows < 0 || row0 + n_rows > rows)
+        return qs_error_set(err, -EINVAL, "%s: tensor '%s': rows [%lld, %lld) outside [0, %lld)", path, t->name,
+                            (long long)row0, (long long)(row0 + n_rows), (long long)rows);
+    uint64_t row_elems = rows ? t->n_elems / (uint64_t)rows : 0, es = qs_dtype_size(t->dtype);
+    uint64_t n = row_elems * (uint64_t)n_rows;
+    /* 2-byte values are read into the first half of dst and widened from the back */
+    int rc = full_pread(c->fds[t->file_index], dst, n * es, t->offset + (uint64_t)row0 * row_elems * es);
+    if (rc)
+        return qs_error_errno(err, -rc, "%s: tensor '%s': read of %llu bytes failed", path, t->name,
+                              (unsigned long long)(n * es));
+    const uint16_t *half = (const uint16_t *)dst;
+    if (t->dtype != QS_DTYPE_F32)
+        for (uint64_t i = n; i-- > 0;) dst[i] = t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(half[i]) : qs_bf16_to_f32(half[i]);
     return 0;
+}
+
+int qs_catalog_read_f32(const qs_catalog *c, const qs_tensor_info *t, float *dst, qs_error *err) {
+    return qs_catalog_read_rows_f32(c, t, 0, t->n_dims ? t->shape[0] : 1, dst, err);
 }
