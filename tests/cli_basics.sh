@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The qstream command line: version and backends, usage errors, and bad input giving one clear
+# line that names the file, a non-zero exit, and nothing half-written.
+set -u
+bin=${QS_BIN:?run through ctest}
+tmp=${QS_TMP:-/tmp}/cli_basics
+rm -rf "$tmp"; mkdir -p "$tmp"
+fail=0
+check() { # check DESCRIPTION EXPECTED_RC PATTERN -- COMMAND...
+  local what=$1 want_rc=$2 pattern=$3; shift 4
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$want_rc" = nonzero ]; then [ $rc -ne 0 ] || { echo "FAIL $what: exit 0"; fail=1; }
+  elif [ $rc -ne "$want_rc" ]; then echo "FAIL $what: exit $rc, expected $want_rc"; fail=1; fi
+  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $what: output lacks /$pattern/:"; echo "$out" | head -5; fail=1; fi
+}
+check "version" 0 '^qstream [0-9]+\.[0-9]+\.[0-9]+ \(backends: cpu' -- "$bin" --version
+check "help" 0 'import-gguf' -- "$bin" --help
+check "no command" 2 'usage' -- "$bin"
+check "unknown command" 2 "unknown command 'frobnicate'" -- "$bin" frobnicate
+check "eval: missing model dir" nonzero "$tmp/nope" -- "$bin" eval "$tmp/nope" --text /dev/null
+check "logits: missing model dir" nonzero "$tmp/nope" -- "$bin" logits "$tmp/nope" --ids "1 2" -o "$tmp/l.bin"
+check "import-gguf: missing file" nonzero "$tmp/nope.gguf" -- "$bin" import-gguf "$tmp/nope.gguf" -o "$tmp/imported"
+[ -e "$tmp/imported/model.safetensors" ] && { echo "FAIL import-gguf left output behind"; fail=1; }
+printf 'GGUF\x03\x00\x00\x00garbage' > "$tmp/bad.gguf"
+check "import-gguf: truncated file" nonzero "bad.gguf" -- "$bin" import-gguf "$tmp/bad.gguf" -o "$tmp/imported2"
+[ -e "$tmp/imported2/model.safetensors" ] && { echo "FAIL import-gguf left a model behind"; fail=1; }
+# error output is one line
+out=$("$bin" eval "$tmp/nope" --text /dev/null 2>&1 >/dev/null); lines=$(printf '%s\n' "$out" | wc -l)
+[ "$lines" -eq 1 ] || { echo "FAIL eval error is $lines lines: $out"; fail=1; }
+[ $fail -eq 0 ] && echo ok
+exit $fail
