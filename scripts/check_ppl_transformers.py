@@ -12,7 +12,7 @@ torch, transformers, safetensors, tokenizers, gguf, numpy).
    compares with `qstream eval --json`.
 
 usage: check_ppl_transformers.py --gguf FILE --model-dir DIR --text FILE --seqlen 2048
-                                 [--max-windows K] [--qstream build/qstream]
+                                 [--max-windows K] [--qstream build/qstream] [--qstream-json FILE]
 """
 import argparse, json, math, subprocess, sys, time
 
@@ -62,6 +62,7 @@ def main():
     ap.add_argument("--max-windows", type=int, default=0)
     ap.add_argument("--qstream", default="build/qstream")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--qstream-json", help="reuse the output of an earlier `qstream eval --json` run")
     a = ap.parse_args()
 
     import torch
@@ -103,7 +104,11 @@ def main():
     t_ref = time.time() - t0
     cmd = [a.qstream, "eval", a.model_dir, "--text", a.text, "--seqlen", str(a.seqlen), "--json"]
     if a.max_windows: cmd += ["--max-windows", str(a.max_windows)]
-    res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    if a.qstream_json:
+        res = json.load(open(a.qstream_json))
+        assert res["seqlen"] == a.seqlen and res["windows"] == nwin, "the saved qstream run has other settings"
+    else:
+        res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     rel = abs(res["ppl"] - ref_ppl) / ref_ppl
     print(f"seqlen {a.seqlen}, windows {nwin}: transformers ppl {ref_ppl:.5f} ({t_ref:.0f} s), "
           f"qstream ppl {res['ppl']:.5f} ({res['seconds']:.0f} s, {res['tokens_per_second']:.0f} tok/s), "
