@@ -290,7 +290,7 @@ int qs_gguf_get_i64(const qs_gguf *g, const char *key, int64_t *v, qs_error *err
 }
 
 int qs_gguf_get_u64(const qs_gguf *g, const char *key, uint64_t *v, qs_error *err) {
-    int64_t x;
+    int64_t x = 0;
     QS_FORWARD_IF_ERROR(qs_gguf_get_i64(g, key, &x, err));
     if (x < 0) return BAD("%s: key '%s' is negative", g->name, key);
     *v = (uint64_t)x;
@@ -311,7 +311,7 @@ int qs_gguf_get_f32(const qs_gguf *g, const char *key, float *v, qs_error *err) 
 }
 
 int qs_gguf_get_bool(const qs_gguf *g, const char *key, int *v, qs_error *err) {
-    int64_t x;
+    int64_t x = 0;
     QS_FORWARD_IF_ERROR(qs_gguf_get_i64(g, key, &x, err));
     *v = x != 0;
     return 0;
@@ -378,7 +378,7 @@ int qs_gguf_arr_f32(const qs_gguf *g, const char *key, uint64_t i, float *v) {
     const uint8_t *p = elem(g, &g->kvs[k], i);
     if (!p) return QS_EFORMAT;
     if (g->kvs[k].arr_type == QS_GGUF_F32) { memcpy(v, p, 4); return 0; }
-    int64_t x;
+    int64_t x = 0;
     if (scalar_i64(g->kvs[k].arr_type, p, &x)) return QS_EFORMAT;
     *v = (float)x;
     return 0;
