@@ -166,7 +166,7 @@ int qs_manifest_save(const qs_manifest *m, const char *path, qs_error *err) {
     }
     free(sorted);
     json_object_set_new(root, "blocks", arr);
-    char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(7));
     json_decref(root);
     if (!text) return qs_error_set(err, -ENOMEM, "out of memory");
     size_t len = strlen(text);

@@ -7,5 +7,8 @@ int qs_cmd_import_gguf(int argc, char **argv); /* tools/cmd_import_gguf.c */
 int qs_cmd_logits(int argc, char **argv);      /* tools/cmd_logits.c */
 int qs_cmd_eval(int argc, char **argv);        /* tools/cmd_eval.c */
 int qs_cmd_tokenize(int argc, char **argv);    /* tools/cmd_tokenize.c */
+int qs_cmd_quantize(int argc, char **argv);    /* tools/cmd_quantize.c */
+int qs_cmd_verify(int argc, char **argv);      /* tools/cmd_verify.c */
+int qs_cmd_inspect(int argc, char **argv);     /* tools/cmd_inspect.c */
 
 #endif

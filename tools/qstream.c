@@ -18,6 +18,9 @@ static const qs_command commands[] = {
     {"logits", qs_cmd_logits, "logits MODEL_DIR --ids \"1 2 3\" -o FILE"},
     {"import-gguf", qs_cmd_import_gguf, "import-gguf FILE.gguf -o HF_DIR"},
     {"tokenize", qs_cmd_tokenize, "tokenize MODEL_DIR (--text FILE | --string S) [-o FILE]"},
+    {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn --wbits 4 [--group 128] [--sym] [--host-mem 24G] [--restart]"},
+    {"verify", qs_cmd_verify, "verify OUT_DIR"},
+    {"inspect", qs_cmd_inspect, "inspect OUT_DIR [--block N] [--json]"},
 };
 
 static void usage(FILE *f) {

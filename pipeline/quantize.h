@@ -1,0 +1,42 @@
+/* pipeline/quantize.h - `qstream quantize`: a model streamed block by block through the
+ * three-stage pipeline (LOAD: io_uring reads of block k+1; COMPUTE: quantize block k; STORE:
+ * shard k-1 written durably and recorded in the manifest), resumable after any interruption.
+ *
+ * Host memory: n_slots block slabs (the block's bytes as stored, read by io_uring) plus a few
+ * rows of scratch; each quantized tensor is packed back into the slab space its source
+ * occupied, so a slot never grows beyond the block's own bytes. The planner picks 3 slots
+ * (full overlap), fewer when --host-mem is tight, and refuses a budget below one block before
+ * anything is read or written. */
+#ifndef QS_PIPELINE_QUANTIZE_H
+#define QS_PIPELINE_QUANTIZE_H
+
+#include <stddef.h>
+
+#include "base/error.h"
+#include "io/reader.h"
+#include "quant/affine.h"
+
+typedef struct qs_quantize_opts {
+    const char *model_dir, *out_dir;
+    const char *method;     /* "rtn" */
+    qs_qconfig q;
+    size_t host_mem;        /* bytes; 0 = no limit */
+    int restart;            /* 1: discard an existing run in out_dir */
+    int zstd_level, zstd_threads;
+    int progress;           /* 0 quiet, 1 one line per block, 2 JSON lines */
+    qs_reader_opts reader;
+} qs_quantize_opts;
+
+typedef struct qs_quantize_summary {
+    int n_blocks, done_before, done_now, n_slots;
+    size_t slot_bytes;
+    double seconds;
+    unsigned long long raw_bytes, shard_bytes;
+} qs_quantize_summary;
+
+int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err);
+
+/* Parses "24G", "512M", "1.5G", "1000000" into bytes; 0 on success. */
+int qs_parse_bytes(const char *s, size_t *out);
+
+#endif

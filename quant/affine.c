@@ -1,0 +1,74 @@
+#include "quant/affine.h"
+
+#include <math.h>
+
+int qs_qconfig_groups(const qs_qconfig *q, int cols) {
+    return q->group > 0 ? (cols + q->group - 1) / q->group : 1;
+}
+
+static float clamp_scale(float s) {
+    return s < QS_QUANT_SCALE_MIN ? QS_QUANT_SCALE_MIN : s > QS_QUANT_SCALE_MAX ? QS_QUANT_SCALE_MAX : s;
+}
+
+int qs_quant_rtn(const float *w, int rows, int cols, const qs_qconfig *q, uint8_t *codes, float *scales, float *zeros,
+                 const char *what, qs_error *err) {
+    QS_RETURN_ERROR_IF(q->bits < 2 || q->bits > 8, QS_EUSAGE, "%d-bit weights are not supported (2..8)", q->bits);
+    int g = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols), maxq = (1 << q->bits) - 1;
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < ng; k++) {
+            const float *x = w + (size_t)r * cols + (size_t)k * g;
+            int n = cols - k * g < g ? cols - k * g : g;
+            float mn = x[0], mx = x[0];
+            for (int i = 0; i < n; i++) {
+                if (!isfinite(x[i]))
+                    return qs_error_set(err, QS_EFORMAT, "%s: weight [%d, %d] is %s", what, r, k * g + i, isnan(x[i]) ? "NaN" : "infinite");
+                mn = x[i] < mn ? x[i] : mn;
+                mx = x[i] > mx ? x[i] : mx;
+            }
+            float scale, zero;
+            if (q->sym) {
+                float amax = fmaxf(fabsf(mn), fabsf(mx));
+                scale = clamp_scale(amax / (float)((1 << (q->bits - 1)) - 1));
+                zero = (float)(1 << (q->bits - 1));
+            } else {
+                scale = clamp_scale((mx - mn) / (float)maxq);
+                zero = rintf(-mn / scale);
+            }
+            scales[(size_t)r * ng + k] = scale;
+            zeros[(size_t)r * ng + k] = zero;
+            uint8_t *c = codes + (size_t)r * cols + (size_t)k * g;
+            for (int i = 0; i < n; i++) {
+                float v = rintf(x[i] / scale) + zero;
+                c[i] = (uint8_t)(v < 0 ? 0 : v > maxq ? maxq : v);
+            }
+        }
+    return 0;
+}
+
+void qs_dequant(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group, float *w) {
+    int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < cols; i++) {
+            size_t s = (size_t)r * ng + (size_t)(i / g);
+            w[(size_t)r * cols + i] = ((float)codes[(size_t)r * cols + i] - zeros[s]) * scales[s];
+        }
+}
+
+size_t qs_packed_size(size_t n, int bits) { return bits <= 4 ? (n + 1) / 2 : n; }
+
+size_t qs_pack_codes(const uint8_t *codes, size_t n, int bits, uint8_t *out) {
+    if (bits > 4) {
+        for (size_t i = 0; i < n; i++) out[i] = codes[i];
+        return n;
+    }
+    for (size_t i = 0; i < n; i += 2) out[i / 2] = (uint8_t)(codes[i] | (i + 1 < n ? codes[i + 1] << 4 : 0));
+    return (n + 1) / 2;
+}
+
+void qs_unpack_codes(const uint8_t *p, size_t n, int bits, uint8_t *codes) {
+    if (bits > 4) {
+        for (size_t i = 0; i < n; i++) codes[i] = p[i];
+        return;
+    }
+    for (size_t i = 0; i < n; i++) codes[i] = i & 1 ? p[i / 2] >> 4 : p[i / 2] & 15;
+}

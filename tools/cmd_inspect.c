@@ -1,0 +1,87 @@
+/* tools/cmd_inspect.c - `qstream inspect OUT_DIR [--block N] [--json]`: run settings, a per-block
+ * table, and with --block the tensors of one shard. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "checkpoint/manifest.h"
+#include "checkpoint/shard.h"
+#include "tools/commands.h"
+
+int qs_cmd_inspect(int argc, char **argv) {
+    const char *dir = NULL;
+    int block = -1, json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--block") && i + 1 < argc) block = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else {
+            fprintf(stderr, "qstream inspect: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!dir) {
+        fprintf(stderr, "usage: qstream inspect OUT_DIR [--block N] [--json]\n");
+        return 2;
+    }
+    char *mp = qs_path_join(dir, "manifest.json");
+    qs_manifest m;
+    qs_error err = {0};
+    if (qs_manifest_load(&m, mp, &err)) {
+        fprintf(stderr, "qstream inspect: %s\n", err.msg);
+        free(mp);
+        return 1;
+    }
+    free(mp);
+    if (block < 0) {
+        if (json) {
+            printf("{\"n_blocks\": %d, \"fingerprint\": %s, \"blocks\": [", m.n_blocks, m.fingerprint_json);
+            for (size_t i = 0; i < m.n; i++)
+                printf("%s{\"block\": %d, \"file\": \"%s\", \"bytes\": %llu, \"seconds\": %.3f, \"metrics\": %s}", i ? ", " : "",
+                       m.blocks[i].block, m.blocks[i].file, (unsigned long long)m.blocks[i].bytes, m.blocks[i].seconds,
+                       m.blocks[i].metrics_json ? m.blocks[i].metrics_json : "null");
+            printf("]}\n");
+        } else {
+            printf("run: %s\nblocks: %zu of %d done\n%6s %12s %9s  %s\n", m.fingerprint_json, m.n, m.n_blocks, "block", "shard bytes",
+                   "seconds", "metrics");
+            for (size_t i = 0; i < m.n; i++)
+                printf("%6d %12llu %9.3f  %s\n", m.blocks[i].block, (unsigned long long)m.blocks[i].bytes, m.blocks[i].seconds,
+                       m.blocks[i].metrics_json ? m.blocks[i].metrics_json : "");
+        }
+        qs_manifest_free(&m);
+        return 0;
+    }
+    const qs_manifest_block *b = qs_manifest_find(&m, block);
+    if (!b) {
+        fprintf(stderr, "qstream inspect: %s: block %d is not recorded\n", dir, block);
+        qs_manifest_free(&m);
+        return 1;
+    }
+    char *p = qs_path_join(dir, b->file);
+    qs_shard *s;
+    int rc = qs_shard_open(&s, p, &err);
+    free(p);
+    if (rc) {
+        fprintf(stderr, "qstream inspect: %s\n", err.msg);
+        qs_manifest_free(&m);
+        return 1;
+    }
+    if (json) printf("{\"block\": %d, \"meta\": %s, \"tensors\": [", block, qs_shard_meta_json(s));
+    else printf("block %d: %s\n%-32s %-8s %-5s %-16s %12s %12s\n", block, qs_shard_meta_json(s), "tensor", "role", "dtype", "shape", "raw", "compressed");
+    for (size_t i = 0; i < qs_shard_count(s); i++) {
+        const qs_shard_entry *e = qs_shard_at(s, i);
+        char shape[64] = "";
+        for (int d = 0, k = 0; d < e->n_dims; d++) k += snprintf(shape + k, sizeof shape - (size_t)k, "%s%lld", d ? "x" : "", (long long)e->shape[d]);
+        if (json)
+            printf("%s{\"name\": \"%s\", \"role\": \"%s\", \"dtype\": \"%s\", \"shape\": \"%s\", \"size\": %llu, \"csize\": %llu}", i ? ", " : "",
+                   e->name, e->role, qs_dtype_name(e->dtype), shape, (unsigned long long)e->size, (unsigned long long)e->csize);
+        else
+            printf("%-32s %-8s %-5s %-16s %12llu %12llu\n", e->name, e->role, qs_dtype_name(e->dtype), shape, (unsigned long long)e->size,
+                   (unsigned long long)e->csize);
+    }
+    if (json) printf("]}\n");
+    qs_shard_close(s);
+    qs_manifest_free(&m);
+    return 0;
+}
