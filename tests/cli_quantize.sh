@@ -67,6 +67,15 @@ out=$("$bin" quantize "$tmp/model" -o "$tmp/ref" --method rtn --wbits 3 --group 
 grep -q "method.wbits: 4 -> 3" <<<"$out" || die "mismatch message: $out"
 "$bin" quantize "$tmp/model" -o "$tmp/ref3" --method rtn --wbits 3 --group 64 --quiet --restart || die "--restart"
 
+# a file-size limit hit mid-run (as a full disk would be): a clear error, nothing half-written,
+# then the same command finishes once there is room, byte-identical to the reference
+out=$(ulimit -f 40; q -o "$tmp/full" 2>&1) && die "the size-limited run succeeded"
+grep -qiE "too large|no space" <<<"$out" || die "size-limit message: $out"
+ls "$tmp/full/blocks" 2>/dev/null | grep -q '\.tmp$' && die "a temp file was left after the write error"
+"$bin" verify "$tmp/full" >/dev/null || die "verify after the write error"
+q -o "$tmp/full" || die "resume after the write error"
+for f in "$tmp/ref/blocks/"*.qsh; do cmp -s "$f" "$tmp/full/blocks/$(basename "$f")" || die "$(basename "$f") differs after the write error"; done
+
 # budgets and permissions
 out=$(q -o "$tmp/small" --host-mem 1M 2>&1) && die "--host-mem 1M accepted"
 grep -q "cannot hold one block" <<<"$out" || die "budget message: $out"

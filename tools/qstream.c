@@ -1,4 +1,5 @@
 /* tools/qstream.c - the `qstream` command: dispatches to subcommands. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,9 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", argv);
         /* exec failed (no /proc): carry on with the default policy */
     }
+    /* a file-size limit (RLIMIT_FSIZE) becomes an EFBIG write error with a clear message, like a
+     * full disk, instead of killing the process */
+    signal(SIGXFSZ, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;
