@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -167,6 +168,11 @@ static int st_compute(void *ctx, int blk, void *slot_, qs_error *err) {
         }
         s->packed[i] = packed;
         s->packed_bytes[i] = row_packed * (size_t)rows;
+        /* the source bytes behind the packed codes are dead: give their pages back, so a slot
+         * waiting for STORE holds about a quarter of its block (the next LOAD refills them) */
+        uintptr_t dead0 = ((uintptr_t)packed + s->packed_bytes[i] + 4095) & ~(uintptr_t)4095,
+                  dead1 = ((uintptr_t)src + t->nbytes) & ~(uintptr_t)4095;
+        if (dead1 > dead0) madvise((void *)dead0, dead1 - dead0, MADV_DONTNEED);
         s->mse[i] = se / ((double)rows * cols);
     }
     (void)blk;
