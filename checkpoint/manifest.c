@@ -150,7 +150,7 @@ int qs_manifest_save(const qs_manifest *m, const char *path, qs_error *err) {
         json_decref(arr);
         return qs_error_set(err, -ENOMEM, "out of memory");
     }
-    memcpy(sorted, m->blocks, m->n * sizeof *sorted);
+    if (m->n) memcpy(sorted, m->blocks, m->n * sizeof *sorted);
     qsort(sorted, m->n, sizeof *sorted, cmp_block);
     for (size_t i = 0; i < m->n; i++) {
         json_t *b = json_object();
