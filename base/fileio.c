@@ -54,6 +54,11 @@ char *qs_path_join(const char *dir, const char *name) {
     return p;
 }
 
+char *qs_path_or_default(const char *path, const char *suffix, const char *default_name) {
+    size_t n = strlen(path), k = strlen(suffix);
+    return n >= k && !strcmp(path + n - k, suffix) ? strdup(path) : qs_path_join(path, default_name);
+}
+
 int qs_fsync_parent_dir(const char *path, qs_error *err) {
     char *copy = strdup(path);
     if (!copy) return qs_error_set(err, -ENOMEM, "out of memory");

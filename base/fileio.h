@@ -36,6 +36,10 @@ int qs_fsync_parent_dir(const char *path, qs_error *err);
 /* mkdir -p; 0 when the directory exists afterwards. */
 int qs_mkdir_p(const char *path, qs_error *err);
 
+/* path itself when it names a file ending in suffix (e.g. ".json"), else dir/default_name;
+ * malloc'd. For arguments that take a model directory or one of its files. */
+char *qs_path_or_default(const char *path, const char *suffix, const char *default_name);
+
 /* path join into a malloc'd string ("a" + "b" -> "a/b"). */
 char *qs_path_join(const char *dir, const char *name);
 

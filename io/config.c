@@ -126,17 +126,14 @@ int qs_config_parse(qs_model_config *c, const char *json, size_t len, const char
 }
 
 int qs_config_load(qs_model_config *cfg, const char *path, qs_error *err) {
-    char *p = NULL, *text;
+    char *file = qs_path_or_default(path, ".json", "config.json"), *text;
     size_t len;
-    size_t n = strlen(path);
-    if (n < 5 || strcmp(path + n - 5, ".json")) p = qs_path_join(path, "config.json");
-    const char *file = p ? p : path;
-    int rc = qs_file_read_all(file, 16u << 20, &text, &len, err);
+    int rc = file ? qs_file_read_all(file, 16u << 20, &text, &len, err) : qs_error_set(err, -ENOMEM, "out of memory");
     if (!rc) {
         rc = qs_config_parse(cfg, text, len, file, err);
         free(text);
     }
-    free(p);
+    free(file);
     return rc;
 }
 

@@ -202,16 +202,14 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
 
 int qs_tokenizer_load(qs_tokenizer **out, const char *path, qs_error *err) {
     *out = NULL;
-    char *p = NULL, *text;
-    size_t n = strlen(path), len;
-    if (n < 5 || strcmp(path + n - 5, ".json")) p = qs_path_join(path, "tokenizer.json");
-    const char *file = p ? p : path;
-    int rc = qs_file_read_all(file, 512u << 20, &text, &len, err);
+    char *file = qs_path_or_default(path, ".json", "tokenizer.json"), *text;
+    size_t len;
+    int rc = file ? qs_file_read_all(file, 512u << 20, &text, &len, err) : qs_error_set(err, -ENOMEM, "out of memory");
     if (!rc) {
         rc = qs_tokenizer_parse_json(out, text, len, file, err);
         free(text);
     }
-    free(p);
+    free(file);
     return rc;
 }
 
