@@ -87,5 +87,11 @@ fi
 "$bin" inspect "$tmp/ref" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["blocks"])==24' 2>/dev/null \
   || "$bin" inspect "$tmp/ref" --json | grep -q '"n_blocks": 24' || die "inspect --json"
 "$bin" inspect "$tmp/ref" --block 3 | grep -q "mlp.down_proj.codes" || die "inspect --block"
+# dump: a dequantized linear (tiny shape: down_proj is [256, 688]) as .npy, a norm as safetensors
+"$bin" dump "$tmp/ref" --block 5 --tensor mlp.down_proj -o "$tmp/down.npy" 2>/dev/null || die "dump of a linear"
+size=$(stat -c %s "$tmp/down.npy" 2>/dev/null || echo 0); hdr=$((size - 256 * 688 * 4))
+[ $hdr -eq 64 ] || [ $hdr -eq 128 ] || die "dump .npy has $size bytes"
+"$bin" dump "$tmp/ref" --block 5 --tensor input_layernorm.weight -o "$tmp/norm.safetensors" 2>/dev/null || die "dump of a norm"
+"$bin" dump "$tmp/ref" --block 99 --tensor mlp.up_proj -o "$tmp/x.npy" 2>/dev/null && die "dump of a missing block"
 [ $fail -eq 0 ] && echo ok
 exit $fail

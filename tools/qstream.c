@@ -22,6 +22,7 @@ static const qs_command commands[] = {
     {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn --wbits 4 [--group 128] [--sym] [--host-mem 24G] [--restart]"},
     {"verify", qs_cmd_verify, "verify OUT_DIR"},
     {"inspect", qs_cmd_inspect, "inspect OUT_DIR [--block N] [--json]"},
+    {"dump", qs_cmd_dump, "dump OUT_DIR --block N --tensor NAME -o FILE(.npy|.safetensors)"},
 };
 
 static void usage(FILE *f) {
