@@ -9,6 +9,35 @@
 #include "checkpoint/shard.h"
 #include "tools/commands.h"
 
+/* zstd compression by tensor role over every recorded shard (headers only) */
+static void print_roles(const char *dir, const qs_manifest *m) {
+    const char *roles[16];
+    unsigned long long raw[16] = {0}, comp[16] = {0};
+    int nr = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        char *p = qs_path_join(dir, m->blocks[i].file);
+        qs_shard *s;
+        if (qs_shard_open(&s, p, NULL) == 0) {
+            for (size_t k = 0; k < qs_shard_count(s); k++) {
+                const qs_shard_entry *e = qs_shard_at(s, k);
+                int r = 0;
+                while (r < nr && strcmp(roles[r], e->role)) r++;
+                if (r == nr && nr < 16) roles[nr++] = strdup(e->role);
+                if (r < nr) raw[r] += e->size, comp[r] += e->csize;
+            }
+            qs_shard_close(s);
+        }
+        free(p);
+    }
+    printf("compression by role (raw -> zstd):");
+    for (int r = 0; r < nr; r++) {
+        printf(" %s %.1f -> %.1f MB (%.2fx)%s", roles[r], raw[r] / 1e6, comp[r] / 1e6, comp[r] ? (double)raw[r] / comp[r] : 0.0,
+               r + 1 < nr ? "," : "");
+        free((char *)roles[r]);
+    }
+    printf("\n");
+}
+
 int qs_cmd_inspect(int argc, char **argv) {
     const char *dir = NULL;
     int block = -1, json = 0;
@@ -48,6 +77,7 @@ int qs_cmd_inspect(int argc, char **argv) {
             for (size_t i = 0; i < m.n; i++)
                 printf("%6d %12llu %9.3f  %s\n", m.blocks[i].block, (unsigned long long)m.blocks[i].bytes, m.blocks[i].seconds,
                        m.blocks[i].metrics_json ? m.blocks[i].metrics_json : "");
+            print_roles(dir, &m);
         }
         qs_manifest_free(&m);
         return 0;
