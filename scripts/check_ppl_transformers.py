@@ -102,6 +102,7 @@ def main():
             nll += float(model(x, labels=x).loss) * (a.seqlen - 1)
     ref_ppl = math.exp(nll / (nwin * (a.seqlen - 1)))
     t_ref = time.time() - t0
+    print(f"transformers: ppl {ref_ppl:.5f} over {nwin} windows of {a.seqlen} ({t_ref:.0f} s)", flush=True)
     cmd = [a.qstream, "eval", a.model_dir, "--text", a.text, "--seqlen", str(a.seqlen), "--json"]
     if a.max_windows: cmd += ["--max-windows", str(a.max_windows)]
     if a.qstream_json:
