@@ -1,7 +1,7 @@
 /* tests/test_reader.c - the io_uring range reader against pread: unaligned and overlapping
  * ranges over two files, every mode (io_uring + O_DIRECT, io_uring buffered, pread), tmpfs
  * (O_DIRECT refused), injected short reads and EIO, truncated files; and every tensor of
- * stories260k read through the reader equals the catalogue's pread. */
+ * stories260k and of the default model read through the reader equals the catalogue's pread. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -194,6 +194,7 @@ int main(void) {
 
     char *model = qs_test_shared_path("models/stories260k");
     check_catalog(model);
+    check_catalog(qs_test_smollm_dir()); /* the default model: 272 tensors, 538 MB */
     free(model);
     free(p0);
     free(p1);
