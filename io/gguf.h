@@ -2,7 +2,11 @@
  *
  * Opening validates the header: magic, version 2 or 3, counts and string lengths bounded by the
  * file size, known value and tensor types, tensor data inside the file and aligned to
- * general.alignment (default 32). Errors name the file and the key or tensor. */
+ * general.alignment (default 32), 1 to 4 dimensions, no element-count overflow, unique keys and
+ * tensor names, arrays of arrays nested at most 3 deep. Errors are QS_EFORMAT (damaged) or
+ * QS_EUNSUPPORTED (valid but not handled: version, big-endian, tensor type), with one line
+ * naming the file and the key or tensor. The file is mapped read-only; a qs_gguf is not safe
+ * for concurrent metadata access (string arrays keep a walk cursor). */
 #ifndef QS_IO_GGUF_H
 #define QS_IO_GGUF_H
 
@@ -44,10 +48,17 @@ int qs_gguf_open_memory(qs_gguf **out, const void *data, size_t size, const char
                         qs_error *err);
 
 uint32_t qs_gguf_version(const qs_gguf *g);
+const char *qs_gguf_name(const qs_gguf *g); /* the path (or name_for_errors) used in messages */
+uint64_t qs_gguf_alignment(const qs_gguf *g); /* general.alignment, default 32 */
 
 /* metadata: key lookup returns the key index or -1 */
 int qs_gguf_find_key(const qs_gguf *g, const char *key);
+/* type of key index k; (qs_gguf_vtype)-1 when k is out of range */
 qs_gguf_vtype qs_gguf_key_type(const qs_gguf *g, int k);
+/* walking every key: count, and the name of key k (points into g, NOT NUL-terminated; a name
+ * may even contain NUL bytes) or NULL when k is out of range */
+size_t qs_gguf_key_count(const qs_gguf *g);
+const char *qs_gguf_key_name(const qs_gguf *g, size_t k, size_t *len);
 /* Scalars with conversion between integer widths; return QS_EFORMAT when the type does not
  * fit (e.g. a string asked as u32) or the key is absent (k < 0). */
 int qs_gguf_get_u64(const qs_gguf *g, const char *key, uint64_t *v, qs_error *err);
@@ -56,7 +67,9 @@ int qs_gguf_get_f32(const qs_gguf *g, const char *key, float *v, qs_error *err);
 int qs_gguf_get_bool(const qs_gguf *g, const char *key, int *v, qs_error *err);
 /* String value; *s points into g (not NUL-terminated), *len its length. */
 int qs_gguf_get_str(const qs_gguf *g, const char *key, const char **s, size_t *len, qs_error *err);
-/* Arrays: element type and count; element access by index. */
+/* Arrays: element type and count; element access by index (0, or QS_EFORMAT when the key is
+ * absent, not an array of a fitting type, or i is out of range). Arrays of arrays are
+ * parsed (nesting bounded) but their elements are not accessible. */
 int qs_gguf_get_arr(const qs_gguf *g, const char *key, qs_gguf_vtype *elem_type, uint64_t *n,
                     qs_error *err);
 int qs_gguf_arr_str(const qs_gguf *g, const char *key, uint64_t i, const char **s, size_t *len);
@@ -66,7 +79,9 @@ int qs_gguf_arr_f32(const qs_gguf *g, const char *key, uint64_t i, float *v);
 size_t qs_gguf_tensor_count(const qs_gguf *g);
 const qs_gguf_tensor *qs_gguf_tensor_at(const qs_gguf *g, size_t i);
 const qs_gguf_tensor *qs_gguf_tensor_find(const qs_gguf *g, const char *name);
-/* Reads and dequantizes one tensor into n_elems floats, in ggml order (ne[0] fastest). */
+/* Reads and dequantizes one tensor into dst (n_elems floats, caller-owned), in ggml order
+ * (ne[0] fastest). For a mapped file the tensor's pages are released from this process
+ * afterwards, so streaming a model tensor by tensor keeps one tensor resident. */
 int qs_gguf_read_f32(const qs_gguf *g, const qs_gguf_tensor *t, float *dst, qs_error *err);
 
 #endif

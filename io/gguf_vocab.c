@@ -1,3 +1,6 @@
+/* io/gguf_vocab.c - a qs_tok_spec from a GGUF file's tokenizer.ggml.* metadata (tokens, scores,
+ * token types, merges, special ids, add_bos / add_space_prefix with the defaults of each model
+ * kind). Every string is copied; qs_gguf_tok_spec_free releases them. */
 #include "io/gguf_vocab.h"
 
 #include <errno.h>
@@ -39,9 +42,15 @@ static int str_array(const qs_gguf *g, const char *key, const char *fn, size_t *
     return 0;
 }
 
-static int32_t opt_id(const qs_gguf *g, const char *key) {
+/* an optional token id: -1 when absent; an error when present but not a valid id */
+static int opt_id(const qs_gguf *g, const char *fn, const char *key, size_t n_tokens, int32_t *id, qs_error *err) {
     int64_t v;
-    return qs_gguf_find_key(g, key) >= 0 && qs_gguf_get_i64(g, key, &v, NULL) == 0 && v >= 0 && v < (1 << 30) ? (int32_t)v : -1;
+    *id = -1;
+    if (qs_gguf_find_key(g, key) < 0) return 0;
+    if (qs_gguf_get_i64(g, key, &v, NULL) || v < 0 || (uint64_t)v >= n_tokens)
+        return qs_error_set(err, QS_EFORMAT, "%s: %s is not a token id below %zu", fn, key, n_tokens);
+    *id = (int32_t)v;
+    return 0;
 }
 
 static int opt_bool(const qs_gguf *g, const char *key, int dflt) {
@@ -51,6 +60,7 @@ static int opt_bool(const qs_gguf *g, const char *key, int dflt) {
 
 int qs_gguf_tok_spec_load(const qs_gguf *g, const char *fn, qs_tok_spec *s, qs_error *err) {
     memset(s, 0, sizeof *s);
+    if (!fn) fn = qs_gguf_name(g);
     const char *model, *pre = "default";
     size_t mlen, plen = 7;
     QS_FORWARD_IF_ERROR(qs_gguf_get_str(g, "tokenizer.ggml.model", &model, &mlen, err));
@@ -89,13 +99,14 @@ int qs_gguf_tok_spec_load(const qs_gguf *g, const char *fn, qs_tok_spec *s, qs_e
         if (!ty) rc = qs_error_set(err, -ENOMEM, "out of memory");
     }
     if (!rc && s->kind == QS_TOK_BPE_BYTELEVEL && !s->n_merges) rc = qs_error_set(err, QS_EFORMAT, "%s: byte-level tokenizer without merges", fn);
+    if (!rc && !s->n_tokens) rc = qs_error_set(err, QS_EFORMAT, "%s: tokenizer.ggml.tokens is empty", fn);
+    if (!rc) rc = opt_id(g, fn, "tokenizer.ggml.bos_token_id", s->n_tokens, &s->bos_id, err);
+    if (!rc) rc = opt_id(g, fn, "tokenizer.ggml.eos_token_id", s->n_tokens, &s->eos_id, err);
+    if (!rc) rc = opt_id(g, fn, "tokenizer.ggml.unknown_token_id", s->n_tokens, &s->unk_id, err);
     if (rc) {
         qs_gguf_tok_spec_free(s);
         return rc;
     }
-    s->bos_id = opt_id(g, "tokenizer.ggml.bos_token_id");
-    s->eos_id = opt_id(g, "tokenizer.ggml.eos_token_id");
-    s->unk_id = opt_id(g, "tokenizer.ggml.unknown_token_id");
     s->add_bos = opt_bool(g, "tokenizer.ggml.add_bos_token", s->kind == QS_TOK_BPE_SPM);
     s->add_space_prefix = opt_bool(g, "tokenizer.ggml.add_space_prefix", s->kind == QS_TOK_BPE_SPM);
     return 0;

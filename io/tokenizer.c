@@ -58,7 +58,7 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
     t->n_tokens = s->n_tokens;
     t->bos_id = s->bos_id, t->eos_id = s->eos_id, t->unk_id = s->unk_id;
     t->add_bos = s->add_bos && s->bos_id >= 0;
-    t->add_space_prefix = s->add_space_prefix;
+    t->add_space_prefix = s->add_space_prefix ? QS_SPACE_PREFIX_EVERY : QS_SPACE_PREFIX_NONE;
     t->ignore_merges = t->pre == QS_TOK_PRE_LLAMA3;
     t->nfc = t->pre == QS_TOK_PRE_QWEN2;
     t->tok = calloc(s->n_tokens, sizeof *t->tok);
@@ -218,8 +218,8 @@ static int encode_segment_bl(const qs_tokenizer *t, const uint8_t *s, size_t n, 
     return n > run ? regex_split(t, s + run, n - run, out, scratch) : 0;
 }
 
-static int encode_segment_spm(const qs_tokenizer *t, const uint8_t *s, size_t n, ivec *out) {
-    /* normalize: optional leading U+2581, every space -> U+2581 (3 bytes) */
+static int encode_segment_spm(const qs_tokenizer *t, const uint8_t *s, size_t n, int at_start, ivec *out) {
+    /* normalize: every space -> U+2581 (3 bytes), and maybe a leading U+2581 */
     size_t cap = 3 * n + 4, k = 0;
     uint8_t *norm = malloc(cap);
     int32_t *sym = malloc(cap * sizeof *sym);
@@ -229,7 +229,10 @@ static int encode_segment_spm(const qs_tokenizer *t, const uint8_t *s, size_t n,
         return -1;
     }
     static const uint8_t sp[3] = {0xe2, 0x96, 0x81};
-    if (t->add_space_prefix) memcpy(norm, sp, 3), k = 3;
+    int prefix = t->add_space_prefix == QS_SPACE_PREFIX_EVERY ||
+                 ((t->add_space_prefix == QS_SPACE_PREFIX_ALWAYS || (t->add_space_prefix == QS_SPACE_PREFIX_FIRST && at_start)) &&
+                  s[0] != ' ' && !(n >= 3 && !memcmp(s, sp, 3)));
+    if (prefix) memcpy(norm, sp, 3), k = 3;
     for (size_t i = 0; i < n; i++)
         if (s[i] == ' ') memcpy(norm + k, sp, 3), k += 3;
         else norm[k++] = s[i];
@@ -239,8 +242,10 @@ static int encode_segment_spm(const qs_tokenizer *t, const uint8_t *s, size_t n,
         utf8proc_ssize_t l = utf8proc_iterate(norm + i, (utf8proc_ssize_t)(k - i), &cp);
         if (l <= 0) l = 1;
         int32_t id = qs_strmap_get(&t->vocab, (const char *)norm + i, (size_t)l);
+        int bytes = t->byte_fallback && id < 0;
+        for (utf8proc_ssize_t b = 0; bytes && b < l; b++) bytes = t->byte_tok[norm[i + b]] >= 0;
         if (id >= 0) sym[ns++] = id;
-        else if (t->byte_fallback)
+        else if (bytes)
             for (utf8proc_ssize_t b = 0; b < l; b++) sym[ns++] = t->byte_tok[norm[i + b]];
         else if (t->unk_id >= 0 && !(ns && sym[ns - 1] == t->unk_id)) sym[ns++] = t->unk_id; /* fuse unk */
         i += (size_t)l;
@@ -280,7 +285,7 @@ int qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t len, int
                     hit = &t->special[k];
         if (!hit && i < len) continue;
         if (i > seg)
-            rc = t->kind == QS_TOK_BPE_SPM ? encode_segment_spm(t, s + seg, i - seg, &out)
+            rc = t->kind == QS_TOK_BPE_SPM ? encode_segment_spm(t, s + seg, i - seg, seg == 0, &out)
                                            : encode_segment_bl(t, s + seg, i - seg, &out, scratch);
         if (hit && !rc) {
             rc = ivec_push(&out, hit->id);

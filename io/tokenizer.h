@@ -45,7 +45,7 @@ typedef struct qs_tok_spec {
 
 typedef struct qs_tokenizer qs_tokenizer;
 
-/* Loads MODEL_DIR/tokenizer.json (or a path to one). Unsupported tokenizer types are a clear
+/* Loads MODEL_DIR/tokenizer.json (or a path to one; or a SentencePiece tokenizer.model, below). Unsupported tokenizer types are a clear
  * error naming the file. */
 int qs_tokenizer_load(qs_tokenizer **out, const char *path, qs_error *err);
 /* Parses tokenizer.json text (for tests and the fuzzer). */
@@ -57,6 +57,18 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *spec, qs_error
  * package and by qs_tokenizer_load, giving the same ids), durably. */
 int qs_tok_spec_write_json(const qs_tok_spec *spec, const char *path, qs_error *err);
 void qs_tokenizer_free(qs_tokenizer *t); /* NULL is fine */
+
+/* A SentencePiece model file (tokenizer.model, a protobuf; BPE models such as LLaMA-1/2's and
+ * Mistral's) as a spec: kind QS_TOK_BPE_SPM, tokens, scores and types, no merges (scores rank the
+ * merges), add_bos and add_space_prefix as LlamaTokenizer does. The spec's strings and arrays
+ * belong to *store: keep it until the spec is no longer used, then qs_tok_spm_model_free it
+ * (NULL is fine). qs_tokenizer_load reads such a file when given a path ending in ".model", or a
+ * directory with tokenizer.model and no tokenizer.json. On error nothing is allocated. */
+typedef struct qs_tok_spm_model qs_tok_spm_model;
+int qs_tok_spm_model_load(qs_tok_spm_model **store, qs_tok_spec *spec, const char *path, qs_error *err);
+int qs_tok_spm_model_parse(qs_tok_spm_model **store, qs_tok_spec *spec, const void *data, size_t len,
+                           const char *path_for_errors, qs_error *err);
+void qs_tok_spm_model_free(qs_tok_spm_model *store);
 
 /* Encodes len bytes of UTF-8 text. *ids is malloc'd (caller frees); *n_ids its length.
  * Invalid UTF-8 is handled as the reference does (byte-level: bytes; SPM: byte fallback). */

@@ -16,7 +16,13 @@ typedef struct heap {
     size_t n, cap;
 } heap;
 
-static int before(const cand *x, const cand *y) { return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos); }
+/* best rank first; among equal scores the merged token with the lower id (the order of the
+ * merges Hugging Face's converter derives from scores), then the leftmost pair */
+static int before(const cand *x, const cand *y) {
+    if (x->rank != y->rank) return x->rank < y->rank;
+    if (x->merged != y->merged) return x->merged < y->merged;
+    return x->pos < y->pos;
+}
 
 static int push(heap *h, cand c) {
     if (h->n == h->cap) {

@@ -9,6 +9,15 @@
 
 #include "io/tokenizer.h"
 
+/* SPM: where U+2581 is put in front of a segment of text (the text between special tokens) */
+enum {
+    QS_SPACE_PREFIX_NONE = 0,
+    QS_SPACE_PREFIX_EVERY = 1,  /* normalizer Prepend("\u2581"): every segment */
+    QS_SPACE_PREFIX_ALWAYS = 2, /* pre-tokenizer Metaspace, prepend_scheme "always": every segment
+                                   that does not start with a space */
+    QS_SPACE_PREFIX_FIRST = 3   /* Metaspace "first": the same, for the segment at offset 0 only */
+};
+
 /* string -> id, open addressing */
 typedef struct qs_strmap {
     size_t cap;       /* power of two */
@@ -46,7 +55,8 @@ struct qs_tokenizer {
     qs_special *special;
     size_t n_special;
     int32_t bos_id, eos_id, unk_id;
-    int add_bos, add_space_prefix, nfc;
+    int add_bos, nfc;
+    int add_space_prefix;    /* SPM: QS_SPACE_PREFIX_* */
     pcre2_code *re;          /* pre-tokenizer regex (byte-level) */
     pcre2_match_data *md;
     char byte_enc[256][4];   /* byte -> UTF-8 of its mapped code point (byte-level) */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/fileio.h"
 #include "io/tokenizer_internal.h"
@@ -32,7 +33,7 @@ static size_t seq_items(json_t *o, json_t **items, size_t max) {
     return n;
 }
 
-static int detect(json_t *root, qs_tok_spec *s, const char *fn, qs_error *err) {
+static int detect(json_t *root, qs_tok_spec *s, int *space_mode, const char *fn, qs_error *err) {
     json_t *model = json_object_get(root, "model"), *pre = json_object_get(root, "pre_tokenizer"),
            *norm = json_object_get(root, "normalizer");
     json_t *items[8];
@@ -52,12 +53,23 @@ static int detect(json_t *root, qs_tok_spec *s, const char *fn, qs_error *err) {
         } else if (!strcmp(t, "Split")) {
             json_t *re = json_object_get(json_object_get(items[i], "pattern"), "Regex");
             split = json_is_string(re) ? json_string_value(re) : "";
+            json_t *beh = json_object_get(items[i], "behavior");
+            if (json_is_true(json_object_get(items[i], "invert")) || (json_is_string(beh) && strcmp(json_string_value(beh), "Isolated")))
+                return BAD("%s: unsupported tokenizer: Split other than Isolated", fn);
         } else if (!strcmp(t, "Metaspace")) {
             metaspace = 1;
-            json_t *ps = json_object_get(items[i], "prepend_scheme"), *ap = json_object_get(items[i], "add_prefix_space");
-            prepend = json_is_true(ap) || (json_is_string(ps) && strcmp(json_string_value(ps), "never"));
+            json_t *ps = json_object_get(items[i], "prepend_scheme"), *ap = json_object_get(items[i], "add_prefix_space"),
+                   *rep = json_object_get(items[i], "replacement");
+            if (json_is_string(ps))
+                metaspace = !strcmp(json_string_value(ps), "first")    ? QS_SPACE_PREFIX_FIRST
+                            : !strcmp(json_string_value(ps), "always") ? QS_SPACE_PREFIX_ALWAYS
+                                                                       : -1; /* never */
+            else
+                metaspace = json_is_false(ap) ? -1 : QS_SPACE_PREFIX_ALWAYS; /* the older form */
             if (json_is_true(json_object_get(items[i], "split")))
                 return BAD("%s: unsupported tokenizer: Metaspace with split", fn);
+            if (json_is_string(rep) && strcmp(json_string_value(rep), SPM_SPACE))
+                return BAD("%s: unsupported tokenizer: Metaspace replacement '%s'", fn, json_string_value(rep));
         } else {
             return BAD("%s: unsupported tokenizer: pre_tokenizer type '%s'", fn, t);
         }
@@ -66,8 +78,12 @@ static int detect(json_t *root, qs_tok_spec *s, const char *fn, qs_error *err) {
     for (size_t i = 0; i < np; i++) {
         const char *t = type_of(items[i]);
         json_t *p = json_object_get(items[i], "prepend");
+        json_t *pat = json_object_get(json_object_get(items[i], "pattern"), "String"), *con = json_object_get(items[i], "content");
         if (!strcmp(t, "Prepend") && json_is_string(p) && !strcmp(json_string_value(p), SPM_SPACE)) prepend = 1;
-        else if (!strcmp(t, "Replace")) replace = 1;
+        else if (!strcmp(t, "Replace") && json_is_string(pat) && !strcmp(json_string_value(pat), " ") && json_is_string(con) &&
+                 !strcmp(json_string_value(con), SPM_SPACE))
+            replace = 1;
+        else if (!strcmp(t, "Replace")) return BAD("%s: unsupported tokenizer: normalizer Replace other than ' ' -> U+2581", fn);
         else if (!strcmp(t, "NFC")) nfc = 1;
         else return BAD("%s: unsupported tokenizer: normalizer type '%s'", fn, t);
     }
@@ -87,7 +103,11 @@ static int detect(json_t *root, qs_tok_spec *s, const char *fn, qs_error *err) {
     } else if (metaspace || replace || json_is_true(json_object_get(model, "byte_fallback"))) {
         s->kind = QS_TOK_BPE_SPM;
         s->pre = QS_TOK_PRE_NONE;
-        s->add_space_prefix = prepend;
+        if (metaspace && (prepend || replace))
+            return BAD("%s: unsupported tokenizer: both a Metaspace pre-tokenizer and a Prepend/Replace normalizer", fn);
+        if (!metaspace && !replace) return BAD("%s: unsupported tokenizer: byte-fallback BPE without U+2581 for spaces", fn);
+        *space_mode = metaspace ? (metaspace < 0 ? QS_SPACE_PREFIX_NONE : metaspace) : prepend ? QS_SPACE_PREFIX_EVERY : QS_SPACE_PREFIX_NONE;
+        s->add_space_prefix = *space_mode != QS_SPACE_PREFIX_NONE;
     } else {
         return BAD("%s: unsupported tokenizer: BPE without ByteLevel or SentencePiece normalization", fn);
     }
@@ -115,7 +135,8 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
     qs_tok_spec s;
     memset(&s, 0, sizeof s);
     s.bos_id = s.eos_id = s.unk_id = -1;
-    int rc = json_is_object(root) ? detect(root, &s, fn, err) : qs_error_set(err, QS_EFORMAT, "%s: not a JSON object", fn);
+    int space_mode = QS_SPACE_PREFIX_NONE;
+    int rc = json_is_object(root) ? detect(root, &s, &space_mode, fn, err) : qs_error_set(err, QS_EFORMAT, "%s: not a JSON object", fn);
     json_t *model = json_object_get(root, "model"), *vocab = json_object_get(model, "vocab"),
            *merges = json_object_get(model, "merges"), *added = json_object_get(root, "added_tokens");
     if (!rc && (!json_is_object(vocab) || !json_is_array(merges)))
@@ -189,7 +210,10 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
         rc = qs_tokenizer_from_spec(out, &s, err);
         if (rc) qs_error_prefix(err, "%s", fn);
         if (!rc && json_is_true(json_object_get(model, "ignore_merges"))) (*out)->ignore_merges = 1;
-        if (!rc && s.kind == QS_TOK_BPE_SPM) (*out)->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+        if (!rc && s.kind == QS_TOK_BPE_SPM) {
+            (*out)->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
+            (*out)->add_space_prefix = space_mode;
+        }
     }
     for (size_t i = 0; owned && i < json_array_size(merges); i++) free(owned[i]);
     free(owned);
@@ -200,9 +224,31 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
     return rc;
 }
 
+static int load_spm_model(qs_tokenizer **out, const char *file, qs_error *err) {
+    qs_tok_spm_model *m;
+    qs_tok_spec spec;
+    QS_FORWARD_IF_ERROR(qs_tok_spm_model_load(&m, &spec, file, err));
+    int rc = qs_tokenizer_from_spec(out, &spec, err);
+    if (rc) qs_error_prefix(err, "%s", file);
+    qs_tok_spm_model_free(m);
+    return rc;
+}
+
 int qs_tokenizer_load(qs_tokenizer **out, const char *path, qs_error *err) {
     *out = NULL;
+    size_t n = strlen(path);
+    if (n >= 6 && !strcmp(path + n - 6, ".model")) return load_spm_model(out, path, err);
     char *file = qs_path_or_default(path, ".json", "tokenizer.json"), *text;
+    if (file && access(file, F_OK) != 0 && strcmp(file, path)) { /* a directory with only tokenizer.model */
+        char *model = qs_path_join(path, "tokenizer.model");
+        if (model && access(model, F_OK) == 0) {
+            free(file);
+            int rc = load_spm_model(out, model, err);
+            free(model);
+            return rc;
+        }
+        free(model);
+    }
     size_t len;
     int rc = file ? qs_file_read_all(file, 512u << 20, &text, &len, err) : qs_error_set(err, -ENOMEM, "out of memory");
     if (!rc) {
@@ -228,43 +274,58 @@ static json_t *template_bos(const char *bos, int32_t bos_id) {
                      "special_tokens", bos, "id", bos, "ids", bos_id, "tokens", bos);
 }
 
-/* SentencePiece vocabularies from GGUF carry scores, not merges: every split of a token into two
- * vocabulary tokens becomes a merge, ordered by the merged token's score (then id) */
-static const qs_tok_spec *g_sort_spec;
+/* SentencePiece vocabularies (GGUF "llama", tokenizer.model) carry scores, not merges: as Hugging
+ * Face's converter does, every split of a token into two vocabulary tokens becomes a merge,
+ * ordered by the merged token's score (descending, then its id), the splits of one token by
+ * (left id, right id). Splits fall on byte boundaries like the converter's (on characters):
+ * a piece is valid UTF-8, so a piece that ends inside a character is never in the vocabulary. */
+typedef struct scored {
+    float score;
+    int32_t id;
+} scored;
+
 static int cmp_by_score(const void *a, const void *b) {
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    float sx = g_sort_spec->scores[x], sy = g_sort_spec->scores[y];
-    return sx > sy ? -1 : sx < sy ? 1 : (x > y) - (x < y);
+    const scored *x = a, *y = b;
+    return x->score > y->score ? -1 : x->score < y->score ? 1 : (x->id > y->id) - (x->id < y->id);
 }
 
+/* appends the derived merges to arr; -1 when out of memory */
 static int spm_merges(const qs_tok_spec *s, json_t *arr) {
     qs_strmap m;
-    if (qs_strmap_init(&m, s->n_tokens)) return -1;
-    int32_t *order = malloc(s->n_tokens * sizeof *order);
-    if (!order) {
-        qs_strmap_free(&m);
+    scored *order = malloc(s->n_tokens * sizeof *order);
+    if (!order || qs_strmap_init(&m, s->n_tokens)) {
+        free(order);
         return -1;
     }
     for (size_t i = 0; i < s->n_tokens; i++) {
         qs_strmap_put(&m, s->tokens[i], (uint32_t)strlen(s->tokens[i]), (int32_t)i);
-        order[i] = (int32_t)i;
+        order[i] = (scored){s->scores[i], (int32_t)i};
     }
-    g_sort_spec = s;
     qsort(order, s->n_tokens, sizeof *order, cmp_by_score);
     char buf[1024];
+    struct split {
+        int32_t a, b;
+        size_t cut;
+    } sp[256];
     for (size_t k = 0; k < s->n_tokens; k++) {
-        int32_t id = order[k];
-        if (s->types && s->types[id] != 1) continue;
-        const char *t = s->tokens[id];
-        size_t len = strlen(t);
-        for (size_t cut = 1; cut < len && len + 2 < sizeof buf; cut++) {
-            if (((uint8_t)t[cut] & 0xc0) == 0x80) continue; /* split on character boundaries */
-            int32_t a = qs_strmap_get(&m, t, cut), b = qs_strmap_get(&m, t + cut, len - cut);
-            if (a < 0 || b < 0) continue;
-            memcpy(buf, t, cut);
-            buf[cut] = ' ';
-            memcpy(buf + cut + 1, t + cut, len - cut + 1);
-            json_array_append_new(arr, json_string(buf));
+        const char *t = s->tokens[order[k].id];
+        size_t len = strlen(t), n = 0;
+        for (size_t cut = 1; cut < len && len + 2 < sizeof buf && n < 256; cut++) {
+            int32_t a = qs_strmap_get(&m, t, cut), b = a >= 0 ? qs_strmap_get(&m, t + cut, len - cut) : -1;
+            if (b < 0) continue;
+            size_t j = n++; /* insertion sort by (left id, right id), as the converter orders them */
+            for (; j > 0 && (sp[j - 1].a > a || (sp[j - 1].a == a && sp[j - 1].b > b)); j--) sp[j] = sp[j - 1];
+            sp[j] = (struct split){a, b, cut};
+        }
+        for (size_t j = 0; j < n; j++) {
+            memcpy(buf, t, sp[j].cut);
+            buf[sp[j].cut] = ' ';
+            memcpy(buf + sp[j].cut + 1, t + sp[j].cut, len - sp[j].cut + 1);
+            if (json_array_append_new(arr, json_string(buf))) {
+                free(order);
+                qs_strmap_free(&m);
+                return -1;
+            }
         }
     }
     free(order);

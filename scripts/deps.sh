@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liburing-dev libzstd-dev libxxhash-dev libopenblas-dev
       libjansson-dev libpcre2-dev libutf8proc-dev python3 python3-pip unzip)
-[ "${QS_DEPS_CLANG:-0}" = 1 ] && pkgs+=(clang libclang-rt-dev)
+[ "${QS_DEPS_CLANG:-0}" = 1 ] && pkgs+=(clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
