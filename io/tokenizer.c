@@ -29,7 +29,6 @@ void qs_tokenizer_free(qs_tokenizer *t) {
     for (size_t i = 0; t->tok && i < t->n_tokens; i++) free(t->tok[i]);
     free(t->tok);
     free(t->tok_len);
-    free(t->score);
     qs_strmap_free(&t->vocab);
     qs_pairmap_free(&t->merges);
     for (size_t i = 0; i < t->n_special; i++) free(t->special[i].text);
@@ -45,6 +44,20 @@ int32_t qs_tokenizer_bos(const qs_tokenizer *t) { return t->bos_id; }
 static int cmp_special(const void *a, const void *b) { /* longest first, so the longest match wins */
     const qs_special *x = a, *y = b;
     return x->len < y->len ? 1 : x->len > y->len ? -1 : 0;
+}
+
+static int count_merge(void *ctx, int32_t merged, uint32_t cut, int32_t a, int32_t b) {
+    (void)merged, (void)cut, (void)a, (void)b;
+    ++*(size_t *)ctx;
+    return 0;
+}
+
+static int put_merge(void *ctx, int32_t merged, uint32_t cut, int32_t a, int32_t b) {
+    qs_pairmap *m = ((void **)ctx)[0];
+    size_t *rank = ((void **)ctx)[1];
+    (void)cut;
+    qs_pairmap_put(m, a, b, (int32_t)(*rank)++, merged);
+    return 0;
 }
 
 int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *err) {
@@ -83,7 +96,7 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
         t->tok_len[i] = (uint32_t)len;
         qs_strmap_put(&t->vocab, t->tok[i], (uint32_t)len, (int32_t)i); /* a duplicate keeps its first id */
         int type = s->types ? s->types[i] : 1;
-        if ((type == 3 || type == 4) && len > 0) {
+        if ((type == 2 || type == 3 || type == 4) && len > 0) { /* unknown, control, user-defined: matched literally */
             t->special[t->n_special++] = (qs_special){.text = strdup(t->tok[i]), .len = len, .id = (int32_t)i};
             if (!t->special[t->n_special - 1].text) {
                 rc = qs_error_set(err, -ENOMEM, "out of memory");
@@ -94,7 +107,7 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
         if (len == 6 && sscanf(t->tok[i], "<0x%02X>", &v) == 1) t->byte_tok[v] = (int32_t)i;
     }
     qsort(t->special, t->n_special, sizeof *t->special, cmp_special);
-    t->byte_fallback = t->kind == QS_TOK_BPE_SPM && t->byte_tok[0] >= 0;
+    for (int b = 0; b < 256 && t->kind == QS_TOK_BPE_SPM; b++) t->byte_fallback |= t->byte_tok[b] >= 0; /* per character: all its bytes, or unk */
     if (s->n_merges) {
         if (qs_pairmap_init(&t->merges, s->n_merges)) {
             rc = qs_error_set(err, -ENOMEM, "out of memory");
@@ -119,13 +132,17 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
             qs_pairmap_put(&t->merges, a, b, (int32_t)i, merged);
         }
     } else if (t->kind == QS_TOK_BPE_SPM && s->scores) {
-        t->by_score = 1;
-        t->score = malloc(s->n_tokens * sizeof *t->score);
-        if (!t->score) {
+        size_t n = 0; /* count, then fill */
+        int r = qs_spm_merges_derive(s->n_tokens, s->tokens, s->scores, count_merge, &n);
+        if (!r && !(r = qs_pairmap_init(&t->merges, n) ? -ENOMEM : 0)) {
+            n = 0;
+            void *ctx[2] = {&t->merges, &n};
+            r = qs_spm_merges_derive(s->n_tokens, s->tokens, s->scores, put_merge, ctx);
+        }
+        if (r) {
             rc = qs_error_set(err, -ENOMEM, "out of memory");
             goto fail;
         }
-        memcpy(t->score, s->scores, s->n_tokens * sizeof *t->score);
     } else {
         rc = qs_error_set(err, QS_EFORMAT, "tokenizer: no merges%s", t->kind == QS_TOK_BPE_SPM ? " and no scores" : "");
         goto fail;

@@ -1,13 +1,13 @@
 /* io/tokenizer_bpe.c - byte-pair merging of one word: the pair with the best rank (lowest merge
- * index, or highest score of the merged token for score-based SentencePiece vocabularies) is
- * merged first, the leftmost among equals; a heap keeps this O(n log n) for long inputs. */
+ * index; for SentencePiece vocabularies with scores, merges derived from the scores) is merged
+ * first, the leftmost among equals; a heap keeps this O(n log n) for long inputs. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "io/tokenizer_internal.h"
 
 typedef struct cand {
-    float rank;
+    int32_t rank;
     int32_t pos, left, right, merged;
 } cand;
 
@@ -16,13 +16,7 @@ typedef struct heap {
     size_t n, cap;
 } heap;
 
-/* best rank first; among equal scores the merged token with the lower id (the order of the
- * merges Hugging Face's converter derives from scores), then the leftmost pair */
-static int before(const cand *x, const cand *y) {
-    if (x->rank != y->rank) return x->rank < y->rank;
-    if (x->merged != y->merged) return x->merged < y->merged;
-    return x->pos < y->pos;
-}
+static int before(const cand *x, const cand *y) { return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos); }
 
 static int push(heap *h, cand c) {
     if (h->n == h->cap) {
@@ -58,23 +52,8 @@ static cand pop(heap *h) {
 }
 
 /* rank and result of merging ids a and b; 0 when they do not merge */
-static int pair(const struct qs_tokenizer *t, int32_t a, int32_t b, float *rank, int32_t *merged) {
-    if (!t->by_score) {
-        int32_t r;
-        if (!qs_pairmap_get(&t->merges, a, b, &r, merged)) return 0;
-        *rank = (float)r;
-        return 1;
-    }
-    char buf[512];
-    size_t la = t->tok_len[a], lb = t->tok_len[b];
-    if (la + lb > sizeof buf) return 0;
-    memcpy(buf, t->tok[a], la);
-    memcpy(buf + la, t->tok[b], lb);
-    int32_t id = qs_strmap_get(&t->vocab, buf, la + lb);
-    if (id < 0) return 0;
-    *merged = id;
-    *rank = -t->score[id];
-    return 1;
+static int pair(const struct qs_tokenizer *t, int32_t a, int32_t b, int32_t *rank, int32_t *merged) {
+    return qs_pairmap_get(&t->merges, a, b, rank, merged);
 }
 
 size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n) {

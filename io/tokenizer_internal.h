@@ -45,10 +45,8 @@ struct qs_tokenizer {
     size_t n_tokens;
     char **tok;        /* [n_tokens] as in the vocabulary (byte-level: mapped code points) */
     uint32_t *tok_len;
-    float *score;      /* SPM merge priority when there are no merges, else NULL */
     qs_strmap vocab;
-    qs_pairmap merges; /* empty for score-based SPM */
-    int by_score;
+    qs_pairmap merges; /* for SPM vocabularies with scores and no merges: derived from the scores */
     int ignore_merges; /* a whole pre-token found in the vocabulary is taken as is */
     int byte_fallback;
     int32_t byte_tok[256]; /* SPM: id of <0xNN>, or -1 */
@@ -77,6 +75,12 @@ void qs_bytelevel_tables(char enc[256][4], int16_t dec[512]);
 
 /* the regex of a byte-level pre-tokenizer (NULL for SMOLLM's digit split, handled in code) */
 const char *qs_tok_pre_regex(qs_tok_pre pre);
+
+/* SentencePiece merges from scores (io/tokenizer_spm_merges.c): calls fn for each merge, best
+ * first: token `merged` = tokens[a] + tokens[b], split at byte `cut`. Returns 0, -ENOMEM, or the
+ * first nonzero value fn returned. */
+typedef int (*qs_spm_merge_fn)(void *ctx, int32_t merged, uint32_t cut, int32_t a, int32_t b);
+int qs_spm_merges_derive(size_t n, const char *const *tokens, const float *scores, qs_spm_merge_fn fn, void *ctx);
 
 /* BPE of one word given as initial symbol ids; writes ids to out (capacity n), returns count */
 size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n);

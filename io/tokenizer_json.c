@@ -279,58 +279,20 @@ static json_t *template_bos(const char *bos, int32_t bos_id) {
  * ordered by the merged token's score (descending, then its id), the splits of one token by
  * (left id, right id). Splits fall on byte boundaries like the converter's (on characters):
  * a piece is valid UTF-8, so a piece that ends inside a character is never in the vocabulary. */
-typedef struct scored {
-    float score;
-    int32_t id;
-} scored;
-
-static int cmp_by_score(const void *a, const void *b) {
-    const scored *x = a, *y = b;
-    return x->score > y->score ? -1 : x->score < y->score ? 1 : (x->id > y->id) - (x->id < y->id);
-}
-
-/* appends the derived merges to arr; -1 when out of memory */
-static int spm_merges(const qs_tok_spec *s, json_t *arr) {
-    qs_strmap m;
-    scored *order = malloc(s->n_tokens * sizeof *order);
-    if (!order || qs_strmap_init(&m, s->n_tokens)) {
-        free(order);
-        return -1;
-    }
-    for (size_t i = 0; i < s->n_tokens; i++) {
-        qs_strmap_put(&m, s->tokens[i], (uint32_t)strlen(s->tokens[i]), (int32_t)i);
-        order[i] = (scored){s->scores[i], (int32_t)i};
-    }
-    qsort(order, s->n_tokens, sizeof *order, cmp_by_score);
-    char buf[1024];
-    struct split {
-        int32_t a, b;
-        size_t cut;
-    } sp[256];
-    for (size_t k = 0; k < s->n_tokens; k++) {
-        const char *t = s->tokens[order[k].id];
-        size_t len = strlen(t), n = 0;
-        for (size_t cut = 1; cut < len && len + 2 < sizeof buf && n < 256; cut++) {
-            int32_t a = qs_strmap_get(&m, t, cut), b = a >= 0 ? qs_strmap_get(&m, t + cut, len - cut) : -1;
-            if (b < 0) continue;
-            size_t j = n++; /* insertion sort by (left id, right id), as the converter orders them */
-            for (; j > 0 && (sp[j - 1].a > a || (sp[j - 1].a == a && sp[j - 1].b > b)); j--) sp[j] = sp[j - 1];
-            sp[j] = (struct split){a, b, cut};
-        }
-        for (size_t j = 0; j < n; j++) {
-            memcpy(buf, t, sp[j].cut);
-            buf[sp[j].cut] = ' ';
-            memcpy(buf + sp[j].cut + 1, t + sp[j].cut, len - sp[j].cut + 1);
-            if (json_array_append_new(arr, json_string(buf))) {
-                free(order);
-                qs_strmap_free(&m);
-                return -1;
-            }
-        }
-    }
-    free(order);
-    qs_strmap_free(&m);
-    return 0;
+static int append_merge(void *ctx, int32_t merged, uint32_t cut, int32_t a, int32_t b) {
+    const qs_tok_spec *s = ((void **)ctx)[0];
+    json_t *arr = ((void **)ctx)[1];
+    (void)a, (void)b;
+    const char *t = s->tokens[merged];
+    size_t len = strlen(t);
+    char *buf = malloc(len + 2);
+    if (!buf) return -ENOMEM;
+    memcpy(buf, t, cut);
+    buf[cut] = ' ';
+    memcpy(buf + cut + 1, t + cut, len - cut + 1);
+    int rc = json_array_append_new(arr, json_string(buf)) ? -ENOMEM : 0;
+    free(buf);
+    return rc;
 }
 
 int qs_tok_spec_write_json(const qs_tok_spec *s, const char *path, qs_error *err) {
@@ -338,14 +300,14 @@ int qs_tok_spec_write_json(const qs_tok_spec *s, const char *path, qs_error *err
     for (size_t i = 0; i < s->n_tokens; i++) {
         json_object_set_new(vocab, s->tokens[i], json_integer((json_int_t)i));
         int type = s->types ? s->types[i] : 1;
-        if (type == 3 || type == 4)
+        if (type == 2 || type == 3 || type == 4) /* unknown and control tokens are special, user-defined ones not */
             json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", (int)i, "content", s->tokens[i],
-                                                   "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", type == 3));
+                                                   "single_word", 0, "lstrip", 0, "rstrip", 0, "normalized", 0, "special", type != 4));
     }
     int spm = s->kind == QS_TOK_BPE_SPM;
     if (s->n_merges)
         for (size_t i = 0; i < s->n_merges; i++) json_array_append_new(merges, json_string(s->merges[i]));
-    else if (spm && s->scores && spm_merges(s, merges)) {
+    else if (spm && s->scores && qs_spm_merges_derive(s->n_tokens, s->tokens, s->scores, append_merge, (void *[]){(void *)s, merges})) {
         json_decref(root);
         return qs_error_set(err, -ENOMEM, "out of memory");
     }

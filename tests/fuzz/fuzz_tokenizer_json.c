@@ -1,5 +1,6 @@
-/* libFuzzer harness: tokenizer.json parsing, and encoding the input bytes with whatever parsed
- * (or, when the input is not a tokenizer, with a small built-in byte-level one). */
+/* libFuzzer harness: tokenizer.json parsing and SentencePiece tokenizer.model parsing of the
+ * input, encoding the input bytes with whatever parsed, and encoding them with a small built-in
+ * byte-level tokenizer (encode, then decode). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (qs_tokenizer_parse_json(&t, (const char *)data, size, "fuzz.json", &err) == 0) {
         if (qs_tokenizer_encode(t, (const char *)data, size < 4096 ? size : 4096, &ids, &n, &err) == 0) free(ids);
         qs_tokenizer_free(t);
+    }
+    qs_tok_spm_model *m;
+    qs_tok_spec spec;
+    if (qs_tok_spm_model_parse(&m, &spec, data, size, "fuzz.model", &err) == 0) {
+        if (spec.n_tokens <= 4096 && qs_tokenizer_from_spec(&t, &spec, &err) == 0) {
+            if (qs_tokenizer_encode(t, (const char *)data, size < 4096 ? size : 4096, &ids, &n, &err) == 0) free(ids);
+            qs_tokenizer_free(t);
+        }
+        qs_tok_spm_model_free(m);
     }
     t = builtin();
     if (t && qs_tokenizer_encode(t, (const char *)data, size, &ids, &n, &err) == 0) {
