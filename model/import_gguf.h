@@ -11,6 +11,12 @@ typedef struct qs_import_summary {
     int n_tensors, n_layers, vocab;
 } qs_import_summary;
 
+/* Imports gguf_path into out_dir (created when missing). Refuses, before writing anything, other
+ * architectures, rope scaling, partial rotary dims, unknown / missing / misshapen tensors and
+ * an out_dir holding a sharded index. vocab_size is the embedding's row count (the token list
+ * may be shorter, never longer); tie_word_embeddings when there is no output.weight. sum may be
+ * NULL. Each output file is written durably via PATH.tmp + rename, config.json last; on error
+ * no .tmp is left, though files committed before the failure stay. */
 int qs_import_gguf(const char *gguf_path, const char *out_dir, qs_import_summary *sum, qs_error *err);
 
 /* Inverse of llama.cpp's Q/K row permutation for one [n_head * head_dim, cols] matrix:
