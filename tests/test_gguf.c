@@ -483,7 +483,7 @@ static void write_seeds(const char *out) {
     p = qs_path_join(out, "v2-align64.gguf");
     gw_save(&b, p), free(p);
     /* a tiny llama-like image with a tokenizer */
-    const char *toks[4] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81" "a"};
+    const char *toks[4] = {"<unk>", "<s>", "</s>", ("\xe2\x96\x81" "a")};
     gw_kv_str(&meta, "general.architecture", "llama");
     gw_kv_str(&meta, "tokenizer.ggml.model", "llama");
     gw_kv_strs(&meta, "tokenizer.ggml.tokens", toks, 4);

@@ -66,7 +66,7 @@ static void build(gw *img, const fixture *f) {
     gw_kv_f32(&m, "llama.attention.layer_norm_rms_epsilon", 1e-6f);
     gw_kv_f32(&m, "llama.rope.freq_base", 50000.0f);
     gw_kv_str(&m, "tokenizer.ggml.model", "llama");
-    const char *toks[V] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "\xe2\x96\x81" "a", "\xe2\x96\x81" "b"};
+    const char *toks[V] = {"<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", ("\xe2\x96\x81" "a"), ("\xe2\x96\x81" "b")};
     gw_kv_strs(&m, "tokenizer.ggml.tokens", toks, V);
     gw_kv_arr_hdr(&m, "tokenizer.ggml.scores", QS_GGUF_F32, V);
     float sc[V] = {0, 0, 0, -1, -2, -3, -4, -5};
