@@ -1,52 +1,118 @@
 /* backend/backend.h - the compute backend seam: a table of operations plus a context, in the
- * style of ggml's backend interface. Pointers passed to the ops are backend memory (from
- * ops->alloc); for the CPU backend that is host memory. All matrices are row-major fp32 here;
- * a GPU backend may keep bf16/fp16 copies of weights internally. Ops are deterministic: the
- * same inputs give the same bits, run after run. */
+ * style of ggml's backend interface. The CPU backend (cpu/) is always built and is the
+ * reference; a CUDA backend (gpu/) implements the same table. Only backend/registry.c knows
+ * which backends exist.
+ *
+ * Memory. Every pointer an op takes is backend memory: allocated with ops->alloc and filled
+ * with ops->upload (for the CPU backend that is aligned host memory, for CUDA device memory).
+ * Host memory goes in and out only through upload / download. Index arrays (int32) are
+ * backend memory too.
+ *
+ * Layout. Matrices are row-major fp32 with explicit shapes and leading dimensions. A batch of
+ * windows is [n_win, seqlen, cols] stored as [n_win*seqlen, cols]; token t of such a batch is at
+ * position pos0 + t % seqlen. A GPU backend may compute GEMMs from bf16/fp16 copies with fp32
+ * accumulation; its per-op tolerance against the CPU backend is set by the op tests.
+ *
+ * Errors. Every op returns 0 or a negative code and fills err (a NULL err is allowed): an
+ * asynchronous backend reports launch failures and out-of-memory here instead of aborting.
+ * Ops on one backend run in issue order; download returns after the data is on the host.
+ *
+ * Determinism. The same inputs give the same bits run after run (no atomics in reductions;
+ * reductions in a fixed order). The CPU backend also gives the same bits for any thread
+ * count, except where OpenBLAS itself differs between thread counts.
+ *
+ * Backward passes (block-wise tuning: EEC, DL-QAT, SliderQuant) will be appended to this table
+ * as ops with the suffix _backward, taking the forward's saved statistics: rmsnorm saves the
+ * inverse RMS per row (rstd), attention saves the log-sum-exp of each score row (lse), and
+ * rope's backward is rope with inverse = 1. Fake-quant, channel gather with coefficients,
+ * MSE and AdamW follow the same pattern. A backend that lacks an op leaves it NULL; callers
+ * check and report "not implemented on <name>". */
 #ifndef QS_BACKEND_BACKEND_H
 #define QS_BACKEND_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/error.h"
 
 typedef struct qs_backend qs_backend;
 
 typedef struct qs_backend_ops {
-    const char *name;
+    const char *name; /* "cpu", "cuda" */
+    /* frees the context and be itself; NULL is fine */
     void (*destroy)(qs_backend *be);
-    /* memory: alloc returns NULL when out of memory */
+
+    /* ---- memory ---- */
+    /* bytes of backend memory, 64-byte aligned at least; NULL when out of memory */
     void *(*alloc)(qs_backend *be, size_t bytes);
-    void (*free)(qs_backend *be, void *p);
+    void (*free)(qs_backend *be, void *p); /* NULL is fine */
     int (*upload)(qs_backend *be, void *dst, const void *src_host, size_t bytes, qs_error *err);
     int (*download)(qs_backend *be, void *dst_host, const void *src, size_t bytes, qs_error *err);
+    /* dst = src, both backend memory, bytes long; they do not overlap */
+    int (*copy)(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err);
+    /* waits until every op issued so far has finished; reports any pending error */
+    int (*synchronize)(qs_backend *be, qs_error *err);
 
-    /* C[m, n] = alpha * op(A) op(B) + beta * C; op(A) is [m, k], op(B) is [k, n]; trans_b = 1 with
-     * B stored [n, k] is the linear layer y = x W^T */
-    void (*gemm)(qs_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
-    /* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * gamma; y may equal x */
-    void (*rmsnorm)(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps);
-    /* rotate-half RoPE in place on x [n_tok, row_stride]: heads of head_dim at column h*head_dim;
-     * token t has position pos[t]; cos/sin tables [max_pos, head_dim/2] */
-    void (*rope)(qs_backend *be, float *x, int n_tok, int n_heads, int head_dim, int row_stride,
-                 const int *pos, const float *cos_t, const float *sin_t);
-    /* causal GQA attention of one sequence: q [seqlen, n_heads*head_dim], k and v
-     * [seqlen, n_kv_heads*head_dim]; out [seqlen, n_heads*head_dim]; scale 1/sqrt(head_dim).
-     * Returns 0, or -ENOMEM when its scratch cannot be allocated (out is then untouched). */
-    int (*attention)(qs_backend *be, float *out, const float *q, const float *k, const float *v, int seqlen,
-                      int n_heads, int n_kv_heads, int head_dim);
-    /* y = silu(gate) * up, elementwise; y may equal gate */
-    void (*swiglu)(qs_backend *be, float *y, const float *gate, const float *up, size_t n);
-    /* y += x */
-    void (*add)(qs_backend *be, float *y, const float *x, size_t n);
-    /* y[r, :] += bias */
-    void (*add_bias)(qs_backend *be, float *y, const float *bias, int rows, int cols);
+    /* ---- linear algebra ---- */
+    /* c[m, n] = alpha * op(a) op(b) + beta * c, op(a) [m, k], op(b) [k, n]; op(x) = x^T when
+     * trans_x. a is stored [m, k] (lda >= k), or [k, m] (lda >= m) when trans_a; likewise b.
+     * The linear layer y = x W^T (W [out, in]) is trans_b = 1, m = tokens, n = out, k = in.
+     * beta = 0 ignores what c held (NaN included). */
+    int (*gemm)(qs_backend *be, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                qs_error *err);
+
+    /* ---- LLaMA layers ---- */
+    /* y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * gamma[:], x and y [rows, dim], gamma
+     * [dim]; y may equal x. rstd [rows] receives 1/sqrt(mean + eps) when not NULL (backward). */
+    int (*rmsnorm)(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim,
+                   float eps, float *rstd, qs_error *err);
+    /* Rotary embedding in place, rotate-half convention (Hugging Face LLaMA): x [n_win*seqlen,
+     * row_stride] holds n_heads heads of head_dim columns from column 0; in each head, pair
+     * (i, i + head_dim/2) is rotated by angle pos * inv_freq[i], pos = pos0 + t % seqlen, where
+     * the angle is the float32 product (as transformers computes it). inv_freq [head_dim/2]
+     * carries theta and any LLaMA-3 frequency scaling (model/rope.h). inverse = 1 rotates by
+     * -angle: the backward of the forward rotation. */
+    int (*rope)(qs_backend *be, float *x, int n_win, int seqlen, int pos0, int n_heads, int head_dim,
+                int row_stride, const float *inv_freq, int inverse, qs_error *err);
+    /* Causal grouped-query attention of n_win independent windows: q [n_win*seqlen,
+     * n_heads*head_dim], k and v [n_win*seqlen, n_kv_heads*head_dim], out [n_win*seqlen,
+     * n_heads*head_dim]; query head h reads kv head h / (n_heads / n_kv_heads). Token i of a
+     * window attends to tokens 0..i of the same window with weights softmax(scale * q.k) (fp32,
+     * max subtracted). lse [n_win, n_heads, seqlen] receives max + log(sum exp) of each scaled
+     * score row when not NULL (backward). out must not alias q, k or v. */
+    int (*attention)(qs_backend *be, float *out, const float *q, const float *k, const float *v,
+                     int n_win, int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale,
+                     float *lse, qs_error *err);
+    /* y = silu(gate) * up elementwise, n values; y may equal gate or up */
+    int (*swiglu)(qs_backend *be, float *y, const float *gate, const float *up, size_t n, qs_error *err);
+
+    /* ---- elementwise and data movement ---- */
+    /* y = a + b, n values; y may equal a or b */
+    int (*add)(qs_backend *be, float *y, const float *a, const float *b, size_t n, qs_error *err);
+    /* y = alpha * x, n values; y may equal x */
+    int (*scale)(qs_backend *be, float *y, const float *x, float alpha, size_t n, qs_error *err);
+    /* y[r, :] += bias[:], y [rows, cols], bias [cols] */
+    int (*add_bias)(qs_backend *be, float *y, const float *bias, int rows, int cols, qs_error *err);
+    /* dst[dst_rows[i], :] = src[src_rows[i], :] for i < n; rows of cols floats; a NULL index
+     * array means i itself. Gather (embedding lookup: src_rows = token ids) and scatter. The
+     * caller guarantees the indices are in range and the dst rows distinct. */
+    int (*copy_rows)(qs_backend *be, float *dst, const int32_t *dst_rows, const float *src,
+                     const int32_t *src_rows, int n, int cols, qs_error *err);
+
+    /* ---- reductions ---- */
+    /* One vocabulary chunk of an online log-sum-exp (the LM head without [tokens, vocab]
+     * logits): logits [n, vc] are the columns v0 .. v0+vc-1 of n rows. For each row r:
+     * (run_max[r], run_sum[r]) <- the log-sum-exp state merged with this chunk
+     * (lse = run_max + log(run_sum); start from run_max = -INFINITY, run_sum = 0), and
+     * tgt_logit[r] = logits[r, target[r] - v0] when target[r] falls in the chunk. */
+    int (*lse_update)(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
+                      float *run_max, float *run_sum, float *tgt_logit, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {
     const qs_backend_ops *ops;
-    void *ctx;
+    void *ctx; /* the backend's own state */
 };
 
 #endif

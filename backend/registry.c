@@ -25,10 +25,11 @@ int qs_cuda_usable(void) {
 
 int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err) {
     *out = NULL;
+    if (!name) name = "cpu";
     if (!strcmp(name, "cpu")) return qs_cpu_backend_create(out, threads, err);
     if (!strcmp(name, "cuda")) {
 #ifdef QS_HAVE_CUDA
-        return qs_error_set(err, QS_EUNSUPPORTED, "the CUDA backend's ops are not implemented yet; use --device cpu");
+        return qs_error_set(err, QS_EUNSUPPORTED, "CUDA backend not implemented yet (its ops table is empty); use --device cpu");
 #else
         return qs_error_set(err, QS_EUNSUPPORTED, "this build has no CUDA backend (built without the CUDA toolkit)");
 #endif
@@ -40,4 +41,8 @@ int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error 
                         ""
 #endif
     );
+}
+
+void qs_backend_free(qs_backend *be) {
+    if (be) be->ops->destroy(be);
 }

@@ -1,11 +1,13 @@
-/* cpu/cpu_backend.h - the CPU backend: OpenBLAS for GEMM, OpenMP for the elementwise ops.
- * Always built; the reference for every other backend. */
+/* cpu/cpu_backend.h - the CPU backend: every op in C, OpenBLAS for GEMM, OpenMP for threads.
+ * Always built; the reference every other backend is tested against. Create it through
+ * backend/registry.h (qs_backend_create(&be, "cpu", threads, &err)). */
 #ifndef QS_CPU_CPU_BACKEND_H
 #define QS_CPU_CPU_BACKEND_H
 
 #include "backend/backend.h"
 
-/* threads: 0 = all cores */
+/* threads: 0 = all cores. Sets the OpenMP and OpenBLAS thread counts of the process (both are
+ * process-wide settings). On error *out is NULL. */
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err);
 
 #endif

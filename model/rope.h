@@ -1,18 +1,15 @@
-/* model/rope.h - rotary embedding tables (rotate-half convention), with LLaMA-3 frequency
- * scaling, computed in double precision and stored as float. */
+/* model/rope.h - the rotary embedding's inverse frequencies of a model: theta and, for LLaMA-3
+ * configs, the frequency scaling (transformers' _compute_llama3_parameters). The backend's
+ * rope op turns them into per-position angles. */
 #ifndef QS_MODEL_ROPE_H
 #define QS_MODEL_ROPE_H
 
 #include "base/error.h"
 #include "io/config.h"
 
-typedef struct qs_rope_table {
-    int n_pos, half;
-    float *cos_t; /* [n_pos, half] */
-    float *sin_t; /* [n_pos, half] */
-} qs_rope_table;
-
-int qs_rope_table_init(qs_rope_table *r, const qs_model_config *cfg, int n_pos, qs_error *err);
-void qs_rope_table_free(qs_rope_table *r);
+/* inv_freq [head_dim/2] (host memory): theta^(-2i/head_dim), computed in double and rounded to
+ * float, then LLaMA-3-scaled when cfg->rope_scaling says so. Errors on an odd head_dim or a
+ * non-positive theta / scaling factor. */
+int qs_rope_inv_freq(const qs_model_config *cfg, float *inv_freq, qs_error *err);
 
 #endif

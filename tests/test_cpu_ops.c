@@ -1,7 +1,10 @@
-/* tests/test_cpu_ops.c - every CPU backend op against a naive double-precision reference on seeded
- * random data (never zeros), odd sizes, GQA with fewer KV heads, attention longer than one query
- * block, and the RoPE tables with LLaMA-3 scaling. Tolerance: max abs error <= 1e-4 x (1 + max
- * |ref|); fp32 sums of <= 300 terms of O(1) values are far inside it. */
+/* tests/test_cpu_ops.c - every CPU backend op against a naive double-precision reference on
+ * seeded random data in [-1, 1] (never zeros), odd sizes, padded leading dimensions, GQA with
+ * fewer KV heads than heads, attention longer than one query block over two windows, RoPE with
+ * LLaMA-3 scaling and its inverse; then the same bits with 1 and 2 threads.
+ * Tolerance: max |got - ref| <= 2e-5 x (1 + max |ref|). The ops compute in fp32 with sums of at
+ * most ~600 terms of O(1) values (relative rounding ~ sqrt(600) x 6e-8 ~ 1.5e-6), and exp with
+ * ~2 ulp; 2e-5 is an order of magnitude above that and far below any indexing or formula bug. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -10,10 +13,12 @@
 #include "model/rope.h"
 #include "tests/testutil.h"
 
-static uint64_t s = 0x1234567;
+#define TOL 2e-5
+
+static uint64_t seed = 0x1234567;
 static float rnd(void) {
-    s = s * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((s >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
     return v == 0 ? 0.5f : v;
 }
 static float *rvec(size_t n) {
@@ -21,127 +26,279 @@ static float *rvec(size_t n) {
     for (size_t i = 0; i < n; i++) v[i] = rnd();
     return v;
 }
+static double *dvec(size_t n) { return malloc(n * sizeof(double)); }
 static void cmp(const char *op, const float *got, const double *ref, size_t n) {
     double worst = 0, scale = 0;
     for (size_t i = 0; i < n; i++) {
-        worst = fmax(worst, fabs(got[i] - ref[i]));
+        double d = fabs(got[i] - ref[i]);
+        worst = d > worst || d != d ? d : worst;
         scale = fmax(scale, fabs(ref[i]));
     }
-    CHECKF(worst <= 1e-4 * (1 + scale), "%s: max error %.3g (scale %.3g)", op, worst, scale);
+    CHECKF(worst <= TOL * (1 + scale), "%s: max error %.3g (scale %.3g)", op, worst, scale);
+    printf("%-28s max error %.2e (scale %.2f)\n", op, worst, scale);
+}
+
+static void test_gemm(qs_backend *be) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int m = 37, n = 29, k = 53, pad = 3;
+            int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+            float *a = rvec((size_t)(ta ? k : m) * lda), *b = rvec((size_t)(tb ? n : k) * ldb), *c = rvec((size_t)m * ldc);
+            double *ref = dvec((size_t)m * ldc);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < ldc; j++) {
+                    double acc = 0;
+                    for (int p = 0; p < k && j < n; p++)
+                        acc += (double)(ta ? a[p * lda + i] : a[i * lda + p]) * (tb ? b[j * ldb + p] : b[p * ldb + j]);
+                    ref[i * ldc + j] = j < n ? 0.7 * acc + 0.3 * c[i * ldc + j] : c[i * ldc + j]; /* padding kept */
+                }
+            qs_error err = {0};
+            CHECK(be->ops->gemm(be, ta, tb, m, n, k, 0.7f, a, lda, b, ldb, 0.3f, c, ldc, &err) == 0);
+            char name[32];
+            snprintf(name, sizeof name, "gemm ta=%d tb=%d", ta, tb);
+            cmp(name, c, ref, (size_t)m * ldc);
+            free(a), free(b), free(c), free(ref);
+        }
+    qs_error err = {0};
+    float x[4];
+    CHECK(be->ops->gemm(be, 0, 1, 2, 2, 3, 1.0f, x, 2, x, 3, 0.0f, x, 2, &err) == QS_EUSAGE); /* lda < k */
+    CHECK(strstr(err.msg, "leading dimension") != NULL);
+}
+
+static void test_rmsnorm(qs_backend *be) {
+    int rows = 7, dim = 131;
+    float *x = rvec((size_t)rows * dim), *g = rvec(dim), *y = malloc(sizeof(float) * rows * dim), rstd[7];
+    double *ref = dvec((size_t)rows * dim), rref[7];
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
+        rref[r] = 1 / sqrt(ss / dim + 1e-5);
+        for (int i = 0; i < dim; i++) ref[r * dim + i] = x[r * dim + i] * rref[r] * g[i];
+    }
+    qs_error err = {0};
+    CHECK(be->ops->rmsnorm(be, y, x, g, rows, dim, 1e-5f, rstd, &err) == 0);
+    cmp("rmsnorm", y, ref, (size_t)rows * dim);
+    cmp("rmsnorm rstd", rstd, rref, rows);
+    CHECK(be->ops->rmsnorm(be, x, x, g, rows, dim, 1e-5f, NULL, &err) == 0); /* in place */
+    cmp("rmsnorm in place", x, ref, (size_t)rows * dim);
+    free(x), free(g), free(y), free(ref);
+}
+
+/* LLaMA-3 inverse frequency, written out independently of model/rope.c */
+static double llama3_freq(double theta, int i, int hd, double factor, double lo_f, double hi_f, double old) {
+    double f = pow(theta, -2.0 * i / hd), wl = 2 * M_PI / f;
+    if (wl > old / lo_f) return f / factor;
+    if (wl < old / hi_f) return f;
+    double sm = (old / wl - lo_f) / (hi_f - lo_f);
+    return (1 - sm) * f / factor + sm * f;
+}
+
+static void test_rope(qs_backend *be) {
+    /* original max position 64 puts pairs in all three LLaMA-3 regimes at head_dim 16 */
+    qs_model_config c = {.head_dim = 16, .rope_theta = 500000.0f, .rope_scaling = QS_ROPE_SCALING_LLAMA3,
+                         .rope_factor = 8, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
+                         .rope_original_max_position = 64};
+    qs_error err = {0};
+    float inv[8];
+    CHECKF(qs_rope_inv_freq(&c, inv, &err) == 0, "%s", err.msg);
+    int n_win = 2, L = 45, pos0 = 3, heads = 3, hd = 16, half = 8, stride = heads * hd + 5; /* 5 columns not rotated */
+    size_t n = (size_t)n_win * L * stride;
+    float *x = rvec(n), *x0 = malloc(sizeof(float) * n);
+    memcpy(x0, x, sizeof(float) * n);
+    double *ref = dvec(n), fref[8];
+    int regimes[3] = {0, 0, 0};
+    for (int i = 0; i < half; i++) {
+        fref[i] = llama3_freq(500000.0, i, hd, 8, 1, 4, 64);
+        double wl = 2 * M_PI / pow(500000.0, -2.0 * i / hd);
+        regimes[wl < 16 ? 0 : wl > 64 ? 2 : 1]++;
+    }
+    CHECKF(regimes[0] && regimes[1] && regimes[2], "the test misses a LLaMA-3 regime (%d %d %d)", regimes[0],
+           regimes[1], regimes[2]);
+    cmp("rope inv_freq (llama3)", inv, fref, half);
+    for (size_t t = 0; t < (size_t)n_win * L; t++) {
+        double p = pos0 + (double)(t % L);
+        for (int i = 0; i < stride; i++) ref[t * stride + i] = x[t * stride + i];
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < half; i++) {
+                double a = x[t * stride + h * hd + i], b = x[t * stride + h * hd + i + half], an = p * fref[i];
+                ref[t * stride + h * hd + i] = a * cos(an) - b * sin(an);
+                ref[t * stride + h * hd + i + half] = b * cos(an) + a * sin(an);
+            }
+    }
+    float *d_inv = be->ops->alloc(be, sizeof inv);
+    CHECK(be->ops->upload(be, d_inv, inv, sizeof inv, &err) == 0);
+    CHECK(be->ops->rope(be, x, n_win, L, pos0, heads, hd, stride, d_inv, 0, &err) == 0);
+    cmp("rope llama3", x, ref, n);
+    double *back = dvec(n);
+    for (size_t i = 0; i < n; i++) back[i] = x0[i];
+    CHECK(be->ops->rope(be, x, n_win, L, pos0, heads, hd, stride, d_inv, 1, &err) == 0);
+    cmp("rope inverse", x, back, n);
+    /* plain theta, no scaling */
+    c.rope_scaling = QS_ROPE_SCALING_NONE;
+    c.rope_theta = 10000.0f;
+    CHECK(qs_rope_inv_freq(&c, inv, &err) == 0);
+    for (int i = 0; i < half; i++) fref[i] = pow(10000.0, -2.0 * i / hd);
+    cmp("rope inv_freq (theta)", inv, fref, half);
+    c.head_dim = 15;
+    CHECK(qs_rope_inv_freq(&c, inv, &err) != 0 && strstr(err.msg, "head_dim"));
+    be->ops->free(be, d_inv);
+    free(x), free(x0), free(ref), free(back);
+}
+
+/* out, lse vs double; n_win windows of L, H heads on KVH kv heads of hd */
+static void test_attention(qs_backend *be, int n_win, int L, int H, int KVH, int hd) {
+    size_t qs = (size_t)H * hd, ks = (size_t)KVH * hd, T = (size_t)n_win * L;
+    float *q = rvec(T * qs), *k = rvec(T * ks), *v = rvec(T * ks), *out = malloc(sizeof(float) * T * qs);
+    float *lse = malloc(sizeof(float) * (size_t)n_win * H * L);
+    double *ref = dvec(T * qs), *lref = dvec((size_t)n_win * H * L), *p = dvec(L), sc = 1 / sqrt(hd);
+    for (int w = 0; w < n_win; w++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / (H / KVH);
+            for (int i = 0; i < L; i++) {
+                double mx = -1e300, sum = 0;
+                size_t qi = ((size_t)w * L + i) * qs + (size_t)h * hd;
+                for (int j = 0; j <= i; j++) {
+                    double d = 0;
+                    size_t kj = ((size_t)w * L + j) * ks + (size_t)kh * hd;
+                    for (int e = 0; e < hd; e++) d += (double)q[qi + e] * k[kj + e];
+                    p[j] = d * sc;
+                    mx = fmax(mx, p[j]);
+                }
+                for (int j = 0; j <= i; j++) sum += p[j] = exp(p[j] - mx);
+                lref[((size_t)w * H + h) * L + i] = mx + log(sum);
+                for (int e = 0; e < hd; e++) {
+                    double acc = 0;
+                    for (int j = 0; j <= i; j++) acc += p[j] / sum * v[((size_t)w * L + j) * ks + (size_t)kh * hd + e];
+                    ref[qi + e] = acc;
+                }
+            }
+        }
+    qs_error err = {0};
+    CHECKF(be->ops->attention(be, out, q, k, v, n_win, L, H, KVH, hd, (float)sc, lse, &err) == 0, "%s", err.msg);
+    char name[64];
+    snprintf(name, sizeof name, "attention %dx%d h%d/%d d%d", n_win, L, H, KVH, hd);
+    cmp(name, out, ref, T * qs);
+    cmp("attention lse", lse, lref, (size_t)n_win * H * L);
+    free(q), free(k), free(v), free(out), free(lse), free(ref), free(lref), free(p);
+}
+
+static void test_elementwise(qs_backend *be) {
+    qs_error err = {0};
+    size_t n = 1001;
+    float *g = rvec(n), *u = rvec(n), *y = malloc(sizeof(float) * n);
+    double *ref = dvec(n);
+    for (size_t i = 0; i < n; i++) ref[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
+    CHECK(be->ops->swiglu(be, y, g, u, n, &err) == 0);
+    cmp("swiglu", y, ref, n);
+    for (size_t i = 0; i < n; i++) ref[i] = (double)y[i] + u[i];
+    CHECK(be->ops->add(be, y, y, u, n, &err) == 0);
+    cmp("add", y, ref, n);
+    for (size_t i = 0; i < n; i++) ref[i] = -0.37 * y[i];
+    CHECK(be->ops->scale(be, y, y, -0.37f, n, &err) == 0);
+    cmp("scale", y, ref, n);
+    for (size_t i = 0; i < 7 * 143; i++) ref[i] = (double)y[i] + g[i % 143];
+    CHECK(be->ops->add_bias(be, y, g, 7, 143, &err) == 0);
+    cmp("add_bias", y, ref, 7 * 143);
+    /* gather (embedding lookup) then scatter back to other rows */
+    int rows = 11, cols = 13, idx[5] = {10, 0, 3, 3, 7}, dst_idx[5] = {4, 1, 0, 2, 3};
+    float *tab = rvec((size_t)rows * cols), *got = rvec((size_t)5 * cols), *sc = rvec((size_t)5 * cols);
+    double *gref = dvec((size_t)5 * cols);
+    int32_t *d_idx = be->ops->alloc(be, sizeof idx), *d_dst = be->ops->alloc(be, sizeof dst_idx);
+    CHECK(be->ops->upload(be, d_idx, idx, sizeof idx, &err) == 0 && be->ops->upload(be, d_dst, dst_idx, sizeof idx, &err) == 0);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < cols; j++) gref[i * cols + j] = tab[idx[i] * cols + j];
+    CHECK(be->ops->copy_rows(be, got, NULL, tab, d_idx, 5, cols, &err) == 0);
+    cmp("copy_rows gather", got, gref, (size_t)5 * cols);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < cols; j++) gref[dst_idx[i] * cols + j] = got[i * cols + j];
+    CHECK(be->ops->copy_rows(be, sc, d_dst, got, NULL, 5, cols, &err) == 0);
+    cmp("copy_rows scatter", sc, gref, (size_t)5 * cols);
+    CHECK(be->ops->copy(be, y, g, sizeof(float) * n, &err) == 0 && memcmp(y, g, sizeof(float) * n) == 0);
+    be->ops->free(be, d_idx), be->ops->free(be, d_dst);
+    free(g), free(u), free(y), free(ref), free(tab), free(got), free(sc), free(gref);
+}
+
+/* online log-sum-exp over uneven vocabulary chunks equals the one-shot double computation */
+static void test_lse(qs_backend *be) {
+    enum { N = 9, V = 1000, VC = 300 };
+    float *lg = rvec((size_t)N * V), mx[N], se[N], tl[N], chunk[N * VC];
+    int32_t tgt[N];
+    double lse_ref[N], t_ref[N];
+    for (int r = 0; r < N; r++) {
+        for (int j = 0; j < V; j++) lg[r * V + j] *= 12.0f; /* a wide range: the max matters */
+        tgt[r] = r == 4 ? -1 : (r * 211 + 17) % V;
+        double m = -1e300, s = 0;
+        for (int j = 0; j < V; j++) m = fmax(m, lg[r * V + j]);
+        for (int j = 0; j < V; j++) s += exp(lg[r * V + j] - m);
+        lse_ref[r] = m + log(s);
+        t_ref[r] = tgt[r] >= 0 ? lg[r * V + tgt[r]] : NAN;
+        mx[r] = -INFINITY, se[r] = 0, tl[r] = NAN;
+    }
+    qs_error err = {0};
+    for (int v0 = 0; v0 < V; v0 += VC) {
+        int vc = V - v0 < VC ? V - v0 : VC;
+        for (int r = 0; r < N; r++) memcpy(chunk + r * vc, lg + r * V + v0, sizeof(float) * vc);
+        CHECK(be->ops->lse_update(be, chunk, N, vc, v0, tgt, mx, se, tl, &err) == 0);
+    }
+    float got[N];
+    for (int r = 0; r < N; r++) got[r] = mx[r] + logf(se[r]);
+    cmp("lse_update", got, lse_ref, N);
+    CHECK(isnan(tl[4]));
+    tl[4] = 0, t_ref[4] = 0;
+    cmp("lse_update target", tl, t_ref, N);
+    free(lg);
+}
+
+/* the same bits with 1 and 2 threads for the ops with reductions */
+static void test_thread_invariance(void) {
+    int n_win = 1, L = 290, H = 4, KVH = 2, hd = 16, V = 777;
+    size_t T = (size_t)n_win * L;
+    float *q = rvec(T * H * hd), *k = rvec(T * KVH * hd), *v = rvec(T * KVH * hd), *g = rvec(hd * H);
+    float *out[2], *nrm[2], *st[2];
+    int32_t *tgt = malloc(sizeof(int32_t) * T);
+    for (size_t t = 0; t < T; t++) tgt[t] = (int32_t)(t * 7 % V);
+    float *lg = rvec(T * V);
+    for (int th = 0; th < 2; th++) {
+        qs_backend *be;
+        qs_error err = {0};
+        CHECKF(qs_backend_create(&be, "cpu", th + 1, &err) == 0, "%s", err.msg);
+        out[th] = malloc(sizeof(float) * T * H * hd);
+        nrm[th] = malloc(sizeof(float) * T * H * hd);
+        st[th] = malloc(sizeof(float) * 3 * T);
+        for (size_t t = 0; t < T; t++) st[th][t] = -INFINITY, st[th][T + t] = 0, st[th][2 * T + t] = 0;
+        CHECK(be->ops->attention(be, out[th], q, k, v, n_win, L, H, KVH, hd, 0.25f, NULL, &err) == 0);
+        CHECK(be->ops->rmsnorm(be, nrm[th], q, g, (int)T, H * hd, 1e-6f, NULL, &err) == 0);
+        CHECK(be->ops->lse_update(be, lg, (int)T, V, 0, tgt, st[th], st[th] + T, st[th] + 2 * T, &err) == 0);
+        qs_backend_free(be);
+    }
+    CHECK(memcmp(out[0], out[1], sizeof(float) * T * H * hd) == 0);
+    CHECK(memcmp(nrm[0], nrm[1], sizeof(float) * T * H * hd) == 0);
+    CHECK(memcmp(st[0], st[1], sizeof(float) * 3 * T) == 0);
+    printf("1 and 2 threads: attention, rmsnorm, lse_update bit-identical%s\n", qs_test_failures ? " NOT" : "");
+    for (int th = 0; th < 2; th++) free(out[th]), free(nrm[th]), free(st[th]);
+    free(q), free(k), free(v), free(g), free(tgt), free(lg);
 }
 
 int main(void) {
     qs_backend *be;
     qs_error err = {0};
     CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);
-    const qs_backend_ops *o = be->ops;
-    /* GEMM, all transpositions: C = 0.7 op(A) op(B) + 0.3 C */
-    for (int ta = 0; ta < 2; ta++)
-        for (int tb = 0; tb < 2; tb++) {
-            int m = 37, n = 29, k = 53;
-            float *a = rvec((size_t)m * k), *b = rvec((size_t)k * n), *c = rvec((size_t)m * n);
-            double *ref = malloc(sizeof(double) * m * n);
-            for (int i = 0; i < m; i++)
-                for (int j = 0; j < n; j++) {
-                    double acc = 0;
-                    for (int p = 0; p < k; p++) acc += (double)(ta ? a[p * m + i] : a[i * k + p]) * (tb ? b[j * k + p] : b[p * n + j]);
-                    ref[i * n + j] = 0.7 * acc + 0.3 * c[i * n + j];
-                }
-            o->gemm(be, ta, tb, m, n, k, 0.7f, a, ta ? m : k, b, tb ? k : n, 0.3f, c, n);
-            char name[32];
-            snprintf(name, sizeof name, "gemm ta=%d tb=%d", ta, tb);
-            cmp(name, c, ref, (size_t)m * n);
-            free(a), free(b), free(c), free(ref);
-        }
-    /* RMSNorm */
-    {
-        int rows = 7, dim = 131;
-        float *x = rvec((size_t)rows * dim), *g = rvec(dim), *y = malloc(sizeof(float) * rows * dim);
-        double *ref = malloc(sizeof(double) * rows * dim);
-        for (int r = 0; r < rows; r++) {
-            double ss = 0;
-            for (int i = 0; i < dim; i++) ss += (double)x[r * dim + i] * x[r * dim + i];
-            for (int i = 0; i < dim; i++) ref[r * dim + i] = x[r * dim + i] / sqrt(ss / dim + 1e-5) * g[i];
-        }
-        o->rmsnorm(be, y, x, g, rows, dim, 1e-5f);
-        cmp("rmsnorm", y, ref, (size_t)rows * dim);
-        free(x), free(g), free(y), free(ref);
-    }
-    /* RoPE with LLaMA-3 scaling: tables and rotation vs direct double computation */
-    {
-        qs_model_config c = {.head_dim = 16, .rope_theta = 500000.0f, .rope_scaling = QS_ROPE_SCALING_LLAMA3,
-                             .rope_factor = 8, .rope_low_freq_factor = 1, .rope_high_freq_factor = 4,
-                             .rope_original_max_position = 64};
-        qs_rope_table rt;
-        CHECK(qs_rope_table_init(&rt, &c, 100, &err) == 0);
-        int n_tok = 9, heads = 3, hd = 16, half = 8, stride = heads * hd + 5;
-        float *x = rvec((size_t)n_tok * stride);
-        double *ref = malloc(sizeof(double) * n_tok * stride);
-        int pos[9] = {0, 1, 2, 17, 33, 50, 64, 80, 99};
-        for (int t = 0; t < n_tok; t++)
-            for (int i = 0; i < stride; i++) ref[t * stride + i] = x[t * stride + i];
-        for (int i = 0; i < half; i++) {
-            double f = pow(500000.0, -2.0 * i / hd), wl = 2 * M_PI / f, lo = 64.0 / 1, hi = 64.0 / 4;
-            if (wl > lo) f /= 8;
-            else if (wl >= hi) {
-                double sm = (64.0 / wl - 1) / (4 - 1);
-                f = (1 - sm) * f / 8 + sm * f;
-            }
-            for (int t = 0; t < n_tok; t++)
-                for (int h = 0; h < heads; h++) {
-                    double a = x[t * stride + h * hd + i], b = x[t * stride + h * hd + i + half], an = pos[t] * f;
-                    ref[t * stride + h * hd + i] = a * cos(an) - b * sin(an);
-                    ref[t * stride + h * hd + i + half] = b * cos(an) + a * sin(an);
-                }
-        }
-        o->rope(be, x, n_tok, heads, hd, stride, pos, rt.cos_t, rt.sin_t);
-        cmp("rope llama3", x, ref, (size_t)n_tok * stride);
-        qs_rope_table_free(&rt);
-        free(x), free(ref);
-    }
-    /* causal GQA attention, longer than one query block */
-    {
-        int L = 300, H = 4, KVH = 2, hd = 8, qs = H * hd, ks = KVH * hd;
-        float *q = rvec((size_t)L * qs), *k = rvec((size_t)L * ks), *v = rvec((size_t)L * ks), *out = malloc(sizeof(float) * L * qs);
-        double *ref = malloc(sizeof(double) * L * qs), *p = malloc(sizeof(double) * L);
-        for (int h = 0; h < H; h++) {
-            int kh = h / (H / KVH);
-            for (int i = 0; i < L; i++) {
-                double mx = -1e300, sum = 0;
-                for (int j = 0; j <= i; j++) {
-                    double d = 0;
-                    for (int e = 0; e < hd; e++) d += (double)q[i * qs + h * hd + e] * k[j * ks + kh * hd + e];
-                    p[j] = d / sqrt(hd);
-                    mx = fmax(mx, p[j]);
-                }
-                for (int j = 0; j <= i; j++) sum += p[j] = exp(p[j] - mx);
-                for (int e = 0; e < hd; e++) {
-                    double acc = 0;
-                    for (int j = 0; j <= i; j++) acc += p[j] / sum * v[j * ks + kh * hd + e];
-                    ref[i * qs + h * hd + e] = acc;
-                }
-            }
-        }
-        CHECK(o->attention(be, out, q, k, v, L, H, KVH, hd) == 0);
-        cmp("attention", out, ref, (size_t)L * qs);
-        free(q), free(k), free(v), free(out), free(ref), free(p);
-    }
-    /* SwiGLU, add, bias */
-    {
-        size_t n = 1001;
-        float *g = rvec(n), *u = rvec(n), *y = malloc(sizeof(float) * n);
-        double *ref = malloc(sizeof(double) * n);
-        for (size_t i = 0; i < n; i++) ref[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
-        o->swiglu(be, y, g, u, n);
-        cmp("swiglu", y, ref, n);
-        for (size_t i = 0; i < n; i++) ref[i] = (double)y[i] + u[i];
-        o->add(be, y, u, n);
-        cmp("add", y, ref, n);
-        for (size_t i = 0; i < 7 * 143; i++) ref[i] = (double)y[i] + g[i % 143];
-        o->add_bias(be, y, g, 7, 143);
-        cmp("add_bias", y, ref, 7 * 143);
-        free(g), free(u), free(y), free(ref);
-    }
-    be->ops->destroy(be);
+    if (qs_test_failures) return qs_test_result();
+    CHECK(strcmp(be->ops->name, "cpu") == 0);
+    test_gemm(be);
+    test_rmsnorm(be);
+    test_rope(be);
+    test_attention(be, 2, 300, 6, 2, 8);  /* GQA groups of 3, two windows, > one query block */
+    test_attention(be, 1, 37, 4, 4, 5);   /* plain multi-head, odd head_dim and length */
+    test_attention(be, 3, 1, 2, 1, 4);    /* windows of one token */
+    test_elementwise(be);
+    test_lse(be);
+    qs_backend_free(be);
+    test_thread_invariance();
+    /* the registry: unknown names and CUDA are clear errors */
+    qs_backend *none;
+    CHECK(qs_backend_create(&none, "tpu", 0, &err) == QS_EUSAGE && none == NULL && strstr(err.msg, "unknown device"));
+    CHECK(qs_backend_create(&none, "cuda", 0, &err) == QS_EUNSUPPORTED && none == NULL && strstr(err.msg, "CUDA"));
+    qs_backend_free(NULL);
     return qs_test_result();
 }

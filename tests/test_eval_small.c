@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "model/eval.h"
+#include "model/logits.h"
 #include "tests/testutil.h"
 
 int main(void) {
@@ -21,7 +22,7 @@ int main(void) {
     qs_error err = {0};
     CHECKF(qs_eval_perplexity(model, ids, N, &o, &r1, &err) == 0, "%s", err.msg);
     CHECK(qs_eval_perplexity(model, ids, N, &o, &r2, &err) == 0);
-    CHECK(r1.windows == 5 && r1.tokens == 5 * (L - 1));
+    CHECK(r1.windows == 5 && r1.tokens == 5 * L && r1.predicted == 5 * (L - 1));
     CHECKF(memcmp(&r1.nll, &r2.nll, sizeof r1.nll) == 0, "not deterministic: %.17g vs %.17g", r1.nll, r2.nll);
     CHECK(isfinite(r1.ppl) && r1.ppl > 1);
     /* on text the model wrote itself (greedy, from BOS) perplexity must be low: a broken layer
@@ -33,7 +34,7 @@ int main(void) {
         for (int i = 1; i < L; i++) {
             float *lg;
             int V;
-            CHECK(qs_eval_logits(model, gen, i, 0, &lg, &V, &err) == 0);
+            CHECK(qs_logits_compute(model, gen, i, NULL, 0, &lg, &V, &err) == 0);
             int best = 0;
             for (int j = 1; j < V; j++) best = lg[(size_t)(i - 1) * V + j] > lg[(size_t)(i - 1) * V + best] ? j : best;
             gen[i] = best;
@@ -50,7 +51,7 @@ int main(void) {
     for (int w = 0; w < 5; w++) {
         float *lg;
         int V;
-        CHECK(qs_eval_logits(model, ids + w * L, L, 0, &lg, &V, &err) == 0);
+        CHECK(qs_logits_compute(model, ids + w * L, L, NULL, 0, &lg, &V, &err) == 0);
         for (int p = 0; p < L - 1; p++) {
             const float *row = lg + (size_t)p * V;
             double m = row[0], s = 0;
@@ -66,7 +67,7 @@ int main(void) {
     CHECKF(fabs(r1.nll - nll) < 1e-5 * fabs(nll) + 1e-6, "streamed NLL %.9f vs reference %.9f", r1.nll, nll);
     /* --max-windows takes the first windows only */
     o.max_windows = 2;
-    CHECK(qs_eval_perplexity(model, ids, N, &o, &r2, &err) == 0 && r2.windows == 2 && r2.tokens == 2 * (L - 1));
+    CHECK(qs_eval_perplexity(model, ids, N, &o, &r2, &err) == 0 && r2.windows == 2 && r2.predicted == 2 * (L - 1));
     /* too little text is a clear error */
     o.max_windows = 0;
     CHECK(qs_eval_perplexity(model, ids, L - 1, &o, &r2, &err) != 0 && strstr(err.msg, "fewer than one window"));

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "model/eval.h"
+#include "model/logits.h"
 #include "tests/testutil.h"
 
 int main(void) {
@@ -16,7 +16,7 @@ int main(void) {
     float *lg;
     int vocab;
     qs_error err = {0};
-    CHECKF(qs_eval_logits(model, ids, 16, 0, &lg, &vocab, &err) == 0, "%s", err.msg);
+    CHECKF(qs_logits_compute(model, ids, 16, NULL, 0, &lg, &vocab, &err) == 0, "%s", err.msg);
     if (!qs_test_failures) {
         CHECK(vocab == 512);
         double worst = 0;
@@ -28,7 +28,7 @@ int main(void) {
         CHECKF(worst < 1e-4, "logits differ from the reference by %.3g", worst);
         /* a shorter prefix gives the same logits at its positions (causality) */
         float *lg8;
-        CHECK(qs_eval_logits(model, ids, 8, 0, &lg8, &vocab, &err) == 0);
+        CHECK(qs_logits_compute(model, ids, 8, NULL, 0, &lg8, &vocab, &err) == 0);
         double d = 0;
         for (int i = 0; i < 8 * vocab; i++) d = fmax(d, fabs(lg8[i] - lg[i]));
         CHECKF(d < 1e-5, "prefix logits differ by %.3g", d);

@@ -1,0 +1,42 @@
+/* cpu/cpu_internal.h - the CPU backend's op functions (one file per concern) and its context.
+ * Not for use outside cpu/: everything else calls through the ops table. */
+#ifndef QS_CPU_CPU_INTERNAL_H
+#define QS_CPU_CPU_INTERNAL_H
+
+#include "backend/backend.h"
+
+typedef struct qs_cpu_ctx {
+    int threads;
+    /* attention scratch, grown on demand and kept (ops never malloc in steady state) */
+    float *scores;  /* [group * QB, seqlen] scaled scores, then probabilities */
+    float *pack;    /* [2, group * QB, head_dim]: the query rows of one kv group, their outputs */
+    size_t scores_cap, pack_cap; /* floats */
+    /* rope: cos then sin of one window's positions, [2, seqlen, head_dim/2] */
+    float *rope_tab;
+    size_t rope_cap; /* floats */
+} qs_cpu_ctx;
+
+/* the size of one query block of the causal attention (rows per score GEMM and head) */
+#define QS_CPU_ATTN_QB 256
+
+int qs_cpu_gemm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                const float *b, int ldb, float beta, float *c, int ldc, qs_error *err);
+int qs_cpu_rmsnorm(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps,
+                   float *rstd, qs_error *err);
+int qs_cpu_rope(qs_backend *be, float *x, int n_win, int seqlen, int pos0, int n_heads, int head_dim, int row_stride,
+                const float *inv_freq, int inverse, qs_error *err);
+int qs_cpu_attention(qs_backend *be, float *out, const float *q, const float *k, const float *v, int n_win,
+                     int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale, float *lse, qs_error *err);
+int qs_cpu_swiglu(qs_backend *be, float *y, const float *gate, const float *up, size_t n, qs_error *err);
+int qs_cpu_add(qs_backend *be, float *y, const float *a, const float *b, size_t n, qs_error *err);
+int qs_cpu_scale(qs_backend *be, float *y, const float *x, float alpha, size_t n, qs_error *err);
+int qs_cpu_add_bias(qs_backend *be, float *y, const float *bias, int rows, int cols, qs_error *err);
+int qs_cpu_copy_rows(qs_backend *be, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
+                     int n, int cols, qs_error *err);
+int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
+                      float *run_max, float *run_sum, float *tgt_logit, qs_error *err);
+
+/* grows *buf to hold n floats (contents not kept); 0 or -ENOMEM */
+int qs_cpu_scratch_grow(float **buf, size_t *cap, size_t n);
+
+#endif

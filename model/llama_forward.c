@@ -1,0 +1,84 @@
+/* model/llama_forward.c - one decoder block's forward pass, written on the backend ops. */
+#include "model/llama_forward.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "model/rope.h"
+
+size_t qs_llama_scratch_bytes(const qs_model_config *c, int max_tokens) {
+    size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    return sizeof(float) * ((size_t)max_tokens * (c->hidden_size + 2 * Q + 2 * KV + 2 * (size_t)c->intermediate_size) +
+                            (size_t)c->head_dim / 2);
+}
+
+void qs_llama_scratch_free(qs_llama_scratch *s, qs_backend *be) {
+    float **all[] = {&s->xn, &s->q, &s->k, &s->v, &s->att, &s->gate, &s->up, &s->inv_freq};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        if (*all[i]) be->ops->free(be, *all[i]);
+        *all[i] = NULL;
+    }
+}
+
+int qs_llama_scratch_init(qs_llama_scratch *s, const qs_model_config *c, int T, qs_backend *be, qs_error *err) {
+    memset(s, 0, sizeof *s);
+    QS_RETURN_ERROR_IF(T < 1, QS_EUSAGE, "block scratch for %d tokens", T);
+    QS_RETURN_ERROR_IF(c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads, QS_EUNSUPPORTED,
+                       "config: %d attention heads are not a multiple of %d key/value heads", c->n_heads, c->n_kv_heads);
+    float inv_freq[1024];
+    QS_RETURN_ERROR_IF(c->head_dim > 2048, QS_EUNSUPPORTED, "config: head_dim %d is over 2048", c->head_dim);
+    QS_FORWARD_IF_ERROR(qs_rope_inv_freq(c, inv_freq, err));
+    s->max_tokens = T;
+    size_t t = (size_t)T, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim,
+           I = (size_t)c->intermediate_size;
+    const qs_backend_ops *o = be->ops;
+    s->xn = o->alloc(be, sizeof(float) * t * c->hidden_size);
+    s->q = o->alloc(be, sizeof(float) * t * Q);
+    s->k = o->alloc(be, sizeof(float) * t * KV);
+    s->v = o->alloc(be, sizeof(float) * t * KV);
+    s->att = o->alloc(be, sizeof(float) * t * Q);
+    s->gate = o->alloc(be, sizeof(float) * t * I);
+    s->up = o->alloc(be, sizeof(float) * t * I);
+    s->inv_freq = o->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2));
+    int rc = 0;
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->gate || !s->up || !s->inv_freq)
+        rc = qs_error_set(err, -ENOMEM, "out of %s memory for the activations of %d tokens (%zu bytes)", o->name, T,
+                          qs_llama_scratch_bytes(c, T));
+    if (!rc) rc = o->upload(be, s->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
+    if (rc) qs_llama_scratch_free(s, be);
+    return rc;
+}
+
+int qs_llama_block_forward(qs_backend *be, const qs_model_config *c, const qs_llama_weights *w, float *x, int n_win,
+                           int L, qs_llama_scratch *s, qs_error *err) {
+    const qs_backend_ops *o = be->ops;
+    const int T = n_win * L, H = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd,
+              I = c->intermediate_size;
+    const float eps = c->rms_eps;
+    QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > s->max_tokens, QS_EUSAGE,
+                       "block %d forward: %d windows of %d tokens do not fit the scratch of %d tokens", w->layer, n_win,
+                       L, s->max_tokens);
+    /* attention: x += o_proj(attn(...)) */
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->attn_norm, T, H, eps, NULL, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, s->xn, H, w->wq, H, 0.0f, s->q, Q, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wk, H, 0.0f, s->k, KV, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wv, H, 0.0f, s->v, KV, err));
+    if (w->bq) {
+        QS_FORWARD_IF_ERROR(o->add_bias(be, s->q, w->bq, T, Q, err));
+        QS_FORWARD_IF_ERROR(o->add_bias(be, s->k, w->bk, T, KV, err));
+        QS_FORWARD_IF_ERROR(o->add_bias(be, s->v, w->bv, T, KV, err));
+    }
+    QS_FORWARD_IF_ERROR(o->rope(be, s->q, n_win, L, 0, c->n_heads, hd, Q, s->inv_freq, 0, err));
+    QS_FORWARD_IF_ERROR(o->rope(be, s->k, n_win, L, 0, c->n_kv_heads, hd, KV, s->inv_freq, 0, err));
+    QS_FORWARD_IF_ERROR(o->attention(be, s->att, s->q, s->k, s->v, n_win, L, c->n_heads, c->n_kv_heads, hd,
+                                     (float)(1.0 / sqrt((double)hd)), NULL, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, s->att, Q, w->wo, Q, 1.0f, x, H, err));
+    /* SwiGLU MLP: x += down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->ffn_norm, T, H, eps, NULL, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_gate, H, 0.0f, s->gate, I, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_up, H, 0.0f, s->up, I, err));
+    QS_FORWARD_IF_ERROR(o->swiglu(be, s->gate, s->gate, s->up, (size_t)T * I, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, s->gate, I, w->w_down, I, 1.0f, x, H, err));
+    return 0;
+}

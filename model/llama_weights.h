@@ -1,0 +1,39 @@
+/* model/llama_weights.h - the weights of one LLaMA decoder block (layer L) in backend memory,
+ * loaded from the tensor catalogue as float32 (F32, F16 or BF16 on disk) and checked against the
+ * config. Hugging Face names: model.layers.L.{self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj,
+ * input_layernorm, post_attention_layernorm}.weight, and self_attn.{q,k,v}_proj.bias when
+ * config.attention_bias (Qwen2). */
+#ifndef QS_MODEL_LLAMA_WEIGHTS_H
+#define QS_MODEL_LLAMA_WEIGHTS_H
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+
+typedef struct qs_llama_weights {
+    int layer;
+    float *wq;        /* [n_heads*head_dim, hidden] */
+    float *wk;        /* [n_kv_heads*head_dim, hidden] */
+    float *wv;        /* [n_kv_heads*head_dim, hidden] */
+    float *wo;        /* [hidden, n_heads*head_dim] */
+    float *w_gate;    /* [intermediate, hidden] */
+    float *w_up;      /* [intermediate, hidden] */
+    float *w_down;    /* [hidden, intermediate] */
+    float *attn_norm; /* [hidden] input_layernorm */
+    float *ffn_norm;  /* [hidden] post_attention_layernorm */
+    float *bq;        /* [n_heads*head_dim] or NULL (no attention_bias) */
+    float *bk;        /* [n_kv_heads*head_dim] or NULL */
+    float *bv;        /* [n_kv_heads*head_dim] or NULL */
+} qs_llama_weights;
+
+/* Loads layer's tensors into new backend memory. Every shape is checked against cfg; an error
+ * names the file and the tensor ("FILE: tensor 'model.layers.3.mlp.up_proj.weight' has shape
+ * [..], config.json says [..]"). On error nothing stays allocated and *w is zeroed. */
+int qs_llama_weights_load(qs_llama_weights *w, const qs_catalog *cat, const qs_model_config *cfg, int layer,
+                          qs_backend *be, qs_error *err);
+/* Frees what was loaded; a zeroed or already freed *w is fine. */
+void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be);
+/* Bytes the weights of one block take as float32 (for memory planning and reports). */
+size_t qs_llama_weights_bytes(const qs_model_config *cfg);
+
+#endif
