@@ -7,6 +7,8 @@
 
 #include "io/tokenizer_internal.h"
 
+#define SPM_SPACE "\xe2\x96\x81"
+
 typedef struct ivec {
     int32_t *a;
     size_t n, cap;
@@ -40,6 +42,15 @@ void qs_tokenizer_free(qs_tokenizer *t) {
 
 size_t qs_tokenizer_vocab_size(const qs_tokenizer *t) { return t->n_tokens; }
 int32_t qs_tokenizer_bos(const qs_tokenizer *t) { return t->bos_id; }
+
+/* the byte of a "<0xNN>" token (two upper-case hex digits), or -1 */
+static int byte_token(const char *s, size_t len) {
+    static const char hex[] = "0123456789ABCDEF";
+    const char *h, *l;
+    if (len != 6 || memcmp(s, "<0x", 3) || s[5] != '>' || !s[3] || !s[4] || !(h = strchr(hex, s[3])) || !(l = strchr(hex, s[4])))
+        return -1;
+    return (int)(h - hex) * 16 + (int)(l - hex);
+}
 
 static int cmp_special(const void *a, const void *b) { /* longest first, so the longest match wins */
     const qs_special *x = a, *y = b;
@@ -82,6 +93,7 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
         goto fail;
     }
     for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
+    t->spm_words = 1;
     for (size_t i = 0; i < s->n_tokens; i++) {
         if (!s->tokens[i]) {
             rc = qs_error_set(err, QS_EFORMAT, "tokenizer: token %zu is missing", i);
@@ -103,8 +115,10 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
                 goto fail;
             }
         }
-        unsigned v;
-        if (len == 6 && sscanf(t->tok[i], "<0x%02X>", &v) == 1) t->byte_tok[v] = (int32_t)i;
+        int byte = byte_token(t->tok[i], len);
+        if (byte >= 0 && t->byte_tok[byte] < 0) t->byte_tok[byte] = (int32_t)i;
+        for (const char *p = t->tok[i]; (p = strstr(p, SPM_SPACE)) != NULL; p += 3)
+            if (p > t->tok[i] && (p - t->tok[i] < 3 || memcmp(p - 3, SPM_SPACE, 3))) t->spm_words = 0;
     }
     qsort(t->special, t->n_special, sizeof *t->special, cmp_special);
     for (int b = 0; b < 256 && t->kind == QS_TOK_BPE_SPM; b++) t->byte_fallback |= t->byte_tok[b] >= 0; /* per character: all its bytes, or unk */
@@ -167,8 +181,86 @@ fail:
     return rc;
 }
 
+/* ---- encoding ----
+ * One encoder state per call (the tokenizer itself is only read, so several threads may encode
+ * with it at once). Pre-tokens repeat a lot in text: a per-call memo maps a pre-token's bytes to
+ * the ids it gave (kept in the output, which is only appended to). */
+
+enum { MEMO_MAX_KEY = 64 };
+
+typedef struct enc {
+    const qs_tokenizer *t;
+    ivec out;
+    int32_t *scratch; /* symbols of one word */
+    size_t scap;
+    pcre2_match_data *md;
+    int32_t byte_id[256]; /* byte-level: id of each byte's mapped code point, or -1 */
+    size_t mcap, mused;   /* memo: open addressing, mcap a power of two (0: no memo) */
+    uint64_t *mh;         /* 0 = empty */
+    uint32_t *mkoff, *mklen, *mioff, *min;
+    char *pool; /* memo keys */
+    size_t npool, cpool;
+} enc;
+
+static uint64_t word_hash(const uint8_t *w, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ w[i]) * 1099511628211ull;
+    return h | 1;
+}
+
+static int scratch_fit(enc *e, size_t n) {
+    if (n <= e->scap) return 0;
+    size_t cap = n < 256 ? 256 : n;
+    int32_t *s = realloc(e->scratch, cap * sizeof *s);
+    if (!s) return -1;
+    e->scratch = s;
+    e->scap = cap;
+    return 0;
+}
+
+/* appends the memoized ids of w and returns 1, or returns 0 with *slot where w goes */
+static int memo_get(enc *e, const uint8_t *w, size_t n, size_t *slot, uint64_t *hash) {
+    if (!e->mcap || n > MEMO_MAX_KEY) return 0;
+    uint64_t h = word_hash(w, n);
+    size_t i = h & (e->mcap - 1);
+    for (; e->mh[i]; i = (i + 1) & (e->mcap - 1)) {
+        if (e->mh[i] != h || e->mklen[i] != n || memcmp(e->pool + e->mkoff[i], w, n)) continue;
+        for (uint32_t k = 0; k < e->min[i]; k++)
+            if (ivec_push(&e->out, e->out.a[e->mioff[i] + k])) return -1;
+        return 1;
+    }
+    *slot = i;
+    *hash = h;
+    return 0;
+}
+
+/* records that w gave out.a[start..] (best effort: a full memo or no memory just skips it) */
+static void memo_put(enc *e, const uint8_t *w, size_t n, size_t slot, uint64_t h, size_t start) {
+    if (!e->mcap || n > MEMO_MAX_KEY || 2 * (e->mused + 1) > e->mcap || e->out.n > UINT32_MAX) return;
+    if (e->npool + n > e->cpool) {
+        size_t cap = e->cpool ? 2 * e->cpool : 4096;
+        char *p = realloc(e->pool, cap);
+        if (!p) return;
+        e->pool = p;
+        e->cpool = cap;
+    }
+    memcpy(e->pool + e->npool, w, n);
+    e->mh[slot] = h;
+    e->mkoff[slot] = (uint32_t)e->npool;
+    e->mklen[slot] = (uint32_t)n;
+    e->mioff[slot] = (uint32_t)start;
+    e->min[slot] = (uint32_t)(e->out.n - start);
+    e->npool += n;
+    e->mused++;
+}
+
 /* byte-level: one pre-token -> ids */
-static int encode_word_bl(const qs_tokenizer *t, const uint8_t *w, size_t n, ivec *out, int32_t *scratch) {
+static int encode_word_bl(enc *e, const uint8_t *w, size_t n) {
+    const qs_tokenizer *t = e->t;
+    size_t slot = 0, start = e->out.n;
+    uint64_t h = 0;
+    int r = memo_get(e, w, n, &slot, &h);
+    if (r) return r < 0 ? -1 : 0;
     if (t->ignore_merges) {
         char buf[1024];
         size_t k = 0;
@@ -178,16 +270,20 @@ static int encode_word_bl(const qs_tokenizer *t, const uint8_t *w, size_t n, ive
             k += l;
         }
         int32_t id = k + 4 < sizeof buf ? qs_strmap_get(&t->vocab, buf, k) : -1;
-        if (id >= 0) return ivec_push(out, id);
+        if (id >= 0) {
+            if (ivec_push(&e->out, id)) return -1;
+            memo_put(e, w, n, slot, h, start);
+            return 0;
+        }
     }
+    if (scratch_fit(e, n)) return -1;
     size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        int32_t id = qs_strmap_get(&t->vocab, t->byte_enc[w[i]], strlen(t->byte_enc[w[i]]));
-        if (id >= 0) scratch[m++] = id;
-    }
-    size_t k = qs_bpe_word(t, scratch, m);
+    for (size_t i = 0; i < n; i++)
+        if (e->byte_id[w[i]] >= 0) e->scratch[m++] = e->byte_id[w[i]];
+    size_t k = qs_bpe_word(t, e->scratch, m);
     for (size_t i = 0; i < k; i++)
-        if (ivec_push(out, scratch[i])) return -1;
+        if (ivec_push(&e->out, e->scratch[i])) return -1;
+    memo_put(e, w, n, slot, h, start);
     return 0;
 }
 
@@ -203,121 +299,180 @@ static int is_numeric_at(const uint8_t *s, size_t n, size_t *len) {
     return c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO;
 }
 
-static int regex_split(const qs_tokenizer *t, const uint8_t *s, size_t n, ivec *out, int32_t *scratch) {
+static int regex_split(enc *e, const uint8_t *s, size_t n) {
     size_t pos = 0;
     while (pos < n) {
-        int r = pcre2_match(t->re, s, n, pos, 0, t->md, NULL);
+        int r = pcre2_match(e->t->re, s, n, pos, 0, e->md, NULL);
         size_t ms = n, me = n;
         if (r > 0) {
-            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(t->md);
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
             ms = ov[0], me = ov[1];
         }
-        if (ms > pos && encode_word_bl(t, s + pos, ms - pos, out, scratch)) return -1; /* bytes no rule matches */
-        if (me > ms && encode_word_bl(t, s + ms, me - ms, out, scratch)) return -1;
+        if (ms > pos && encode_word_bl(e, s + pos, ms - pos)) return -1; /* bytes no rule matches */
+        if (me > ms && encode_word_bl(e, s + ms, me - ms)) return -1;
         pos = me > ms ? me : ms + (ms < n);
     }
     return 0;
 }
 
-static int encode_segment_bl(const qs_tokenizer *t, const uint8_t *s, size_t n, ivec *out, int32_t *scratch) {
-    if (t->pre != QS_TOK_PRE_SMOLLM) return regex_split(t, s, n, out, scratch);
+static int encode_segment_bl(enc *e, const uint8_t *s, size_t n) {
+    if (e->t->pre != QS_TOK_PRE_SMOLLM) return regex_split(e, s, n);
     /* HF Digits(individual_digits): every numeric character alone, the runs between them to the regex */
     size_t run = 0, i = 0;
     while (i < n) {
         size_t l;
-        if (is_numeric_at(s + i, n - i, &l)) {
-            if (i > run && regex_split(t, s + run, i - run, out, scratch)) return -1;
-            if (encode_word_bl(t, s + i, l, out, scratch)) return -1;
+        if (s[i] >= 0x80 || (s[i] >= '0' && s[i] <= '9') ? is_numeric_at(s + i, n - i, &l) : (l = 1, 0)) {
+            if (i > run && regex_split(e, s + run, i - run)) return -1;
+            if (encode_word_bl(e, s + i, l)) return -1;
             run = i + l;
         }
         i += l;
     }
-    return n > run ? regex_split(t, s + run, n - run, out, scratch) : 0;
+    return n > run ? regex_split(e, s + run, n - run) : 0;
 }
 
-static int encode_segment_spm(const qs_tokenizer *t, const uint8_t *s, size_t n, int at_start, ivec *out) {
-    /* normalize: every space -> U+2581 (3 bytes), and maybe a leading U+2581 */
-    size_t cap = 3 * n + 4, k = 0;
-    uint8_t *norm = malloc(cap);
-    int32_t *sym = malloc(cap * sizeof *sym);
-    if (!norm || !sym) {
-        free(norm);
-        free(sym);
-        return -1;
-    }
-    static const uint8_t sp[3] = {0xe2, 0x96, 0x81};
-    int prefix = t->add_space_prefix == QS_SPACE_PREFIX_EVERY ||
-                 ((t->add_space_prefix == QS_SPACE_PREFIX_ALWAYS || (t->add_space_prefix == QS_SPACE_PREFIX_FIRST && at_start)) &&
-                  s[0] != ' ' && !(n >= 3 && !memcmp(s, sp, 3)));
-    if (prefix) memcpy(norm, sp, 3), k = 3;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] == ' ') memcpy(norm + k, sp, 3), k += 3;
-        else norm[k++] = s[i];
-    size_t ns = 0;
-    for (size_t i = 0; i < k;) {
+static const uint8_t spm_space[3] = {0xe2, 0x96, 0x81};
+
+/* SPM: one word of normalized text (or the whole segment) -> ids */
+static int encode_word_spm(enc *e, const uint8_t *w, size_t n) {
+    const qs_tokenizer *t = e->t;
+    size_t slot = 0, start = e->out.n, ns = 0;
+    uint64_t h = 0;
+    int r = memo_get(e, w, n, &slot, &h);
+    if (r) return r < 0 ? -1 : 0;
+    if (scratch_fit(e, n)) return -1;
+    int32_t *sym = e->scratch;
+    for (size_t i = 0; i < n;) {
         utf8proc_int32_t cp;
-        utf8proc_ssize_t l = utf8proc_iterate(norm + i, (utf8proc_ssize_t)(k - i), &cp);
+        utf8proc_ssize_t l = utf8proc_iterate(w + i, (utf8proc_ssize_t)(n - i), &cp);
         if (l <= 0) l = 1;
-        int32_t id = qs_strmap_get(&t->vocab, (const char *)norm + i, (size_t)l);
+        int32_t id = qs_strmap_get(&t->vocab, (const char *)w + i, (size_t)l);
         int bytes = t->byte_fallback && id < 0;
-        for (utf8proc_ssize_t b = 0; bytes && b < l; b++) bytes = t->byte_tok[norm[i + b]] >= 0;
+        for (utf8proc_ssize_t b = 0; bytes && b < l; b++) bytes = t->byte_tok[w[i + b]] >= 0;
         if (id >= 0) sym[ns++] = id;
         else if (bytes)
-            for (utf8proc_ssize_t b = 0; b < l; b++) sym[ns++] = t->byte_tok[norm[i + b]];
+            for (utf8proc_ssize_t b = 0; b < l; b++) sym[ns++] = t->byte_tok[w[i + b]];
         else if (t->unk_id >= 0 && !(ns && sym[ns - 1] == t->unk_id)) sym[ns++] = t->unk_id; /* fuse unk */
         i += (size_t)l;
     }
     size_t m = qs_bpe_word(t, sym, ns);
+    for (size_t i = 0; i < m; i++)
+        if (ivec_push(&e->out, sym[i])) return -1;
+    memo_put(e, w, n, slot, h, start);
+    return 0;
+}
+
+static int encode_segment_spm(enc *e, const uint8_t *s, size_t n, int at_start) {
+    const qs_tokenizer *t = e->t;
+    /* normalize: every space -> U+2581 (3 bytes), and maybe a leading U+2581 */
+    size_t k = 0;
+    uint8_t *norm = malloc(3 * n + 4);
+    if (!norm) return -1;
+    int prefix = t->add_space_prefix == QS_SPACE_PREFIX_EVERY ||
+                 ((t->add_space_prefix == QS_SPACE_PREFIX_ALWAYS || (t->add_space_prefix == QS_SPACE_PREFIX_FIRST && at_start)) &&
+                  s[0] != ' ' && !(n >= 3 && !memcmp(s, spm_space, 3)));
+    if (prefix) memcpy(norm, spm_space, 3), k = 3;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ' ') memcpy(norm + k, spm_space, 3), k += 3;
+        else norm[k++] = s[i];
     int rc = 0;
-    for (size_t i = 0; i < m && !rc; i++) rc = ivec_push(out, sym[i]);
+    size_t word = 0;
+    /* no token has U+2581 after another character: no merge crosses a word start (and with U+2581
+     * known, no unknown character fuses across one) */
+    if (t->spm_words && (t->byte_fallback || qs_strmap_get(&t->vocab, (const char *)spm_space, 3) >= 0)) {
+        int prev_space = 1;
+        for (size_t i = 0; i < k && !rc;) {
+            int space = i + 3 <= k && !memcmp(norm + i, spm_space, 3);
+            if (space && !prev_space && i > word) {
+                rc = encode_word_spm(e, norm + word, i - word);
+                word = i;
+            }
+            prev_space = space;
+            i += space ? 3 : 1; /* any other byte is not a space's start, continuation or not */
+        }
+    }
+    if (!rc && k > word) rc = encode_word_spm(e, norm + word, k - word);
     free(norm);
-    free(sym);
+    return rc;
+}
+
+static void enc_free(enc *e) {
+    free(e->scratch);
+    if (e->md) pcre2_match_data_free(e->md);
+    free(e->mh);
+    free(e->mkoff);
+    free(e->mklen);
+    free(e->mioff);
+    free(e->min);
+    free(e->pool);
+}
+
+/* one segment of text between special tokens; Qwen2's NFC applies to segments (HF matches added
+ * tokens in the raw text, then normalizes the rest) */
+static int encode_segment(enc *e, const uint8_t *s, size_t n, int at_start) {
+    const qs_tokenizer *t = e->t;
+    uint8_t *nfc = NULL;
+    if (t->nfc) {
+        utf8proc_uint8_t *o = NULL;
+        utf8proc_ssize_t nl = utf8proc_map(s, (utf8proc_ssize_t)n, &o, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        if (nl >= 0) { /* the length, not strlen: the text may hold NUL bytes; invalid UTF-8 stays as is */
+            nfc = o;
+            s = nfc;
+            n = (size_t)nl;
+        }
+    }
+    int rc = t->kind == QS_TOK_BPE_SPM ? encode_segment_spm(e, s, n, at_start) : encode_segment_bl(e, s, n);
+    free(nfc);
     return rc;
 }
 
 int qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *n_ids, qs_error *err) {
     *ids = NULL;
     *n_ids = 0;
-    ivec out = {0};
-    uint8_t *nfc = NULL;
     const uint8_t *s = (const uint8_t *)text;
-    if (t->nfc && len) {
-        utf8proc_uint8_t *o = NULL;
-        if (utf8proc_map(s, (utf8proc_ssize_t)len, &o, UTF8PROC_STABLE | UTF8PROC_COMPOSE) >= 0) {
-            nfc = o;
-            s = nfc;
-            len = strlen((char *)nfc);
-        }
+    enc e = {.t = t};
+    int rc = 0;
+    if (t->kind == QS_TOK_BPE_BYTELEVEL) {
+        e.md = pcre2_match_data_create_from_pattern(t->re, NULL);
+        rc = e.md ? 0 : -1;
+        for (int b = 0; b < 256; b++) e.byte_id[b] = qs_strmap_get(&t->vocab, t->byte_enc[b], strlen(t->byte_enc[b]));
     }
-    int32_t *scratch = malloc((len + 1) * sizeof *scratch);
-    int rc = scratch ? 0 : -1;
-    if (!rc && t->add_bos) rc = ivec_push(&out, t->bos_id);
+    if (len >= 512) { /* the memo pays off on longer texts */
+        e.mcap = 1024;
+        while (e.mcap < len / 4 && e.mcap < (1u << 17)) e.mcap <<= 1;
+        e.mh = calloc(e.mcap, sizeof *e.mh);
+        e.mkoff = malloc(e.mcap * sizeof *e.mkoff);
+        e.mklen = malloc(e.mcap * sizeof *e.mklen);
+        e.mioff = malloc(e.mcap * sizeof *e.mioff);
+        e.min = malloc(e.mcap * sizeof *e.min);
+        if (!e.mh || !e.mkoff || !e.mklen || !e.mioff || !e.min) rc = -1;
+    }
+    uint8_t first[256] = {0}; /* first bytes of special tokens */
+    for (size_t k = 0; k < t->n_special; k++) first[(uint8_t)t->special[k].text[0]] = 1;
+    if (!rc && t->add_bos) rc = ivec_push(&e.out, t->bos_id);
     size_t seg = 0;
     for (size_t i = 0; !rc && i <= len; i++) {
         const qs_special *hit = NULL;
-        if (i < len)
+        if (i < len && first[s[i]])
             for (size_t k = 0; k < t->n_special && !hit; k++)
                 if (t->special[k].text[0] == (char)s[i] && t->special[k].len <= len - i &&
                     !memcmp(s + i, t->special[k].text, t->special[k].len))
                     hit = &t->special[k];
         if (!hit && i < len) continue;
-        if (i > seg)
-            rc = t->kind == QS_TOK_BPE_SPM ? encode_segment_spm(t, s + seg, i - seg, seg == 0, &out)
-                                           : encode_segment_bl(t, s + seg, i - seg, &out, scratch);
+        if (i > seg) rc = encode_segment(&e, s + seg, i - seg, seg == 0);
         if (hit && !rc) {
-            rc = ivec_push(&out, hit->id);
+            rc = ivec_push(&e.out, hit->id);
             i += hit->len - 1;
             seg = i + 1;
         }
     }
-    free(scratch);
-    free(nfc);
+    enc_free(&e);
     if (rc) {
-        free(out.a);
+        free(e.out.a);
         return qs_error_set(err, -ENOMEM, "tokenizer: out of memory encoding %zu bytes", len);
     }
-    *ids = out.a ? out.a : malloc(sizeof(int32_t));
-    *n_ids = out.n;
+    *ids = e.out.a ? e.out.a : malloc(sizeof(int32_t));
+    *n_ids = e.out.n;
     return 0;
 }
 
@@ -350,9 +505,9 @@ int qs_tokenizer_decode(const qs_tokenizer *t, const int32_t *ids, size_t n, cha
                 p += (size_t)cl;
             }
         } else {
-            unsigned v;
-            if (l == 6 && sscanf(s, "<0x%02X>", &v) == 1) {
-                o[k++] = (char)v;
+            int byte = byte_token(s, l);
+            if (byte >= 0) {
+                o[k++] = (char)byte;
                 continue;
             }
             for (size_t p = 0; p < l; p++) {

@@ -49,6 +49,7 @@ struct qs_tokenizer {
     qs_pairmap merges; /* for SPM vocabularies with scores and no merges: derived from the scores */
     int ignore_merges; /* a whole pre-token found in the vocabulary is taken as is */
     int byte_fallback;
+    int spm_words;     /* no token has U+2581 after another character: BPE runs word by word */
     int32_t byte_tok[256]; /* SPM: id of <0xNN>, or -1 */
     qs_special *special;
     size_t n_special;
