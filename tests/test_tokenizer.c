@@ -291,6 +291,33 @@ static void corrupt(const char *dir) {
     free(model);
 }
 
+/* Qwen2's NFC: added tokens are matched in the raw text, then each segment is normalized (here
+ * '>' + U+0338 would compose to U+226F); NUL bytes survive normalization. Ids from `tokenizers`. */
+static void qwen2_nfc(void) {
+    static const struct {
+        const char *s;
+        size_t len;
+        int32_t want[12];
+        size_t n;
+    } cases[] = {
+        {"<|endoftext|>\xcc\xb8x", 16, {0, 138, 118, 89}, 4},
+        {"a\0b e\xcc\x81\0\xcc\xb8", 10, {66, 190, 67, 222, 129, 104, 190, 138, 118}, 9},
+    };
+    char *p = qs_path_join(getenv("QS_SRC"), "tests/fixtures/qwen2_tokenizer.json");
+    qs_tokenizer *t;
+    qs_error err = {0};
+    CHECKF(qs_tokenizer_load(&t, p, &err) == 0, "%s", err.msg);
+    for (size_t c = 0; t && c < sizeof cases / sizeof *cases; c++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(qs_tokenizer_encode(t, cases[c].s, cases[c].len, &ids, &n, &err) == 0);
+        CHECKF(n == cases[c].n && ids && !memcmp(ids, cases[c].want, n * sizeof *ids), "qwen2 NFC case %zu: %zu ids", c, n);
+        free(ids);
+    }
+    qs_tokenizer_free(t);
+    free(p);
+}
+
 int main(void) {
     char *tmp = qs_test_tmpdir("tokenizer");
     smollm2(tmp);
@@ -317,6 +344,7 @@ int main(void) {
         qs_tokenizer_free(t);
     }
     free(p);
+    qwen2_nfc();
     corrupt(tmp);
     free(tmp);
     return qs_test_result();
