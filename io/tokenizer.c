@@ -35,7 +35,6 @@ void qs_tokenizer_free(qs_tokenizer *t) {
     qs_pairmap_free(&t->merges);
     for (size_t i = 0; i < t->n_special; i++) free(t->special[i].text);
     free(t->special);
-    if (t->md) pcre2_match_data_free(t->md);
     if (t->re) pcre2_code_free(t->re);
     free(t);
 }
@@ -172,7 +171,6 @@ int qs_tokenizer_from_spec(qs_tokenizer **out, const qs_tok_spec *s, qs_error *e
             goto fail;
         }
         pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter when JIT is unavailable */
-        t->md = pcre2_match_data_create_from_pattern(t->re, NULL);
     }
     *out = t;
     return 0;
@@ -186,7 +184,7 @@ fail:
  * with it at once). Pre-tokens repeat a lot in text: a per-call memo maps a pre-token's bytes to
  * the ids it gave (kept in the output, which is only appended to). */
 
-enum { MEMO_MAX_KEY = 64 };
+enum { MEMO_MAX_KEY = 64, ENC_NOMEM = -1 }; /* other negative codes: PCRE2's */
 
 typedef struct enc {
     const qs_tokenizer *t;
@@ -304,12 +302,13 @@ static int regex_split(enc *e, const uint8_t *s, size_t n) {
     while (pos < n) {
         int r = pcre2_match(e->t->re, s, n, pos, 0, e->md, NULL);
         size_t ms = n, me = n;
+        if (r < 0 && r != PCRE2_ERROR_NOMATCH) return r; /* e.g. a JIT stack limit: an error, never wrong ids */
         if (r > 0) {
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
             ms = ov[0], me = ov[1];
         }
-        if (ms > pos && encode_word_bl(e, s + pos, ms - pos)) return -1; /* bytes no rule matches */
-        if (me > ms && encode_word_bl(e, s + ms, me - ms)) return -1;
+        if (ms > pos && encode_word_bl(e, s + pos, ms - pos)) return ENC_NOMEM; /* bytes no rule matches */
+        if (me > ms && encode_word_bl(e, s + ms, me - ms)) return ENC_NOMEM;
         pos = me > ms ? me : ms + (ms < n);
     }
     return 0;
@@ -322,7 +321,8 @@ static int encode_segment_bl(enc *e, const uint8_t *s, size_t n) {
     while (i < n) {
         size_t l;
         if (s[i] >= 0x80 || (s[i] >= '0' && s[i] <= '9') ? is_numeric_at(s + i, n - i, &l) : (l = 1, 0)) {
-            if (i > run && regex_split(e, s + run, i - run)) return -1;
+            int r = i > run ? regex_split(e, s + run, i - run) : 0;
+            if (r) return r;
             if (encode_word_bl(e, s + i, l)) return -1;
             run = i + l;
         }
@@ -469,6 +469,11 @@ int qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t len, int
     enc_free(&e);
     if (rc) {
         free(e.out.a);
+        if (rc != ENC_NOMEM) {
+            PCRE2_UCHAR msg[120];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            return qs_error_set(err, -EINVAL, "tokenizer: pre-tokenizer regex failed on %zu bytes: %s", len, (const char *)msg);
+        }
         return qs_error_set(err, -ENOMEM, "tokenizer: out of memory encoding %zu bytes", len);
     }
     *ids = e.out.a ? e.out.a : malloc(sizeof(int32_t));

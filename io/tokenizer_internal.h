@@ -57,7 +57,6 @@ struct qs_tokenizer {
     int add_bos, nfc;
     int add_space_prefix;    /* SPM: QS_SPACE_PREFIX_* */
     pcre2_code *re;          /* pre-tokenizer regex (byte-level) */
-    pcre2_match_data *md;
     char byte_enc[256][4];   /* byte -> UTF-8 of its mapped code point (byte-level) */
     int16_t byte_dec[512];   /* mapped code point -> byte, -1 when none */
 };

@@ -1,6 +1,6 @@
 /* libFuzzer harness: tokenizer.json parsing and SentencePiece tokenizer.model parsing of the
  * input, encoding the input bytes with whatever parsed, and encoding them with a small built-in
- * byte-level tokenizer (encode, then decode). */
+ * byte-level tokenizer (encode, then decode: the bytes come back). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +52,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     t = builtin();
     if (t && qs_tokenizer_encode(t, (const char *)data, size, &ids, &n, &err) == 0) {
         char *back;
-        if (qs_tokenizer_decode(t, ids, n, &back, &err) == 0) free(back);
+        if (qs_tokenizer_decode(t, ids, n, &back, &err) == 0) {
+            if (memcmp(back, data, size) || back[size]) __builtin_trap(); /* byte-level: decode(encode(x)) == x */
+            free(back);
+        }
         free(ids);
     }
     return 0;
