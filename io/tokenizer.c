@@ -192,6 +192,7 @@ typedef struct enc {
     int32_t *scratch; /* symbols of one word */
     size_t scap;
     pcre2_match_data *md;
+    int jit;              /* the regex was JIT-compiled: pcre2_jit_match skips pcre2_match's checks */
     int32_t byte_id[256]; /* byte-level: id of each byte's mapped code point, or -1 */
     size_t mcap, mused;   /* memo: open addressing, mcap a power of two (0: no memo) */
     uint64_t *mh;         /* 0 = empty */
@@ -300,7 +301,7 @@ static int is_numeric_at(const uint8_t *s, size_t n, size_t *len) {
 static int regex_split(enc *e, const uint8_t *s, size_t n) {
     size_t pos = 0;
     while (pos < n) {
-        int r = pcre2_match(e->t->re, s, n, pos, 0, e->md, NULL);
+        int r = e->jit ? pcre2_jit_match(e->t->re, s, n, pos, 0, e->md, NULL) : pcre2_match(e->t->re, s, n, pos, 0, e->md, NULL);
         size_t ms = n, me = n;
         if (r < 0 && r != PCRE2_ERROR_NOMATCH) return r; /* e.g. a JIT stack limit: an error, never wrong ids */
         if (r > 0) {
@@ -435,6 +436,8 @@ int qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t len, int
     if (t->kind == QS_TOK_BPE_BYTELEVEL) {
         e.md = pcre2_match_data_create_from_pattern(t->re, NULL);
         rc = e.md ? 0 : -1;
+        size_t jit_size = 0;
+        e.jit = pcre2_pattern_info(t->re, PCRE2_INFO_JITSIZE, &jit_size) == 0 && jit_size > 0;
         for (int b = 0; b < 256; b++) e.byte_id[b] = qs_strmap_get(&t->vocab, t->byte_enc[b], strlen(t->byte_enc[b]));
     }
     if (len >= 512) { /* the memo pays off on longer texts */

@@ -14,6 +14,7 @@ typedef struct cand {
 typedef struct heap {
     cand *a;
     size_t n, cap;
+    int heap_owned; /* a was malloc'd (else it is the caller's stack array) */
 } heap;
 
 static int before(const cand *x, const cand *y) { return x->rank < y->rank || (x->rank == y->rank && x->pos < y->pos); }
@@ -21,8 +22,10 @@ static int before(const cand *x, const cand *y) { return x->rank < y->rank || (x
 static int push(heap *h, cand c) {
     if (h->n == h->cap) {
         size_t cap = h->cap ? 2 * h->cap : 64;
-        cand *a = realloc(h->a, cap * sizeof *a);
+        cand *a = h->heap_owned ? realloc(h->a, cap * sizeof *a) : malloc(cap * sizeof *a);
         if (!a) return -1;
+        if (!h->heap_owned && h->n) memcpy(a, h->a, h->n * sizeof *a);
+        h->heap_owned = 1;
         h->a = a;
         h->cap = cap;
     }
@@ -58,11 +61,14 @@ static int pair(const struct qs_tokenizer *t, int32_t a, int32_t b, int32_t *ran
 
 size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n) {
     if (n < 2) return n;
-    int32_t *next = malloc(n * sizeof *next), *prev = malloc(n * sizeof *prev);
-    heap h = {0};
+    enum { SMALL = 64 }; /* most words: no allocation */
+    int32_t next_s[SMALL], prev_s[SMALL];
+    cand heap_s[SMALL];
+    int small = n <= SMALL;
+    int32_t *next = small ? next_s : malloc(n * sizeof *next), *prev = small ? prev_s : malloc(n * sizeof *prev);
+    heap h = {.a = heap_s, .cap = SMALL};
     if (!next || !prev) {
-        free(next);
-        free(prev);
+        if (!small) free(next), free(prev);
         return n; /* out of memory: leave unmerged (ids stay valid) */
     }
     for (size_t i = 0; i < n; i++) {
@@ -95,8 +101,7 @@ size_t qs_bpe_word(const struct qs_tokenizer *t, int32_t *sym, size_t n) {
     }
     size_t k = 0;
     for (int32_t i = 0; i >= 0; i = next[i]) sym[k++] = sym[i];
-    free(h.a);
-    free(next);
-    free(prev);
+    if (h.heap_owned) free(h.a);
+    if (!small) free(next), free(prev);
     return k;
 }
