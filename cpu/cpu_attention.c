@@ -15,15 +15,8 @@
 
 /* row[0..n) <- softmax(row[0..n)), row[n..width) <- 0; returns max + log(sum) */
 static float softmax_row(float *row, int n, int width) {
-    float m = row[0];
-    for (int j = 1; j < n; j++) m = row[j] > m ? row[j] : m;
-    double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int j = 0; j < n; j++) {
-        float e = qs_cpu_expf(row[j] - m);
-        row[j] = e;
-        s += e;
-    }
+    float m = qs_cpu_row_max(row, n);
+    double s = qs_cpu_row_exp(row, n, m);
     float inv = (float)(1.0 / s);
 #pragma omp simd
     for (int j = 0; j < n; j++) row[j] *= inv;

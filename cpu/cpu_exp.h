@@ -7,7 +7,6 @@
 #define QS_CPU_CPU_EXP_H
 
 #include <stdint.h>
-#include <string.h>
 
 static inline float qs_cpu_expf(float x) {
     const float big = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to an integer */
@@ -23,10 +22,18 @@ static inline float qs_cpu_expf(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    return x < -87.3f ? 0.0f : p * two_n;
+    union {
+        int32_t i;
+        float f;
+    } two_n = {.i = ((int32_t)n + 127) << 23};
+    return x < -87.3f ? 0.0f : p * two_n.f;
 }
+
+/* max of row[0..n), n >= 1 */
+float qs_cpu_row_max(const float *row, int n);
+/* row[j] <- exp(row[j] - m) for j < n; returns their sum (double) */
+double qs_cpu_row_exp(float *row, int n, float m);
+/* sum of exp(row[j] - m), j < n, in double; row unchanged */
+double qs_cpu_row_sumexp(const float *row, int n, float m);
 
 #endif

@@ -13,11 +13,8 @@ int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < n; r++) {
         const float *row = logits + (size_t)r * vc;
-        float m = row[0];
-        for (int j = 1; j < vc; j++) m = row[j] > m ? row[j] : m;
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int j = 0; j < vc; j++) s += qs_cpu_expf(row[j] - m);
+        float m = qs_cpu_row_max(row, vc);
+        double s = qs_cpu_row_sumexp(row, vc, m);
         /* merge (m, s) into the running state relative to the larger maximum */
         float M = run_max[r];
         if (m > M) {
