@@ -408,20 +408,55 @@ static void enc_free(enc *e) {
     free(e->pool);
 }
 
+/* NFC of s[0..n), or NULL when it is s itself (or on no memory: raw, like invalid UTF-8). Code
+ * points below U+0300 (lead bytes below 0xCC) are NFC and compose with nothing before them, and
+ * an ASCII character never composes with what precedes it: only the stretches from an ASCII
+ * character before a byte >= 0xCC up to the next ASCII character go through utf8proc (a stretch
+ * that is not valid UTF-8 stays as is). */
+static uint8_t *nfc_of(const uint8_t *s, size_t n, size_t *out_n) {
+    size_t i = 0;
+    while (i < n && s[i] < 0xcc) i++;
+    if (i == n) return NULL;
+    size_t cap = n + n / 2 + 16, k = 0;
+    uint8_t *o = malloc(cap);
+    if (!o) return NULL;
+    for (i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && s[j] < 0xcc) j++;
+        size_t a = j, b = j;
+        while (a > i && s[a - 1] >= 0x80) a--; /* back to an ASCII character (or i) */
+        if (a > i) a--;
+        while (b < n && s[b] >= 0x80) b++;
+        utf8proc_uint8_t *m = NULL;
+        utf8proc_ssize_t ml = b > a ? utf8proc_map(s + a, (utf8proc_ssize_t)(b - a), &m, UTF8PROC_STABLE | UTF8PROC_COMPOSE) : -1;
+        size_t need = k + (a - i) + (ml >= 0 ? (size_t)ml : b - a);
+        if (need > cap) {
+            cap = 2 * need;
+            uint8_t *g = realloc(o, cap);
+            if (!g) {
+                free(m);
+                free(o);
+                return NULL;
+            }
+            o = g;
+        }
+        memcpy(o + k, s + i, a - i), k += a - i;
+        if (ml >= 0) memcpy(o + k, m, (size_t)ml), k += (size_t)ml; /* the length, not strlen: NUL bytes */
+        else memcpy(o + k, s + a, b - a), k += b - a;
+        free(m);
+        i = b;
+    }
+    *out_n = k;
+    return o;
+}
+
 /* one segment of text between special tokens; Qwen2's NFC applies to segments (HF matches added
  * tokens in the raw text, then normalizes the rest) */
 static int encode_segment(enc *e, const uint8_t *s, size_t n, int at_start) {
     const qs_tokenizer *t = e->t;
-    uint8_t *nfc = NULL;
-    if (t->nfc) {
-        utf8proc_uint8_t *o = NULL;
-        utf8proc_ssize_t nl = utf8proc_map(s, (utf8proc_ssize_t)n, &o, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-        if (nl >= 0) { /* the length, not strlen: the text may hold NUL bytes; invalid UTF-8 stays as is */
-            nfc = o;
-            s = nfc;
-            n = (size_t)nl;
-        }
-    }
+    size_t nn = 0;
+    uint8_t *nfc = t->nfc ? nfc_of(s, n, &nn) : NULL;
+    if (nfc) s = nfc, n = nn;
     int rc = t->kind == QS_TOK_BPE_SPM ? encode_segment_spm(e, s, n, at_start) : encode_segment_bl(e, s, n);
     free(nfc);
     return rc;
