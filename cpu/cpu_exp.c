@@ -11,7 +11,7 @@
 
 /* wider vectors where the CPU has them, chosen at load time (GCC / clang function multiversioning
  * on x86-64 Linux); one binary, and a given CPU always runs the same clone */
-#if defined(__x86_64__) && defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__linux__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__) /* clang 14 cannot link C clones */
 #define QS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define QS_VECTOR_CLONES
