@@ -6,14 +6,7 @@ bin=${QS_BIN:?run through ctest}
 tmp=${QS_TMP:-/tmp}/cli_basics
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
-check() { # check DESCRIPTION EXPECTED_RC PATTERN -- COMMAND...
-  local what=$1 want_rc=$2 pattern=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$want_rc" = nonzero ]; then [ $rc -ne 0 ] || { echo "FAIL $what: exit 0"; fail=1; }
-  elif [ $rc -ne "$want_rc" ]; then echo "FAIL $what: exit $rc, expected $want_rc"; fail=1; fi
-  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $what: output lacks /$pattern/:"; echo "$out" | head -5; fail=1; fi
-}
+. "$(dirname "$0")/lib/cli-check.sh"
 check "version" 0 '^qstream [0-9]+\.[0-9]+\.[0-9]+ \(backends: cpu' -- "$bin" --version
 check "help" 0 'import-gguf' -- "$bin" --help
 check "no command" 2 'usage' -- "$bin"

@@ -8,14 +8,7 @@ model=${QS_SHARED:?run through ctest}/models/stories260k
 tmp=${QS_TMP:-/tmp}/cli_eval
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
-check() { # check DESCRIPTION EXPECTED_RC PATTERN -- COMMAND...
-  local what=$1 want_rc=$2 pattern=$3; shift 4
-  local out rc
-  out=$("$@" 2>&1); rc=$?
-  if [ "$want_rc" = nonzero ]; then [ $rc -ne 0 ] || { echo "FAIL $what: exit 0"; fail=1; }
-  elif [ $rc -ne "$want_rc" ]; then echo "FAIL $what: exit $rc, expected $want_rc"; fail=1; fi
-  if ! grep -qE -- "$pattern" <<<"$out"; then echo "FAIL $what: output lacks /$pattern/:"; echo "$out" | head -5; fail=1; fi
-}
+. "$(dirname "$0")/lib/cli-check.sh"
 # 300 seeded pseudo-random ids (an LCG, no external tools)
 x=11; ids=""
 for i in $(seq 300); do x=$(( (x * 1103515245 + 12345) % 2147483648 )); ids="$ids $(( (x >> 16) % 512 ))"; done

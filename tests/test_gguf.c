@@ -477,10 +477,10 @@ static void check_default_model(void) {
 static void write_seeds(const char *out) {
     gw b = {0}, meta = {0};
     make(&b, 3, 0, NULL);
-    char *p = qs_path_join(out, "v3-all-types.gguf");
+    char *p = qs_path_join(out, "v3-all-types.seed");
     gw_save(&b, p), free(p);
     make(&b, 2, 64, NULL);
-    p = qs_path_join(out, "v2-align64.gguf");
+    p = qs_path_join(out, "v2-align64.seed");
     gw_save(&b, p), free(p);
     /* a tiny llama-like image with a tokenizer */
     const char *toks[4] = {"<unk>", "<s>", "</s>", ("\xe2\x96\x81" "a")};
@@ -492,7 +492,7 @@ static void write_seeds(const char *out) {
     gw_put(&meta, sc, 16);
     gw_kv_u32(&meta, "tokenizer.ggml.bos_token_id", 1);
     gw_file(&b, 3, &meta, ts + 3, 2, 32, NULL);
-    p = qs_path_join(out, "v3-spm-vocab.gguf");
+    p = qs_path_join(out, "v3-spm-vocab.seed");
     gw_save(&b, p), free(p);
     free(meta.p);
     free(b.p);
