@@ -43,6 +43,23 @@ int qs_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len
     return 0;
 }
 
+int qs_file_open_read(const char *path, int extra_flags, uint64_t *size, qs_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | extra_flags);
+    if (fd < 0) return qs_error_errno(err, errno, "%s: cannot open", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return qs_error_errno(err, e, "%s: cannot stat", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return qs_error_set(err, QS_EFORMAT, "%s: not a regular file", path);
+    }
+    *size = (uint64_t)st.st_size;
+    return fd;
+}
+
 char *qs_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *p = malloc(a + b + 2);

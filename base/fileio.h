@@ -15,6 +15,10 @@
  * Refuses files larger than max_bytes (QS_EFORMAT). Caller frees *out. */
 int qs_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len, qs_error *err);
 
+/* Opens a regular file read-only (O_CLOEXEC | extra_flags) and gives its size. Returns the file
+ * descriptor, or a negative code with err naming the file; nothing stays open on error. */
+int qs_file_open_read(const char *path, int extra_flags, uint64_t *size, qs_error *err);
+
 /* Durably writes len bytes to path. */
 int qs_file_write_durable(const char *path, const void *data, size_t len, qs_error *err);
 

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 #include <zstd.h>
 
+#include "base/fileio.h"
 #include "checkpoint/shard.h"
 #include "checkpoint/shuffle.h"
 
@@ -193,20 +194,12 @@ int qs_shard_open(qs_shard **out, const char *path, qs_error *err) {
     if (!s) return qs_error_set(err, -ENOMEM, "out of memory");
     s->fd = -1;
     s->name = strdup(path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = qs_file_open_read(path, 0, &s->size, err);
     if (fd < 0) {
-        int e = errno;
         qs_shard_close(s);
-        return qs_error_errno(err, e, "%s: cannot open shard", path);
+        return fd;
     }
     s->fd = fd;
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        qs_shard_close(s);
-        return qs_error_errno(err, e, "%s: cannot stat", path);
-    }
-    s->size = (uint64_t)st.st_size;
     return finish_open(out, s, err);
 }
 

@@ -3,6 +3,7 @@
  * Every length is checked against the bytes left before it is used. Metadata access is in
  * io/gguf_meta.c. */
 #include "io/gguf.h"
+#include "base/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -213,31 +214,25 @@ int qs_gguf_open_memory(qs_gguf **out, const void *data, size_t size, const char
 
 int qs_gguf_open(qs_gguf **out, const char *path, qs_error *err) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return qs_error_errno(err, errno, "%s: cannot open", path);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
+    uint64_t size;
+    int fd = qs_file_open_read(path, 0, &size, err);
+    if (fd < 0) return fd;
+    if (size < 24) {
         close(fd);
-        return qs_error_errno(err, e, "%s: cannot stat", path);
+        return qs_error_set(err, QS_EFORMAT, "%s: too short for a GGUF file (%llu bytes)", path, (unsigned long long)size);
     }
-    if (!S_ISREG(st.st_mode) || st.st_size < 24) {
-        close(fd);
-        return qs_error_set(err, QS_EFORMAT, "%s: too short for a GGUF file (%lld bytes) or not a regular file", path,
-                            (long long)st.st_size);
-    }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);
     if (p == MAP_FAILED) return qs_error_errno(err, e, "%s: cannot map", path);
     qs_gguf *g = calloc(1, sizeof *g);
     if (!g) {
-        munmap(p, (size_t)st.st_size);
+        munmap(p, (size_t)size);
         return qs_error_set(err, -ENOMEM, "out of memory");
     }
     g->name = strdup(path);
     g->data = p;
-    g->size = (size_t)st.st_size;
+    g->size = (size_t)size;
     g->mapped = 1;
     return finish(out, g, err);
 }

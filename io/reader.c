@@ -1,6 +1,8 @@
 /* io/reader.c - see io/reader.h. */
 #include "io/reader.h"
 
+#include "base/fileio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -82,9 +84,10 @@ void qs_reader_close(qs_reader *r) {
 /* Opens path with O_DIRECT when allowed and a probe read succeeds; else buffered. */
 static int open_file(qs_reader *r, int i, const char *path, qs_error *err) {
     int fd = -1;
+    uint64_t size = 0;
     r->direct[i] = 0;
     if (!r->opts.no_direct) {
-        fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+        fd = qs_file_open_read(path, O_DIRECT, &size, NULL);
         if (fd >= 0) {
             void *probe = qs_reader_slab_alloc(A);
             ssize_t n = probe ? pread(fd, probe, A, 0) : -1;
@@ -97,16 +100,10 @@ static int open_file(qs_reader *r, int i, const char *path, qs_error *err) {
             }
         }
     }
-    if (fd < 0) fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return qs_error_errno(err, errno, "%s: cannot open", path);
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return qs_error_errno(err, e, "%s: cannot stat", path);
-    }
+    if (fd < 0) fd = qs_file_open_read(path, 0, &size, err);
+    if (fd < 0) return fd;
     r->fds[i] = fd;
-    r->sizes[i] = (uint64_t)st.st_size;
+    r->sizes[i] = size;
     return 0;
 }
 
