@@ -13,7 +13,7 @@
 #include "io/tokenizer.h"
 #include "model/eval.h"
 #include "tools/commands.h"
-#include "tools/token_ids.h"
+#include "io/token_ids.h"
 
 #define USAGE                                                                                                     \
     "usage: qstream eval MODEL_DIR (--text FILE | --ids-file FILE) [--seqlen 2048] [--max-windows K]\n"         \

@@ -11,7 +11,7 @@
 #include "base/fileio.h"
 #include "model/logits.h"
 #include "tools/commands.h"
-#include "tools/token_ids.h"
+#include "io/token_ids.h"
 
 #define USAGE "usage: qstream logits MODEL_DIR --ids \"1 67 89\" -o FILE [--threads N] [--device cpu]\n"
 

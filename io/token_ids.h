@@ -1,6 +1,6 @@
-/* tools/token_ids.h - token ids written as text ("1 67 89", commas or any whitespace between). */
-#ifndef QS_TOOLS_TOKEN_IDS_H
-#define QS_TOOLS_TOKEN_IDS_H
+/* io/token_ids.h - token ids written as text ("1 67 89", commas or any whitespace between). */
+#ifndef QS_IO_TOKEN_IDS_H
+#define QS_IO_TOKEN_IDS_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
-/* tools/token_ids.c - parsing token ids from text. */
-#include "tools/token_ids.h"
+/* io/token_ids.c - parsing token ids from text. */
+#include "io/token_ids.h"
 
 #include <ctype.h>
 #include <errno.h>
