@@ -100,6 +100,15 @@ typedef struct qs_backend_ops {
     int (*copy_rows)(qs_backend *be, float *dst, const int32_t *dst_rows, const float *src,
                      const int32_t *src_rows, int n, int cols, qs_error *err);
 
+    /* ---- quantization ---- */
+    /* Per-token asymmetric fake quantization in place, dynamically (../shared/METHODS.md): x
+     * [rows, cols]; each row is cut into segments of seg columns (seg divides cols: seg = cols
+     * is per token, seg = head_dim per (head, token)) and each segment is rounded to `bits` bits
+     * on its own min-max grid: scale = (max - min) / (2^bits - 1) clamped to [1e-5, 1e4],
+     * zero = round(-min / scale), x = (clamp(round(x / scale) + zero, 0, 2^bits - 1) - zero) *
+     * scale. bits 2..16. */
+    int (*act_quant)(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+
     /* ---- reductions ---- */
     /* One vocabulary chunk of an online log-sum-exp (the LM head without [tokens, vocab]
      * logits): logits [n, vc] are the columns v0 .. v0+vc-1 of n rows. For each row r:

@@ -75,6 +75,7 @@ static const qs_backend_ops cpu_ops = {
     .add = qs_cpu_add,
     .scale = qs_cpu_scale,
     .add_bias = qs_cpu_add_bias,
+    .act_quant = qs_cpu_act_quant,
     .copy_rows = qs_cpu_copy_rows,
     .lse_update = qs_cpu_lse_update,
 };

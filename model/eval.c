@@ -68,6 +68,8 @@ int qs_eval_perplexity(const char *dir, const int32_t *ids, size_t n_ids, const 
     qs_llama_model m;
     QS_FORWARD_IF_ERROR(qs_llama_model_open(&m, dir, opts->device, opts->threads, err));
     m.verbose = opts->progress;
+    m.load_block = opts->load_block;
+    m.load_ctx = opts->load_ctx;
     const size_t T = n_win * (size_t)L;
     const int H = m.cfg.hidden_size;
     float *h = malloc(sizeof(float) * T * H); /* [n_win, L, hidden] hidden states of every window */

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
+#include "model/llama_stream.h"
 
 typedef struct qs_eval_opts {
     int seqlen;         /* tokens per window (2048 in the papers) */
@@ -16,6 +17,8 @@ typedef struct qs_eval_opts {
     int threads;        /* 0 = all cores */
     const char *device; /* "cpu" (NULL = "cpu") */
     int progress;       /* 1: one line per block on stderr */
+    qs_block_loader load_block; /* NULL: float weights of model_dir; else e.g. a quantized run */
+    void *load_ctx;
 } qs_eval_opts;
 
 typedef struct qs_eval_result {

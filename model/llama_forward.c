@@ -52,15 +52,28 @@ int qs_llama_scratch_init(qs_llama_scratch *s, const qs_model_config *c, int T, 
 
 int qs_llama_block_forward(qs_backend *be, const qs_model_config *c, const qs_llama_weights *w, float *x, int n_win,
                            int L, qs_llama_scratch *s, qs_error *err) {
+    return qs_llama_block_forward_until(be, c, w, x, n_win, L, s, QS_STOP_NONE, err);
+}
+
+int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const qs_llama_weights *w, float *x,
+                                 int n_win, int L, qs_llama_scratch *s, qs_llama_stop stop, qs_error *err) {
     const qs_backend_ops *o = be->ops;
     const int T = n_win * L, H = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd,
               I = c->intermediate_size;
     const float eps = c->rms_eps;
+    const int ab = w->abits >= 2 && w->abits < 16 ? w->abits : 0;
+    QS_RETURN_ERROR_IF(ab && !o->act_quant, QS_EUNSUPPORTED, "activation quantization is not implemented on %s", o->name);
+#define AQ(buf, cols, seg) \
+    do { \
+        if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
+    } while (0)
     QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > s->max_tokens, QS_EUSAGE,
                        "block %d forward: %d windows of %d tokens do not fit the scratch of %d tokens", w->layer, n_win,
                        L, s->max_tokens);
     /* attention: x += o_proj(attn(...)) */
     QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->attn_norm, T, H, eps, NULL, err));
+    AQ(s->xn, H, H);
+    if (stop == QS_STOP_QKV_IN) return 0;
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, s->xn, H, w->wq, H, 0.0f, s->q, Q, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wk, H, 0.0f, s->k, KV, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wv, H, 0.0f, s->v, KV, err));
@@ -71,14 +84,24 @@ int qs_llama_block_forward(qs_backend *be, const qs_model_config *c, const qs_ll
     }
     QS_FORWARD_IF_ERROR(o->rope(be, s->q, n_win, L, 0, c->n_heads, hd, Q, s->inv_freq, 0, err));
     QS_FORWARD_IF_ERROR(o->rope(be, s->k, n_win, L, 0, c->n_kv_heads, hd, KV, s->inv_freq, 0, err));
+    AQ(s->q, Q, hd);
+    AQ(s->k, KV, hd);
+    AQ(s->v, KV, hd);
     QS_FORWARD_IF_ERROR(o->attention(be, s->att, s->q, s->k, s->v, n_win, L, c->n_heads, c->n_kv_heads, hd,
                                      (float)(1.0 / sqrt((double)hd)), NULL, err));
+    AQ(s->att, Q, Q);
+    if (stop == QS_STOP_O_IN) return 0;
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, s->att, Q, w->wo, Q, 1.0f, x, H, err));
     /* SwiGLU MLP: x += down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
     QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->ffn_norm, T, H, eps, NULL, err));
+    AQ(s->xn, H, H);
+    if (stop == QS_STOP_GU_IN) return 0;
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_gate, H, 0.0f, s->gate, I, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_up, H, 0.0f, s->up, I, err));
     QS_FORWARD_IF_ERROR(o->swiglu(be, s->gate, s->gate, s->up, (size_t)T * I, err));
+    AQ(s->gate, I, I);
+#undef AQ
+    if (stop == QS_STOP_DOWN_IN) return 0;
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, s->gate, I, w->w_down, I, 1.0f, x, H, err));
     return 0;
 }

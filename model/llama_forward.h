@@ -4,7 +4,10 @@
  *                                                            n1 = rmsnorm(x) * input_layernorm
  *   out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))   n2 = rmsnorm(h) * post_attention_layernorm
  * Causal grouped-query attention with scale 1/sqrt(head_dim); biases only with attention_bias.
- * Every projection is one GEMM over all tokens of the batch. */
+ * Every projection is one GEMM over all tokens of the batch.
+ * With w->abits in 2..15 (weight-activation settings, ../shared/METHODS.md) the inputs of all
+ * seven linears are fake-quantized per token, and Q and K after RoPE and V per (head, token);
+ * the softmax output, norms, SiLU and residual adds stay in floating point. */
 #ifndef QS_MODEL_LLAMA_FORWARD_H
 #define QS_MODEL_LLAMA_FORWARD_H
 
@@ -36,5 +39,19 @@ size_t qs_llama_scratch_bytes(const qs_model_config *cfg, int max_tokens);
  * n_win * seqlen <= s->max_tokens. */
 int qs_llama_block_forward(qs_backend *be, const qs_model_config *cfg, const qs_llama_weights *w, float *x, int n_win,
                            int seqlen, qs_llama_scratch *s, qs_error *err);
+
+/* Where a partial forward stops: the input of a group of linears, fake-quantized as that group
+ * sees it (GPTQ's Hessians, calibration statistics). */
+typedef enum qs_llama_stop {
+    QS_STOP_QKV_IN,  /* s->xn: rmsnorm(x), the input of q, k, v */
+    QS_STOP_O_IN,    /* s->att: attention output, the input of o */
+    QS_STOP_GU_IN,   /* s->xn: rmsnorm(h), the input of gate and up; x holds h */
+    QS_STOP_DOWN_IN, /* s->gate: silu(gate) * up, the input of down; x holds h */
+    QS_STOP_NONE     /* the whole block: x holds its output */
+} qs_llama_stop;
+
+/* qs_llama_block_forward stopped at `stop` */
+int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *cfg, const qs_llama_weights *w, float *x,
+                                 int n_win, int seqlen, qs_llama_scratch *s, qs_llama_stop stop, qs_error *err);
 
 #endif

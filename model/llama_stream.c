@@ -117,7 +117,8 @@ int qs_llama_run_blocks(qs_llama_model *m, float *h, int n_win, int L, qs_error 
     for (int layer = 0; layer < c->n_layers && !rc; layer++) {
         double t0 = qs_now();
         qs_llama_weights w;
-        rc = qs_llama_weights_load(&w, m->cat, c, layer, be, err);
+        rc = m->load_block ? m->load_block(m->load_ctx, layer, &w, be, err)
+                           : qs_llama_weights_load(&w, m->cat, c, layer, be, err);
         double t1 = qs_now();
         m->t_load += t1 - t0;
         for (int q = 0; q < n_win && !rc; q += per) {

@@ -14,6 +14,11 @@
 #include "backend/backend.h"
 #include "io/config.h"
 #include "io/safetensors.h"
+#include "model/llama_weights.h"
+
+/* Where block weights come from: NULL = the model directory's safetensors (float weights);
+ * a quantized run (quant/qmodel.h) supplies one that dequantizes its shards. */
+typedef int (*qs_block_loader)(void *ctx, int layer, qs_llama_weights *w, qs_backend *be, qs_error *err);
 
 #define QS_LLAMA_ROW_CHUNK 4096 /* rows of the embedding table / LM head read at a time */
 
@@ -26,6 +31,8 @@ typedef struct qs_llama_model {
     const qs_tensor_info *head;  /* lm_head.weight [vocab, hidden], or embed when tied */
     const qs_tensor_info *norm;  /* model.norm.weight [hidden] */
     int verbose;                 /* 1: one line per block on stderr */
+    qs_block_loader load_block;  /* NULL: qs_llama_weights_load from the catalogue */
+    void *load_ctx;
     double t_embed, t_blocks, t_load; /* seconds: embedding, block forward, weight loading */
 } qs_llama_model;
 

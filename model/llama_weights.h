@@ -24,6 +24,7 @@ typedef struct qs_llama_weights {
     float *bq;        /* [n_heads*head_dim] or NULL (no attention_bias) */
     float *bk;        /* [n_kv_heads*head_dim] or NULL */
     float *bv;        /* [n_kv_heads*head_dim] or NULL */
+    int abits;        /* < 16: weight-activation simulation at this width (qs_llama_block_forward) */
 } qs_llama_weights;
 
 /* Loads layer's tensors into new backend memory. Every shape is checked against cfg; an error

@@ -14,16 +14,25 @@
 
 #include "base/error.h"
 #include "io/reader.h"
+#include "pipeline/calib.h"
 #include "quant/affine.h"
 
 typedef struct qs_quantize_opts {
     const char *model_dir, *out_dir;
-    const char *method;     /* "rtn" */
+    const char *method;     /* "rtn", "gptq" */
     qs_qconfig q;
+    int abits;              /* 16: weight-only; 2..15: activations fake-quantized per token */
+    qs_calib_opts calib;    /* methods with data (gptq) */
+    float damp;             /* gptq: dampening fraction of mean(diag H) (0.01) */
+    int act_order, static_groups, gptq_block; /* gptq options */
+    const char *device;     /* "cpu" */
+    int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */
     int restart;            /* 1: discard an existing run in out_dir */
+    int spill;              /* 1: calibration states on disk even when --host-mem would hold them */
+    int act_checkpoints;    /* 1: activation checkpoint after every block (methods with data) */
     int zstd_level, zstd_threads;
-    int progress;           /* 0 quiet, 1 one line per block, 2 JSON lines */
+    int progress;           /* 0 quiet, 1 bar on a terminal / lines otherwise, 2 JSON lines, 3 lines */
     qs_reader_opts reader;
 } qs_quantize_opts;
 

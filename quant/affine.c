@@ -10,37 +10,39 @@ static float clamp_scale(float s) {
     return s < QS_QUANT_SCALE_MIN ? QS_QUANT_SCALE_MIN : s > QS_QUANT_SCALE_MAX ? QS_QUANT_SCALE_MAX : s;
 }
 
+void qs_quant_params(const float *x, int n, const qs_qconfig *q, float *scale, float *zero) {
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    if (q->sym) {
+        float amax = fmaxf(fabsf(mn), fabsf(mx));
+        *scale = clamp_scale(amax / (float)((1 << (q->bits - 1)) - 1));
+        *zero = (float)(1 << (q->bits - 1));
+    } else {
+        *scale = clamp_scale((mx - mn) / (float)((1 << q->bits) - 1));
+        *zero = rintf(-mn / *scale);
+    }
+}
+
 int qs_quant_rtn(const float *w, int rows, int cols, const qs_qconfig *q, uint8_t *codes, float *scales, float *zeros,
                  const char *what, qs_error *err) {
     QS_RETURN_ERROR_IF(q->bits < 2 || q->bits > 8, QS_EUSAGE, "%d-bit weights are not supported (2..8)", q->bits);
-    int g = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols), maxq = (1 << q->bits) - 1;
+    int g = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols);
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < ng; k++) {
             const float *x = w + (size_t)r * cols + (size_t)k * g;
             int n = cols - k * g < g ? cols - k * g : g;
-            float mn = x[0], mx = x[0];
-            for (int i = 0; i < n; i++) {
+            for (int i = 0; i < n; i++)
                 if (!isfinite(x[i]))
                     return qs_error_set(err, QS_EFORMAT, "%s: weight [%d, %d] is %s", what, r, k * g + i, isnan(x[i]) ? "NaN" : "infinite");
-                mn = x[i] < mn ? x[i] : mn;
-                mx = x[i] > mx ? x[i] : mx;
-            }
             float scale, zero;
-            if (q->sym) {
-                float amax = fmaxf(fabsf(mn), fabsf(mx));
-                scale = clamp_scale(amax / (float)((1 << (q->bits - 1)) - 1));
-                zero = (float)(1 << (q->bits - 1));
-            } else {
-                scale = clamp_scale((mx - mn) / (float)maxq);
-                zero = rintf(-mn / scale);
-            }
+            qs_quant_params(x, n, q, &scale, &zero);
             scales[(size_t)r * ng + k] = scale;
             zeros[(size_t)r * ng + k] = zero;
             uint8_t *c = codes + (size_t)r * cols + (size_t)k * g;
-            for (int i = 0; i < n; i++) {
-                float v = rintf(x[i] / scale) + zero;
-                c[i] = (uint8_t)(v < 0 ? 0 : v > maxq ? maxq : v);
-            }
+            for (int i = 0; i < n; i++) c[i] = qs_quant_code(x[i], scale, zero, q->bits);
         }
     return 0;
 }

@@ -20,6 +20,14 @@ typedef struct qs_qconfig {
     int sym;   /* 1: symmetric */
 } qs_qconfig;
 
+/* The quantizer of n values x (finite): scale and zero as above. */
+void qs_quant_params(const float *x, int n, const qs_qconfig *q, float *scale, float *zero);
+/* one value's code: clamp(round(x / scale) + zero, 0, 2^bits - 1) */
+static inline uint8_t qs_quant_code(float x, float scale, float zero, int bits) {
+    float v = __builtin_rintf(x / scale) + zero, maxq = (float)((1 << bits) - 1);
+    return (uint8_t)(v < 0 ? 0 : v > maxq ? maxq : v);
+}
+
 /* number of groups per row */
 int qs_qconfig_groups(const qs_qconfig *q, int cols);
 

@@ -24,7 +24,7 @@ run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
 # kill -9 at random moments, resuming each time
 mid=0
 for i in $(seq 1 20); do
-  q -o "$tmp/killed" 2>/dev/null &
+  "$bin" quantize "$tmp/model" --method rtn --wbits 4 --group 64 --quiet -o "$tmp/killed" 2>/dev/null &
   pid=$!
   sleep "$(awk -v ms=$run_ms -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/1000}')"
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null

@@ -249,6 +249,49 @@ static void test_lse(qs_backend *be) {
     free(lg);
 }
 
+/* per-token fake quantization: a float64 reference of METHODS' formula; error <= scale / 2;
+ * every segment's min and max are on the grid (min maps to code 0 up to the zero's rounding);
+ * a constant segment comes back unchanged and finite */
+static void test_act_quant(qs_backend *be) {
+    const int rows = 37, cols = 96;
+    qs_error err = {0};
+    for (int pass = 0; pass < 2; pass++) {
+        int seg = pass ? 16 : cols, bits = pass ? 4 : 8;
+        float *x = rvec((size_t)rows * cols), *y = malloc(sizeof(float) * rows * cols);
+        for (int c = 0; c < seg; c++) x[5 * cols + c] = 0.75f; /* a constant segment */
+        memcpy(y, x, sizeof(float) * rows * cols);
+        CHECK(be->ops->act_quant(be, y, rows, cols, seg, bits, &err) == 0);
+        double worst = 0;
+        int mismatch = 0;
+        for (int r = 0; r < rows; r++)
+            for (int s0 = 0; s0 < cols; s0 += seg) {
+                const float *v = x + (size_t)r * cols + s0;
+                float mn = v[0], mx = v[0];
+                for (int i = 0; i < seg; i++) mn = v[i] < mn ? v[i] : mn, mx = v[i] > mx ? v[i] : mx;
+                float sc = (mx - mn) / (float)((1 << bits) - 1);
+                sc = sc < 1e-5f ? 1e-5f : sc;
+                float z = rintf(-mn / sc);
+                for (int i = 0; i < seg; i++) {
+                    float q = rintf(v[i] / sc) + z;
+                    q = q < 0 ? 0 : q > (1 << bits) - 1 ? (float)((1 << bits) - 1) : q;
+                    float want = (q - z) * sc, got = y[(size_t)r * cols + s0 + i];
+                    mismatch += want != got;
+                    double e = fabs((double)got - v[i]) / sc;
+                    worst = e > worst ? e : worst;
+                    CHECK(isfinite(got));
+                }
+            }
+        CHECKF(mismatch == 0, "act_quant: %d values differ from the formula", mismatch);
+        /* a zero point rounded to the grid moves min/max by at most half a step: error <= 1 step */
+        CHECKF(worst <= 1.0 + 1e-4, "act_quant %d bits: error %.3f steps", bits, worst);
+        CHECK(fabsf(y[5 * cols] - 0.75f) <= 1e-5f);
+        free(x), free(y);
+    }
+    float z[4] = {0};
+    CHECK(be->ops->act_quant(be, z, 1, 4, 3, 4, &err) == QS_EUSAGE); /* segment does not divide the row */
+    printf("act_quant: formula exact, error within one step, constant segments finite\n");
+}
+
 /* the same bits with 1 and 2 threads for the ops with reductions */
 static void test_thread_invariance(void) {
     int n_win = 1, L = 290, H = 4, KVH = 2, hd = 16, V = 777;
@@ -293,6 +336,7 @@ int main(void) {
     test_attention(be, 3, 1, 2, 1, 4);    /* windows of one token */
     test_elementwise(be);
     test_lse(be);
+    test_act_quant(be);
     qs_backend_free(be);
     test_thread_invariance();
     /* the registry: unknown names and CUDA are clear errors */

@@ -1,8 +1,10 @@
-/* tools/cmd_eval.c - `qstream eval MODEL_DIR (--text FILE | --ids-file FILE) [--seqlen 2048]
+/* tools/cmd_eval.c - `qstream eval MODEL_DIR|OUT_DIR (--text FILE | --ids-file FILE) [--seqlen 2048]
  *                     [--max-windows K] [--threads N] [--device cpu] [--json] [--progress]`
  * Perplexity, streamed one block at a time (model/eval.h). --text is tokenized as it is, in one
  * piece (its lines joined by the file's own "\n"), with MODEL_DIR/tokenizer.json; --ids-file
- * holds whitespace-separated token ids (for models without a tokenizer). */
+ * holds whitespace-separated token ids (for models without a tokenizer). An OUT_DIR of
+ * `qstream quantize` is evaluated from its shards, with the activation quantization it was
+ * quantized with. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include "io/config.h"
 #include "io/tokenizer.h"
 #include "model/eval.h"
+#include "quant/qmodel.h"
 #include "tools/commands.h"
 #include "io/token_ids.h"
 
@@ -92,8 +95,16 @@ int qs_cmd_eval(int argc, char **argv) {
     int32_t *ids = NULL;
     size_t n = 0;
     qs_eval_result r;
-    int rc = load_ids(model, text, ids_file, &ids, &n, &err);
+    qs_qmodel qm = {0};
+    int rc = 0;
+    if (qs_qmodel_is_run(model)) { /* a quantized run: blocks come from its shards */
+        rc = qs_qmodel_open(&qm, model, 1, &err);
+        o.load_block = qs_qmodel_load_block;
+        o.load_ctx = &qm;
+    }
+    if (!rc) rc = load_ids(model, text, ids_file, &ids, &n, &err);
     if (!rc) rc = qs_eval_perplexity(model, ids, n, &o, &r, &err);
+    qs_qmodel_close(&qm);
     free(ids);
     if (rc) {
         fprintf(stderr, "qstream eval: %s\n", err.msg);

@@ -1,5 +1,6 @@
 /* tools/cmd_inspect.c - `qstream inspect OUT_DIR [--block N] [--json]`: run settings, a per-block
  * table, and with --block the tensors of one shard. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,29 @@
 #include "checkpoint/manifest.h"
 #include "checkpoint/shard.h"
 #include "tools/commands.h"
+
+/* sum over the values of a metrics object ({"q_proj": x, ...}); -1 when absent */
+static double metric_sum(json_t *metrics, const char *key, int *n) {
+    json_t *o = json_object_get(metrics, key), *v;
+    const char *k;
+    double sum = 0;
+    *n = 0;
+    if (!json_is_object(o)) return -1;
+    json_object_foreach(o, k, v) sum += json_number_value(v), (*n)++;
+    return sum;
+}
+
+static void print_block_row(const qs_manifest_block *b) {
+    json_error_t je;
+    json_t *m = b->metrics_json ? json_loads(b->metrics_json, 0, &je) : NULL;
+    int n_mse, n_loss;
+    double mse = metric_sum(m, "mse", &n_mse), loss = metric_sum(m, "gptq_loss", &n_loss);
+    double raw = json_number_value(json_object_get(m, "raw_bytes")), comp = json_number_value(json_object_get(m, "compressed_bytes"));
+    printf("%6d %10.2f %10.2f %7.2fx %8.2f %9.2f %12.4g %12.4g\n", b->block, raw / 1e6, b->bytes / 1e6, comp > 0 ? raw / comp : 0.0,
+           json_number_value(json_object_get(m, "load_s")), json_number_value(json_object_get(m, "compute_s")),
+           n_mse ? mse / n_mse : 0.0, n_loss ? loss : 0.0);
+    json_decref(m);
+}
 
 /* zstd compression by tensor role over every recorded shard (headers only) */
 static void print_roles(const char *dir, const qs_manifest *m) {
@@ -72,11 +96,10 @@ int qs_cmd_inspect(int argc, char **argv) {
                        m.blocks[i].metrics_json ? m.blocks[i].metrics_json : "null");
             printf("]}\n");
         } else {
-            printf("run: %s\nblocks: %zu of %d done\n%6s %12s %9s  %s\n", m.fingerprint_json, m.n, m.n_blocks, "block", "shard bytes",
-                   "seconds", "metrics");
-            for (size_t i = 0; i < m.n; i++)
-                printf("%6d %12llu %9.3f  %s\n", m.blocks[i].block, (unsigned long long)m.blocks[i].bytes, m.blocks[i].seconds,
-                       m.blocks[i].metrics_json ? m.blocks[i].metrics_json : "");
+            printf("run: %s\nblocks: %zu of %d done\n", m.fingerprint_json, m.n, m.n_blocks);
+            printf("%6s %10s %10s %8s %8s %9s %12s %12s\n", "block", "raw MB", "shard MB", "ratio", "load s", "compute s",
+                   "weight mse", "gptq loss");
+            for (size_t i = 0; i < m.n; i++) print_block_row(&m.blocks[i]);
             print_roles(dir, &m);
         }
         qs_manifest_free(&m);

@@ -1,6 +1,8 @@
-/* tools/cmd_quantize.c - `qstream quantize MODEL_DIR -o OUT_DIR --method rtn --wbits 4
- *   [--group 128] [--sym] [--host-mem 24G] [--restart] [--zstd-level 3] [--zstd-threads 0]
- *   [--queue-depth 32] [--request-size 1M] [--json-progress] [--quiet]` */
+/* tools/cmd_quantize.c - `qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq --wbits 4
+ *   [--abits 16] [--group 128] [--sym] [--calib FILE | --calib-ids FILE | --calib random]
+ *   [--nsamples 128] [--seqlen 2048] [--seed 0] [--damp 0.01] [--act-order] [--static-groups]
+ *   [--device cpu] [--threads N] [--host-mem 24G] [--restart] [--zstd-level 3] [--zstd-threads 0]
+ *   [--queue-depth 32] [--request-size 1M] [--json-progress] [--progress-lines] [--quiet]` */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,23 +11,62 @@
 #include "pipeline/quantize.h"
 #include "tools/commands.h"
 
+#define USAGE                                                                                                        \
+    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
+    "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
+    "         [--damp 0.01] [--act-order] [--static-groups] [--device cpu] [--threads N] [--host-mem 24G]\n"         \
+    "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
+    "         [--json-progress | --progress-lines | --quiet]\n"
+
+static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "qstream quantize: %s '%s': give an integer in %d..%d\n", flag, v, lo, hi);
+        return 2;
+    }
+    *out = (int)x;
+    return 0;
+}
+
 int qs_cmd_quantize(int argc, char **argv) {
-    qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .progress = 1};
+    qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
+                          .gptq_block = 128, .device = "cpu", .act_checkpoints = 1,
+                          .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t bytes;
+        int bad = 0, tmp = 0;
         if (!strcmp(a, "-o") && v) o.out_dir = v, i++;
         else if (!strcmp(a, "--method") && v) o.method = v, i++;
-        else if (!strcmp(a, "--wbits") && v) o.q.bits = atoi(v), i++;
-        else if (!strcmp(a, "--group") && v) o.q.group = atoi(v), i++;
+        else if (!strcmp(a, "--wbits") && v) bad = int_arg(a, v, 2, 8, &o.q.bits), i++;
+        else if (!strcmp(a, "--abits") && v) bad = int_arg(a, v, 2, 16, &o.abits), i++;
+        else if (!strcmp(a, "--group") && v) bad = int_arg(a, v, -1, 1 << 20, &o.q.group), i++;
         else if (!strcmp(a, "--sym")) o.q.sym = 1;
+        else if (!strcmp(a, "--calib") && v) o.calib.source = v, o.calib.source_is_ids = 0, i++;
+        else if (!strcmp(a, "--calib-ids") && v) o.calib.source = v, o.calib.source_is_ids = 1, i++;
+        else if (!strcmp(a, "--nsamples") && v) bad = int_arg(a, v, 1, 1 << 20, &o.calib.nsamples), i++;
+        else if (!strcmp(a, "--seqlen") && v) bad = int_arg(a, v, 2, 1 << 20, &o.calib.seqlen), i++;
+        else if (!strcmp(a, "--seed") && v) o.calib.seed = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--damp") && v) o.damp = strtof(v, NULL), i++;
+        else if (!strcmp(a, "--act-order")) o.act_order = 1;
+        else if (!strcmp(a, "--static-groups")) o.static_groups = 1;
+        else if (!strcmp(a, "--device") && v) o.device = v, i++;
+        else if (!strcmp(a, "--threads") && v) bad = int_arg(a, v, 0, 4096, &o.threads), i++;
         else if (!strcmp(a, "--restart")) o.restart = 1;
-        else if (!strcmp(a, "--zstd-level") && v) o.zstd_level = atoi(v), i++;
-        else if (!strcmp(a, "--zstd-threads") && v) o.zstd_threads = atoi(v), i++;
-        else if (!strcmp(a, "--queue-depth") && v) o.reader.queue_depth = (unsigned)atoi(v), i++;
+        else if (!strcmp(a, "--spill")) o.spill = 1;
+        else if (!strcmp(a, "--act-checkpoints") && v && (!strcmp(v, "on") || !strcmp(v, "off")))
+            o.act_checkpoints = !strcmp(v, "on"), i++;
+        else if (!strcmp(a, "--zstd-level") && v) bad = int_arg(a, v, -7, 22, &o.zstd_level), i++;
+        else if (!strcmp(a, "--zstd-threads") && v) bad = int_arg(a, v, 0, 256, &o.zstd_threads), i++;
+        else if (!strcmp(a, "--queue-depth") && v) bad = int_arg(a, v, 1, 4096, &tmp), o.reader.queue_depth = (unsigned)tmp, i++;
         else if (!strcmp(a, "--json-progress")) o.progress = 2;
+        else if (!strcmp(a, "--progress-lines")) o.progress = 3;
         else if (!strcmp(a, "--quiet")) o.progress = 0;
-        else if ((!strcmp(a, "--host-mem") || !strcmp(a, "--request-size")) && v) {
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if ((!strcmp(a, "--host-mem") || !strcmp(a, "--request-size")) && v) {
             if (qs_parse_bytes(v, &bytes)) {
                 fprintf(stderr, "qstream quantize: %s: '%s' is not a size (e.g. 24G, 512M)\n", a, v);
                 return 2;
@@ -35,14 +76,24 @@ int qs_cmd_quantize(int argc, char **argv) {
             i++;
         } else if (a[0] != '-' && !o.model_dir) o.model_dir = a;
         else {
-            fprintf(stderr, "qstream quantize: unexpected argument '%s'\n", a);
+            fprintf(stderr, "qstream quantize: unexpected argument '%s'\n" USAGE, a);
             return 2;
         }
+        if (bad) return bad;
     }
     if (!o.model_dir || !o.out_dir) {
-        fprintf(stderr, "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn --wbits 4 [--group 128] [--sym] [--host-mem 24G] [--restart]\n");
+        fprintf(stderr, "qstream quantize: give MODEL_DIR and -o OUT_DIR\n" USAGE);
         return 2;
     }
+    if (!strcmp(o.method, "gptq") && !o.calib.source) {
+        fprintf(stderr, "qstream quantize: --method gptq needs calibration data: --calib FILE, --calib-ids FILE or --calib random\n");
+        return 2;
+    }
+    if (!(o.damp > 0 && o.damp < 1)) {
+        fprintf(stderr, "qstream quantize: --damp must be in (0, 1)\n");
+        return 2;
+    }
+    if (o.calib.source && !strcmp(o.calib.source, "random")) o.calib.source_is_ids = 0;
     qs_error err = {0};
     qs_quantize_summary s;
     int rc = qs_quantize_run(&o, &s, &err);

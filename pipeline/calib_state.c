@@ -1,0 +1,222 @@
+/* pipeline/calib_state.c - the calibration hidden states of the quantized path: the embedding
+ * rows of the calibration windows, then each finished block's output. On resume the finished
+ * blocks are replayed forward from their shards (the same dequantized weights and the same calls
+ * as the run that wrote them, so the states are bit-identical). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/fileio.h"
+#include "checkpoint/shard.h"
+#include "pipeline/quantize_internal.h"
+#include "quant/qmodel.h"
+
+#define TOKENS_PER_CALL 4096 /* tokens of whole windows per backend call */
+
+static int max_in(const qs_model_config *c) {
+    int q = c->n_heads * c->head_dim, m = c->hidden_size;
+    if (q > m) m = q;
+    if (c->intermediate_size > m) m = c->intermediate_size;
+    return m;
+}
+
+static int windows_per_call(const qs_qrun *q) {
+    int per = TOKENS_PER_CALL / q->calib.seqlen;
+    if (per < 1) per = 1;
+    return per > q->calib.nsamples ? q->calib.nsamples : per;
+}
+
+static int checkpoint_load(qs_qrun *q, int blk);
+
+size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
+    const qs_model_config *c = &q->cfg;
+    size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)windows_per_call(q) * q->calib.seqlen;
+    size_t mi = (size_t)max_in(c);
+    return sizeof(float) * ((spill ? call + 2048 : tok) * c->hidden_size /* x, or one call's slab */
+                            + call * (c->hidden_size + mi) /* xbuf, hx */
+                            + 2 * mi * mi)                 /* a Hessian and its working copy */
+           + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c);
+}
+
+static size_t chunk_bytes(const qs_qrun *q, int k) {
+    return sizeof(float) * (size_t)k * q->calib.seqlen * q->cfg.hidden_size;
+}
+
+int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err) {
+    if (!q->spill) {
+        *xs = q->x + (size_t)s0 * q->calib.seqlen * q->cfg.hidden_size;
+        return 0;
+    }
+    qs_read_range r = {.file = 0, .offset = chunk_bytes(q, s0), .len = chunk_bytes(q, k), .what = "calibration states"};
+    QS_FORWARD_IF_ERROR(qs_reader_read(q->spill_reader, &r, 1, q->spill_slab, q->spill_slab_bytes, err));
+    *xs = (float *)r.data; /* 4-byte aligned: offsets are multiples of 4 inside a page-aligned slab */
+    return 0;
+}
+
+int qs_calib_x_put(qs_qrun *q, int s0, int k, const float *xs, qs_error *err) {
+    if (!q->spill) return 0;
+    const char *p = (const char *)xs;
+    size_t left = chunk_bytes(q, k);
+    off_t off = (off_t)chunk_bytes(q, s0);
+    while (left) {
+        ssize_t n = pwrite(q->spill_fd, p, left, off);
+        if (n < 0 && errno == EINTR) continue;
+        QS_RETURN_ERROR_IF(n <= 0, -(n < 0 ? errno : EIO), "%s: writing calibration states: %s", q->spill_path,
+                           strerror(n < 0 ? errno : EIO));
+        p += n, left -= (size_t)n, off += n;
+    }
+    return 0;
+}
+
+static int spill_open(qs_qrun *q, qs_error *err) {
+    char *dir = qs_path_join(q->o->out_dir, "acts");
+    int rc = qs_mkdir_p(dir, err);
+    free(dir);
+    if (rc) return rc;
+    q->spill_path = qs_path_join(q->o->out_dir, "acts/spill.f32");
+    q->spill_fd = open(q->spill_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    QS_RETURN_ERROR_IF(q->spill_fd < 0, -errno, "%s: %s", q->spill_path, strerror(errno));
+    QS_RETURN_ERROR_IF(ftruncate(q->spill_fd, (off_t)chunk_bytes(q, q->calib.nsamples)) != 0, -errno,
+                       "%s: cannot size the spill file to %zu bytes: %s", q->spill_path, chunk_bytes(q, q->calib.nsamples),
+                       strerror(errno));
+    const char *paths[1] = {q->spill_path};
+    QS_FORWARD_IF_ERROR(qs_reader_open(&q->spill_reader, paths, 1, &q->o->reader, err));
+    qs_read_range r = {.file = 0, .offset = 4, .len = chunk_bytes(q, q->per)}; /* worst alignment */
+    q->spill_slab_bytes = qs_reader_slab_bytes(q->spill_reader, &r, 1) + QS_READER_ALIGN;
+    q->spill_slab = qs_reader_slab_alloc(q->spill_slab_bytes);
+    QS_RETURN_ERROR_IF(!q->spill_slab, -ENOMEM, "out of memory for a %zu-byte spill slab", q->spill_slab_bytes);
+    return 0;
+}
+
+void qs_calib_teardown(qs_qrun *q) {
+    if (q->spill_reader) qs_reader_close(q->spill_reader);
+    if (q->spill_fd > 0) close(q->spill_fd);
+    if (q->spill_path) unlink(q->spill_path);
+    free(q->spill_path);
+    free(q->spill_slab);
+    q->spill_reader = NULL, q->spill_fd = 0, q->spill_path = NULL, q->spill_slab = NULL;
+    if (q->lm.be) {
+        q->lm.be->ops->free(q->lm.be, q->xbuf);
+        qs_llama_scratch_free(&q->scr, q->lm.be);
+    }
+    free(q->x);
+    free(q->hx);
+    q->x = q->hx = q->xbuf = NULL;
+    qs_llama_model_close(&q->lm);
+}
+
+int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
+    for (int s0 = 0; s0 < q->calib.nsamples; s0 += q->per) {
+        int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
+        size_t bytes = sizeof(float) * (size_t)k * L * H;
+        float *xs;
+        QS_FORWARD_IF_ERROR(qs_calib_x_get(q, s0, k, &xs, err));
+        QS_FORWARD_IF_ERROR(be->ops->upload(be, q->xbuf, xs, bytes, err));
+        QS_FORWARD_IF_ERROR(qs_llama_block_forward(be, &q->cfg, w, q->xbuf, k, L, &q->scr, err));
+        QS_FORWARD_IF_ERROR(be->ops->download(be, xs, q->xbuf, bytes, err));
+        QS_FORWARD_IF_ERROR(qs_calib_x_put(q, s0, k, xs, err));
+    }
+    return 0;
+}
+
+int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
+    const qs_quantize_opts *o = q->o;
+    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
+    q->per = windows_per_call(q);
+    int rc = qs_llama_model_open(&q->lm, o->model_dir, o->device, o->threads, err);
+    size_t tok = (size_t)q->calib.nsamples * L;
+    if (!rc) {
+        q->x = q->spill ? NULL : malloc(sizeof(float) * tok * H);
+        q->hx = malloc(sizeof(float) * (size_t)q->per * L * max_in(&q->cfg));
+        q->xbuf = q->lm.be->ops->alloc(q->lm.be, sizeof(float) * (size_t)q->per * L * H);
+        if ((!q->x && !q->spill) || !q->hx || !q->xbuf)
+            rc = qs_error_set(err, -ENOMEM, "out of memory for the calibration states (%zu tokens x %d)", tok, H);
+    }
+    if (!rc && q->spill) rc = spill_open(q, err);
+    if (!rc) rc = qs_llama_scratch_init(&q->scr, &q->cfg, q->per * L, q->lm.be, err);
+    if (!rc && !q->spill) rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
+    for (int s0 = 0; !rc && q->spill && s0 < q->calib.nsamples; s0 += q->per) { /* embed a call's windows at a time */
+        int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
+        rc = qs_llama_embed(&q->lm, q->calib.ids + (size_t)s0 * L, (size_t)k * L, q->hx, err);
+        if (!rc) rc = qs_calib_x_put(q, s0, k, q->hx, err);
+    }
+    if (!rc && q->spill && o->progress)
+        fprintf(stderr, "calibration states (%.2f GiB) spill to %s\n", chunk_bytes(q, q->calib.nsamples) / 1073741824.0,
+                q->spill_path);
+    if (!rc && first > 0 && q->act_ckpt && checkpoint_load(q, first - 1) == 0) {
+        q->resumed_from_ckpt = 1;
+        if (o->progress) fprintf(stderr, "resumed the calibration states from acts/acts-%04d.qsh\n", first - 1);
+    } else if (!rc && first > 0) { /* replay the finished blocks from their shards */
+        q->replayed = first;
+        qs_qmodel qm = {.dir = o->out_dir, .man = q->man, .cfg = q->cfg};
+        double t0 = qs_now();
+        for (int b = 0; b < first && !rc; b++) {
+            qs_llama_weights w;
+            rc = qs_qmodel_load_block(&qm, b, &w, q->lm.be, err);
+            if (!rc) rc = qs_calib_advance(q, &w, err);
+            qs_llama_weights_free(&w, q->lm.be);
+        }
+        if (!rc && o->progress)
+            fprintf(stderr, "replayed %d finished blocks on the calibration data in %.1f s\n", first, qs_now() - t0);
+    }
+    if (rc) qs_calib_teardown(q);
+    return rc;
+}
+
+static char *ckpt_path(const qs_qrun *q, int blk) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "acts/acts-%04d.qsh", blk);
+    return qs_path_join(q->o->out_dir, rel);
+}
+
+int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err) {
+    if (!q->act_ckpt) return 0;
+    char *dir = qs_path_join(q->o->out_dir, "acts");
+    int rc = qs_mkdir_p(dir, err);
+    free(dir);
+    if (rc) return rc;
+    char meta[160];
+    snprintf(meta, sizeof meta, "{\"kind\":\"activations\",\"after_block\":%d,\"run_xxh3\":\"%016llx\"}", blk, q->fp_hash);
+    qs_shard_tensor t = {.name = "x", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
+                         .shape = {(int64_t)q->calib.nsamples * q->calib.seqlen, q->cfg.hidden_size}, .data = q->x};
+    qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
+    char *p = ckpt_path(q, blk);
+    rc = qs_shard_write(p, blk, meta, &t, 1, &so, NULL, err);
+    free(p);
+    return rc;
+}
+
+void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
+    if (!q->act_ckpt) return;
+    for (int b = keep_blk - 1; b >= 0; b--) { /* normally only keep_blk - 1 is there */
+        char *p = ckpt_path(q, b);
+        int gone = unlink(p) != 0;
+        free(p);
+        if (gone && b < keep_blk - 2) break;
+    }
+}
+
+/* loads the checkpoint after block blk into q->x; 0 when it was intact and of this run */
+static int checkpoint_load(qs_qrun *q, int blk) {
+    char *p = ckpt_path(q, blk);
+    qs_shard *s = NULL;
+    int ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0;
+    free(p);
+    if (ok) {
+        char want[64];
+        snprintf(want, sizeof want, "\"run_xxh3\":\"%016llx\"", q->fp_hash);
+        const qs_shard_entry *e = qs_shard_find(s, "x");
+        ok = strstr(qs_shard_meta_json(s), want) && e && e->dtype == QS_DTYPE_F32 &&
+             e->size == sizeof(float) * (size_t)q->calib.nsamples * q->calib.seqlen * q->cfg.hidden_size;
+        for (size_t i = 0; ok && i < qs_shard_count(s); i++)
+            if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, q->x, NULL) == 0;
+    }
+    qs_shard_close(s);
+    return ok ? 0 : -1;
+}

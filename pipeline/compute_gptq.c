@@ -1,0 +1,148 @@
+/* pipeline/compute_gptq.c - COMPUTE for GPTQ: the block's weights as float in backend memory;
+ * true-sequential stages {q, k, v} -> {o} -> {gate, up} -> {down}, each stage's Hessian taken
+ * over every calibration token from inputs produced by the already-quantized earlier stages
+ * (fake-quantized as the layer sees them in weight-activation settings); then the calibration
+ * states advance through the quantized block: the next block's input is this block's output. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pipeline/quantize_internal.h"
+#include "quant/gptq.h"
+
+typedef struct stage {
+    qs_llama_stop stop;
+    int lin[3], n;
+} stage;
+
+static const stage stages[4] = {
+    {QS_STOP_QKV_IN, {0, 1, 2}, 3}, {QS_STOP_O_IN, {3}, 1}, {QS_STOP_GU_IN, {4, 5}, 2}, {QS_STOP_DOWN_IN, {6}, 1}};
+
+static float **lin_field(qs_llama_weights *w, int i) {
+    float **f[QS_N_LINEAR] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+    return f[i];
+}
+
+static float **other_field(qs_llama_weights *w, int k) {
+    float **f[QS_N_OTHER] = {&w->attn_norm, &w->ffn_norm, &w->bq, &w->bk, &w->bv};
+    return f[k];
+}
+
+/* the slot's tensors as float in backend memory; norms and biases also kept on the host for STORE */
+static int weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    memset(w, 0, sizeof *w);
+    w->layer = blk;
+    w->abits = q->o->abits;
+    int rc = 0;
+    for (size_t i = 0; i < s->n && !rc; i++) {
+        const qs_tensor_info *t = s->t[i];
+        size_t bytes = sizeof(float) * t->n_elems;
+        float *host = malloc(bytes), *dev = be->ops->alloc(be, bytes);
+        if (!host || !dev) {
+            free(host);
+            be->ops->free(be, dev);
+            rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for tensor '%s' as float (%zu bytes)", blk, t->name, bytes);
+            break;
+        }
+        qs_qrun_to_f32(t, s->r[i].data, t->n_elems, host);
+        rc = be->ops->upload(be, dev, host, bytes, err);
+        if (i < QS_N_LINEAR) {
+            *lin_field(w, (int)i) = dev;
+            free(host);
+        } else {
+            for (int k = 0; k < QS_N_OTHER; k++)
+                if (strstr(t->name, qs_block_other_names[k])) *other_field(w, k) = dev, s->other[k] = host;
+        }
+    }
+    return rc;
+}
+
+/* GPTQ of linear i with Hessian h (consumed); the dequantized result replaces the float weights */
+static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, float *h, qs_error *err) {
+    const qs_quantize_opts *o = q->o;
+    qs_backend *be = q->lm.be;
+    const qs_tensor_info *t = s->t[i];
+    const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
+    const size_t n = (size_t)rows * cols;
+    qs_qlin_out *out = &s->lin[i];
+    float *wh = malloc(sizeof(float) * n), *orig = malloc(sizeof(float) * n);
+    uint8_t *codes = malloc(n);
+    out->scales = malloc(sizeof(float) * (size_t)rows * ng);
+    out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
+    out->g_idx = malloc(sizeof(int32_t) * (size_t)cols);
+    out->packed_bytes = qs_packed_size((size_t)cols, o->q.bits) * (size_t)rows;
+    out->packed = malloc(out->packed_bytes);
+    out->own_packed = 1;
+    int rc = wh && orig && codes && out->scales && out->zeros && out->g_idx && out->packed
+                 ? be->ops->download(be, wh, *lin_field(w, i), sizeof(float) * n, err)
+                 : qs_error_set(err, -ENOMEM, "block %d: out of memory for GPTQ of %s", w->layer, t->name);
+    if (!rc) {
+        memcpy(orig, wh, sizeof(float) * n);
+        qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
+                           .static_groups = o->static_groups};
+        qs_gptq_stats st = {0};
+        rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
+        out->loss = st.loss;
+    }
+    if (!rc) {
+        /* the weights the next stages and blocks see are exactly what the shard dequantizes to */
+        int in_order = 1;
+        int g = o->q.group > 0 ? o->q.group : cols;
+        for (int c = 0; c < cols && in_order; c++) in_order = out->g_idx[c] == c / g;
+        if (in_order) free(out->g_idx), out->g_idx = NULL;
+        qs_qlinear ql = {.rows = rows, .cols = cols, .bits = o->q.bits, .group = o->q.group, .codes = codes,
+                         .scales = out->scales, .zeros = out->zeros, .g_idx = out->g_idx};
+        qs_qlinear_dequant(&ql, wh);
+        double se = 0;
+        for (size_t k = 0; k < n; k++) se += ((double)wh[k] - orig[k]) * ((double)wh[k] - orig[k]);
+        out->mse = se / (double)n;
+        size_t rp = qs_packed_size((size_t)cols, o->q.bits);
+        for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
+        rc = be->ops->upload(be, *lin_field(w, i), wh, sizeof(float) * n, err);
+    }
+    free(wh), free(orig), free(codes);
+    return rc;
+}
+
+int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_model_config *c = &q->cfg;
+    const int L = q->calib.seqlen, H = c->hidden_size;
+    qs_llama_weights w;
+    int rc = weights_from_slot(q, s, blk, &w, err);
+    for (int si = 0; si < 4 && !rc; si++) {
+        const stage *st = &stages[si];
+        const qs_tensor_info *t0 = s->t[st->lin[0]];
+        const int in = (int)t0->shape[1];
+        const float *inbuf = st->stop == QS_STOP_O_IN ? q->scr.att : st->stop == QS_STOP_DOWN_IN ? q->scr.gate : q->scr.xn;
+        qs_hessian hs;
+        rc = qs_hessian_init(&hs, in, err);
+        for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
+            int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
+            float *xs;
+            rc = qs_calib_x_get(q, s0, k, &xs, err);
+            if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
+            if (!rc) rc = qs_llama_block_forward_until(be, c, &w, q->xbuf, k, L, &q->scr, st->stop, err);
+            if (!rc) rc = be->ops->download(be, q->hx, inbuf, sizeof(float) * (size_t)k * L * in, err);
+            if (!rc) rc = qs_hessian_add(&hs, q->hx, k * L, in, err);
+        }
+        float *hcopy = !rc && st->n > 1 ? malloc(sizeof(float) * (size_t)in * in) : NULL;
+        if (!rc && st->n > 1 && !hcopy) rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for a Hessian copy", blk);
+        for (int j = 0; j < st->n && !rc; j++) {
+            float *h = hs.h;
+            if (j + 1 < st->n) { /* every linear but the last of the stage works on a copy */
+                memcpy(hcopy, hs.h, sizeof(float) * (size_t)in * in);
+                h = hcopy;
+            }
+            rc = quantize_linear(q, s, &w, st->lin[j], h, err);
+        }
+        free(hcopy);
+        qs_hessian_free(&hs);
+    }
+    /* the quantized block's output is the next block's input */
+    if (!rc) rc = qs_calib_advance(q, &w, err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, blk, err);
+    qs_llama_weights_free(&w, be);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/* pipeline/quantize_internal.h - what the parts of `qstream quantize` share: the block slot that
+ * travels through the three stages and the run state. Not for use outside pipeline/. */
+#ifndef QS_PIPELINE_QUANTIZE_INTERNAL_H
+#define QS_PIPELINE_QUANTIZE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "checkpoint/manifest.h"
+#include "io/config.h"
+#include "io/reader.h"
+#include "io/safetensors.h"
+#include "model/llama_forward.h"
+#include "model/llama_stream.h"
+#include "pipeline/calib.h"
+#include "pipeline/progress.h"
+#include "pipeline/quantize.h"
+#include "quant/qblock.h"
+
+#define QS_BLOCK_MAX_T 12 /* 7 linears, 2 norms, 3 biases */
+#define QS_N_OTHER 5
+
+extern const char *const qs_block_other_names[QS_N_OTHER]; /* norms, then q/k/v biases */
+
+/* one quantized linear, as STORE writes it */
+typedef struct qs_qlin_out {
+    uint8_t *packed;      /* packed codes: inside the slab (RTN) or malloc'd (own_packed) */
+    int own_packed;
+    size_t packed_bytes;
+    float *scales, *zeros; /* [rows, groups] malloc'd */
+    int32_t *g_idx;        /* [cols] or NULL */
+    double mse;            /* mean squared weight error */
+    double loss;           /* GPTQ: the error the Hessian weighs (sum err^2 / U_ii^2); 0 for RTN */
+} qs_qlin_out;
+
+typedef struct qs_qslot {
+    void *slab;
+    size_t cap;
+    qs_read_range r[QS_BLOCK_MAX_T];
+    const qs_tensor_info *t[QS_BLOCK_MAX_T];
+    size_t n;
+    qs_qlin_out lin[QS_N_LINEAR];
+    float *other[QS_N_OTHER]; /* norms and biases as F32 (NULL when absent) */
+} qs_qslot;
+
+typedef struct qs_qrun {
+    const qs_quantize_opts *o;
+    qs_catalog *cat;
+    qs_model_config cfg;
+    qs_reader *reader;
+    qs_manifest man;
+    char *man_path;
+    qs_progress prog;
+    /* RTN scratch */
+    float *rows;    /* [ROWS_CHUNK, max cols] */
+    uint8_t *codes; /* [ROWS_CHUNK, max cols] */
+    float *deq;     /* [max cols] */
+    /* calibration (methods with data): the quantized path's hidden states, host memory */
+    int calibrated;
+    qs_llama_model lm;   /* backend + embedding of the source model */
+    qs_calib calib;
+    float *x;            /* [nsamples * seqlen, hidden]; NULL when spilled */
+    int spill;           /* 1: x lives in OUT_DIR/acts/spill.f32, read through io_uring */
+    int spill_fd;
+    char *spill_path;
+    qs_reader *spill_reader;
+    void *spill_slab;
+    size_t spill_slab_bytes;
+    int per;             /* windows per backend call */
+    qs_llama_scratch scr;
+    float *xbuf;         /* backend [per * seqlen, hidden] */
+    float *hx;           /* host [per * seqlen, max input dim] */
+    unsigned long long fp_hash; /* XXH3 of the fingerprint JSON: tags activation checkpoints */
+    int act_ckpt;               /* 1: write activation checkpoints */
+    int replayed, resumed_from_ckpt;
+    double t_start;
+    int done_now;
+    unsigned long long raw_bytes, shard_bytes, read_bytes;
+} qs_qrun;
+
+/* F32 / F16 / BF16 bytes (unaligned) to float */
+void qs_qrun_to_f32(const qs_tensor_info *t, const uint8_t *src, size_t n, float *dst);
+void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab */
+
+/* COMPUTE of one block, by method */
+int qs_compute_rtn(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+
+/* calibration state: set up (embedding of the calibration windows) and replay of finished
+ * blocks 0..first-1 from their shards; host bytes it will take */
+size_t qs_calib_plan_bytes(const qs_qrun *q, int spill);
+int qs_calib_setup(qs_qrun *q, int first, qs_error *err);
+void qs_calib_teardown(qs_qrun *q);
+/* Windows [s0, s0 + k) of the calibration states as host floats (*xs: inside x, or the spill
+ * slab read through io_uring); put writes them back (a no-op in memory). */
+int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err);
+int qs_calib_x_put(qs_qrun *q, int s0, int k, const float *xs, qs_error *err);
+
+/* x <- block(x) for every calibration window, w in backend memory */
+int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);
+
+/* Activation checkpoint OUT_DIR/acts/acts-NNNN.qsh: the calibration states after block blk, in
+ * the shard format (one tensor "x", hashed), tagged with the run fingerprint's hash. Written
+ * durably by COMPUTE after the block; STORE removes older ones once block blk is recorded. On
+ * resume qs_calib_setup loads the one after block first-1 when it is intact, and otherwise
+ * replays the finished blocks. */
+int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err);
+void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk);
+
+#endif

@@ -1,0 +1,200 @@
+/* quant/gptq.c - GPTQ for one linear layer (quant/gptq.h). */
+#include "quant/gptq.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (OpenBLAS provides it), Fortran interface, column-major: on our row-major symmetric
+ * matrices uplo "L" in column-major is the upper triangle in row-major. */
+extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
+extern void spotri_(const char *uplo, const int *n, float *a, const int *lda, int *info);
+
+int qs_hessian_init(qs_hessian *h, int n, qs_error *err) {
+    memset(h, 0, sizeof *h);
+    QS_RETURN_ERROR_IF(n < 1, QS_EUSAGE, "Hessian of %d inputs", n);
+    h->h = calloc((size_t)n * n, sizeof(float));
+    QS_RETURN_ERROR_IF(!h->h, -ENOMEM, "out of memory for a %d x %d Hessian", n, n);
+    h->n = n;
+    return 0;
+}
+
+void qs_hessian_free(qs_hessian *h) {
+    free(h->h);
+    memset(h, 0, sizeof *h);
+}
+
+int qs_hessian_add(qs_hessian *h, const float *x, int tokens, int ld, qs_error *err) {
+    QS_RETURN_ERROR_IF(tokens < 0 || ld < h->n, QS_EUSAGE, "Hessian add: %d tokens, leading dimension %d < %d", tokens,
+                       ld, h->n);
+    if (tokens == 0) return 0;
+    float keep = (float)h->count / (float)(h->count + tokens);
+    h->count += tokens;
+    /* H = keep * H + (2 / N) X^T X, upper triangle (row-major "upper" = column-major "lower") */
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, h->n, tokens, 2.0f / (float)h->count, x, ld, keep, h->h, h->n);
+    return 0;
+}
+
+void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zeros, const int32_t *g_idx, int rows,
+                     int cols, int group, float *w) {
+    int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (int c = 0; c < cols; c++) {
+            int k = g_idx ? g_idx[c] : c / g;
+            w[r * cols + c] = ((float)codes[r * cols + c] - zeros[r * ng + k]) * scales[r * ng + k];
+        }
+}
+
+/* U (upper, row-major) with U^T U = (H + damp)^-1; 0 or the LAPACK info */
+static int inverse_cholesky_upper(float *a, int n) {
+    int info = 0;
+    spotrf_("L", &n, a, &n, &info); /* H = U^T U */
+    if (info) return info;
+    spotri_("L", &n, a, &n, &info); /* upper triangle of H^-1 */
+    if (info) return info;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i; j++) a[(size_t)i * n + j] = 0.0f;
+    spotrf_("L", &n, a, &n, &info); /* H^-1 = U^T U */
+    return info;
+}
+
+typedef struct { float d; int i; } diag_ix;
+static int by_diag_desc(const void *a, const void *b) {
+    const diag_ix *x = a, *y = b;
+    if (x->d != y->d) return x->d > y->d ? -1 : 1;
+    return x->i - y->i;
+}
+
+int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts *o, uint8_t *codes, float *scales,
+                     float *zeros, int32_t *g_idx, qs_gptq_stats *stats, const char *what, qs_error *err) {
+    const qs_qconfig *q = &o->q;
+    QS_RETURN_ERROR_IF(q->bits < 2 || q->bits > 8, QS_EUSAGE, "%s: %d-bit weights are not supported (2..8)", what, q->bits);
+    QS_RETURN_ERROR_IF(rows < 1 || cols < 1, QS_EUSAGE, "%s: shape [%d, %d]", what, rows, cols);
+    const size_t n = (size_t)rows * cols, C = (size_t)cols;
+    for (size_t k = 0; k < n; k++)
+        QS_RETURN_ERROR_IF(!isfinite(w[k]), QS_EFORMAT, "%s: weight [%zu, %zu] is %s", what, k / C, k % C,
+                           isnan(w[k]) ? "NaN" : "infinite");
+    for (size_t i = 0; i < C; i++)
+        for (size_t j = i; j < C; j++) {
+            float v = H[i * C + j];
+            QS_RETURN_ERROR_IF(!isfinite(v), QS_EFORMAT, "%s: Hessian [%zu, %zu] is not finite", what, i, j);
+            H[j * C + i] = v; /* mirror the upper triangle */
+        }
+    const int G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols);
+    /* a group must lie inside one lazy batch, so that its quantizer sees every earlier column's
+     * update: batches are a multiple of the group size */
+    int B = o->block_size > 0 ? o->block_size : 128;
+    if (q->group > 0) B = B < G ? G : B - B % G;
+    float damp = o->damp > 0 ? o->damp : 0.01f;
+    int *perm = malloc(sizeof(int) * C);
+    float *wp = malloc(sizeof(float) * n), *hp = malloc(sizeof(float) * C * C), *err1 = malloc(sizeof(float) * (size_t)rows * B);
+    float *sgs = NULL, *sgz = NULL; /* static groups: quantizers of the original W */
+    double *loss = calloc((size_t)rows, sizeof(double));
+    int rc = perm && wp && hp && err1 && loss ? 0 : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+    if (rc) goto done;
+    /* dead inputs */
+    for (size_t j = 0; j < C; j++)
+        if (H[j * C + j] == 0.0f) {
+            H[j * C + j] = 1.0f;
+            for (int r = 0; r < rows; r++) w[(size_t)r * C + j] = 0.0f;
+        }
+    if (q->group > 0 && o->static_groups) {
+        sgs = malloc(sizeof(float) * (size_t)rows * ng);
+        sgz = malloc(sizeof(float) * (size_t)rows * ng);
+        if (!sgs || !sgz) {
+            rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+            goto done;
+        }
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < ng; k++) {
+                int len = cols - k * G < G ? cols - k * G : G;
+                qs_quant_params(w + (size_t)r * C + (size_t)k * G, len, q, &sgs[(size_t)r * ng + k], &sgz[(size_t)r * ng + k]);
+            }
+    }
+    /* processing order */
+    if (o->act_order) {
+        diag_ix *d = malloc(sizeof(diag_ix) * C);
+        if (!d) {
+            rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+            goto done;
+        }
+        for (size_t j = 0; j < C; j++) d[j] = (diag_ix){H[j * C + j], (int)j};
+        qsort(d, C, sizeof *d, by_diag_desc);
+        for (size_t j = 0; j < C; j++) perm[j] = d[j].i;
+        free(d);
+    } else {
+        for (size_t j = 0; j < C; j++) perm[j] = (int)j;
+    }
+    for (int r = 0; r < rows; r++)
+        for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
+    double mean = 0;
+    for (size_t j = 0; j < C; j++) mean += H[j * C + j];
+    mean /= (double)C;
+    /* U: upper Cholesky factor of (P H P^T + damp)^-1, raising the dampening if needed */
+    for (int attempt = 0;; attempt++) {
+        for (size_t i = 0; i < C; i++)
+            for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
+        for (size_t j = 0; j < C; j++) hp[j * C + j] += (float)(damp * mean);
+        int info = inverse_cholesky_upper(hp, cols);
+        if (!info) break;
+        if (attempt == 3) {
+            rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian is not positive definite even with %g dampening (LAPACK info %d)",
+                              what, (double)damp, info);
+            goto done;
+        }
+        damp *= 10.0f;
+    }
+    /* per-channel quantizer from the whole (dead-zeroed) row */
+    if (q->group <= 0)
+        for (int r = 0; r < rows; r++) qs_quant_params(wp + (size_t)r * C, cols, q, &scales[r], &zeros[r]);
+    for (int i1 = 0; i1 < cols; i1 += B) {
+        const int i2 = i1 + B < cols ? i1 + B : cols, cnt = i2 - i1;
+        /* inside a batch every row is independent: rows in parallel, columns in order */
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            float *row = wp + (size_t)r * C, *e = err1 + (size_t)r * cnt;
+            float sc = scales[(size_t)r * ng], ze = zeros[(size_t)r * ng];
+            for (int i = i1; i < i2; i++) {
+                if (q->group > 0) {
+                    if (o->static_groups) {
+                        size_t k = (size_t)r * ng + (size_t)(perm[i] / G);
+                        sc = sgs[k], ze = sgz[k];
+                    } else if (i % G == 0) {
+                        int len = cols - i < G ? cols - i : G;
+                        qs_quant_params(row + i, len, q, &sc, &ze);
+                        scales[(size_t)r * ng + i / G] = sc, zeros[(size_t)r * ng + i / G] = ze;
+                    }
+                }
+                uint8_t code = qs_quant_code(row[i], sc, ze, q->bits);
+                float deq = ((float)code - ze) * sc, u = hp[(size_t)i * C + i];
+                float ei = (row[i] - deq) / u;
+                loss[r] += (double)(row[i] - deq) * (row[i] - deq) / ((double)u * u) / 2.0;
+                codes[(size_t)r * C + perm[i]] = code;
+                row[i] = deq;
+                const float *ui = hp + (size_t)i * C;
+                for (int j = i + 1; j < i2; j++) row[j] -= ei * ui[j];
+                e[i - i1] = ei;
+            }
+        }
+        if (i2 < cols) /* lazy update of every later column: W[:, i2:] -= Err1 U[i1:i2, i2:] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, cnt, -1.0f, err1, cnt,
+                        hp + (size_t)i1 * C + i2, cols, 1.0f, wp + i2, cols);
+    }
+    if (q->group > 0 && o->static_groups) {
+        memcpy(scales, sgs, sizeof(float) * (size_t)rows * ng);
+        memcpy(zeros, sgz, sizeof(float) * (size_t)rows * ng);
+    }
+    for (size_t i = 0; i < C; i++)
+        g_idx[perm[i]] = q->group <= 0 ? 0 : o->static_groups ? perm[i] / G : (int)(i / (size_t)G);
+    qs_dequant_gidx(codes, scales, zeros, g_idx, rows, cols, q->group, w);
+    if (stats) {
+        stats->loss = 0;
+        for (int r = 0; r < rows; r++) stats->loss += loss[r];
+        stats->damp_used = damp;
+    }
+done:
+    free(perm), free(wp), free(hp), free(err1), free(sgs), free(sgz), free(loss);
+    return rc;
+}

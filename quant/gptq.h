@@ -1,0 +1,59 @@
+/* quant/gptq.h - GPTQ (Frantar et al. 2022) for one linear layer, as ../shared/METHODS.md states
+ * it, and the Hessian accumulator it needs.
+ *
+ * H = (2/N) sum_t x_t x_t^T over the N calibration tokens of the layer's input, kept as a
+ * running mean in fp32 (as the reference code: H *= N / (N + t); N += t; H += (2/N) X^T X).
+ * Quantization: dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; optional
+ * act-order (columns by descending diag H, ties by index); dampening H_jj += damp * mean(diag H);
+ * U = the upper Cholesky factor of H^-1 (LAPACK spotrf / spotri / spotrf); columns in lazy
+ * batches of block_size: each column is quantized (for groups, a group's quantizer is taken
+ * from the current, error-updated weights when the column starts it, or from the original W
+ * with static groups), its error divided by U_ii is spread over the batch's later columns, and
+ * after the batch one GEMM updates every later column. Deterministic for any thread count. */
+#ifndef QS_QUANT_GPTQ_H
+#define QS_QUANT_GPTQ_H
+
+#include <stdint.h>
+
+#include "base/error.h"
+#include "quant/affine.h"
+
+typedef struct qs_gptq_opts {
+    qs_qconfig q;      /* bits 2..8, group (<= 0: per output channel), sym */
+    float damp;        /* fraction of mean(diag H); 0 -> 0.01 */
+    int block_size;    /* lazy batch columns; 0 -> 128; with groups rounded to a multiple of the group */
+    int act_order;     /* 1: columns by descending diag(H) */
+    int static_groups; /* 1 (with groups): group quantizers from the original W, before permuting */
+} qs_gptq_opts;
+
+typedef struct qs_hessian {
+    int n;
+    long long count; /* tokens added */
+    float *h;        /* [n, n] row-major; the upper triangle is kept (qs_gptq_quantize mirrors it) */
+} qs_hessian;
+
+int qs_hessian_init(qs_hessian *h, int n, qs_error *err);
+/* adds tokens rows of x [tokens, n] (leading dimension ld >= n) */
+int qs_hessian_add(qs_hessian *h, const float *x, int tokens, int ld, qs_error *err);
+void qs_hessian_free(qs_hessian *h); /* a zeroed or freed *h is fine */
+
+typedef struct qs_gptq_stats {
+    double loss;     /* sum over weights of (w - q)^2 / U_ii^2 / 2, the reference's Losses */
+    float damp_used; /* the dampening fraction that made H positive definite */
+} qs_gptq_stats;
+
+/* GPTQ of W [rows = out, cols = in] (row-major) in place: on return w holds the dequantized
+ * weights. H [cols, cols] (upper triangle read) is consumed. codes [rows, cols] one per byte in
+ * the original column order; scales, zeros [rows, groups]; g_idx [cols] the group of each
+ * original column (c / group, or with act-order and dynamic groups the column's position in
+ * the processed order / group; 0 for per-channel). w[r][c] = (codes[r][c] - zeros[r][g]) *
+ * scales[r][g], g = g_idx[c]. Errors (naming `what`): NaN/Inf in W or H, H not positive
+ * definite even after raising the dampening x10 three times. stats may be NULL. */
+int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts *o, uint8_t *codes, float *scales,
+                     float *zeros, int32_t *g_idx, qs_gptq_stats *stats, const char *what, qs_error *err);
+
+/* w [rows, cols] from codes, scales, zeros and g_idx (NULL g_idx: c / group) */
+void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zeros, const int32_t *g_idx, int rows,
+                     int cols, int group, float *w);
+
+#endif
