@@ -24,17 +24,33 @@ static int max_in(const qs_model_config *c) {
     return m;
 }
 
-static int windows_per_call(const qs_qrun *q) {
+/* backend memory of a GPTQ block step with per windows a call: the block's float weights, the
+ * forward's activations, the call's hidden states */
+size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
+    size_t call = (size_t)per * q->calib.seqlen;
+    return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
+           sizeof(float) * call * q->cfg.hidden_size;
+}
+
+int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     int per = TOKENS_PER_CALL / q->calib.seqlen;
     if (per < 1) per = 1;
-    return per > q->calib.nsamples ? q->calib.nsamples : per;
+    if (per > q->calib.nsamples) per = q->calib.nsamples;
+    while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
+    QS_RETURN_ERROR_IF(gpu_mem && qs_calib_device_bytes(q, per) > gpu_mem, QS_ENOMEMBUDGET,
+                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB) and the activations of one "
+                       "calibration window of %d tokens (%.1f MiB); nothing was written",
+                       gpu_mem / 1048576.0, qs_llama_weights_bytes(&q->cfg) / 1048576.0, q->calib.seqlen,
+                       (qs_calib_device_bytes(q, 1) - qs_llama_weights_bytes(&q->cfg)) / 1048576.0);
+    q->per = per;
+    return 0;
 }
 
 static int checkpoint_load(qs_qrun *q, int blk);
 
 size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const qs_model_config *c = &q->cfg;
-    size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)windows_per_call(q) * q->calib.seqlen;
+    size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)q->per * q->calib.seqlen;
     size_t mi = (size_t)max_in(c);
     return sizeof(float) * ((spill ? call + 2048 : tok) * c->hidden_size /* x, or one call's slab */
                             + call * (c->hidden_size + mi) /* xbuf, hx */
@@ -128,7 +144,6 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     const qs_quantize_opts *o = q->o;
     const int L = q->calib.seqlen, H = q->cfg.hidden_size;
-    q->per = windows_per_call(q);
     int rc = qs_llama_model_open(&q->lm, o->model_dir, o->device, o->threads, err);
     size_t tok = (size_t)q->calib.nsamples * L;
     if (!rc) {

@@ -125,7 +125,8 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
             if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
             if (!rc) rc = qs_llama_block_forward_until(be, c, &w, q->xbuf, k, L, &q->scr, st->stop, err);
             if (!rc) rc = be->ops->download(be, q->hx, inbuf, sizeof(float) * (size_t)k * L * in, err);
-            if (!rc) rc = qs_hessian_add(&hs, q->hx, k * L, in, err);
+            /* one add per window: the Hessian's rounding does not depend on windows per call */
+            for (int j = 0; j < k && !rc; j++) rc = qs_hessian_add(&hs, q->hx + (size_t)j * L * in, L, in, err);
         }
         float *hcopy = !rc && st->n > 1 ? malloc(sizeof(float) * (size_t)in * in) : NULL;
         if (!rc && st->n > 1 && !hcopy) rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for a Hessian copy", blk);

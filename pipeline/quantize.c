@@ -287,6 +287,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     }
     if (!rc && is_gptq(o)) { /* calibration ids (small) now: their digest is part of the fingerprint */
         rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
+        if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem, err);
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
     }
     if (!rc) {

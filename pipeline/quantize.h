@@ -28,6 +28,7 @@ typedef struct qs_quantize_opts {
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */
+    size_t gpu_mem;         /* backend (device) bytes for a block step; 0 = no limit */
     int restart;            /* 1: discard an existing run in out_dir */
     int spill;              /* 1: calibration states on disk even when --host-mem would hold them */
     int act_checkpoints;    /* 1: activation checkpoint after every block (methods with data) */

@@ -88,6 +88,10 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 
 /* calibration state: set up (embedding of the calibration windows) and replay of finished
  * blocks 0..first-1 from their shards; host bytes it will take */
+/* windows per backend call within --gpu-mem (0 = no limit): q->per; refuses when one window
+ * does not fit. Then the host bytes of the calibration state. */
+int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err);
+size_t qs_calib_device_bytes(const qs_qrun *q, int per);
 size_t qs_calib_plan_bytes(const qs_qrun *q, int spill);
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err);
 void qs_calib_teardown(qs_qrun *q);

@@ -75,6 +75,14 @@ for f in "$tmp/ref/blocks/"*.qsh; do
   cmp -s "$f" "$tmp/spill/blocks/$(basename "$f")" || die "$(basename "$f") differs when the states spill"
 done
 [ -e "$tmp/spill/acts/spill.f32" ] && die "spill file left behind"
+# --gpu-mem: a budget for one window per call gives the same bytes; below one window it is refused
+g -o "$tmp/gpumem" --gpu-mem 700K || die "--gpu-mem 700K run"
+for f in "$tmp/ref/blocks/"*.qsh; do
+  cmp -s "$f" "$tmp/gpumem/blocks/$(basename "$f")" || die "$(basename "$f") differs under --gpu-mem"
+done
+out=$(g -o "$tmp/gpusmall" --gpu-mem 100K 2>&1) && die "--gpu-mem 100K accepted"
+grep -q "cannot hold one block" <<<"$out" || die "--gpu-mem message: $out"
+[ -e "$tmp/gpusmall" ] && die "--gpu-mem refusal left $tmp/gpusmall behind"
 out=$(g -o "$tmp/ref" --seed 7 2>&1) && die "a different calibration set was accepted"
 grep -q "calibration" <<<"$out" || die "mismatch message does not name the calibration: $out"
 out=$("$bin" quantize "$st" -o "$tmp/nocal" --method gptq --wbits 4 2>&1) && die "gptq without calibration accepted"

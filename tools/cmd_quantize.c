@@ -14,7 +14,8 @@
 #define USAGE                                                                                                        \
     "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
-    "         [--damp 0.01] [--act-order] [--static-groups] [--device cpu] [--threads N] [--host-mem 24G]\n"         \
+    "         [--damp 0.01] [--act-order] [--static-groups] [--device cpu] [--threads N] [--host-mem 24G]\n"                         \
+    "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
 
@@ -66,12 +67,13 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(USAGE, stdout);
             return 0;
-        } else if ((!strcmp(a, "--host-mem") || !strcmp(a, "--request-size")) && v) {
+        } else if ((!strcmp(a, "--host-mem") || !strcmp(a, "--gpu-mem") || !strcmp(a, "--request-size")) && v) {
             if (qs_parse_bytes(v, &bytes)) {
                 fprintf(stderr, "qstream quantize: %s: '%s' is not a size (e.g. 24G, 512M)\n", a, v);
                 return 2;
             }
             if (!strcmp(a, "--host-mem")) o.host_mem = bytes;
+            else if (!strcmp(a, "--gpu-mem")) o.gpu_mem = bytes;
             else o.reader.request_bytes = bytes;
             i++;
         } else if (a[0] != '-' && !o.model_dir) o.model_dir = a;
