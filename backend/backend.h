@@ -108,6 +108,14 @@ typedef struct qs_backend_ops {
      * zero = round(-min / scale), x = (clamp(round(x / scale) + zero, 0, 2^bits - 1) - zero) *
      * scale. bits 2..16. */
     int (*act_quant)(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+    /* Channel reassembly (QLLM) fused into its producers. For each output channel k < dim:
+     * y[r, k] = coef[k] * (v[r, src_a[k]] + (src_b[k] >= 0 ? v[r, src_b[k]] : 0)) where v is the
+     * RMSNorm output x[r, :] / rms * gamma (rmsnorm_gather) or silu(gate) * up (swiglu_gather).
+     * Index arrays and coef are backend memory; y must not alias the inputs. */
+    int (*rmsnorm_gather)(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps,
+                          const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
+    int (*swiglu_gather)(qs_backend *be, float *y, const float *gate, const float *up, int rows, int dim,
+                         const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
 
     /* ---- reductions ---- */
     /* One vocabulary chunk of an online log-sum-exp (the LM head without [tokens, vocab]

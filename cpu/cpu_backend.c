@@ -76,6 +76,8 @@ static const qs_backend_ops cpu_ops = {
     .scale = qs_cpu_scale,
     .add_bias = qs_cpu_add_bias,
     .act_quant = qs_cpu_act_quant,
+    .rmsnorm_gather = qs_cpu_rmsnorm_gather,
+    .swiglu_gather = qs_cpu_swiglu_gather,
     .copy_rows = qs_cpu_copy_rows,
     .lse_update = qs_cpu_lse_update,
 };

@@ -33,6 +33,10 @@ int qs_cpu_scale(qs_backend *be, float *y, const float *x, float alpha, size_t n
 int qs_cpu_add_bias(qs_backend *be, float *y, const float *bias, int rows, int cols, qs_error *err);
 int qs_cpu_copy_rows(qs_backend *be, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
                      int n, int cols, qs_error *err);
+int qs_cpu_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps,
+                          const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
+int qs_cpu_swiglu_gather(qs_backend *be, float *y, const float *gate, const float *up, int rows, int dim,
+                         const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
 int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
                       float *run_max, float *run_sum, float *tgt_logit, qs_error *err);

@@ -9,12 +9,12 @@
 
 size_t qs_llama_scratch_bytes(const qs_model_config *c, int max_tokens) {
     size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
-    return sizeof(float) * ((size_t)max_tokens * (c->hidden_size + 2 * Q + 2 * KV + 2 * (size_t)c->intermediate_size) +
+    return sizeof(float) * ((size_t)max_tokens * (c->hidden_size + 2 * Q + 2 * KV + 3 * (size_t)c->intermediate_size) +
                             (size_t)c->head_dim / 2);
 }
 
 void qs_llama_scratch_free(qs_llama_scratch *s, qs_backend *be) {
-    float **all[] = {&s->xn, &s->q, &s->k, &s->v, &s->att, &s->gate, &s->up, &s->inv_freq};
+    float **all[] = {&s->xn, &s->q, &s->k, &s->v, &s->att, &s->gate, &s->up, &s->act, &s->inv_freq};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (*all[i]) be->ops->free(be, *all[i]);
         *all[i] = NULL;
@@ -40,9 +40,10 @@ int qs_llama_scratch_init(qs_llama_scratch *s, const qs_model_config *c, int T, 
     s->att = o->alloc(be, sizeof(float) * t * Q);
     s->gate = o->alloc(be, sizeof(float) * t * I);
     s->up = o->alloc(be, sizeof(float) * t * I);
+    s->act = o->alloc(be, sizeof(float) * t * I);
     s->inv_freq = o->alloc(be, sizeof(float) * (size_t)(c->head_dim / 2));
     int rc = 0;
-    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->gate || !s->up || !s->inv_freq)
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->gate || !s->up || !s->act || !s->inv_freq)
         rc = qs_error_set(err, -ENOMEM, "out of %s memory for the activations of %d tokens (%zu bytes)", o->name, T,
                           qs_llama_scratch_bytes(c, T));
     if (!rc) rc = o->upload(be, s->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
@@ -71,9 +72,13 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
                        "block %d forward: %d windows of %d tokens do not fit the scratch of %d tokens", w->layer, n_win,
                        L, s->max_tokens);
     /* attention: x += o_proj(attn(...)) */
-    QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->attn_norm, T, H, eps, NULL, err));
-    AQ(s->xn, H, H);
+    if (w->ra[0].src_a)
+        QS_FORWARD_IF_ERROR(o->rmsnorm_gather(be, s->xn, x, w->attn_norm, T, H, eps, w->ra[0].src_a, w->ra[0].src_b,
+                                              w->ra[0].coef, err));
+    else
+        QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->attn_norm, T, H, eps, NULL, err));
     if (stop == QS_STOP_QKV_IN) return 0;
+    AQ(s->xn, H, H);
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, s->xn, H, w->wq, H, 0.0f, s->q, Q, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wk, H, 0.0f, s->k, KV, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wv, H, 0.0f, s->v, KV, err));
@@ -89,19 +94,27 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
     AQ(s->v, KV, hd);
     QS_FORWARD_IF_ERROR(o->attention(be, s->att, s->q, s->k, s->v, n_win, L, c->n_heads, c->n_kv_heads, hd,
                                      (float)(1.0 / sqrt((double)hd)), NULL, err));
-    AQ(s->att, Q, Q);
     if (stop == QS_STOP_O_IN) return 0;
+    AQ(s->att, Q, Q);
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, s->att, Q, w->wo, Q, 1.0f, x, H, err));
     /* SwiGLU MLP: x += down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
-    QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->ffn_norm, T, H, eps, NULL, err));
-    AQ(s->xn, H, H);
+    if (w->ra[1].src_a)
+        QS_FORWARD_IF_ERROR(o->rmsnorm_gather(be, s->xn, x, w->ffn_norm, T, H, eps, w->ra[1].src_a, w->ra[1].src_b,
+                                              w->ra[1].coef, err));
+    else
+        QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->ffn_norm, T, H, eps, NULL, err));
     if (stop == QS_STOP_GU_IN) return 0;
+    AQ(s->xn, H, H);
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_gate, H, 0.0f, s->gate, I, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_up, H, 0.0f, s->up, I, err));
-    QS_FORWARD_IF_ERROR(o->swiglu(be, s->gate, s->gate, s->up, (size_t)T * I, err));
-    AQ(s->gate, I, I);
-#undef AQ
+    if (w->ra[2].src_a) /* reassembly fused into the product: act[k] = coef (act[a] + act[b]) */
+        QS_FORWARD_IF_ERROR(o->swiglu_gather(be, s->act, s->gate, s->up, T, I, w->ra[2].src_a, w->ra[2].src_b,
+                                             w->ra[2].coef, err));
+    else
+        QS_FORWARD_IF_ERROR(o->swiglu(be, s->act, s->gate, s->up, (size_t)T * I, err));
     if (stop == QS_STOP_DOWN_IN) return 0;
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, s->gate, I, w->w_down, I, 1.0f, x, H, err));
+    AQ(s->act, I, I);
+#undef AQ
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, s->act, I, w->w_down, I, 1.0f, x, H, err));
     return 0;
 }

@@ -52,6 +52,10 @@ void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be) {
         if (*all[i]) be->ops->free(be, *all[i]);
         *all[i] = NULL;
     }
+    for (int k = 0; k < 3; k++) {
+        be->ops->free(be, w->ra[k].src_a), be->ops->free(be, w->ra[k].src_b), be->ops->free(be, w->ra[k].coef);
+        w->ra[k].src_a = w->ra[k].src_b = NULL, w->ra[k].coef = NULL;
+    }
 }
 
 /* the catalogue entry of "model.layers.L.<suffix>", checked against the expected shape */

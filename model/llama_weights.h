@@ -25,6 +25,13 @@ typedef struct qs_llama_weights {
     float *bk;        /* [n_kv_heads*head_dim] or NULL */
     float *bv;        /* [n_kv_heads*head_dim] or NULL */
     int abits;        /* < 16: weight-activation simulation at this width (qs_llama_block_forward) */
+    /* channel reassembly (QLLM) in backend memory, or src_a NULL: site 0 the input norm -> q, k, v;
+     * site 1 the post-attention norm -> gate, up; site 2 silu(gate) * up -> down.
+     * Output channel k = coef[k] * (in[src_a[k]] + (src_b[k] >= 0 ? in[src_b[k]] : 0)). */
+    struct {
+        int32_t *src_a, *src_b;
+        float *coef;
+    } ra[3];
 } qs_llama_weights;
 
 /* Loads layer's tensors into new backend memory. Every shape is checked against cfg; an error

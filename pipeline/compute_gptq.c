@@ -115,7 +115,8 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const stage *st = &stages[si];
         const qs_tensor_info *t0 = s->t[st->lin[0]];
         const int in = (int)t0->shape[1];
-        const float *inbuf = st->stop == QS_STOP_O_IN ? q->scr.att : st->stop == QS_STOP_DOWN_IN ? q->scr.gate : q->scr.xn;
+        float *inbuf = st->stop == QS_STOP_O_IN ? q->scr.att : st->stop == QS_STOP_DOWN_IN ? q->scr.act : q->scr.xn;
+        const int seg = in; /* the linears' inputs are quantized per token */
         qs_hessian hs;
         rc = qs_hessian_init(&hs, in, err);
         for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
@@ -124,6 +125,7 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
             rc = qs_calib_x_get(q, s0, k, &xs, err);
             if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
             if (!rc) rc = qs_llama_block_forward_until(be, c, &w, q->xbuf, k, L, &q->scr, st->stop, err);
+            if (!rc && w.abits < 16) rc = be->ops->act_quant(be, inbuf, k * L, in, seg, w.abits, err);
             if (!rc) rc = be->ops->download(be, q->hx, inbuf, sizeof(float) * (size_t)k * L * in, err);
             /* one add per window: the Hessian's rounding does not depend on windows per call */
             for (int j = 0; j < k && !rc; j++) rc = qs_hessian_add(&hs, q->hx + (size_t)j * L * in, L, in, err);

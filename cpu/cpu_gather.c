@@ -1,0 +1,46 @@
+/* cpu/cpu_gather.c - channel reassembly fused into RMSNorm and into the SwiGLU product: each
+ * output channel is one source, or the mean of a merged pair, times its coefficient. A row's
+ * normalization is the same computation as qs_cpu_rmsnorm, so a gather of identity maps gives
+ * the same bits as the plain op. */
+#include <math.h>
+
+#include "cpu/cpu_internal.h"
+
+int qs_cpu_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps,
+                          const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(rows < 0 || dim < 1, QS_EUSAGE, "rmsnorm_gather: bad shape [%d, %d]", rows, dim);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        double ss = 0;
+        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
+        float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
+        for (int k = 0; k < dim; k++) {
+            int a = src_a[k], b = src_b[k];
+            float v = (xr[a] * inv) * gamma[a];
+            if (b >= 0) v += (xr[b] * inv) * gamma[b];
+            yr[k] = coef[k] * v;
+        }
+    }
+    return 0;
+}
+
+int qs_cpu_swiglu_gather(qs_backend *be, float *y, const float *gate, const float *up, int rows, int dim,
+                         const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(rows < 0 || dim < 1, QS_EUSAGE, "swiglu_gather: bad shape [%d, %d]", rows, dim);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *g = gate + (size_t)r * dim, *u = up + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        for (int k = 0; k < dim; k++) {
+            int a = src_a[k], b = src_b[k];
+            float v = g[a] / (1.0f + expf(-g[a])) * u[a];
+            if (b >= 0) v += g[b] / (1.0f + expf(-g[b])) * u[b];
+            yr[k] = coef[k] * v;
+        }
+    }
+    return 0;
+}
