@@ -18,7 +18,7 @@ typedef struct stage {
 static const stage stages[4] = {
     {QS_STOP_QKV_IN, {0, 1, 2}, 3}, {QS_STOP_O_IN, {3}, 1}, {QS_STOP_GU_IN, {4, 5}, 2}, {QS_STOP_DOWN_IN, {6}, 1}};
 
-static float **lin_field(qs_llama_weights *w, int i) {
+float **qs_lin_field(qs_llama_weights *w, int i) {
     float **f[QS_N_LINEAR] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
     return f[i];
 }
@@ -28,8 +28,7 @@ static float **other_field(qs_llama_weights *w, int k) {
     return f[k];
 }
 
-/* the slot's tensors as float in backend memory; norms and biases also kept on the host for STORE */
-static int weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err) {
+int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err) {
     qs_backend *be = q->lm.be;
     memset(w, 0, sizeof *w);
     w->layer = blk;
@@ -48,7 +47,7 @@ static int weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights 
         qs_qrun_to_f32(t, s->r[i].data, t->n_elems, host);
         rc = be->ops->upload(be, dev, host, bytes, err);
         if (i < QS_N_LINEAR) {
-            *lin_field(w, (int)i) = dev;
+            *qs_lin_field(w, (int)i) = dev;
             free(host);
         } else {
             for (int k = 0; k < QS_N_OTHER; k++)
@@ -75,7 +74,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     out->packed = malloc(out->packed_bytes);
     out->own_packed = 1;
     int rc = wh && orig && codes && out->scales && out->zeros && out->g_idx && out->packed
-                 ? be->ops->download(be, wh, *lin_field(w, i), sizeof(float) * n, err)
+                 ? be->ops->download(be, wh, *qs_lin_field(w, i), sizeof(float) * n, err)
                  : qs_error_set(err, -ENOMEM, "block %d: out of memory for GPTQ of %s", w->layer, t->name);
     if (!rc) {
         memcpy(orig, wh, sizeof(float) * n);
@@ -99,7 +98,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         out->mse = se / (double)n;
         size_t rp = qs_packed_size((size_t)cols, o->q.bits);
         for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-        rc = be->ops->upload(be, *lin_field(w, i), wh, sizeof(float) * n, err);
+        rc = be->ops->upload(be, *qs_lin_field(w, i), wh, sizeof(float) * n, err);
     }
     free(wh), free(orig), free(codes);
     return rc;
@@ -110,7 +109,7 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     const qs_model_config *c = &q->cfg;
     const int L = q->calib.seqlen, H = c->hidden_size;
     qs_llama_weights w;
-    int rc = weights_from_slot(q, s, blk, &w, err);
+    int rc = qs_weights_from_slot(q, s, blk, &w, err);
     for (int si = 0; si < 4 && !rc; si++) {
         const stage *st = &stages[si];
         const qs_tensor_info *t0 = s->t[st->lin[0]];

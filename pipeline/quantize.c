@@ -43,6 +43,7 @@ int qs_parse_bytes(const char *s, size_t *out) {
 }
 
 static int is_gptq(const qs_quantize_opts *o) { return !strcmp(o->method, "gptq"); }
+static int is_qllm(const qs_quantize_opts *o) { return !strcmp(o->method, "qllm"); }
 
 static const qs_tensor_info *block_tensor(const qs_qrun *q, int layer, const char *suffix) {
     char name[160];
@@ -96,6 +97,7 @@ void qs_qslot_release(qs_qslot *s) {
         free(s->other[k]);
         s->other[k] = NULL;
     }
+    for (int k = 0; k < 3; k++) qs_reasm_free(&s->ra[k]);
 }
 
 static int st_load(void *ctx, int blk, void *slot_, qs_error *err) {
@@ -109,7 +111,9 @@ static int st_compute(void *ctx, int blk, void *slot_, qs_error *err) {
     qs_qrun *q = ctx;
     qs_qslot *s = slot_;
     qs_qslot_release(s);
-    return is_gptq(q->o) ? qs_compute_gptq(q, blk, s, err) : qs_compute_rtn(q, blk, s, err);
+    return is_gptq(q->o) ? qs_compute_gptq(q, blk, s, err)
+           : is_qllm(q->o) ? qs_compute_qllm(q, blk, s, err)
+                           : qs_compute_rtn(q, blk, s, err);
 }
 
 /* the shard's meta object: everything needed to read the block back */
@@ -122,6 +126,11 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
         m += (size_t)snprintf(meta + m, cap - m, ",\"damp\":%g,\"act_order\":%s,\"static_groups\":%s,\"block_size\":%d",
                               (double)o->damp, o->act_order ? "true" : "false", o->static_groups ? "true" : "false",
                               o->gptq_block);
+    if (is_qllm(o)) {
+        m += (size_t)snprintf(meta + m, cap - m, ",\"cr\":%s,\"eec\":false,\"theta\":[", o->cr ? "true" : "false");
+        for (int k = 0; k < 3; k++) m += (size_t)snprintf(meta + m, cap - m, "%s%.9g", k ? "," : "", (double)s->ra[k].theta);
+        m += (size_t)snprintf(meta + m, cap - m, "]");
+    }
     m += (size_t)snprintf(meta + m, cap - m, ",\"shapes\":{");
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         m += (size_t)snprintf(meta + m, cap - m, "%s\"%s\":[%lld,%lld]", i ? "," : "", qs_linear_names[i],
@@ -134,7 +143,7 @@ static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, q
     qs_qslot *s = slot_;
     const qs_qconfig *qc = &q->o->q;
     const double t0 = qs_now();
-    qs_shard_tensor ts[QS_N_LINEAR * 4 + QS_N_OTHER];
+    qs_shard_tensor ts[QS_N_LINEAR * 4 + QS_N_OTHER + 9];
     char names[QS_N_LINEAR * 4][96];
     size_t n = 0;
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++) {
@@ -162,6 +171,16 @@ static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, q
                 ts[n++] = (qs_shard_tensor){.name = qs_block_other_names[k], .role = k < 2 ? "norm" : "bias",
                                             .dtype = QS_DTYPE_F32, .n_dims = 1, .shape = {t->shape[0]},
                                             .data = s->other[k]};
+    }
+    static const char *const ra_names[3][3] = {{"reassembly.attn_in.src_a", "reassembly.attn_in.src_b", "reassembly.attn_in.coef"},
+                                               {"reassembly.mlp_in.src_a", "reassembly.mlp_in.src_b", "reassembly.mlp_in.coef"},
+                                               {"reassembly.down_in.src_a", "reassembly.down_in.src_b", "reassembly.down_in.coef"}};
+    for (int k = 0; k < 3; k++) {
+        const qs_reasm *r = &s->ra[k];
+        if (!r->src_a || r->theta == 0) continue;
+        ts[n++] = (qs_shard_tensor){.name = ra_names[k][0], .role = "reassembly", .dtype = QS_DTYPE_I32, .n_dims = 1, .shape = {r->C}, .data = r->src_a};
+        ts[n++] = (qs_shard_tensor){.name = ra_names[k][1], .role = "reassembly", .dtype = QS_DTYPE_I32, .n_dims = 1, .shape = {r->C}, .data = r->src_b};
+        ts[n++] = (qs_shard_tensor){.name = ra_names[k][2], .role = "reassembly", .dtype = QS_DTYPE_F32, .n_dims = 1, .shape = {r->C}, .data = r->coef};
     }
     char meta[2048];
     block_meta(q, s, meta, sizeof meta);
@@ -229,6 +248,10 @@ static char *fingerprint(const qs_qrun *q) {
         n += (size_t)snprintf(fp + n, 2048 - n, ",\"damp\":%g,\"act_order\":%s,\"static_groups\":%s,\"block_size\":%d}",
                               (double)o->damp, o->act_order ? "true" : "false", o->static_groups ? "true" : "false",
                               o->gptq_block);
+    else if (is_qllm(o))
+        n += (size_t)snprintf(fp + n, 2048 - n, ",\"cr\":%s,\"eec\":false,\"cr_tokens\":%d,\"cr_candidates\":%d,\"cr_distance\":\"%s\"}",
+                              o->cr ? "true" : "false", o->cr_tokens, o->cr_candidates,
+                              o->cr_distance == QS_REASM_DIST_CODE ? "code" : "paper");
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)
@@ -262,8 +285,10 @@ static qs_progress_mode progress_mode(int p) {
 }
 
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err) {
-    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq"), QS_EUNSUPPORTED,
-                       "method '%s' is not implemented (rtn and gptq are)", o->method);
+    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm"), QS_EUNSUPPORTED,
+                       "method '%s' is not implemented (rtn, gptq and qllm are)", o->method);
+    QS_RETURN_ERROR_IF(!strcmp(o->method, "qllm") && o->eec, QS_EUNSUPPORTED,
+                       "--method qllm --eec on: efficient error correction is not implemented yet (use --eec off)");
     QS_RETURN_ERROR_IF(o->q.bits < 2 || o->q.bits > 8, QS_EUSAGE, "--wbits %d: 2..8 are supported", o->q.bits);
     QS_RETURN_ERROR_IF(o->abits < 2 || o->abits > 16, QS_EUSAGE, "--abits %d: 2..16 are supported (16: weight-only)", o->abits);
     QS_RETURN_ERROR_IF(o->q.group != -1 && o->q.group != 0 && o->q.group < 2, QS_EUSAGE, "--group %d: give -1 (per channel) or a size >= 2", o->q.group);
@@ -285,7 +310,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         for (size_t i = 0; i < QS_N_LINEAR; i++)
             if ((size_t)tmp.t[i]->shape[1] > max_cols) max_cols = (size_t)tmp.t[i]->shape[1];
     }
-    if (!rc && is_gptq(o)) { /* calibration ids (small) now: their digest is part of the fingerprint */
+    if (!rc && (is_gptq(o) || is_qllm(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
         rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
         if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem, err);
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);

@@ -19,12 +19,16 @@
 
 typedef struct qs_quantize_opts {
     const char *model_dir, *out_dir;
-    const char *method;     /* "rtn", "gptq" */
+    const char *method;     /* "rtn", "gptq", "qllm" */
     qs_qconfig q;
     int abits;              /* 16: weight-only; 2..15: activations fake-quantized per token */
     qs_calib_opts calib;    /* methods with data (gptq) */
     float damp;             /* gptq: dampening fraction of mean(diag H) (0.01) */
     int act_order, static_groups, gptq_block; /* gptq options */
+    int cr, eec;            /* qllm: channel reassembly, efficient error correction */
+    int cr_tokens;          /* qllm: tokens of the threshold search sample (2048) */
+    int cr_candidates;      /* qllm: thresholds scored per site at most (40) */
+    int cr_distance;        /* qllm: qs_reasm_distance */
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */

@@ -16,6 +16,7 @@
 #include "pipeline/progress.h"
 #include "pipeline/quantize.h"
 #include "quant/qblock.h"
+#include "quant/reassembly.h"
 
 #define QS_BLOCK_MAX_T 12 /* 7 linears, 2 norms, 3 biases */
 #define QS_N_OTHER 5
@@ -41,6 +42,7 @@ typedef struct qs_qslot {
     size_t n;
     qs_qlin_out lin[QS_N_LINEAR];
     float *other[QS_N_OTHER]; /* norms and biases as F32 (NULL when absent) */
+    qs_reasm ra[3];           /* QLLM channel reassembly per site (src_a NULL: none) */
 } qs_qslot;
 
 typedef struct qs_qrun {
@@ -82,9 +84,15 @@ typedef struct qs_qrun {
 void qs_qrun_to_f32(const qs_tensor_info *t, const uint8_t *src, size_t n, float *dst);
 void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab */
 
+/* the slot's tensors as float in backend memory (w->abits = --abits); norms and biases also
+ * kept on the host in s->other for STORE */
+int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
+float **qs_lin_field(qs_llama_weights *w, int i); /* &w->wq, ... in qs_linear_names order */
+
 /* COMPUTE of one block, by method */
 int qs_compute_rtn(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 
 /* calibration state: set up (embedding of the calibration windows) and replay of finished
  * blocks 0..first-1 from their shards; host bytes it will take */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,35 @@ int qs_qblock_load(qs_llama_weights *w, const char *out_dir, const qs_manifest *
             rc = qs_error_set(err, QS_EFORMAT, "%s: %s has %zu values, config.json says %d", path, vec_names[i], n, len[i]);
         if (!rc) rc = to_backend(vec[i], host, n, be, vec_names[i], err);
         free(host);
+    }
+    /* channel reassembly (QLLM): gathers fused into the norms and the SwiGLU product */
+    static const char *const sites[3] = {"attn_in", "mlp_in", "down_in"};
+    const int site_dim[3] = {H, H, I};
+    for (int k = 0; k < 3 && !rc; k++) {
+        char na[64], nb[64], nc[64];
+        snprintf(na, sizeof na, "reassembly.%s.src_a", sites[k]);
+        snprintf(nb, sizeof nb, "reassembly.%s.src_b", sites[k]);
+        snprintf(nc, sizeof nc, "reassembly.%s.coef", sites[k]);
+        if (!qs_shard_find(s, na)) continue;
+        const size_t C = (size_t)site_dim[k];
+        int32_t *a = NULL, *bb = NULL;
+        float *cf = NULL;
+        rc = read_entry(s, na, QS_DTYPE_I32, sizeof(int32_t) * C, (void **)&a, err);
+        if (!rc) rc = read_entry(s, nb, QS_DTYPE_I32, sizeof(int32_t) * C, (void **)&bb, err);
+        if (!rc) rc = read_entry(s, nc, QS_DTYPE_F32, sizeof(float) * C, (void **)&cf, err);
+        for (size_t j = 0; !rc && j < C; j++)
+            if (a[j] < 0 || (size_t)a[j] >= C || bb[j] < -1 || bb[j] >= (int32_t)C || !isfinite(cf[j]))
+                rc = qs_error_set(err, QS_EFORMAT, "%s: reassembly map %s has a bad entry at %zu", path, sites[k], j);
+        if (!rc) {
+            w->ra[k].src_a = be->ops->alloc(be, sizeof(int32_t) * C);
+            w->ra[k].src_b = be->ops->alloc(be, sizeof(int32_t) * C);
+            w->ra[k].coef = be->ops->alloc(be, sizeof(float) * C);
+            if (!w->ra[k].src_a || !w->ra[k].src_b || !w->ra[k].coef) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        }
+        if (!rc) rc = be->ops->upload(be, w->ra[k].src_a, a, sizeof(int32_t) * C, err);
+        if (!rc) rc = be->ops->upload(be, w->ra[k].src_b, bb, sizeof(int32_t) * C, err);
+        if (!rc) rc = be->ops->upload(be, w->ra[k].coef, cf, sizeof(float) * C, err);
+        free(a), free(bb), free(cf);
     }
     qs_shard_close(s);
     free(path);

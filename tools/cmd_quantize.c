@@ -12,9 +12,10 @@
 #include "tools/commands.h"
 
 #define USAGE                                                                                                        \
-    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
+    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
-    "         [--damp 0.01] [--act-order] [--static-groups] [--device cpu] [--threads N] [--host-mem 24G]\n"                         \
+    "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--eec off] [--cr-distance paper|code]\n" \
+    "         [--cr-tokens 2048] [--cr-candidates 40] [--device cpu] [--threads N] [--host-mem 24G]\n"                         \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -33,6 +34,7 @@ static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
 int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
                           .gptq_block = 128, .device = "cpu", .act_checkpoints = 1,
+                          .cr = 1, .cr_tokens = 2048, .cr_candidates = 40,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -51,6 +53,14 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--seed") && v) o.calib.seed = strtoull(v, NULL, 10), i++;
         else if (!strcmp(a, "--damp") && v) o.damp = strtof(v, NULL), i++;
         else if (!strcmp(a, "--act-order")) o.act_order = 1;
+        else if ((!strcmp(a, "--cr") || !strcmp(a, "--eec")) && v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
+            if (!strcmp(a, "--cr")) o.cr = !strcmp(v, "on");
+            else o.eec = !strcmp(v, "on");
+            i++;
+        } else if (!strcmp(a, "--cr-distance") && v && (!strcmp(v, "paper") || !strcmp(v, "code")))
+            o.cr_distance = !strcmp(v, "code"), i++;
+        else if (!strcmp(a, "--cr-tokens") && v) bad = int_arg(a, v, 2, 1 << 24, &o.cr_tokens), i++;
+        else if (!strcmp(a, "--cr-candidates") && v) bad = int_arg(a, v, 1, 512, &o.cr_candidates), i++;
         else if (!strcmp(a, "--static-groups")) o.static_groups = 1;
         else if (!strcmp(a, "--device") && v) o.device = v, i++;
         else if (!strcmp(a, "--threads") && v) bad = int_arg(a, v, 0, 4096, &o.threads), i++;
@@ -87,8 +97,8 @@ int qs_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "qstream quantize: give MODEL_DIR and -o OUT_DIR\n" USAGE);
         return 2;
     }
-    if (!strcmp(o.method, "gptq") && !o.calib.source) {
-        fprintf(stderr, "qstream quantize: --method gptq needs calibration data: --calib FILE, --calib-ids FILE or --calib random\n");
+    if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm")) && !o.calib.source) {
+        fprintf(stderr, "qstream quantize: --method %s needs calibration data: --calib FILE, --calib-ids FILE or --calib random\n", o.method);
         return 2;
     }
     if (!(o.damp > 0 && o.damp < 1)) {

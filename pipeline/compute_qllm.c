@@ -1,0 +1,304 @@
+/* pipeline/compute_qllm.c - COMPUTE for QLLM: adaptive channel reassembly (CR) at the three sites
+ * of the block, then per-channel RTN of the (reassembled) weights. Efficient error correction
+ * (EEC) is not implemented yet.
+ *
+ * 1. Statistics: the block runs in float on the calibration states; per site the largest |x| of
+ *    every input channel over all tokens, and the first windows (up to --cr-tokens tokens) as the
+ *    search sample.
+ * 2. Search per site (independently, against the float block): every threshold candidate and
+ *    "no reassembly" are scored by the site's output under fake quantization (weights per
+ *    channel at --wbits, activations per token at --abits): the attention output before o_proj
+ *    (RoPE, GQA, Q/K/V quantized per head), silu(gate) * up, down's output. Lowest MSE wins.
+ * 3. The chosen gathers go into the block (fused into the norms and the SwiGLU product), the
+ *    consumers' weights are reassembled, all seven linears quantized, and the calibration states
+ *    advance through the quantized block. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "pipeline/quantize_internal.h"
+
+static const qs_llama_stop site_stop[3] = {QS_STOP_QKV_IN, QS_STOP_GU_IN, QS_STOP_DOWN_IN};
+static const int site_lins[3][3] = {{0, 1, 2}, {4, 5, -1}, {6, -1, -1}};
+
+typedef struct site_data {
+    int C;          /* input channels */
+    float *xmax;    /* [C] */
+    float *sample;  /* [Ts, C] float inputs of the search sample */
+    float *target;  /* the site's float output on the sample */
+    size_t target_n;
+} site_data;
+
+/* backend buffer helpers (the CPU backend's memory is host memory, but go through the ops) */
+static float *dev_from(qs_backend *be, const float *h, size_t n, qs_error *err) {
+    float *d = be->ops->alloc(be, sizeof(float) * (n ? n : 1));
+    if (!d) {
+        qs_error_set(err, -ENOMEM, "out of %s memory (%zu floats)", be->ops->name, n);
+        return NULL;
+    }
+    if (be->ops->upload(be, d, h, sizeof(float) * n, err)) {
+        be->ops->free(be, d);
+        return NULL;
+    }
+    return d;
+}
+
+/* float weights of linear i (host copy) */
+static float *host_weight(qs_backend *be, qs_llama_weights *w, const qs_tensor_info *t, int i, qs_error *err) {
+    size_t n = (size_t)t->n_elems;
+    float *h = malloc(sizeof(float) * n);
+    if (!h) {
+        qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
+        return NULL;
+    }
+    if (be->ops->download(be, h, *qs_lin_field(w, i), sizeof(float) * n, err)) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* per-channel RTN fake quantization of wr [rows, cols] in place (the deployed weights) */
+static int fake_quant_rows(float *wr, int rows, int cols, const qs_qconfig *qc, const char *what, qs_error *err) {
+    int ng = qs_qconfig_groups(qc, cols);
+    uint8_t *codes = malloc((size_t)rows * cols);
+    float *sc = malloc(sizeof(float) * (size_t)rows * ng), *ze = malloc(sizeof(float) * (size_t)rows * ng);
+    int rc = codes && sc && ze ? qs_quant_rtn(wr, rows, cols, qc, codes, sc, ze, what, err)
+                               : qs_error_set(err, -ENOMEM, "out of memory");
+    if (!rc) qs_dequant(codes, sc, ze, rows, cols, qc->group, wr);
+    free(codes), free(sc), free(ze);
+    return rc;
+}
+
+/* The site's output on the sample with gather r (NULL: none) and weights quantized (quant = 1)
+ * or float (0). out receives [Ts, out_cols]. */
+static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, float *const *wf,
+                       const qs_llama_weights *w, const qs_reasm *r, int quant, float *out, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_backend_ops *o = be->ops;
+    const qs_model_config *c = &q->cfg;
+    const int L = q->calib.seqlen, T = n_win * L, C = sd->C, ab = quant ? q->o->abits : 16;
+    const int hd = c->head_dim, Qd = c->n_heads * hd, KV = c->n_kv_heads * hd, I = c->intermediate_size;
+    float *x = malloc(sizeof(float) * (size_t)T * C);
+    int rc = x ? 0 : qs_error_set(err, -ENOMEM, "out of memory");
+    if (!rc) {
+        if (r) qs_reasm_apply(r, sd->sample, T, x);
+        else memcpy(x, sd->sample, sizeof(float) * (size_t)T * C);
+    }
+    float *dx = rc ? NULL : dev_from(be, x, (size_t)T * C, err);
+    if (!rc && !dx) rc = err->code ? err->code : -ENOMEM;
+    if (!rc && ab < 16) rc = o->act_quant(be, dx, T, C, C, ab, err);
+    /* the consumers' weights: reassembled and (for quant) fake-quantized per channel */
+    float *dw[3] = {NULL, NULL, NULL}, *dy[3] = {NULL, NULL, NULL};
+    int rows[3] = {0, 0, 0};
+    for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
+        int li = site_lins[site][j];
+        const int R = li == 0 ? Qd : li == 1 || li == 2 ? KV : li == 6 ? c->hidden_size : I;
+        rows[j] = R;
+        float *wr = malloc(sizeof(float) * (size_t)R * C);
+        if (!wr) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) {
+            if (r) qs_reasm_weight(r, wf[j], R, wr);
+            else memcpy(wr, wf[j], sizeof(float) * (size_t)R * C);
+            qs_qconfig qc = q->o->q;
+            if (quant) rc = fake_quant_rows(wr, R, C, &qc, qs_linear_names[li], err);
+        }
+        if (!rc) dw[j] = dev_from(be, wr, (size_t)R * C, err);
+        if (!rc && !dw[j]) rc = err->code ? err->code : -ENOMEM;
+        free(wr);
+        if (!rc) dy[j] = o->alloc(be, sizeof(float) * (size_t)T * R);
+        if (!rc && !dy[j]) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) rc = o->gemm(be, 0, 1, T, R, C, 1.0f, dx, C, dw[j], C, 0.0f, dy[j], R, err);
+    }
+    if (!rc && site == 0) { /* q, k, v -> biases, RoPE, quantization per head, attention */
+        if (w->bq) {
+            rc = o->add_bias(be, dy[0], w->bq, T, Qd, err);
+            if (!rc) rc = o->add_bias(be, dy[1], w->bk, T, KV, err);
+            if (!rc) rc = o->add_bias(be, dy[2], w->bv, T, KV, err);
+        }
+        if (!rc) rc = o->rope(be, dy[0], n_win, L, 0, c->n_heads, hd, Qd, q->scr.inv_freq, 0, err);
+        if (!rc) rc = o->rope(be, dy[1], n_win, L, 0, c->n_kv_heads, hd, KV, q->scr.inv_freq, 0, err);
+        for (int j = 0; j < 3 && !rc && ab < 16; j++) rc = o->act_quant(be, dy[j], T, rows[j], hd, ab, err);
+        float *att = rc ? NULL : o->alloc(be, sizeof(float) * (size_t)T * Qd);
+        if (!rc && !att) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) rc = o->attention(be, att, dy[0], dy[1], dy[2], n_win, L, c->n_heads, c->n_kv_heads, hd,
+                                   (float)(1.0 / sqrt((double)hd)), NULL, err);
+        if (!rc) rc = o->download(be, out, att, sizeof(float) * (size_t)T * Qd, err);
+        o->free(be, att);
+    } else if (!rc && site == 1) {
+        rc = o->swiglu(be, dy[0], dy[0], dy[1], (size_t)T * I, err);
+        if (!rc) rc = o->download(be, out, dy[0], sizeof(float) * (size_t)T * I, err);
+    } else if (!rc) {
+        rc = o->download(be, out, dy[0], sizeof(float) * (size_t)T * c->hidden_size, err);
+    }
+    for (int j = 0; j < 3; j++) o->free(be, dw[j]), o->free(be, dy[j]);
+    o->free(be, dx);
+    free(x);
+    return rc;
+}
+
+static double mse(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    return s / (double)n;
+}
+
+typedef struct search_ctx {
+    qs_qrun *q;
+    int site;
+    const site_data *d;
+    int n_sample;
+    float *const *wf;
+    const qs_llama_weights *w;
+    const float *target;
+    float *got;
+    size_t n;
+} search_ctx;
+
+/* qs_reasm_score_fn: MSE of the site's fake-quantized output to its float output */
+static int score_site(void *ctx, const qs_reasm *r, double *score, qs_error *err) {
+    search_ctx *c = ctx;
+    QS_FORWARD_IF_ERROR(site_output(c->q, c->site, c->d, c->n_sample, c->wf, c->w, r, 1, c->got, err));
+    *score = mse(c->got, c->target, c->n);
+    return 0;
+}
+
+/* statistics of every site on all calibration windows, with the float block */
+static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sample, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
+    int rc = 0;
+    for (int site = 0; site < 3 && !rc; site++) {
+        const int C = sd[site].C;
+        float *buf = site == 2 ? q->scr.act : q->scr.xn;
+        for (int c = 0; c < C; c++) sd[site].xmax[c] = 0;
+        for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
+            int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
+            float *xs;
+            rc = qs_calib_x_get(q, s0, k, &xs, err);
+            if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
+            if (!rc) rc = qs_llama_block_forward_until(be, &q->cfg, w, q->xbuf, k, L, &q->scr, site_stop[site], err);
+            if (!rc) rc = be->ops->download(be, q->hx, buf, sizeof(float) * (size_t)k * L * C, err);
+            for (size_t t = 0; !rc && t < (size_t)k * L; t++)
+                for (int c = 0; c < C; c++) {
+                    float v = fabsf(q->hx[t * C + c]);
+                    if (v > sd[site].xmax[c]) sd[site].xmax[c] = v;
+                }
+            int take = s0 < n_sample ? (n_sample - s0 < k ? n_sample - s0 : k) : 0;
+            if (!rc && take) memcpy(sd[site].sample + (size_t)s0 * L * C, q->hx, sizeof(float) * (size_t)take * L * C);
+        }
+    }
+    return rc;
+}
+
+int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_quantize_opts *o = q->o;
+    const qs_model_config *c = &q->cfg;
+    const int L = q->calib.seqlen, H = c->hidden_size, I = c->intermediate_size;
+    int n_sample = o->cr_tokens / L;
+    if (n_sample < 1) n_sample = 1;
+    if (n_sample > q->calib.nsamples) n_sample = q->calib.nsamples;
+    const int Ts = n_sample * L;
+    qs_llama_weights w;
+    int rc = qs_weights_from_slot(q, s, blk, &w, err);
+    const int abits = w.abits;
+    w.abits = 16; /* statistics and targets in float */
+    site_data sd[3] = {{.C = H}, {.C = H}, {.C = I}};
+    float *wf[3][3] = {{NULL}};
+    for (int site = 0; site < 3 && !rc; site++) {
+        sd[site].xmax = malloc(sizeof(float) * sd[site].C);
+        sd[site].sample = malloc(sizeof(float) * (size_t)Ts * sd[site].C);
+        if (!sd[site].xmax || !sd[site].sample) rc = qs_error_set(err, -ENOMEM, "out of memory for reassembly statistics");
+        for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
+            wf[site][j] = host_weight(be, &w, s->t[site_lins[site][j]], site_lins[site][j], err);
+            if (!wf[site][j]) rc = err->code ? err->code : -ENOMEM;
+        }
+    }
+    if (!rc && o->cr) rc = collect(q, &w, sd, n_sample, err);
+    /* search per site */
+    for (int site = 0; site < 3 && !rc; site++) {
+        site_data *d = &sd[site];
+        const size_t on = (size_t)Ts * (site == 0 ? (size_t)c->n_heads * c->head_dim : site == 1 ? (size_t)I : (size_t)H);
+        if (!o->cr) break; /* CR off: no gathers (s->ra stays empty) */
+        float *target = malloc(sizeof(float) * on), *got = malloc(sizeof(float) * on);
+        if (!target || !got) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) rc = site_output(q, site, d, n_sample, wf[site], &w, NULL, 0, target, err);
+        /* the consumer for distances: rows of all the site's linears, concatenated */
+        int cat_rows = 0;
+        for (int j = 0; j < 3 && site_lins[site][j] >= 0; j++) cat_rows += (int)s->t[site_lins[site][j]]->shape[0];
+        float *wcat = rc ? NULL : malloc(sizeof(float) * (size_t)cat_rows * d->C);
+        if (!rc && !wcat) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        for (int j = 0, r0 = 0; !rc && j < 3 && site_lins[site][j] >= 0; j++) {
+            int R = (int)s->t[site_lins[site][j]]->shape[0];
+            memcpy(wcat + (size_t)r0 * d->C, wf[site][j], sizeof(float) * (size_t)R * d->C);
+            r0 += R;
+        }
+        search_ctx sc = {q, site, d, n_sample, wf[site], &w, target, got, on};
+        double best = 0;
+        int nc = 0;
+        qs_reasm best_r = {0};
+        if (!rc) rc = qs_reasm_search(d->xmax, d->C, d->sample, Ts, wcat, cat_rows, (qs_reasm_distance)o->cr_distance,
+                                      o->cr_candidates > 0 ? o->cr_candidates : 40, score_site, &sc, &best_r, &best, &nc, err);
+        if (!rc) s->ra[site] = best_r;
+        else qs_reasm_free(&best_r);
+        if (!rc && q->o->progress == 3)
+            fprintf(stderr, "block %d site %d: %d candidates, theta %g (%d outliers split, %d pairs merged), mse %.4g\n", blk,
+                    site, nc, (double)s->ra[site].theta, s->ra[site].n_outliers, s->ra[site].n_merged, best);
+        free(target), free(got), free(wcat);
+    }
+    /* apply: reassembled consumers, per-channel RTN of all seven linears, gathers in the block */
+    for (int i = 0; i < QS_N_LINEAR && !rc; i++) {
+        const qs_tensor_info *t = s->t[i];
+        const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
+        int site = i <= 2 ? 0 : i == 4 || i == 5 ? 1 : i == 6 ? 2 : -1;
+        float *wh = host_weight(be, &w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
+        uint8_t *codes = malloc((size_t)rows * cols);
+        qs_qlin_out *out = &s->lin[i];
+        out->scales = malloc(sizeof(float) * (size_t)rows * ng);
+        out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
+        out->packed_bytes = qs_packed_size((size_t)cols, o->q.bits) * (size_t)rows;
+        out->packed = malloc(out->packed_bytes);
+        out->own_packed = 1;
+        if (!wh || !wr || !codes || !out->scales || !out->zeros || !out->packed) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) {
+            if (site >= 0 && s->ra[site].src_a) qs_reasm_weight(&s->ra[site], wh, rows, wr);
+            else memcpy(wr, wh, sizeof(float) * (size_t)rows * cols);
+            rc = qs_quant_rtn(wr, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
+        }
+        if (!rc) {
+            size_t rp = qs_packed_size((size_t)cols, o->q.bits);
+            for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
+            qs_dequant(codes, out->scales, out->zeros, rows, cols, o->q.group, wr);
+            double se = 0;
+            if (site < 0 || !s->ra[site].src_a)
+                for (size_t k = 0; k < (size_t)rows * cols; k++) se += ((double)wr[k] - wh[k]) * ((double)wr[k] - wh[k]);
+            out->mse = se / ((double)rows * cols); /* reassembled linears: 0 (their columns differ) */
+            rc = be->ops->upload(be, *qs_lin_field(&w, i), wr, sizeof(float) * (size_t)rows * cols, err);
+        }
+        free(wh), free(wr), free(codes);
+    }
+    for (int site = 0; site < 3 && !rc && o->cr; site++) {
+        const qs_reasm *r = &s->ra[site];
+        if (r->theta == 0) continue; /* "no reassembly" won: plain ops */
+        w.ra[site].src_a = be->ops->alloc(be, sizeof(int32_t) * r->C);
+        w.ra[site].src_b = be->ops->alloc(be, sizeof(int32_t) * r->C);
+        w.ra[site].coef = be->ops->alloc(be, sizeof(float) * r->C);
+        if (!w.ra[site].src_a || !w.ra[site].src_b || !w.ra[site].coef) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) rc = be->ops->upload(be, w.ra[site].src_a, r->src_a, sizeof(int32_t) * r->C, err);
+        if (!rc) rc = be->ops->upload(be, w.ra[site].src_b, r->src_b, sizeof(int32_t) * r->C, err);
+        if (!rc) rc = be->ops->upload(be, w.ra[site].coef, r->coef, sizeof(float) * r->C, err);
+    }
+    w.abits = abits;
+    if (!rc) rc = qs_calib_advance(q, &w, err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, blk, err);
+    for (int site = 0; site < 3; site++) {
+        free(sd[site].xmax), free(sd[site].sample);
+        for (int j = 0; j < 3; j++) free(wf[site][j]);
+    }
+    qs_llama_weights_free(&w, be);
+    return rc;
+}
