@@ -11,6 +11,7 @@
 #include "checkpoint/shard.h"
 #include "io/safetensors.h"
 #include "quant/affine.h"
+#include "quant/qblock.h"
 #include "tools/commands.h"
 
 static void *read_entry(const qs_shard *s, const char *name, const qs_shard_entry **e, qs_error *err) {
@@ -88,25 +89,16 @@ int qs_cmd_dump(int argc, char **argv) {
         json_error_t je;
         json_t *meta = json_loads(qs_shard_meta_json(s), 0, &je);
         json_t *shape = json_object_get(json_object_get(meta, "shapes"), name);
-        char cn[160], sn[160], zn[160];
-        snprintf(cn, sizeof cn, "%s.codes", name), snprintf(sn, sizeof sn, "%s.scales", name), snprintf(zn, sizeof zn, "%s.zeros", name);
-        if (json_is_array(shape)) { /* a quantized linear */
-            rows = json_integer_value(json_array_get(shape, 0));
-            cols = json_integer_value(json_array_get(shape, 1));
-            int bits = (int)json_integer_value(json_object_get(meta, "wbits")), group = (int)json_integer_value(json_object_get(meta, "group"));
-            const qs_shard_entry *ec, *es, *ez;
-            uint8_t *packed = read_entry(s, cn, &ec, &err);
-            float *sc = packed ? read_entry(s, sn, &es, &err) : NULL, *zr = sc ? read_entry(s, zn, &ez, &err) : NULL;
-            uint8_t *codes = malloc((size_t)(rows * cols));
-            x = malloc(sizeof(float) * (size_t)(rows * cols));
-            if (!zr || !codes || !x) rc = err.code ? err.code : qs_error_set(&err, -12, "out of memory");
-            else if (ec->size != qs_packed_size((size_t)cols, bits) * (size_t)rows) rc = qs_error_set(&err, QS_EFORMAT, "%s: codes size does not match the shape", cn);
-            else {
-                size_t rp = qs_packed_size((size_t)cols, bits);
-                for (int64_t r = 0; r < rows; r++) qs_unpack_codes(packed + r * rp, (size_t)cols, bits, codes + r * cols);
-                qs_dequant(codes, sc, zr, (int)rows, (int)cols, group, x);
+        if (json_is_array(shape)) { /* a quantized linear: codes, scales, zeros (and g_idx) dequantized */
+            qs_qlinear l;
+            rc = qs_qlinear_read(&l, s, name, &err);
+            if (!rc) {
+                rows = l.rows, cols = l.cols;
+                x = malloc(sizeof(float) * (size_t)rows * (size_t)cols);
+                if (x) qs_qlinear_dequant(&l, x);
+                else rc = qs_error_set(&err, -12, "out of memory");
+                qs_qlinear_free(&l);
             }
-            free(packed), free(sc), free(zr), free(codes);
         } else {
             const qs_shard_entry *e;
             x = read_entry(s, name, &e, &err);

@@ -10,6 +10,7 @@ int qs_cmd_tokenize(int argc, char **argv);    /* tools/cmd_tokenize.c */
 int qs_cmd_quantize(int argc, char **argv);    /* tools/cmd_quantize.c */
 int qs_cmd_verify(int argc, char **argv);      /* tools/cmd_verify.c */
 int qs_cmd_inspect(int argc, char **argv);     /* tools/cmd_inspect.c */
+int qs_cmd_export(int argc, char **argv);      /* tools/cmd_export.c */
 int qs_cmd_dump(int argc, char **argv);        /* tools/cmd_dump.c */
 
 #endif

@@ -15,13 +15,14 @@ typedef struct qs_command {
 } qs_command;
 
 static const qs_command commands[] = {
-    {"eval", qs_cmd_eval, "eval MODEL_DIR --text FILE [--seqlen 2048] [--max-windows K] [--json]"},
+    {"eval", qs_cmd_eval, "eval MODEL_DIR|OUT_DIR --text FILE [--seqlen 2048] [--max-windows K] [--json]"},
     {"logits", qs_cmd_logits, "logits MODEL_DIR --ids \"1 2 3\" -o FILE"},
     {"import-gguf", qs_cmd_import_gguf, "import-gguf FILE.gguf -o HF_DIR"},
     {"tokenize", qs_cmd_tokenize, "tokenize MODEL_DIR (--text FILE | --string S) [-o FILE]"},
-    {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn --wbits 4 [--group 128] [--sym] [--host-mem 24G] [--restart]"},
+    {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm --wbits 4 [--abits 16] [--group 128] [--calib FILE] ... (--help)"},
     {"verify", qs_cmd_verify, "verify OUT_DIR"},
     {"inspect", qs_cmd_inspect, "inspect OUT_DIR [--block N] [--json]"},
+    {"export", qs_cmd_export, "export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--force]"},
     {"dump", qs_cmd_dump, "dump OUT_DIR --block N --tensor NAME -o FILE(.npy|.safetensors)"},
 };
 

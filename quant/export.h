@@ -1,0 +1,44 @@
+/* quant/export.h - a finished quantized run (OUT_DIR) written as a Hugging Face directory.
+ *
+ * gptq: the GPTQ v1 checkpoint layout that transformers, vLLM, AutoGPTQ and GPTQModel load.
+ *   Per linear <p> = model.layers.L.<lin>:
+ *     <p>.qweight I32 [in * bits / 32, out]  codes packed along the input dimension, 32 / bits
+ *                                           per word, lowest bits first (3 bits: 32 codes in 3
+ *                                           words, straddling word boundaries as AutoGPTQ packs)
+ *     <p>.qzeros  I32 [groups, out * bits / 32]  zero points minus one (v1), packed the same way
+ *                                           along the output dimension
+ *     <p>.scales  F16 [groups, out]
+ *     <p>.g_idx   I32 [in]                 group of each input column
+ *   w[o, c] = scales[g_idx[c], o] * (q[c, o] - (qzeros[g_idx[c], o] + 1)).
+ *   Norms, embedding and LM head as F16; config.json with "quantization_config"; quantize_config.json.
+ *   Weight-only runs without channel reassembly; bits 2, 3, 4 or 8. A zero point of 0 is moved to
+ *   1 by shifting its group's codes when they leave room (exact); otherwise v1 cannot express the
+ *   group and the export is refused, unless gptq_v2 (zeros stored as they are, GPTQModel's
+ *   format) is asked for.
+ * fakequant: a plain LLaMA checkpoint: every linear dequantized (F32, or F16 / BF16), norms and
+ *   biases, the non-block tensors as stored; config.json without quantization settings.
+ * Both copy the tokenizer files; the output is written durably and nothing is left on error. */
+#ifndef QS_QUANT_EXPORT_H
+#define QS_QUANT_EXPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "io/dtype.h"
+
+typedef struct qs_export_opts {
+    const char *format;  /* "gptq" or "fakequant" */
+    qs_dtype dtype;      /* fakequant linears: F32 (default), F16 or BF16 */
+    int force;           /* 1: write into a non-empty output directory */
+    int gptq_v2;         /* gptq: zero points stored as they are ("checkpoint_format": "gptq_v2", GPTQModel) */
+} qs_export_opts;
+
+int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_error *err);
+
+/* GPTQ packing of values v[n] (each < 2^bits) into words: 32 / bits per word for 2, 4, 8 bits,
+ * 32 values per 3 words for 3 bits (n a multiple of 32). stride: distance between consecutive
+ * values in v and between consecutive words in out (1 for contiguous). */
+void qs_gptq_pack(const uint32_t *v, size_t n, int bits, uint32_t *out, size_t v_stride, size_t out_stride);
+
+#endif

@@ -1,0 +1,43 @@
+/* tools/cmd_export.c - `qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16]
+ * [--force]`: a finished quantized run as a Hugging Face directory (quant/export.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "quant/export.h"
+#include "tools/commands.h"
+
+#define USAGE "usage: qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]\n"
+
+int qs_cmd_export(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL;
+    qs_export_opts o = {.format = NULL, .dtype = QS_DTYPE_F32};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--format") && v) o.format = v, i++;
+        else if (!strcmp(a, "-o") && v) out = v, i++;
+        else if (!strcmp(a, "--force")) o.force = 1;
+        else if (!strcmp(a, "--gptq-v2")) o.gptq_v2 = 1;
+        else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16"))) {
+            o.dtype = !strcmp(v, "f32") ? QS_DTYPE_F32 : !strcmp(v, "f16") ? QS_DTYPE_F16 : QS_DTYPE_BF16;
+            i++;
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (a[0] != '-' && !dir) dir = a;
+        else {
+            fprintf(stderr, "qstream export: unexpected argument '%s'\n" USAGE, a);
+            return 2;
+        }
+    }
+    if (!dir || !out || !o.format) {
+        fprintf(stderr, "qstream export: give OUT_DIR, --format and -o HF_DIR\n" USAGE);
+        return 2;
+    }
+    qs_error err = {0};
+    if (qs_export(dir, out, &o, &err)) {
+        fprintf(stderr, "qstream export: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "exported %s as %s to %s\n", dir, o.format, out);
+    return 0;
+}
