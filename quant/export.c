@@ -1,4 +1,9 @@
-/* quant/export.c - gptq and fakequant exports of a quantized run (quant/export.h). */
+/* quant/export.c - gptq and fakequant exports of a quantized run (quant/export.h).
+ *
+ * One pass: every tensor of model.safetensors is declared first (shapes from config.json), then
+ * the non-block tensors are copied and the blocks written one at a time from their shards, so
+ * at most one linear's codes and its packed form are in memory. The JSON files and tokenizer
+ * files follow once model.safetensors is in place. */
 #include "quant/export.h"
 
 #include <dirent.h>
@@ -27,57 +32,97 @@ void qs_gptq_pack(const uint32_t *v, size_t n, int bits, uint32_t *out, size_t v
     }
 }
 
-static const char *const tokenizer_files[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
-                                              "special_tokens_map.json", "generation_config.json"};
+/* every file an export may write into HF_DIR */
+enum { F_CONFIG, F_QCONFIG, F_TOK0, F_MODEL = F_TOK0 + 5, F_COUNT };
+static const char *const out_files[F_COUNT] = {"config.json",           "quantize_config.json",   "tokenizer.json",
+                                               "tokenizer.model",       "tokenizer_config.json",  "special_tokens_map.json",
+                                               "generation_config.json", "model.safetensors"};
 
-static int dir_ready(const char *dir, int force, qs_error *err) {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        int n = 0;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-        closedir(d);
-        QS_RETURN_ERROR_IF(n && !force, QS_EUSAGE, "%s is not empty (use --force to write into it)", dir);
+static const char *const vec_names[5] = {"input_layernorm.weight", "post_attention_layernorm.weight",
+                                         "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
+
+typedef struct lin_shape {
+    int rows, cols; /* [out, in] */
+} lin_shape;
+
+typedef struct export_run {
+    const qs_export_opts *o;
+    const char *hf_dir;
+    qs_qmodel qm;
+    qs_catalog *cat;      /* OUT_DIR/model.safetensors */
+    qs_qblock_meta m0;    /* block 0's settings (check_blocks: every block has them) */
+    lin_shape ls[QS_N_LINEAR];
+    int gptq, nvec;       /* nvec: norms, and the q/k/v biases when the model has them */
+    int64_t vlen[5];
+    qs_dtype vdt, ldt;    /* dtype of norms / biases, of fakequant linears */
+    int desc_act;         /* gptq: some linear's g_idx is not c / group */
+    int made_dir;         /* HF_DIR did not exist before */
+    int wrote[F_COUNT];   /* the files this export wrote, removed again on error */
+} export_run;
+
+/* HF_DIR: created when missing; an existing one must be empty unless force, and never the run
+ * itself (--force would replace the run's model.safetensors and config.json) */
+static int dir_ready(export_run *r, qs_error *err) {
+    struct stat a, b;
+    QS_RETURN_ERROR_IF(stat(r->hf_dir, &a) == 0 && stat(r->qm.dir, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+                       QS_EUSAGE, "%s is the run's own directory; export to another one", r->hf_dir);
+    DIR *d = opendir(r->hf_dir);
+    if (!d) {
+        if (errno != ENOENT) return qs_error_errno(err, errno, "%s", r->hf_dir);
+        QS_FORWARD_IF_ERROR(qs_mkdir_p(r->hf_dir, err));
+        r->made_dir = 1;
         return 0;
     }
-    return qs_mkdir_p(dir, err);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+    closedir(d);
+    QS_RETURN_ERROR_IF(n && !r->o->force, QS_EUSAGE, "%s is not empty (use --force to write into it)", r->hf_dir);
+    return 0;
 }
 
-static int copy_if_present(const char *from, const char *to, const char *name, qs_error *err) {
-    char *src = qs_path_join(from, name), *dst = qs_path_join(to, name), *buf = NULL;
+static int write_file(export_run *r, int f, const char *text, size_t len, qs_error *err) {
+    char *dst = qs_path_join(r->hf_dir, out_files[f]);
+    int rc = dst ? qs_file_write_durable(dst, text, len, err) : qs_error_set(err, -ENOMEM, "out of memory");
+    if (!rc) r->wrote[f] = 1;
+    free(dst);
+    return rc;
+}
+
+static int copy_if_present(export_run *r, int f, qs_error *err) {
+    char *src = qs_path_join(r->qm.dir, out_files[f]), *buf = NULL;
     size_t len;
     struct stat st;
     int rc = 0;
     if (stat(src, &st) == 0) {
         rc = qs_file_read_all(src, (size_t)1 << 30, &buf, &len, err);
-        if (!rc) rc = qs_file_write_durable(dst, buf, len, err);
+        if (!rc) rc = write_file(r, f, buf, len, err);
     }
-    free(src), free(dst), free(buf);
+    free(src), free(buf);
     return rc;
 }
 
-/* config.json of the run, with torch_dtype and (gptq) quantization_config */
-static int write_config(const char *out_dir, const char *hf_dir, json_t *qcfg, const char *dtype, qs_error *err) {
-    char *p = qs_path_join(out_dir, "config.json");
+/* config.json of the run with torch_dtype set and quantization_config replaced by qcfg (or
+ * dropped when NULL) */
+static int write_config(export_run *r, json_t *qcfg, const char *dtype, qs_error *err) {
+    char *p = qs_path_join(r->qm.dir, "config.json");
     json_error_t je;
     json_t *cfg = json_load_file(p, 0, &je);
     free(p);
-    QS_RETURN_ERROR_IF(!json_is_object(cfg), QS_EFORMAT, "%s/config.json: %s", out_dir, je.text);
+    if (!json_is_object(cfg)) {
+        json_decref(cfg);
+        return qs_error_set(err, QS_EFORMAT, "%s/config.json: %s", r->qm.dir, je.text);
+    }
     json_object_set_new(cfg, "torch_dtype", json_string(dtype));
     json_object_del(cfg, "quantization_config");
     if (qcfg) json_object_set(cfg, "quantization_config", qcfg);
     char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(cfg);
-    char *dst = qs_path_join(hf_dir, "config.json");
-    int rc = text ? qs_file_write_durable(dst, text, strlen(text), err) : qs_error_set(err, -ENOMEM, "out of memory");
-    free(dst), free(text);
+    int rc = text ? write_file(r, F_CONFIG, text, strlen(text), err) : qs_error_set(err, -ENOMEM, "out of memory");
+    free(text);
     return rc;
 }
-
-typedef struct lin_shape {
-    int rows, cols;
-} lin_shape;
 
 static void lin_shapes(const qs_model_config *c, lin_shape s[QS_N_LINEAR]) {
     int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
@@ -85,7 +130,7 @@ static void lin_shapes(const qs_model_config *c, lin_shape s[QS_N_LINEAR]) {
     memcpy(s, t, sizeof t);
 }
 
-/* a block's float vector tensors (norms, biases) as dtype bytes */
+/* float values as dtype bytes, new malloc'd memory */
 static void *vec_as(const float *x, size_t n, qs_dtype dt) {
     void *out = malloc(n * qs_dtype_size(dt) + 1);
     if (!out) return NULL;
@@ -96,253 +141,324 @@ static void *vec_as(const float *x, size_t n, qs_dtype dt) {
     return out;
 }
 
-static const char *const vec_names[5] = {"input_layernorm.weight", "post_attention_layernorm.weight",
-                                         "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
+static int open_block(const export_run *r, int b, qs_shard **s, char **path, qs_error *err) {
+    const qs_manifest_block *rec = qs_manifest_find(&r->qm.man, b);
+    *path = qs_path_join(r->qm.dir, rec->file);
+    int rc = qs_shard_open(s, *path, err);
+    if (!rc && qs_shard_file_xxh3(*s) != rec->xxh3)
+        rc = qs_error_set(err, QS_ECHECKSUM, "%s: file hash differs from manifest.json's record", *path);
+    return rc;
+}
 
-/* checks every block: weight-only (gptq), no reassembly, bits; returns the first block's meta */
-static int check_blocks(const qs_qmodel *qm, const char *format, qs_qblock_meta *m0, qs_error *err) {
-    for (int b = 0; b < qm->cfg.n_layers; b++) {
-        const qs_manifest_block *rec = qs_manifest_find(&qm->man, b);
-        char *p = qs_path_join(qm->dir, rec->file);
+/* every block: the same settings, no channel reassembly, and (gptq) weight-only at 2/3/4/8 bits
+ * with shapes that pack into whole words. Runs before anything is written. */
+static int check_blocks(export_run *r, qs_error *err) {
+    const char *dir = r->qm.dir, *format = r->o->format;
+    for (int b = 0; b < r->qm.cfg.n_layers; b++) {
         qs_shard *s = NULL;
+        char *p = NULL;
         qs_qblock_meta m;
-        int rc = qs_shard_open(&s, p, err);
+        int rc = open_block(r, b, &s, &p, err), reasm = 0;
         if (!rc) rc = qs_qblock_meta_read(s, &m, err);
-        int reasm = 0;
         for (size_t i = 0; !rc && i < qs_shard_count(s); i++) reasm |= !strcmp(qs_shard_at(s, i)->role, "reassembly");
         qs_shard_close(s);
         free(p);
         if (rc) return rc;
-        if (b == 0) *m0 = m;
+        if (b == 0) r->m0 = m;
         QS_RETURN_ERROR_IF(reasm, QS_EUNSUPPORTED,
                            "%s: block %d uses channel reassembly, which the %s format cannot express (the shards can)",
-                           qm->dir, b, format);
-        QS_RETURN_ERROR_IF(!strcmp(format, "gptq") && m.abits < 16, QS_EUNSUPPORTED,
-                           "%s: a W%dA%d run: the gptq format is weight-only (use fakequant, or the shards)", qm->dir,
-                           m.wbits, m.abits);
-        QS_RETURN_ERROR_IF(!strcmp(format, "gptq") && m.wbits != 2 && m.wbits != 3 && m.wbits != 4 && m.wbits != 8,
-                           QS_EUNSUPPORTED, "%s: %d-bit weights: the gptq format packs 2, 3, 4 or 8 bits", qm->dir, m.wbits);
-        QS_RETURN_ERROR_IF(m.wbits != m0->wbits || m.group != m0->group || m.sym != m0->sym, QS_EFORMAT,
-                           "%s: block %d's settings differ from block 0's", qm->dir, b);
+                           dir, b, format);
+        QS_RETURN_ERROR_IF(m.wbits != r->m0.wbits || m.abits != r->m0.abits || m.group != r->m0.group ||
+                               m.sym != r->m0.sym,
+                           QS_EFORMAT, "%s: block %d's settings differ from block 0's", dir, b);
+    }
+    const int bits = r->m0.wbits;
+    if (!r->gptq) return 0;
+    QS_RETURN_ERROR_IF(r->m0.abits < 16, QS_EUNSUPPORTED,
+                       "%s: a W%dA%d run: the gptq format is weight-only (use fakequant, or the shards)", dir, bits,
+                       r->m0.abits);
+    QS_RETURN_ERROR_IF(bits != 2 && bits != 3 && bits != 4 && bits != 8, QS_EUNSUPPORTED,
+                       "%s: %d-bit weights: the gptq format packs 2, 3, 4 or 8 bits", dir, bits);
+    for (int i = 0; i < QS_N_LINEAR; i++)
+        QS_RETURN_ERROR_IF((r->ls[i].rows * bits) % 32 || (r->ls[i].cols * bits) % 32, QS_EUNSUPPORTED,
+                           "%s: %s [%d, %d] does not pack into 32-bit words at %d bits", dir, qs_linear_names[i],
+                           r->ls[i].rows, r->ls[i].cols, bits);
+    return 0;
+}
+
+static int groups_of(const export_run *r, int cols) {
+    return r->m0.group > 0 ? (cols + r->m0.group - 1) / r->m0.group : 1;
+}
+
+/* model.safetensors' table: the non-block tensors, then each block's linears and vectors */
+static int declare_all(export_run *r, qs_st_writer *w, qs_error *err) {
+    const int bits = r->m0.wbits;
+    for (size_t i = 0; i < qs_catalog_count(r->cat); i++) {
+        const qs_tensor_info *t = qs_catalog_at(r->cat, i);
+        QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, t->name, r->gptq ? QS_DTYPE_F16 : t->dtype, t->n_dims, t->shape, err));
+    }
+    char name[192];
+    for (int b = 0; b < r->qm.cfg.n_layers; b++) {
+        for (int i = 0; i < QS_N_LINEAR; i++) {
+            const int64_t R = r->ls[i].rows, C = r->ls[i].cols, ng = groups_of(r, (int)C);
+            const char *lin = qs_linear_names[i];
+            if (!r->gptq) {
+                int64_t sh[2] = {R, C};
+                snprintf(name, sizeof name, "model.layers.%d.%s.weight", b, lin);
+                QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, r->ldt, 2, sh, err));
+                continue;
+            }
+            int64_t sq[2] = {C * bits / 32, R}, sz[2] = {ng, R * bits / 32}, ss[2] = {ng, R}, sg[1] = {C};
+            snprintf(name, sizeof name, "model.layers.%d.%s.qweight", b, lin);
+            QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, QS_DTYPE_I32, 2, sq, err));
+            snprintf(name, sizeof name, "model.layers.%d.%s.qzeros", b, lin);
+            QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, QS_DTYPE_I32, 2, sz, err));
+            snprintf(name, sizeof name, "model.layers.%d.%s.scales", b, lin);
+            QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, QS_DTYPE_F16, 2, ss, err));
+            snprintf(name, sizeof name, "model.layers.%d.%s.g_idx", b, lin);
+            QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, QS_DTYPE_I32, 1, sg, err));
+        }
+        for (int k = 0; k < r->nvec; k++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s", b, vec_names[k]);
+            QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, r->vdt, 1, &r->vlen[k], err));
+        }
     }
     return 0;
 }
 
-/* The GPTQ tensors of one linear. v1 stores zero - 1, so a zero point below 1 is moved up by
- * shifting its group's codes (exact: (q + d) - (z + d) = q - z) when the codes leave room;
- * otherwise the group cannot be expressed and the export is refused. */
-static int gptq_tensors(qs_qlinear *l, const char *what, int v2, uint32_t *qweight, uint32_t *qzeros, uint16_t *scales,
-                        int32_t *g_idx, qs_error *err) {
-    const int R = l->rows, Cc = l->cols, ng = qs_qlinear_groups(l), bits = l->bits, g = l->group > 0 ? l->group : Cc;
-    const int maxq = (1 << bits) - 1;
-    const size_t zcols = (size_t)R * bits / 32;
-    for (int c = 0; c < Cc; c++) g_idx[c] = l->g_idx ? l->g_idx[c] : (l->group > 0 ? c / g : 0);
-    int *maxc = malloc(sizeof(int) * (size_t)ng);
-    uint32_t *v = malloc(sizeof(uint32_t) * (size_t)(Cc > R ? Cc : R));
-    if (!v || !maxc) {
-        free(v), free(maxc);
-        return qs_error_set(err, -ENOMEM, "out of memory");
-    }
+/* embedding, final norm, LM head: as stored (fakequant) or as F16 (gptq) */
+static int write_nonblock(export_run *r, qs_st_writer *w, qs_error *err) {
     int rc = 0;
-    for (int o = 0; o < R && !rc; o++) {
-        uint8_t *row = l->codes + (size_t)o * Cc;
-        float *z = l->zeros + (size_t)o * ng;
-        for (int k = 0; k < ng; k++) maxc[k] = 0;
-        for (int c = 0; c < Cc; c++) maxc[g_idx[c]] = row[c] > maxc[g_idx[c]] ? row[c] : maxc[g_idx[c]];
-        for (int k = 0; k < ng && !rc; k++) {
-            if (z[k] != (float)(int)z[k])
-                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: zero point %g (row %d, group %d) is not an integer", what,
-                                  (double)z[k], o, k);
-            const int lo = v2 ? 0 : 1, hi = v2 ? maxq : maxq + 1; /* v1 stores zero - 1 */
-            int d = z[k] < lo ? lo - (int)z[k] : 0;
-            if (!rc && (maxc[k] + d > maxq || z[k] > (float)hi))
-                rc = qs_error_set(err, QS_EUNSUPPORTED,
-                                  "%s: zero point %g (row %d, group %d) cannot be stored in the %s format%s", what,
-                                  (double)z[k], o, k, v2 ? "gptq_v2" : "gptq (v1: zero - 1)",
-                                  v2 ? "" : "; export with --gptq-v2 (GPTQModel loads it) or quantize with --sym");
-            if (!rc && d) {
-                for (int c = 0; c < Cc; c++)
-                    if (g_idx[c] == k) row[c] = (uint8_t)(row[c] + d);
-                z[k] += (float)d;
-            }
+    for (size_t i = 0; !rc && i < qs_catalog_count(r->cat); i++) {
+        const qs_tensor_info *t = qs_catalog_at(r->cat, i);
+        void *buf = malloc(r->gptq ? sizeof(float) * t->n_elems + 1 : t->nbytes + 1);
+        uint16_t *h = r->gptq ? malloc(sizeof(uint16_t) * t->n_elems + 1) : NULL;
+        if (!buf || (r->gptq && !h)) rc = qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
+        if (!rc && r->gptq) {
+            rc = qs_catalog_read_f32(r->cat, t, buf, err);
+            if (!rc) qs_f32_to_f16_n(buf, h, t->n_elems);
+        } else if (!rc) {
+            rc = qs_catalog_read_raw(r->cat, t, buf, err);
         }
+        if (!rc) rc = qs_st_writer_write(w, r->gptq ? (void *)h : buf, err);
+        free(buf), free(h);
     }
-    for (int o = 0; o < R && !rc; o++) { /* column o of qweight: the codes of output row o along the input */
-        for (int c = 0; c < Cc; c++) v[c] = l->codes[(size_t)o * Cc + c];
-        qs_gptq_pack(v, (size_t)Cc, bits, qweight + o, 1, (size_t)R);
-    }
-    for (int k = 0; k < ng && !rc; k++) {
-        for (int o = 0; o < R; o++) {
-            v[o] = (uint32_t)(int)l->zeros[(size_t)o * ng + k] - (v2 ? 0u : 1u);
-            scales[(size_t)k * R + o] = qs_f32_to_f16(l->scales[(size_t)o * ng + k]);
-        }
-        qs_gptq_pack(v, (size_t)R, bits, qzeros + (size_t)k * zcols, 1, 1);
-    }
-    free(v), free(maxc);
     return rc;
 }
 
-int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_error *err) {
-    const int gptq = !strcmp(o->format, "gptq");
-    QS_RETURN_ERROR_IF(!gptq && strcmp(o->format, "fakequant"), QS_EUSAGE, "--format %s: gptq or fakequant", o->format);
-    qs_qmodel qm;
-    QS_FORWARD_IF_ERROR(qs_qmodel_open(&qm, out_dir, 1, err));
-    const qs_model_config *c = &qm.cfg;
-    qs_qblock_meta m0 = {.wbits = 4};
-    lin_shape ls[QS_N_LINEAR];
-    lin_shapes(c, ls);
-    qs_catalog *cat = NULL;
-    int rc = check_blocks(&qm, o->format, &m0, err);
-    const int bits = m0.wbits;
-    for (int i = 0; gptq && !rc && i < QS_N_LINEAR; i++)
-        if ((ls[i].rows * bits) % 32 || (ls[i].cols * bits) % 32)
-            rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: %s [%d, %d] does not pack into 32-bit words at %d bits", out_dir,
-                              qs_linear_names[i], ls[i].rows, ls[i].cols, bits);
-    if (!rc) rc = qs_catalog_open(&cat, out_dir, err);
-    if (!rc) rc = dir_ready(hf_dir, o->force, err);
-    const qs_dtype vdt = gptq ? QS_DTYPE_F16 : QS_DTYPE_F32;
-    const qs_dtype ldt = gptq ? QS_DTYPE_F16 : o->dtype;
-    char *st_path = qs_path_join(hf_dir, "model.safetensors");
-    qs_st_writer *w = NULL;
-    if (!rc) rc = qs_st_writer_open(&w, st_path, err);
-    /* declare: the non-block tensors, then every block's */
-    for (size_t i = 0; !rc && i < qs_catalog_count(cat); i++) {
-        const qs_tensor_info *t = qs_catalog_at(cat, i);
-        rc = qs_st_writer_declare(w, t->name, gptq ? QS_DTYPE_F16 : t->dtype, t->n_dims, t->shape, err);
+/* The GPTQ tensors of one linear (codes may be changed: see below).
+ *   qweight [cols * bits / 32, rows]: column o holds output row o's codes along the input
+ *   qzeros [groups, rows * bits / 32]: v1 stores zero - 1, v2 the zero itself
+ *   scales [groups, rows] F16, g_idx [cols]
+ * The format holds zero points in [1, 2^bits] (v1) or [0, 2^bits - 1] (v2). A zero outside is
+ * moved in by shifting its group's codes (exact: (q + d) - (z + d) = q - z) when the codes leave
+ * room; otherwise the error names the block, linear, row and group. Returns 1 in *ordered when
+ * g_idx[c] == c / group throughout. */
+static int gptq_tensors(qs_qlinear *l, const char *what, int v2, uint32_t *qweight, uint32_t *qzeros, uint16_t *scales,
+                        int32_t *g_idx, int *ordered, qs_error *err) {
+    const int R = l->rows, C = l->cols, ng = qs_qlinear_groups(l), bits = l->bits, maxq = (1 << bits) - 1;
+    const size_t zcols = (size_t)R * bits / 32;
+    *ordered = 1;
+    for (int c = 0; c < C; c++) {
+        g_idx[c] = l->g_idx ? l->g_idx[c] : (l->group > 0 ? c / l->group : 0);
+        *ordered &= g_idx[c] == (l->group > 0 ? c / l->group : 0);
     }
-    const int nvec = c->attention_bias ? 5 : 2;
-    const int64_t vlen[5] = {c->hidden_size, c->hidden_size, (int64_t)c->n_heads * c->head_dim,
-                             (int64_t)c->n_kv_heads * c->head_dim, (int64_t)c->n_kv_heads * c->head_dim};
-    for (int b = 0; !rc && b < c->n_layers; b++) {
-        char name[192];
-        for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
-            const int R = ls[i].rows, Cc = ls[i].cols, ng = m0.group > 0 ? (Cc + m0.group - 1) / m0.group : 1;
-            if (gptq) {
-                int64_t sq[2] = {(int64_t)Cc * bits / 32, R}, sz[2] = {ng, (int64_t)R * bits / 32}, ss[2] = {ng, R}, sg[1] = {Cc};
-                snprintf(name, sizeof name, "model.layers.%d.%s.qweight", b, qs_linear_names[i]);
-                rc = qs_st_writer_declare(w, name, QS_DTYPE_I32, 2, sq, err);
-                snprintf(name, sizeof name, "model.layers.%d.%s.qzeros", b, qs_linear_names[i]);
-                if (!rc) rc = qs_st_writer_declare(w, name, QS_DTYPE_I32, 2, sz, err);
-                snprintf(name, sizeof name, "model.layers.%d.%s.scales", b, qs_linear_names[i]);
-                if (!rc) rc = qs_st_writer_declare(w, name, QS_DTYPE_F16, 2, ss, err);
-                snprintf(name, sizeof name, "model.layers.%d.%s.g_idx", b, qs_linear_names[i]);
-                if (!rc) rc = qs_st_writer_declare(w, name, QS_DTYPE_I32, 1, sg, err);
-            } else {
-                int64_t sh[2] = {R, Cc};
-                snprintf(name, sizeof name, "model.layers.%d.%s.weight", b, qs_linear_names[i]);
-                rc = qs_st_writer_declare(w, name, ldt, 2, sh, err);
+    int *minc = malloc(sizeof(int) * (size_t)ng * 2), *maxc = minc ? minc + ng : NULL;
+    uint32_t *v = malloc(sizeof(uint32_t) * (size_t)(C > R ? C : R));
+    if (!v || !minc) {
+        free(v), free(minc);
+        return qs_error_set(err, -ENOMEM, "out of memory");
+    }
+    const int lo = v2 ? 0 : 1, hi = v2 ? maxq : maxq + 1; /* the zero points the format can hold */
+    int rc = 0;
+    for (int o = 0; o < R && !rc; o++) {
+        uint8_t *row = l->codes + (size_t)o * C;
+        float *z = l->zeros + (size_t)o * ng;
+        for (int k = 0; k < ng; k++) minc[k] = maxq, maxc[k] = 0;
+        for (int c = 0; c < C; c++) {
+            if (row[c] < minc[g_idx[c]]) minc[g_idx[c]] = row[c];
+            if (row[c] > maxc[g_idx[c]]) maxc[g_idx[c]] = row[c];
+        }
+        for (int k = 0; k < ng && !rc; k++) {
+            if (!(z[k] >= -4096.0f && z[k] <= 4096.0f) || z[k] != (float)(int)z[k]) {
+                rc = qs_error_set(err, QS_EFORMAT, "%s: zero point %g (row %d, group %d) is not a small integer", what,
+                                  (double)z[k], o, k);
+                break;
+            }
+            const int zi = (int)z[k], d = zi < lo ? lo - zi : zi > hi ? hi - zi : 0;
+            if (maxc[k] + d > maxq || minc[k] + d < 0) {
+                /* v2 helps only a zero of 0; one outside [0, 2^bits - 1] (a group whose weights
+                 * are all on one side of zero) needs a quantizer that keeps 0 in range, as --sym */
+                const int v2_helps = !v2 && zi == 0;
+                rc = qs_error_set(err, QS_EUNSUPPORTED,
+                                  "%s: zero point %d (row %d, group %d, codes %d..%d) cannot be stored in the %s format; %s",
+                                  what, zi, o, k, minc[k], maxc[k], v2 ? "gptq_v2" : "gptq (v1: zero - 1)",
+                                  v2_helps ? "export with --gptq-v2 (GPTQModel loads it) or quantize with --sym"
+                                           : "quantize with --sym");
+                break;
+            }
+            if (d) {
+                for (int c = 0; c < C; c++)
+                    if (g_idx[c] == k) row[c] = (uint8_t)(row[c] + d);
+                z[k] = (float)(zi + d);
             }
         }
-        for (int k = 0; !rc && k < nvec; k++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s", b, vec_names[k]);
-            rc = qs_st_writer_declare(w, name, vdt, 1, &vlen[k], err);
-        }
     }
-    /* data in the declared order */
-    for (size_t i = 0; !rc && i < qs_catalog_count(cat); i++) {
-        const qs_tensor_info *t = qs_catalog_at(cat, i);
-        void *buf = malloc(gptq ? sizeof(float) * t->n_elems : t->nbytes + 1);
-        uint16_t *h = gptq ? malloc(sizeof(uint16_t) * t->n_elems + 1) : NULL;
-        if (!buf || (gptq && !h)) rc = qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
-        if (!rc && gptq) {
-            rc = qs_catalog_read_f32(cat, t, buf, err);
-            if (!rc) qs_f32_to_f16_n(buf, h, t->n_elems);
-        } else if (!rc) {
-            rc = qs_catalog_read_raw(cat, t, buf, err);
-        }
-        if (!rc) rc = qs_st_writer_write(w, gptq ? (void *)h : buf, err);
-        free(buf), free(h);
+    for (int o = 0; o < R && !rc; o++) {
+        for (int c = 0; c < C; c++) v[c] = l->codes[(size_t)o * C + c];
+        qs_gptq_pack(v, (size_t)C, bits, qweight + o, 1, (size_t)R);
     }
-    for (int b = 0; !rc && b < c->n_layers; b++) {
-        const qs_manifest_block *rec = qs_manifest_find(&qm.man, b);
-        char *p = qs_path_join(out_dir, rec->file);
-        qs_shard *s = NULL;
-        rc = qs_shard_open(&s, p, err);
-        if (!rc && qs_shard_file_xxh3(s) != rec->xxh3)
-            rc = qs_error_set(err, QS_ECHECKSUM, "%s: file hash differs from manifest.json's record", p);
-        for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
-            qs_qlinear l;
-            char what[192];
-            snprintf(what, sizeof what, "%s: block %d %s", out_dir, b, qs_linear_names[i]);
-            rc = qs_qlinear_read(&l, s, qs_linear_names[i], err);
-            if (rc) break;
-            const int R = l.rows, Cc = l.cols, ng = qs_qlinear_groups(&l);
-            if (gptq) {
-                uint32_t *qw = malloc(sizeof(uint32_t) * (size_t)Cc * bits / 32 * R);
-                uint32_t *qz = malloc(sizeof(uint32_t) * (size_t)ng * R * bits / 32 + 4);
-                uint16_t *sc = malloc(sizeof(uint16_t) * (size_t)ng * R);
-                int32_t *gi = malloc(sizeof(int32_t) * (size_t)Cc);
-                rc = qw && qz && sc && gi ? gptq_tensors(&l, what, o->gptq_v2, qw, qz, sc, gi, err) : qs_error_set(err, -ENOMEM, "out of memory");
-                if (!rc) rc = qs_st_writer_write(w, qw, err);
-                if (!rc) rc = qs_st_writer_write(w, qz, err);
-                if (!rc) rc = qs_st_writer_write(w, sc, err);
-                if (!rc) rc = qs_st_writer_write(w, gi, err);
-                free(qw), free(qz), free(sc), free(gi);
-            } else {
-                float *x = malloc(sizeof(float) * (size_t)R * Cc);
-                void *out = NULL;
-                if (!x) rc = qs_error_set(err, -ENOMEM, "out of memory");
-                if (!rc) {
-                    qs_qlinear_dequant(&l, x);
-                    out = vec_as(x, (size_t)R * Cc, ldt);
-                    rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
-                }
-                free(x), free(out);
-            }
-            qs_qlinear_free(&l);
+    for (int k = 0; k < ng && !rc; k++) {
+        for (int o = 0; o < R && !rc; o++) {
+            const float sc = l->scales[(size_t)o * ng + k];
+            v[o] = (uint32_t)(int)l->zeros[(size_t)o * ng + k] - (uint32_t)lo;
+            scales[(size_t)k * R + o] = qs_f32_to_f16(sc);
+            if ((scales[(size_t)k * R + o] & 0x7c00) == 0x7c00) /* inf or NaN in F16 */
+                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: scale %g (row %d, group %d) does not fit in F16", what,
+                                  (double)sc, o, k);
         }
-        for (int k = 0; !rc && k < nvec; k++) {
-            float *x = NULL;
-            size_t n = 0;
-            rc = qs_shard_read_f32(s, vec_names[k], &x, &n, err);
-            if (!rc && n != (size_t)vlen[k]) rc = qs_error_set(err, QS_EFORMAT, "%s: %s has %zu values", p, vec_names[k], n);
-            void *out = rc ? NULL : vec_as(x, n, vdt);
-            if (!rc) rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
-            free(x), free(out);
+        if (rc) break;
+        qs_gptq_pack(v, (size_t)R, bits, qzeros + (size_t)k * zcols, 1, 1);
+    }
+    free(v), free(minc);
+    return rc;
+}
+
+static int write_linear(export_run *r, qs_st_writer *w, qs_qlinear *l, const char *what, qs_error *err) {
+    const size_t R = (size_t)l->rows, C = (size_t)l->cols, ng = (size_t)qs_qlinear_groups(l);
+    int rc = 0;
+    if (!r->gptq) {
+        float *x = malloc(sizeof(float) * R * C + 1);
+        void *out = NULL;
+        if (x) {
+            qs_qlinear_dequant(l, x);
+            out = vec_as(x, R * C, r->ldt);
         }
-        qs_shard_close(s);
+        rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
+        free(x), free(out);
+        return rc;
+    }
+    const int bits = l->bits;
+    uint32_t *qw = malloc(sizeof(uint32_t) * C * bits / 32 * R + 4), *qz = malloc(sizeof(uint32_t) * ng * R * bits / 32 + 4);
+    uint16_t *sc = malloc(sizeof(uint16_t) * ng * R + 2);
+    int32_t *gi = malloc(sizeof(int32_t) * C + 4);
+    int ordered = 1;
+    rc = qw && qz && sc && gi ? gptq_tensors(l, what, r->o->gptq_v2, qw, qz, sc, gi, &ordered, err)
+                              : qs_error_set(err, -ENOMEM, "out of memory");
+    if (!rc) rc = qs_st_writer_write(w, qw, err);
+    if (!rc) rc = qs_st_writer_write(w, qz, err);
+    if (!rc) rc = qs_st_writer_write(w, sc, err);
+    if (!rc) rc = qs_st_writer_write(w, gi, err);
+    r->desc_act |= !ordered;
+    free(qw), free(qz), free(sc), free(gi);
+    return rc;
+}
+
+static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
+    qs_shard *s = NULL;
+    char *p = NULL;
+    int rc = open_block(r, b, &s, &p, err);
+    for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
+        qs_qlinear l = {0};
+        char what[192];
+        snprintf(what, sizeof what, "%s: block %d %s", r->qm.dir, b, qs_linear_names[i]);
+        rc = qs_qlinear_read(&l, s, qs_linear_names[i], err);
+        if (!rc && (l.rows != r->ls[i].rows || l.cols != r->ls[i].cols))
+            rc = qs_error_set(err, QS_EFORMAT, "%s is [%d, %d], config.json says [%d, %d]", what, l.rows, l.cols,
+                              r->ls[i].rows, r->ls[i].cols);
+        if (!rc) rc = write_linear(r, w, &l, what, err);
+        qs_qlinear_free(&l);
+    }
+    for (int k = 0; !rc && k < r->nvec; k++) {
+        float *x = NULL;
+        size_t n = 0;
+        rc = qs_shard_read_f32(s, vec_names[k], &x, &n, err);
+        if (!rc && n != (size_t)r->vlen[k]) rc = qs_error_set(err, QS_EFORMAT, "%s: %s has %zu values", p, vec_names[k], n);
+        void *out = rc ? NULL : vec_as(x, n, r->vdt);
+        if (!rc) rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
+        free(x), free(out);
+    }
+    qs_shard_close(s);
+    free(p);
+    return rc;
+}
+
+/* quantize_config.json (gptq), config.json, the tokenizer files */
+static int write_meta(export_run *r, qs_error *err) {
+    json_t *qcfg = NULL;
+    int rc = 0;
+    if (r->gptq) {
+        double damp = 0.01; /* GPTQ's dampening from the run's fingerprint; the usual default for RTN */
+        json_t *fp = r->qm.man.fingerprint_json ? json_loads(r->qm.man.fingerprint_json, 0, NULL) : NULL;
+        json_t *jd = json_object_get(json_object_get(fp, "method"), "damp");
+        if (json_is_number(jd)) damp = json_number_value(jd);
+        json_decref(fp);
+        qcfg = json_pack("{s:s, s:i, s:i, s:b, s:b, s:f, s:b, s:s}", "quant_method", "gptq", "bits", r->m0.wbits,
+                         "group_size", r->m0.group > 0 ? r->m0.group : -1, "desc_act", r->desc_act, "sym", r->m0.sym,
+                         "damp_percent", damp, "true_sequential", 1, "checkpoint_format",
+                         r->o->gptq_v2 ? "gptq_v2" : "gptq");
+        char *text = qcfg ? json_dumps(qcfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        rc = text ? write_file(r, F_QCONFIG, text, strlen(text), err) : qs_error_set(err, -ENOMEM, "out of memory");
+        free(text);
+    } else if (r->o->force) { /* a quantize_config.json left from an earlier gptq export would contradict */
+        char *p = qs_path_join(r->hf_dir, out_files[F_QCONFIG]);
+        if (unlink(p) && errno != ENOENT) rc = qs_error_errno(err, errno, "%s", p);
         free(p);
     }
-    if (!rc) rc = qs_st_writer_close(w, err);
-    else qs_st_writer_abort(w);
-    /* config and tokenizer */
-    json_t *qcfg = NULL;
-    if (!rc && gptq) {
-        int desc_act = 0; /* act-order with dynamic groups: g_idx not in order */
-        for (int b = 0; b < c->n_layers && !desc_act; b++) {
-            const qs_manifest_block *rec = qs_manifest_find(&qm.man, b);
-            char *p = qs_path_join(out_dir, rec->file);
-            qs_shard *s = NULL;
-            if (qs_shard_open(&s, p, NULL) == 0) {
-                for (size_t i = 0; i < qs_shard_count(s); i++) desc_act |= !strcmp(qs_shard_at(s, i)->role, "g_idx");
-                qs_shard_close(s);
-            }
-            free(p);
-        }
-        qcfg = json_pack("{s:s, s:i, s:i, s:b, s:b, s:f, s:b, s:s}", "quant_method", "gptq", "bits", bits, "group_size",
-                         m0.group > 0 ? m0.group : -1, "desc_act", desc_act, "sym", m0.sym, "damp_percent", 0.01,
-                         "true_sequential", 1, "checkpoint_format", o->gptq_v2 ? "gptq_v2" : "gptq");
-        char *text = json_dumps(qcfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        char *dst = qs_path_join(hf_dir, "quantize_config.json");
-        rc = qs_file_write_durable(dst, text, strlen(text), err);
-        free(dst), free(text);
-    }
-    if (!rc) rc = write_config(out_dir, hf_dir, qcfg, gptq ? "float16" : o->dtype == QS_DTYPE_F32 ? "float32" : o->dtype == QS_DTYPE_F16 ? "float16" : "bfloat16", err);
+    const char *dt = r->ldt == QS_DTYPE_F32 ? "float32" : r->ldt == QS_DTYPE_F16 ? "float16" : "bfloat16";
+    if (!rc) rc = write_config(r, qcfg, dt, err);
     json_decref(qcfg);
-    for (size_t i = 0; !rc && i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++)
-        rc = copy_if_present(out_dir, hf_dir, tokenizer_files[i], err);
-    if (rc) { /* nothing half-written: the safetensors file was aborted; remove what else was written */
-        const char *made[] = {"config.json", "quantize_config.json", "tokenizer.json", "tokenizer.model",
-                              "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "model.safetensors"};
-        for (size_t i = 0; i < sizeof made / sizeof made[0] && !o->force; i++) {
-            char *p = qs_path_join(hf_dir, made[i]);
-            remove(p);
+    for (int f = F_TOK0; !rc && f < F_MODEL; f++) rc = copy_if_present(r, f, err);
+    return rc;
+}
+
+int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_export_info *info, qs_error *err) {
+    export_run r = {.o = o, .hf_dir = hf_dir, .gptq = o->format && !strcmp(o->format, "gptq")};
+    QS_RETURN_ERROR_IF(!r.gptq && (!o->format || strcmp(o->format, "fakequant")), QS_EUSAGE,
+                       "--format %s: gptq or fakequant", o->format ? o->format : "(none)");
+    QS_RETURN_ERROR_IF(o->dtype != QS_DTYPE_F32 && o->dtype != QS_DTYPE_F16 && o->dtype != QS_DTYPE_BF16, QS_EUSAGE,
+                       "--dtype: f32, f16 or bf16");
+    QS_FORWARD_IF_ERROR(qs_qmodel_open(&r.qm, out_dir, 1, err));
+    const qs_model_config *c = &r.qm.cfg;
+    lin_shapes(c, r.ls);
+    r.nvec = c->attention_bias ? 5 : 2;
+    const int64_t vlen[5] = {c->hidden_size, c->hidden_size, (int64_t)c->n_heads * c->head_dim,
+                             (int64_t)c->n_kv_heads * c->head_dim, (int64_t)c->n_kv_heads * c->head_dim};
+    memcpy(r.vlen, vlen, sizeof vlen);
+    r.vdt = r.gptq ? QS_DTYPE_F16 : QS_DTYPE_F32;
+    r.ldt = r.gptq ? QS_DTYPE_F16 : o->dtype;
+
+    /* everything that can be refused is checked before HF_DIR is touched */
+    int rc = check_blocks(&r, err);
+    if (!rc && info) *info = (qs_export_info){r.m0.wbits, r.m0.abits, r.m0.group, r.m0.sym, 0};
+    if (!rc) rc = qs_catalog_open(&r.cat, out_dir, err);
+    if (!rc) rc = dir_ready(&r, err);
+    const int touched = !rc;
+    char *st_path = qs_path_join(hf_dir, out_files[F_MODEL]);
+    qs_st_writer *w = NULL;
+    if (!rc) rc = qs_st_writer_open(&w, st_path, err);
+    if (!rc) rc = declare_all(&r, w, err);
+    if (!rc) rc = write_nonblock(&r, w, err);
+    for (int b = 0; !rc && b < c->n_layers; b++) rc = write_block(&r, w, b, err);
+    if (!rc) {
+        rc = qs_st_writer_close(w, err);
+        r.wrote[F_MODEL] = !rc;
+    } else {
+        qs_st_writer_abort(w);
+    }
+    if (!rc) rc = write_meta(&r, err);
+    if (!rc && info) info->desc_act = r.desc_act;
+    if (rc && touched) { /* nothing half-written: remove what this export wrote, and HF_DIR if it made it */
+        for (int f = 0; f < F_COUNT; f++) {
+            if (!r.wrote[f]) continue;
+            char *p = qs_path_join(hf_dir, out_files[f]);
+            unlink(p);
             free(p);
         }
-        if (!o->force) rmdir(hf_dir);
+        if (r.made_dir) rmdir(hf_dir);
     }
     free(st_path);
-    qs_catalog_free(cat);
-    qs_qmodel_close(&qm);
+    qs_catalog_free(r.cat);
+    qs_qmodel_close(&r.qm);
     return rc;
 }

@@ -17,6 +17,7 @@
  *   format) is asked for.
  * fakequant: a plain LLaMA checkpoint: every linear dequantized (F32, or F16 / BF16), norms and
  *   biases, the non-block tensors as stored; config.json without quantization settings.
+ *   A run with activation quantization (abits < 16) exports its weights only; the caller warns.
  * Both copy the tokenizer files; the output is written durably and nothing is left on error. */
 #ifndef QS_QUANT_EXPORT_H
 #define QS_QUANT_EXPORT_H
@@ -34,7 +35,18 @@ typedef struct qs_export_opts {
     int gptq_v2;         /* gptq: zero points stored as they are ("checkpoint_format": "gptq_v2", GPTQModel) */
 } qs_export_opts;
 
-int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_error *err);
+/* What the export found in the run, for the caller's messages. */
+typedef struct qs_export_info {
+    int wbits, abits, group, sym; /* the run's settings (abits < 16: activations were quantized) */
+    int desc_act;                 /* gptq: some g_idx is not c / group (act-order) */
+} qs_export_info;
+
+/* Exports the finished run out_dir into hf_dir (created when missing; refused when it is not
+ * empty unless o->force). Everything that can be refused (unfinished run, settings the format
+ * cannot hold) is checked before hf_dir is touched; on a later error the files this export
+ * wrote are removed again, and hf_dir too when the export created it. info may be NULL; it is
+ * filled once the run's settings are read. Returns 0 or a negative code with err set. */
+int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_export_info *info, qs_error *err);
 
 /* GPTQ packing of values v[n] (each < 2^bits) into words: 32 / bits per word for 2, 4, 8 bits,
  * 32 values per 3 words for 3 bits (n a multiple of 32). stride: distance between consecutive

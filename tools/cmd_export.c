@@ -1,5 +1,5 @@
 /* tools/cmd_export.c - `qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16]
- * [--force]`: a finished quantized run as a Hugging Face directory (quant/export.h). */
+ * [--gptq-v2] [--force]`: a finished quantized run as a Hugging Face directory (quant/export.h). */
 #include <stdio.h>
 #include <string.h>
 
@@ -34,10 +34,19 @@ int qs_cmd_export(int argc, char **argv) {
         return 2;
     }
     qs_error err = {0};
-    if (qs_export(dir, out, &o, &err)) {
+    qs_export_info info = {0};
+    if (qs_export(dir, out, &o, &info, &err)) {
         fprintf(stderr, "qstream export: %s\n", err.msg);
         return 1;
     }
-    fprintf(stderr, "exported %s as %s to %s\n", dir, o.format, out);
+    if (info.abits < 16) /* gptq refuses these runs; fakequant keeps the weights only */
+        fprintf(stderr,
+                "qstream export: warning: %s is a W%dA%d run; activation quantization is not part of the %s format "
+                "(weights only)\n",
+                dir, info.wbits, info.abits, o.format);
+    char group[32] = "per-channel";
+    if (info.group > 0) snprintf(group, sizeof group, "group %d", info.group);
+    fprintf(stderr, "exported %s (W%d, %s, %s%s) as %s to %s\n", dir, info.wbits, group, info.sym ? "sym" : "asym",
+            info.desc_act ? ", act-order" : "", o.format, out);
     return 0;
 }

@@ -22,7 +22,7 @@ static const qs_command commands[] = {
     {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm --wbits 4 [--abits 16] [--group 128] [--calib FILE] ... (--help)"},
     {"verify", qs_cmd_verify, "verify OUT_DIR"},
     {"inspect", qs_cmd_inspect, "inspect OUT_DIR [--block N] [--json]"},
-    {"export", qs_cmd_export, "export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--force]"},
+    {"export", qs_cmd_export, "export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]"},
     {"dump", qs_cmd_dump, "dump OUT_DIR --block N --tensor NAME -o FILE(.npy|.safetensors)"},
 };
 

@@ -3,7 +3,9 @@
 library only: parses model.safetensors by hand, unpacks qweight / qzeros as one little-endian bit
 stream per column (2/4/8 bits: 32/bits values per int32; 3 bits: 32 values per 3 int32 words,
 straddling word boundaries), and rebuilds W[o, c] = scales[g, o] * (q[c, o] - (qzeros[g, o] + 1)),
-g = g_idx[c]. Compares with the dequantized tensors qstream dump wrote (.npy float32).
+g = g_idx[c]. Compares with the dequantized tensors qstream dump wrote (.npy float32), and checks
+shapes, dtypes, config.json's quantization_config against quantize_config.json, and desc_act
+against the g_idx tensors (true iff some g_idx[c] != c // group_size).
 
 usage: check_gptq_export.py HF_DIR DUMP_DIR BLOCK [BLOCK ...]
 DUMP_DIR holds block<N>.<lin>.npy for each block and linear."""
@@ -61,10 +63,25 @@ def main():
     qc2 = json.load(open(hf + "/quantize_config.json"))
     assert qc["quant_method"] == "gptq" and qc["checkpoint_format"] in ("gptq", "gptq_v2"), qc
     zoff = 1 if qc["checkpoint_format"] == "gptq" else 0  # v1 stores zero - 1
-    assert qc2["bits"] == qc["bits"] and qc2["group_size"] == qc["group_size"], (qc, qc2)
+    fields = ("quant_method", "bits", "group_size", "desc_act", "sym", "damp_percent", "true_sequential",
+              "checkpoint_format")
+    assert all(qc[k] == qc2[k] for k in fields), (qc, qc2)
+    assert qc["true_sequential"] is True and isinstance(qc["sym"], bool) and isinstance(qc["desc_act"], bool), qc
+    assert qc["bits"] in (2, 3, 4, 8) and (qc["group_size"] > 0 or qc["group_size"] == -1), qc
     assert cfg["torch_dtype"] == "float16"
     bits = qc["bits"]
     st = read_safetensors(hf + "/model.safetensors")
+    for name, t in st[0].items():  # everything that is not a packed linear is F16
+        if name != "__metadata__" and not name.endswith((".qweight", ".qzeros", ".scales", ".g_idx")):
+            assert t["dtype"] == "F16", (name, t["dtype"])
+    unordered = 0  # linears whose g_idx is not c // group_size (act-order)
+    for name in st[0]:
+        if name.endswith(".g_idx"):
+            shape, _, gi = tensor(st, name, "i")
+            gsz = qc["group_size"] if qc["group_size"] > 0 else shape[0]
+            unordered += any(gi[c] != c // gsz for c in range(shape[0]))
+    assert (unordered > 0) == qc["desc_act"], "desc_act %s but %d linears with g_idx out of order" % (
+        qc["desc_act"], unordered)
     worst = 0.0
     checked = 0
     for b in blocks:
@@ -79,8 +96,8 @@ def main():
             groups = ss[0]
             assert qs == [cols * bits // 32, rows] and zs == [groups, rows * bits // 32] and ss == [groups, rows] \
                 and gs == [cols], (qs, zs, ss, gs, rows, cols)
-            if qc["group_size"] > 0 and not qc["desc_act"]:
-                assert all(gi[c] == c // qc["group_size"] for c in range(cols))
+            expect_groups = -(-cols // qc["group_size"]) if qc["group_size"] > 0 else 1
+            assert groups == expect_groups and all(0 <= g < groups for g in gi), (p, groups, expect_groups)
             words = qs[0]
             zeros = []
             for g in range(groups):
@@ -100,8 +117,9 @@ def main():
                         sys.exit("%s: [%d, %d] = %g, dump says %g (tolerance %g)" % (p, o, c, w, r, tol))
                     worst = max(worst, err)
             checked += 1
-    print("gptq export: %d linears of blocks %s match the dequantized shards (max abs diff %.3g, %d bits)"
-          % (checked, blocks, worst, bits))
+    print("gptq export: %d linears of blocks %s match the dequantized shards (max abs diff %.3g, %d bits, "
+          "group_size %d, desc_act %s, %d linears act-ordered)"
+          % (checked, blocks, worst, bits, qc["group_size"], qc["desc_act"], unordered))
 
 
 if __name__ == "__main__":
