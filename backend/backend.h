@@ -21,12 +21,12 @@
  * reductions in a fixed order). The CPU backend also gives the same bits for any thread
  * count, except where OpenBLAS itself differs between thread counts.
  *
- * Backward passes (block-wise tuning: EEC, DL-QAT, SliderQuant) will be appended to this table
- * as ops with the suffix _backward, taking the forward's saved statistics: rmsnorm saves the
- * inverse RMS per row (rstd), attention saves the log-sum-exp of each score row (lse), and
- * rope's backward is rope with inverse = 1. Fake-quant, channel gather with coefficients,
- * MSE and AdamW follow the same pattern. A backend that lacks an op leaves it NULL; callers
- * check and report "not implemented on <name>". */
+ * Backward passes (block-wise tuning: EEC, DL-QAT, SliderQuant) are appended at the end of this
+ * table as ops with the suffix _backward, taking the forward's saved statistics: rmsnorm saves
+ * the inverse RMS per row (rstd), attention saves the log-sum-exp of each score row (lse), and
+ * rope's backward is rope with inverse = 1. Weight fake-quant, MSE and AdamW sit beside them
+ * (channel gather's backward is not there yet). A backend that lacks an op leaves it NULL;
+ * callers check and report "not implemented on <name>". */
 #ifndef QS_BACKEND_BACKEND_H
 #define QS_BACKEND_BACKEND_H
 
@@ -125,6 +125,46 @@ typedef struct qs_backend_ops {
      * tgt_logit[r] = logits[r, target[r] - v0] when target[r] falls in the chunk. */
     int (*lse_update)(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
                       float *run_max, float *run_sum, float *tgt_logit, qs_error *err);
+
+    /* ---- block-wise tuning (EEC, DL-QAT, SliderQuant): backward passes and the optimizer ----
+     * Straight-through estimator (../shared/METHODS.md): the backward of act_quant and of
+     * fake_quant_weight is the identity, so neither has a backward op; rope's backward is rope
+     * with inverse = 1. Gradients are overwritten unless the comment says accumulated (+=). */
+    /* RMSNorm backward from the forward's rstd [rows] (rmsnorm's output): y = x * rstd * gamma.
+     * dx [rows, dim] = rstd * (gamma * dy) - rstd^3 / dim * x * sum(gamma * dy * x) per row
+     * (overwritten; dx may equal dy); dgamma [dim] += sum over rows of dy * x * rstd, in row
+     * order for every column whatever the thread count. */
+    int (*rmsnorm_backward)(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
+                            const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
+    /* Causal GQA attention backward (shapes as attention), from the forward's q, k, v, its output
+     * out and its lse: P = exp(scale q.k - lse), dv = P^T dout, dS = P (dout.v - dout.out),
+     * dq = scale dS k, dk = scale dS^T q. dk and dv sum over the query heads of their kv group
+     * and over the query positions in a fixed order. dq, dk, dv are overwritten and alias
+     * nothing. */
+    int (*attention_backward)(qs_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *out, const float *lse, int n_win,
+                              int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale, qs_error *err);
+    /* y = silu(gate) * up backward, n values: dgate = dy * up * sig (1 + gate (1 - sig)),
+     * dup = dy * silu(gate), sig = 1 / (1 + exp(-gate)). dgate or dup may equal dy. */
+    int (*swiglu_backward)(qs_backend *be, float *dgate, float *dup, const float *dy, const float *gate,
+                           const float *up, size_t n, qs_error *err);
+    /* Weight fake quantization y = dequant(quant(w)) with the affine quantizer of quant/affine.h
+     * (same bits as qs_quant_params + qs_quant_code for 2..8 bits): w [rows, cols], a min-max
+     * range per row (group <= 0) or per group of `group` columns (the last one may be partial);
+     * sym: symmetric. bits 2..16. y may equal w. Its backward is the identity (STE). */
+    int (*fake_quant_weight)(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,
+                             int sym, qs_error *err);
+    /* Mean squared error of a against b (n values) and its gradient with respect to a:
+     * grad = 2 (a - b) / n (grad may be NULL or equal a); *loss_host (host memory, may be NULL)
+     * = sum (a - b)^2 / n, summed in double over fixed chunks, then the chunks in order. An
+     * asynchronous backend synchronizes before writing *loss_host. */
+    int (*mse_grad)(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
+                    qs_error *err);
+    /* One AdamW step (PyTorch's AdamW, decoupled weight decay), n values, step >= 1 counting
+     * from 1: param *= 1 - lr wd; m = b1 m + (1 - b1) grad; v = b2 v + (1 - b2) grad^2;
+     * param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps). */
+    int (*adamw_step)(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {

@@ -53,6 +53,7 @@ static void cpu_destroy(qs_backend *be) {
         free(c->scores);
         free(c->pack);
         free(c->rope_tab);
+        free(c->attn_bwd);
         free(c);
     }
     free(be);
@@ -80,6 +81,12 @@ static const qs_backend_ops cpu_ops = {
     .swiglu_gather = qs_cpu_swiglu_gather,
     .copy_rows = qs_cpu_copy_rows,
     .lse_update = qs_cpu_lse_update,
+    .rmsnorm_backward = qs_cpu_rmsnorm_backward,
+    .attention_backward = qs_cpu_attention_backward,
+    .swiglu_backward = qs_cpu_swiglu_backward,
+    .fake_quant_weight = qs_cpu_fake_quant_weight,
+    .mse_grad = qs_cpu_mse_grad,
+    .adamw_step = qs_cpu_adamw_step,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -14,6 +14,10 @@ typedef struct qs_cpu_ctx {
     /* rope: cos then sin of one window's positions, [2, seqlen, head_dim/2] */
     float *rope_tab;
     size_t rope_cap; /* floats */
+    /* attention backward: [2, group * QB, seqlen] probabilities and their gradients, then
+     * [3, group * QB, head_dim] packed q, dout and dq rows (cpu/cpu_backward.c) */
+    float *attn_bwd;
+    size_t attn_bwd_cap; /* floats */
 } qs_cpu_ctx;
 
 /* the size of one query block of the causal attention (rows per score GEMM and head) */
@@ -40,6 +44,22 @@ int qs_cpu_swiglu_gather(qs_backend *be, float *y, const float *gate, const floa
 int qs_cpu_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
 int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
                       float *run_max, float *run_sum, float *tgt_logit, qs_error *err);
+
+/* block-wise tuning: backward passes (cpu/cpu_backward.c), weight fake-quant, MSE and AdamW
+ * (cpu/cpu_optim.c) */
+int qs_cpu_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
+                            const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
+int qs_cpu_attention_backward(qs_backend *be, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *out, const float *lse, int n_win, int seqlen,
+                              int n_heads, int n_kv_heads, int head_dim, float scale, qs_error *err);
+int qs_cpu_swiglu_backward(qs_backend *be, float *dgate, float *dup, const float *dy, const float *gate,
+                           const float *up, size_t n, qs_error *err);
+int qs_cpu_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,
+                             int sym, qs_error *err);
+int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
+                    qs_error *err);
+int qs_cpu_adamw_step(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
 
 /* grows *buf to hold n floats (contents not kept); 0 or -ENOMEM */
 int qs_cpu_scratch_grow(float **buf, size_t *cap, size_t n);
