@@ -1,0 +1,400 @@
+/* model/llama_train.c - a trainable decoder block for EEC: the training forward with its tape,
+ * the backward, AdamW and the merge, written on the backend ops.
+ *
+ * Both LoRA forms materialize the effective weight of each projection at every forward,
+ * W_eff = Q(W) + s B A (paper) or Q(W + s B A) (merged), so each linear is one GEMM and the
+ * backward of both forms is the same: with X the linear's (fake-quantized) input and dY its
+ * output gradient,
+ *   dX = dY W_eff,   dB += s dY^T (X A^T),   dA += s (dY B)^T X
+ * (for the merged form dW_eff = dY^T X reaches W + s B A through the straight-through Q, and
+ * dW_eff A^T = dY^T (X A^T): the full [out, in] gradient is never formed). Rebuilding W_eff costs
+ * about 2 r flops per weight against 2 T per weight for the linear itself. */
+#include "model/llama_train.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/rope.h"
+
+void qs_llama_train_opts_default(qs_llama_train_opts *o) {
+    *o = (qs_llama_train_opts){.rank = 4, .alpha = 1.0f, .seed = 0, .form = QS_LORA_PAPER, .wbits = 16, .group = -1,
+                               .sym = 0, .abits = 16, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                               .weight_decay = 0.0f};
+}
+
+static int quant_bits(int b) { return b >= 2 && b < 16 ? b : 0; }
+
+static float *proj_weight(const qs_llama_weights *w, int p) {
+    float *all[QS_PROJ_N] = {w->wq, w->wk, w->wv, w->wo, w->w_gate, w->w_up, w->w_down};
+    return all[p];
+}
+
+static void proj_shapes(const qs_model_config *c, int *in, int *out) {
+    int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
+    int ins[QS_PROJ_N] = {H, H, H, Q, H, H, I}, outs[QS_PROJ_N] = {Q, KV, KV, H, I, I, H};
+    memcpy(in, ins, sizeof ins);
+    memcpy(out, outs, sizeof outs);
+}
+
+/* 64-byte offsets inside the packed trainables */
+static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+static size_t n_param_of(const qs_model_config *c, int rank) {
+    int in[QS_PROJ_N], out[QS_PROJ_N];
+    proj_shapes(c, in, out);
+    size_t n = 0;
+    for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)rank * in[p]) + pad16((size_t)out[p] * rank);
+    return n + 2 * pad16((size_t)c->hidden_size);
+}
+
+/* Every buffer init allocates, with its size in floats (n_param of the trainables given).
+ * Returns the count. tr's shapes and opts must be set. */
+typedef struct buf_slot {
+    float **slot;
+    size_t n;
+} buf_slot;
+enum { MAX_BUFS = 64 };
+static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
+    const size_t T = (size_t)tr->max_tokens, H = (size_t)c->hidden_size, Q = (size_t)c->n_heads * c->head_dim,
+                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size,
+                 r = (size_t)tr->opts.rank;
+    const int ab = quant_bits(tr->opts.abits), wq = quant_bits(tr->opts.wbits);
+    int n = 0;
+#define BUF(ptr, count) (b[n++] = (buf_slot){&(ptr), (count)})
+    BUF(tr->param, tr->n_param);
+    BUF(tr->grad, tr->n_param);
+    BUF(tr->adam_m, tr->n_param);
+    BUF(tr->adam_v, tr->n_param);
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        size_t wn = (size_t)tr->in[p] * tr->out[p];
+        if (tr->opts.form == QS_LORA_PAPER && wq) BUF(tr->wq_own[p], wn);
+        BUF(tr->weff[p], wn);
+    }
+    BUF(tr->tape.x, T * H);
+    BUF(tr->tape.rstd1, T);
+    BUF(tr->tape.xn1, T * H);
+    BUF(tr->tape.q, T * Q);
+    BUF(tr->tape.k, T * KV);
+    BUF(tr->tape.v, T * KV);
+    BUF(tr->tape.lse, T * (size_t)c->n_heads);
+    BUF(tr->tape.att, T * Q);
+    if (ab) BUF(tr->tape.attq, T * Q); /* else attq is att */
+    BUF(tr->tape.h, T * H);
+    BUF(tr->tape.rstd2, T);
+    BUF(tr->tape.xn2, T * H);
+    BUF(tr->tape.gate, T * I);
+    BUF(tr->tape.up, T * I);
+    BUF(tr->tape.act, T * I);
+    BUF(tr->d_h, T * H);
+    BUF(tr->d_x, T * H);
+    BUF(tr->d_xn, T * H);
+    BUF(tr->d_att, T * Q);
+    BUF(tr->d_q, T * Q);
+    BUF(tr->d_k, T * KV);
+    BUF(tr->d_v, T * KV);
+    BUF(tr->d_gate, T * I);
+    BUF(tr->d_up, T * I);
+    BUF(tr->xa, T * r);
+    BUF(tr->dyb, T * r);
+    BUF(tr->inv_freq, (size_t)c->head_dim / 2);
+#undef BUF
+    return n;
+}
+
+size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts, int max_tokens) {
+    qs_llama_train t = {0};
+    qs_llama_train_opts_default(&t.opts);
+    if (opts) t.opts = *opts;
+    t.max_tokens = max_tokens;
+    proj_shapes(cfg, t.in, t.out);
+    t.n_param = n_param_of(cfg, t.opts.rank);
+    buf_slot b[MAX_BUFS];
+    int n = buffers(&t, cfg, b);
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) bytes += sizeof(float) * (b[i].n ? b[i].n : 1);
+    return bytes;
+}
+
+void qs_llama_train_free(qs_llama_train *tr) {
+    if (!tr->be) {
+        free(tr->zeros_host);
+        memset(tr, 0, sizeof *tr);
+        return;
+    }
+    if (tr->tape.attq == tr->tape.att) tr->tape.attq = NULL;
+    buf_slot b[MAX_BUFS];
+    int n = buffers(tr, tr->cfg, b);
+    for (int i = 0; i < n; i++)
+        if (*b[i].slot) tr->be->ops->free(tr->be, *b[i].slot);
+    free(tr->zeros_host);
+    memset(tr, 0, sizeof *tr);
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* host values of the trainables: A Kaiming-uniform, B zero, the gammas filled in later */
+static void init_host(const qs_llama_train *tr, float *h) {
+    size_t off = 0;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        uint64_t s = tr->opts.seed + 0x632be59bd9b4e019ull * (uint64_t)(tr->w->layer * QS_PROJ_N + p + 1);
+        float bound = (float)(1.0 / sqrt((double)tr->in[p]));
+        size_t na = (size_t)tr->opts.rank * tr->in[p];
+        for (size_t i = 0; i < na; i++) /* 24 random bits -> [-1, 1) exactly, then the bound */
+            h[off + i] = ((float)(splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
+        off += pad16(na) + pad16((size_t)tr->out[p] * tr->opts.rank);
+    }
+}
+
+int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_llama_weights *w,
+                        const qs_llama_train_opts *opts, int max_tokens, qs_backend *be, qs_error *err) {
+    memset(tr, 0, sizeof *tr);
+    qs_llama_train_opts o;
+    qs_llama_train_opts_default(&o);
+    if (opts) o = *opts;
+    const qs_backend_ops *ops = be->ops;
+    QS_RETURN_ERROR_IF(max_tokens < 1, QS_EUSAGE, "block %d training: %d tokens", w->layer, max_tokens);
+    QS_RETURN_ERROR_IF(o.rank < 1 || !isfinite(o.alpha), QS_EUSAGE, "block %d training: LoRA rank %d, alpha %g",
+                       w->layer, o.rank, o.alpha);
+    QS_RETURN_ERROR_IF(o.form != QS_LORA_PAPER && o.form != QS_LORA_MERGED, QS_EUSAGE,
+                       "block %d training: unknown LoRA form %d", w->layer, (int)o.form);
+    QS_RETURN_ERROR_IF(c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads || c->head_dim < 2 || c->head_dim % 2 ||
+                           c->head_dim > 2048,
+                       QS_EUNSUPPORTED, "config: %d heads on %d key/value heads of %d cannot be trained", c->n_heads,
+                       c->n_kv_heads, c->head_dim);
+    for (int s = 0; s < 3; s++)
+        QS_RETURN_ERROR_IF(w->ra[s].src_a, QS_EUNSUPPORTED,
+                           "block %d training: channel reassembly maps are not supported (no gather backward)",
+                           w->layer);
+    QS_RETURN_ERROR_IF(!ops->rmsnorm_backward || !ops->attention_backward || !ops->swiglu_backward ||
+                           !ops->fake_quant_weight || !ops->adamw_step || (quant_bits(o.abits) && !ops->act_quant),
+                       QS_EUNSUPPORTED, "block training is not implemented on %s", ops->name);
+    float inv_freq[1024];
+    QS_FORWARD_IF_ERROR(qs_rope_inv_freq(c, inv_freq, err));
+
+    tr->be = be;
+    tr->cfg = c;
+    tr->w = w;
+    tr->opts = o;
+    tr->max_tokens = max_tokens;
+    tr->s = o.alpha / (float)o.rank;
+    proj_shapes(c, tr->in, tr->out);
+    tr->n_param = n_param_of(c, o.rank);
+    buf_slot b[MAX_BUFS];
+    int nb = buffers(tr, c, b), rc = 0;
+    size_t bytes = qs_llama_train_bytes(c, &o, max_tokens);
+    for (int i = 0; i < nb && !rc; i++)
+        if (!(*b[i].slot = ops->alloc(be, sizeof(float) * (b[i].n ? b[i].n : 1))))
+            rc = qs_error_set(err, -ENOMEM, "block %d training: out of %s memory (%zu bytes for %d tokens)", w->layer,
+                              ops->name, bytes, max_tokens);
+    tr->zeros_host = calloc(tr->n_param, sizeof(float));
+    float *host = calloc(tr->n_param, sizeof(float));
+    if (!rc && (!tr->zeros_host || !host))
+        rc = qs_error_set(err, -ENOMEM, "block %d training: out of host memory", w->layer);
+    if (rc) goto fail;
+    if (!quant_bits(o.abits)) tr->tape.attq = tr->tape.att;
+    /* views into the packed trainables */
+    size_t off = 0;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        tr->a[p] = tr->param + off, tr->da[p] = tr->grad + off;
+        off += pad16((size_t)o.rank * tr->in[p]);
+        tr->b[p] = tr->param + off, tr->db[p] = tr->grad + off;
+        off += pad16((size_t)tr->out[p] * o.rank);
+    }
+    for (int i = 0; i < 2; i++) {
+        tr->gamma[i] = tr->param + off, tr->dgamma[i] = tr->grad + off;
+        off += pad16((size_t)c->hidden_size);
+    }
+    init_host(tr, host);
+    size_t pb = sizeof(float) * tr->n_param, hb = sizeof(float) * (size_t)c->hidden_size;
+    rc = ops->upload(be, tr->param, host, pb, err);
+    if (!rc) rc = ops->upload(be, tr->grad, tr->zeros_host, pb, err);
+    if (!rc) rc = ops->upload(be, tr->adam_m, tr->zeros_host, pb, err);
+    if (!rc) rc = ops->upload(be, tr->adam_v, tr->zeros_host, pb, err);
+    if (!rc) rc = ops->copy(be, tr->gamma[0], w->attn_norm, hb, err);
+    if (!rc) rc = ops->copy(be, tr->gamma[1], w->ffn_norm, hb, err);
+    if (!rc) rc = ops->upload(be, tr->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
+    for (int p = 0; p < QS_PROJ_N && !rc; p++) {
+        tr->base[p] = proj_weight(w, p);
+        if (tr->wq_own[p]) {
+            rc = ops->fake_quant_weight(be, tr->wq_own[p], tr->base[p], tr->out[p], tr->in[p], o.group, o.wbits, o.sym,
+                                        err);
+            tr->base[p] = tr->wq_own[p];
+        }
+    }
+    free(host);
+    host = NULL;
+    if (rc) goto fail;
+    return 0;
+fail:
+    free(host);
+    qs_llama_train_free(tr);
+    return rc;
+}
+
+/* W_eff = base + s B A, then Q() in the merged form */
+static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        int in = tr->in[p], out = tr->out[p];
+        QS_FORWARD_IF_ERROR(o->copy(be, tr->weff[p], tr->base[p], sizeof(float) * (size_t)in * out, err));
+        QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, tr->weff[p], in, err));
+        if (tr->opts.form == QS_LORA_MERGED && quant_bits(tr->opts.wbits))
+            QS_FORWARD_IF_ERROR(o->fake_quant_weight(be, tr->weff[p], tr->weff[p], out, in, tr->opts.group,
+                                                     tr->opts.wbits, tr->opts.sym, err));
+    }
+    return 0;
+}
+
+int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n_win, int L, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const qs_model_config *c = tr->cfg;
+    const qs_llama_weights *w = tr->w;
+    const int T = n_win * L, H = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd,
+              I = c->intermediate_size;
+    const float eps = c->rms_eps;
+    const int ab = quant_bits(tr->opts.abits);
+    QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > tr->max_tokens, QS_EUSAGE,
+                       "block %d training forward: %d windows of %d tokens do not fit %d tokens", w->layer, n_win, L,
+                       tr->max_tokens);
+#define AQ(buf, cols, seg) \
+    do { \
+        if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
+    } while (0)
+    tr->tape_tokens = 0; /* no valid tape until this forward completes */
+    QS_FORWARD_IF_ERROR(rebuild_weights(tr, err));
+    float *const *W = tr->weff;
+    QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.x, x, sizeof(float) * (size_t)T * H, err));
+    /* attention: h = x + o_proj(attn(rope(q), rope(k), v)) */
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->tape.xn1, tr->tape.x, tr->gamma[0], T, H, eps, tr->tape.rstd1, err));
+    AQ(tr->tape.xn1, H, H);
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_Q], H, 0.0f, tr->tape.q, Q, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_K], H, 0.0f, tr->tape.k, KV, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_V], H, 0.0f, tr->tape.v, KV, err));
+    if (w->bq) {
+        QS_FORWARD_IF_ERROR(o->add_bias(be, tr->tape.q, w->bq, T, Q, err));
+        QS_FORWARD_IF_ERROR(o->add_bias(be, tr->tape.k, w->bk, T, KV, err));
+        QS_FORWARD_IF_ERROR(o->add_bias(be, tr->tape.v, w->bv, T, KV, err));
+    }
+    QS_FORWARD_IF_ERROR(o->rope(be, tr->tape.q, n_win, L, 0, c->n_heads, hd, Q, tr->inv_freq, 0, err));
+    QS_FORWARD_IF_ERROR(o->rope(be, tr->tape.k, n_win, L, 0, c->n_kv_heads, hd, KV, tr->inv_freq, 0, err));
+    AQ(tr->tape.q, Q, hd);
+    AQ(tr->tape.k, KV, hd);
+    AQ(tr->tape.v, KV, hd);
+    QS_FORWARD_IF_ERROR(o->attention(be, tr->tape.att, tr->tape.q, tr->tape.k, tr->tape.v, n_win, L, c->n_heads,
+                                     c->n_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), tr->tape.lse, err));
+    if (ab) {
+        QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.attq, tr->tape.att, sizeof(float) * (size_t)T * Q, err));
+        AQ(tr->tape.attq, Q, Q);
+    }
+    QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.h, tr->tape.x, sizeof(float) * (size_t)T * H, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, tr->tape.attq, Q, W[QS_PROJ_O], Q, 1.0f, tr->tape.h, H, err));
+    /* SwiGLU MLP: out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->tape.xn2, tr->tape.h, tr->gamma[1], T, H, eps, tr->tape.rstd2, err));
+    AQ(tr->tape.xn2, H, H);
+    QS_FORWARD_IF_ERROR(
+        o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_GATE], H, 0.0f, tr->tape.gate, I, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_UP], H, 0.0f, tr->tape.up, I, err));
+    QS_FORWARD_IF_ERROR(o->swiglu(be, tr->tape.act, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
+    AQ(tr->tape.act, I, I);
+#undef AQ
+    QS_FORWARD_IF_ERROR(o->copy(be, out, tr->tape.h, sizeof(float) * (size_t)T * H, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, tr->tape.act, I, W[QS_PROJ_DOWN], I, 1.0f, out, H, err));
+    tr->tape_tokens = T, tr->tape_win = n_win, tr->tape_len = L, tr->tape_step = tr->step;
+    return 0;
+}
+
+/* LoRA gradients of projection p from its input X [T, in] and output gradient dY [T, out]:
+ * dB += s dY^T (X A^T), dA += s (dY B)^T X */
+static int lora_grads(qs_llama_train *tr, int p, const float *X, const float *dY, int T, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, r, in, 1.0f, X, in, tr->a[p], in, 0.0f, tr->xa, r, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 1, 0, out, r, T, tr->s, dY, out, tr->xa, r, 1.0f, tr->db[p], r, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, r, out, 1.0f, dY, out, tr->b[p], r, 0.0f, tr->dyb, r, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 1, 0, r, in, T, tr->s, tr->dyb, r, X, in, 1.0f, tr->da[p], in, err));
+    return 0;
+}
+
+int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const qs_model_config *c = tr->cfg;
+    const int T = tr->tape_tokens, n_win = tr->tape_win, L = tr->tape_len, H = c->hidden_size, hd = c->head_dim,
+              Q = c->n_heads * hd, KV = c->n_kv_heads * hd, I = c->intermediate_size;
+    QS_RETURN_ERROR_IF(T == 0, QS_EUSAGE, "block %d training backward: no forward tape", tr->w->layer);
+    QS_RETURN_ERROR_IF(tr->tape_step != tr->step, QS_EUSAGE,
+                       "block %d training backward: an optimizer step came after the forward", tr->w->layer);
+    float *const *W = tr->weff;
+    const size_t TH = (size_t)T * H;
+    /* MLP: out = h + down(act); the residual passes dout to h */
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_DOWN, tr->tape.act, dout, T, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, I, H, 1.0f, dout, H, W[QS_PROJ_DOWN], I, 0.0f, tr->d_gate, I, err));
+    /* d_act (in d_gate; straight-through act_quant) -> dgate, dup */
+    QS_FORWARD_IF_ERROR(
+        o->swiglu_backward(be, tr->d_gate, tr->d_up, tr->d_gate, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_GATE, tr->tape.xn2, tr->d_gate, T, err));
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_UP, tr->tape.xn2, tr->d_up, T, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_gate, I, W[QS_PROJ_GATE], H, 0.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_up, I, W[QS_PROJ_UP], H, 1.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(o->rmsnorm_backward(be, tr->d_x, tr->dgamma[1], tr->d_xn, tr->tape.h, tr->gamma[1],
+                                            tr->tape.rstd2, T, H, err));
+    QS_FORWARD_IF_ERROR(o->add(be, tr->d_h, dout, tr->d_x, TH, err));
+    /* attention: h = x + o(attq) */
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_O, tr->tape.attq, tr->d_h, T, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, Q, H, 1.0f, tr->d_h, H, W[QS_PROJ_O], Q, 0.0f, tr->d_att, Q, err));
+    QS_FORWARD_IF_ERROR(o->attention_backward(be, tr->d_q, tr->d_k, tr->d_v, tr->d_att, tr->tape.q, tr->tape.k,
+                                              tr->tape.v, tr->tape.att, tr->tape.lse, n_win, L, c->n_heads,
+                                              c->n_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), err));
+    /* straight-through Q/K/V fake-quant; RoPE's backward is the inverse rotation */
+    QS_FORWARD_IF_ERROR(o->rope(be, tr->d_q, n_win, L, 0, c->n_heads, hd, Q, tr->inv_freq, 1, err));
+    QS_FORWARD_IF_ERROR(o->rope(be, tr->d_k, n_win, L, 0, c->n_kv_heads, hd, KV, tr->inv_freq, 1, err));
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_Q, tr->tape.xn1, tr->d_q, T, err));
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_K, tr->tape.xn1, tr->d_k, T, err));
+    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_V, tr->tape.xn1, tr->d_v, T, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, Q, 1.0f, tr->d_q, Q, W[QS_PROJ_Q], H, 0.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_k, KV, W[QS_PROJ_K], H, 1.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_v, KV, W[QS_PROJ_V], H, 1.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(o->rmsnorm_backward(be, tr->d_x, tr->dgamma[0], tr->d_xn, tr->tape.x, tr->gamma[0],
+                                            tr->tape.rstd1, T, H, err));
+    if (dx) QS_FORWARD_IF_ERROR(o->add(be, dx, tr->d_h, tr->d_x, TH, err));
+    return 0;
+}
+
+int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err) {
+    return tr->be->ops->upload(tr->be, tr->grad, tr->zeros_host, sizeof(float) * tr->n_param, err);
+}
+
+int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err) {
+    const qs_llama_train_opts *p = &tr->opts;
+    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, tr->n_param, lr,
+                                                p->beta1, p->beta2, p->eps, p->weight_decay, tr->step + 1, err));
+    tr->step++;
+    return qs_llama_train_zero_grad(tr, err);
+}
+
+int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        int in = tr->in[p], out = tr->out[p];
+        float *dst = proj_weight(w_out, p), *src = proj_weight(tr->w, p);
+        if (dst != src) QS_FORWARD_IF_ERROR(o->copy(be, dst, src, sizeof(float) * (size_t)in * out, err));
+        QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, dst, in, err));
+    }
+    size_t hb = sizeof(float) * (size_t)tr->cfg->hidden_size;
+    QS_FORWARD_IF_ERROR(o->copy(be, w_out->attn_norm, tr->gamma[0], hb, err));
+    QS_FORWARD_IF_ERROR(o->copy(be, w_out->ffn_norm, tr->gamma[1], hb, err));
+    return 0;
+}

@@ -1,0 +1,153 @@
+/* model/llama_train.h - one LLaMA decoder block made trainable for QLLM's efficient error
+ * correction (EEC, ../shared/METHODS.md): the block of model/llama_forward.h with its weights W
+ * frozen, a rank-r LoRA correction on each of the seven projections and both RMSNorm gammas
+ * trained by block reconstruction, on a backend's ops (backend/backend.h).
+ *
+ * Trainables (fp32, backend memory): per projection p, A_p [r, in] (Kaiming-uniform,
+ * U(-1/sqrt(in), 1/sqrt(in)) as PyTorch's kaiming_uniform_(a = sqrt(5)), from a seeded
+ * splitmix64: the same seed, layer and shapes give the same bits) and B_p [out, r] (zeros), with
+ * scaling s = alpha / r; the gammas start from the block's norms. Each linear computes
+ *   QS_LORA_PAPER:  y = Q(x) (Q(W) + s B A)^T   (the paper's and released code's training form)
+ *   QS_LORA_MERGED: y = Q(x) Q(W + s B A)^T     (what is deployed; Q straight-through: the
+ *                                                gradient reaches W + s B A as if Q were identity)
+ * where Q(W) is the affine weight quantizer (wbits, group, sym; fake_quant_weight) and Q(x) the
+ * per-token activation fake-quant at abits, at the same places as qs_llama_block_forward (the
+ * inputs of the seven linears; Q and K after RoPE and V per (head, token)), all with a
+ * straight-through gradient. Biases (attention_bias) are frozen. Channel reassembly maps
+ * (w->ra) are refused: the gather's backward is not in the op table yet.
+ *
+ * Use (a group of K blocks: forward each block on the previous one's output, one loss, then
+ * backward from the last block to the first passing dx along):
+ *   qs_llama_train_init(&tr, cfg, w, &opts, max_tokens, be, err);
+ *   for each step:  qs_llama_train_forward(&tr, x, out, n_win, seqlen, err);
+ *                   be->ops->mse_grad(be, dout, out, target, n, &loss, err);
+ *                   qs_llama_train_backward(&tr, dout, NULL, err);   (gradients accumulate)
+ *                   qs_llama_train_step(&tr, lr, err);               (AdamW, then zero gradients)
+ *   qs_llama_train_merge(&tr, &w_out, err);   W + s B A and the gammas; the caller re-quantizes
+ *   qs_llama_train_free(&tr);
+ * The effective weights are rebuilt from the trainables at every forward, so a caller may write
+ * the trainables (upload into a[p], b[p], gamma[i]) between steps. A forward's tape serves the
+ * backwards that follow it until the next step. Steady state (forward, backward, step) allocates
+ * nothing. */
+#ifndef QS_MODEL_LLAMA_TRAIN_H
+#define QS_MODEL_LLAMA_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "io/config.h"
+#include "model/llama_weights.h"
+
+typedef enum qs_lora_form {
+    QS_LORA_PAPER = 0,  /* y = Q(x) (Q(W) + s B A)^T */
+    QS_LORA_MERGED = 1, /* y = Q(x) Q(W + s B A)^T, straight-through */
+} qs_lora_form;
+
+/* the seven projections, in this order everywhere */
+enum { QS_PROJ_Q, QS_PROJ_K, QS_PROJ_V, QS_PROJ_O, QS_PROJ_GATE, QS_PROJ_UP, QS_PROJ_DOWN, QS_PROJ_N };
+
+typedef struct qs_llama_train_opts {
+    int rank;              /* r >= 1; default 4 */
+    float alpha;           /* s = alpha / r; default 1 */
+    uint64_t seed;         /* LoRA A initialization; default 0 */
+    qs_lora_form form;     /* default QS_LORA_PAPER */
+    int wbits;             /* Q(W) at 2..15 bits; anything else: no weight quantization. Default 16 */
+    int group;             /* columns per weight group; <= 0: one range per output row (default) */
+    int sym;               /* symmetric weight quantizer; default 0 */
+    int abits;             /* activation fake-quant at 2..15 bits; anything else: none. Default 16 */
+    float beta1, beta2;    /* AdamW; default 0.9, 0.999 */
+    float eps;             /* default 1e-8 */
+    float weight_decay;    /* default 0 (QLLM) */
+} qs_llama_train_opts;
+
+/* the defaults above */
+void qs_llama_train_opts_default(qs_llama_train_opts *o);
+
+/* A trainable block. Fields are read-only for callers except the trainable values themselves
+ * (a, b, gamma), which may be written between steps. Everything is backend memory unless said. */
+typedef struct qs_llama_train {
+    qs_backend *be;                /* borrowed */
+    const qs_model_config *cfg;    /* borrowed */
+    const qs_llama_weights *w;     /* borrowed: the frozen W, biases and layer; must outlive tr */
+    qs_llama_train_opts opts;
+    int max_tokens;
+    float s;                       /* alpha / rank */
+    int in[QS_PROJ_N], out[QS_PROJ_N];
+    /* trainables, packed into one buffer param [n_param] (each tensor at a 64-byte offset,
+     * the padding zero); grad, adam_m, adam_v have the same layout */
+    float *param, *grad, *adam_m, *adam_v;
+    size_t n_param;
+    float *a[QS_PROJ_N], *b[QS_PROJ_N];     /* A_p [r, in[p]], B_p [out[p], r] inside param */
+    float *da[QS_PROJ_N], *db[QS_PROJ_N];   /* their gradients inside grad */
+    float *gamma[2], *dgamma[2];            /* [hidden]: input_layernorm, post_attention_layernorm */
+    int step;                               /* AdamW steps taken */
+    /* frozen base weights: Q(W) (own copies) in the paper form with weight quantization, else
+     * W itself (borrowed); the effective weights rebuilt at each forward (own) */
+    const float *base[QS_PROJ_N];
+    float *wq_own[QS_PROJ_N];
+    float *weff[QS_PROJ_N];
+    /* the tape of the last forward: tape_tokens = n_win * seqlen tokens (0: none) */
+    int tape_tokens, tape_win, tape_len, tape_step;
+    struct {
+        float *x;     /* [T, hidden] block input */
+        float *rstd1; /* [T] */
+        float *xn1;   /* [T, hidden] rmsnorm(x) as q, k, v see it (fake-quantized) */
+        float *q;     /* [T, n_heads*head_dim] after RoPE and fake-quant, as attention sees it */
+        float *k;     /* [T, n_kv_heads*head_dim] likewise */
+        float *v;     /* [T, n_kv_heads*head_dim] likewise */
+        float *lse;   /* [n_win, n_heads, seqlen] */
+        float *att;   /* [T, n_heads*head_dim] attention output */
+        float *attq;  /* [T, n_heads*head_dim] as o sees it (att itself without fake-quant) */
+        float *h;     /* [T, hidden] x + o_proj(...) */
+        float *rstd2; /* [T] */
+        float *xn2;   /* [T, hidden] rmsnorm(h) as gate, up see it */
+        float *gate;  /* [T, intermediate] */
+        float *up;    /* [T, intermediate] */
+        float *act;   /* [T, intermediate] silu(gate) * up as down sees it */
+    } tape;
+    /* backward scratch */
+    float *d_h, *d_x, *d_xn, *d_att, *d_q, *d_k, *d_v, *d_gate, *d_up; /* shapes as their tape values */
+    float *xa, *dyb;       /* [T, rank] */
+    float *inv_freq;       /* [head_dim/2] */
+    float *zeros_host;     /* host memory, n_param zeros (gradient reset) */
+} qs_llama_train;
+
+/* Bytes of backend memory qs_llama_train_init allocates (trainables, optimizer state, own
+ * weights, tape and scratch for max_tokens tokens), for memory planning. */
+size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts, int max_tokens);
+
+/* Sets up a trainable block over the frozen weights w (backend memory, borrowed: w and cfg
+ * must outlive tr) for up to max_tokens tokens per forward. opts NULL: the defaults. Errors:
+ * QS_EUSAGE for a bad rank / token count, QS_EUNSUPPORTED for reassembly maps, a backend
+ * without the tuning ops or an unsupported config, -ENOMEM. On error nothing stays allocated
+ * and *tr is zeroed. */
+int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *cfg, const qs_llama_weights *w,
+                        const qs_llama_train_opts *opts, int max_tokens, qs_backend *be, qs_error *err);
+
+/* Frees what init allocated; a zeroed or freed *tr is fine. */
+void qs_llama_train_free(qs_llama_train *tr);
+
+/* The block's training forward of x [n_win*seqlen, hidden] into out (same shape; out may equal
+ * x), rebuilding the effective weights from the trainables and saving the tape for backward. */
+int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n_win, int seqlen, qs_error *err);
+
+/* Backward of the last forward from dout = dL/d(out) [T, hidden]: accumulates (+=) dA, dB of the
+ * seven projections and both dgammas into grad, and writes dx = dL/dx [T, hidden] when dx is not
+ * NULL (dx may equal dout). QS_EUSAGE when there is no tape, or a step came after its forward. */
+int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs_error *err);
+
+/* One AdamW step of every trainable with learning rate lr (opts' betas, eps, weight decay),
+ * then zeroes the gradients. */
+int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err);
+
+/* Zeroes the gradients. */
+int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err);
+
+/* Writes W + s B A of each projection into w_out's seven weight tensors and the trained gammas
+ * into its two norms (backend memory of the same shapes; nothing else of w_out is touched). The
+ * caller quantizes the result. w_out may be the frozen weights themselves; tr is then stale
+ * and only qs_llama_train_free may follow. */
+int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *err);
+
+#endif
