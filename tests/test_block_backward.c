@@ -478,6 +478,7 @@ static void test_forward_bits(qs_backend *be) {
 
 static void test_gradients(qs_backend *be, int quant) {
     const int n_win = 2, L = 7, T = 14, H = 16;
+    qs_error err = {0};
     block b;
     block_make(&b, be, 0);
     float *xh = malloc(sizeof(float) * T * H), *douth = malloc(sizeof(float) * T * H);
@@ -525,6 +526,21 @@ static void test_gradients(qs_backend *be, int quant) {
             printf("%s: the plain (non-STE) dx differs by %.2e\n", what, far);
             free(fd);
         } else if (!first_dx) {
+            /* a second backward of the same tape accumulates the same gradients again; dx may
+             * overwrite dout */
+            CHECK(be->ops->copy(be, d_dx, d_dout, sizeof(float) * T * H, &err) == 0);
+            CHECKF(qs_llama_train_backward(&tr, d_dx, d_dx, &err) == 0, "%s", err.msg);
+            grads g2;
+            grads_get(&g2, &tr, d_dx, (size_t)T * H);
+            CHECK(memcmp(g2.dx, g.dx, sizeof(float) * T * H) == 0);
+            double acc = 0;
+            for (int p = 0; p < QS_PROJ_N; p++) {
+                for (int i = 0; i < o.rank * b.in[p]; i++) acc = fmax(acc, fabs(g2.da[p][i] - 2.0 * g.da[p][i]));
+                for (int i = 0; i < o.rank * b.out[p]; i++) acc = fmax(acc, fabs(g2.db[p][i] - 2.0 * g.db[p][i]));
+            }
+            for (int i = 0; i < 2 * H; i++) acc = fmax(acc, fabs(g2.dg[i / H][i % H] - 2.0 * g.dg[i / H][i % H]));
+            CHECKF(acc <= 1e-5, "a second backward does not double the gradients (%.3g)", acc);
+            grads_free(&g2);
             first_dx = g.dx, g.dx = NULL;
         } else { /* without quantization both forms are the same computation */
             CHECK(memcmp(first_dx, g.dx, sizeof(float) * T * H) == 0);
