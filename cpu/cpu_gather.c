@@ -14,9 +14,7 @@ int qs_cpu_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float 
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;
-        double ss = 0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
+        float inv = qs_cpu_row_inv_rms(xr, dim, eps);
         for (int k = 0; k < dim; k++) {
             int a = src_a[k], b = src_b[k];
             float v = (xr[a] * inv) * gamma[a];

@@ -61,6 +61,14 @@ int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b,
 int qs_cpu_adamw_step(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
 
+/* 1 / sqrt(mean(x^2) + eps) of one row, the sum of squares in double in column order (the
+ * same bits for any thread count); shared by rmsnorm and rmsnorm_gather */
+static inline float qs_cpu_row_inv_rms(const float *x, int dim, float eps) {
+    double ss = 0;
+    for (int i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+    return (float)(1.0 / __builtin_sqrt(ss / dim + (double)eps));
+}
+
 /* grows *buf to hold n floats (contents not kept); 0 or -ENOMEM */
 int qs_cpu_scratch_grow(float **buf, size_t *cap, size_t n);
 

@@ -12,9 +12,7 @@ int qs_cpu_rmsnorm(qs_backend *be, float *y, const float *x, const float *gamma,
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
         float *yr = y + (size_t)r * dim;
-        double ss = 0;
-        for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-        float inv = (float)(1.0 / sqrt(ss / dim + (double)eps));
+        float inv = qs_cpu_row_inv_rms(xr, dim, eps);
         /* (x * inv) * gamma: the order transformers' LlamaRMSNorm uses */
         for (int i = 0; i < dim; i++) yr[i] = (xr[i] * inv) * gamma[i];
         if (rstd) rstd[r] = inv;

@@ -10,7 +10,6 @@
 #include "checkpoint/manifest.h"
 #include "checkpoint/shard.h"
 #include "io/safetensors.h"
-#include "quant/affine.h"
 #include "quant/qblock.h"
 #include "tools/commands.h"
 
