@@ -52,7 +52,8 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const qs_model_config *c = &q->cfg;
     size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)q->per * q->calib.seqlen;
     size_t mi = (size_t)max_in(c);
-    return sizeof(float) * ((spill ? call + 2048 : tok) * c->hidden_size /* x, or one call's slab */
+    const size_t ns = q->n_states > 1 ? 2 : 1;
+    return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
                             + call * (c->hidden_size + mi) /* xbuf, hx */
                             + 2 * mi * mi)                 /* a Hessian and its working copy */
            + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c);
@@ -62,22 +63,32 @@ static size_t chunk_bytes(const qs_qrun *q, int k) {
     return sizeof(float) * (size_t)k * q->calib.seqlen * q->cfg.hidden_size;
 }
 
-int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err) {
+int qs_calib_state_get(qs_qrun *q, int which, int s0, int k, float **xs, qs_error *err) {
     if (!q->spill) {
-        *xs = q->x + (size_t)s0 * q->calib.seqlen * q->cfg.hidden_size;
+        *xs = (which == QS_STATE_FP ? q->x_fp : q->x) + (size_t)s0 * q->calib.seqlen * q->cfg.hidden_size;
         return 0;
     }
-    qs_read_range r = {.file = 0, .offset = chunk_bytes(q, s0), .len = chunk_bytes(q, k), .what = "calibration states"};
-    QS_FORWARD_IF_ERROR(qs_reader_read(q->spill_reader, &r, 1, q->spill_slab, q->spill_slab_bytes, err));
+    /* state `which` starts at which * (all windows) in the spill file */
+    qs_read_range r = {.file = 0, .offset = chunk_bytes(q, which * q->calib.nsamples + s0), .len = chunk_bytes(q, k),
+                       .what = which == QS_STATE_FP ? "full-precision calibration states" : "calibration states"};
+    QS_FORWARD_IF_ERROR(qs_reader_read(q->spill_reader, &r, 1, q->spill_slab[which], q->spill_slab_bytes, err));
     *xs = (float *)r.data; /* 4-byte aligned: offsets are multiples of 4 inside a page-aligned slab */
     return 0;
 }
 
+int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err) {
+    return qs_calib_state_get(q, QS_STATE_Q, s0, k, xs, err);
+}
+
 int qs_calib_x_put(qs_qrun *q, int s0, int k, const float *xs, qs_error *err) {
+    return qs_calib_state_put(q, QS_STATE_Q, s0, k, xs, err);
+}
+
+int qs_calib_state_put(qs_qrun *q, int which, int s0, int k, const float *xs, qs_error *err) {
     if (!q->spill) return 0;
     const char *p = (const char *)xs;
     size_t left = chunk_bytes(q, k);
-    off_t off = (off_t)chunk_bytes(q, s0);
+    off_t off = (off_t)chunk_bytes(q, which * q->calib.nsamples + s0);
     while (left) {
         ssize_t n = pwrite(q->spill_fd, p, left, off);
         if (n < 0 && errno == EINTR) continue;
@@ -96,15 +107,18 @@ static int spill_open(qs_qrun *q, qs_error *err) {
     q->spill_path = qs_path_join(q->o->out_dir, "acts/spill.f32");
     q->spill_fd = open(q->spill_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     QS_RETURN_ERROR_IF(q->spill_fd < 0, -errno, "%s: %s", q->spill_path, strerror(errno));
-    QS_RETURN_ERROR_IF(ftruncate(q->spill_fd, (off_t)chunk_bytes(q, q->calib.nsamples)) != 0, -errno,
-                       "%s: cannot size the spill file to %zu bytes: %s", q->spill_path, chunk_bytes(q, q->calib.nsamples),
-                       strerror(errno));
+    const int ns = q->n_states > 1 ? 2 : 1;
+    QS_RETURN_ERROR_IF(ftruncate(q->spill_fd, (off_t)chunk_bytes(q, ns * q->calib.nsamples)) != 0, -errno,
+                       "%s: cannot size the spill file to %zu bytes: %s", q->spill_path,
+                       chunk_bytes(q, ns * q->calib.nsamples), strerror(errno));
     const char *paths[1] = {q->spill_path};
     QS_FORWARD_IF_ERROR(qs_reader_open(&q->spill_reader, paths, 1, &q->o->reader, err));
     qs_read_range r = {.file = 0, .offset = 4, .len = chunk_bytes(q, q->per)}; /* worst alignment */
     q->spill_slab_bytes = qs_reader_slab_bytes(q->spill_reader, &r, 1) + QS_READER_ALIGN;
-    q->spill_slab = qs_reader_slab_alloc(q->spill_slab_bytes);
-    QS_RETURN_ERROR_IF(!q->spill_slab, -ENOMEM, "out of memory for a %zu-byte spill slab", q->spill_slab_bytes);
+    for (int i = 0; i < ns; i++) {
+        q->spill_slab[i] = qs_reader_slab_alloc(q->spill_slab_bytes);
+        QS_RETURN_ERROR_IF(!q->spill_slab[i], -ENOMEM, "out of memory for a %zu-byte spill slab", q->spill_slab_bytes);
+    }
     return 0;
 }
 
@@ -113,30 +127,34 @@ void qs_calib_teardown(qs_qrun *q) {
     if (q->spill_fd > 0) close(q->spill_fd);
     if (q->spill_path) unlink(q->spill_path);
     free(q->spill_path);
-    free(q->spill_slab);
-    q->spill_reader = NULL, q->spill_fd = 0, q->spill_path = NULL, q->spill_slab = NULL;
+    free(q->spill_slab[0]), free(q->spill_slab[1]);
+    q->spill_reader = NULL, q->spill_fd = 0, q->spill_path = NULL, q->spill_slab[0] = q->spill_slab[1] = NULL;
     if (q->lm.be) {
         q->lm.be->ops->free(q->lm.be, q->xbuf);
         qs_llama_scratch_free(&q->scr, q->lm.be);
     }
-    free(q->x);
+    free(q->x), free(q->x_fp);
     free(q->hx);
-    q->x = q->hx = q->xbuf = NULL;
+    q->x = q->x_fp = q->hx = q->xbuf = NULL;
     qs_llama_model_close(&q->lm);
 }
 
 int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
+    return qs_calib_state_advance(q, QS_STATE_Q, w, err);
+}
+
+int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err) {
     qs_backend *be = q->lm.be;
     const int L = q->calib.seqlen, H = q->cfg.hidden_size;
     for (int s0 = 0; s0 < q->calib.nsamples; s0 += q->per) {
         int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
         size_t bytes = sizeof(float) * (size_t)k * L * H;
         float *xs;
-        QS_FORWARD_IF_ERROR(qs_calib_x_get(q, s0, k, &xs, err));
+        QS_FORWARD_IF_ERROR(qs_calib_state_get(q, which, s0, k, &xs, err));
         QS_FORWARD_IF_ERROR(be->ops->upload(be, q->xbuf, xs, bytes, err));
         QS_FORWARD_IF_ERROR(qs_llama_block_forward(be, &q->cfg, w, q->xbuf, k, L, &q->scr, err));
         QS_FORWARD_IF_ERROR(be->ops->download(be, xs, q->xbuf, bytes, err));
-        QS_FORWARD_IF_ERROR(qs_calib_x_put(q, s0, k, xs, err));
+        QS_FORWARD_IF_ERROR(qs_calib_state_put(q, which, s0, k, xs, err));
     }
     return 0;
 }
@@ -148,6 +166,7 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     size_t tok = (size_t)q->calib.nsamples * L;
     if (!rc) {
         q->x = q->spill ? NULL : malloc(sizeof(float) * tok * H);
+        if (q->n_states > 1 && !q->spill && q->x && !(q->x_fp = malloc(sizeof(float) * tok * H))) free(q->x), q->x = NULL;
         q->hx = malloc(sizeof(float) * (size_t)q->per * L * max_in(&q->cfg));
         q->xbuf = q->lm.be->ops->alloc(q->lm.be, sizeof(float) * (size_t)q->per * L * H);
         if ((!q->x && !q->spill) || !q->hx || !q->xbuf)
@@ -156,10 +175,12 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     if (!rc && q->spill) rc = spill_open(q, err);
     if (!rc) rc = qs_llama_scratch_init(&q->scr, &q->cfg, q->per * L, q->lm.be, err);
     if (!rc && !q->spill) rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
+    if (!rc && !q->spill && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H); /* both paths start at the embedding */
     for (int s0 = 0; !rc && q->spill && s0 < q->calib.nsamples; s0 += q->per) { /* embed a call's windows at a time */
         int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
         rc = qs_llama_embed(&q->lm, q->calib.ids + (size_t)s0 * L, (size_t)k * L, q->hx, err);
         if (!rc) rc = qs_calib_x_put(q, s0, k, q->hx, err);
+        if (!rc && q->n_states > 1) rc = qs_calib_state_put(q, QS_STATE_FP, s0, k, q->hx, err);
     }
     if (!rc && q->spill && o->progress)
         fprintf(stderr, "calibration states (%.2f GiB) spill to %s\n", chunk_bytes(q, q->calib.nsamples) / 1073741824.0,
@@ -175,6 +196,12 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
             qs_llama_weights w;
             rc = qs_qmodel_load_block(&qm, b, &w, q->lm.be, err);
             if (!rc) rc = qs_calib_advance(q, &w, err);
+            qs_llama_weights_free(&w, q->lm.be);
+            if (rc || q->n_states < 2) continue;
+            /* the full-precision path: the source model's block, as COMPUTE ran it (float, no
+             * activation quantization, no reassembly) */
+            rc = qs_llama_weights_load(&w, q->cat, &q->cfg, b, q->lm.be, err);
+            if (!rc) rc = qs_calib_state_advance(q, QS_STATE_FP, &w, err);
             qs_llama_weights_free(&w, q->lm.be);
         }
         if (!rc && o->progress)
@@ -198,22 +225,25 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err) {
     if (rc) return rc;
     char meta[160];
     snprintf(meta, sizeof meta, "{\"kind\":\"activations\",\"after_block\":%d,\"run_xxh3\":\"%016llx\"}", blk, q->fp_hash);
-    qs_shard_tensor t = {.name = "x", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
-                         .shape = {(int64_t)q->calib.nsamples * q->calib.seqlen, q->cfg.hidden_size}, .data = q->x};
+    const int64_t rows = (int64_t)q->calib.nsamples * q->calib.seqlen;
+    qs_shard_tensor t[2] = {{.name = "x", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
+                             .shape = {rows, q->cfg.hidden_size}, .data = q->x},
+                            {.name = "x_fp", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
+                             .shape = {rows, q->cfg.hidden_size}, .data = q->x_fp}};
     qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
     char *p = ckpt_path(q, blk);
-    rc = qs_shard_write(p, blk, meta, &t, 1, &so, NULL, err);
+    rc = qs_shard_write(p, blk, meta, t, q->n_states > 1 ? 2 : 1, &so, NULL, err);
     free(p);
     return rc;
 }
 
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
     if (!q->act_ckpt) return;
-    for (int b = keep_blk - 1; b >= 0; b--) { /* normally only keep_blk - 1 is there */
+    for (int b = keep_blk - 1; b >= 0; b--) { /* normally only the previous unit's last block's is there */
         char *p = ckpt_path(q, b);
         int gone = unlink(p) != 0;
         free(p);
-        if (gone && b < keep_blk - 2) break;
+        if (gone && b < keep_blk - 1 - q->K) break;
     }
 }
 
@@ -226,11 +256,14 @@ static int checkpoint_load(qs_qrun *q, int blk) {
     if (ok) {
         char want[64];
         snprintf(want, sizeof want, "\"run_xxh3\":\"%016llx\"", q->fp_hash);
-        const qs_shard_entry *e = qs_shard_find(s, "x");
-        ok = strstr(qs_shard_meta_json(s), want) && e && e->dtype == QS_DTYPE_F32 &&
-             e->size == sizeof(float) * (size_t)q->calib.nsamples * q->calib.seqlen * q->cfg.hidden_size;
-        for (size_t i = 0; ok && i < qs_shard_count(s); i++)
-            if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, q->x, NULL) == 0;
+        const size_t want_bytes = sizeof(float) * (size_t)q->calib.nsamples * q->calib.seqlen * q->cfg.hidden_size;
+        ok = strstr(qs_shard_meta_json(s), want) != NULL;
+        for (int st = 0; ok && st < (q->n_states > 1 ? 2 : 1); st++) {
+            const qs_shard_entry *e = qs_shard_find(s, st ? "x_fp" : "x");
+            ok = e && e->dtype == QS_DTYPE_F32 && e->size == want_bytes;
+            for (size_t i = 0; ok && i < qs_shard_count(s); i++)
+                if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, st ? q->x_fp : q->x, NULL) == 0;
+        }
     }
     qs_shard_close(s);
     return ok ? 0 : -1;

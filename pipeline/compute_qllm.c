@@ -1,10 +1,11 @@
 /* pipeline/compute_qllm.c - COMPUTE for QLLM: adaptive channel reassembly (CR) at the three sites
- * of the block, then per-channel RTN of the (reassembled) weights. Efficient error correction
- * (EEC) is not implemented yet.
+ * of the block, then per-channel RTN of the (reassembled) weights. With efficient error correction
+ * (--eec on) compute_eec.c uses these parts around its training.
  *
- * 1. Statistics: the block runs in float on the calibration states; per site the largest |x| of
- *    every input channel over all tokens, and the first windows (up to --cr-tokens tokens) as the
- *    search sample.
+ * 1. Statistics: the block runs in float on a calibration state (the quantized path's without
+ *    EEC; the full-precision path's with EEC, as the released code collects them); per site the
+ *    largest |x| of every input channel over all tokens, and the first windows (up to
+ *    --cr-tokens tokens) as the search sample.
  * 2. Search per site (independently, against the float block): every threshold candidate and
  *    "no reassembly" are scored by the site's output under fake quantization (weights per
  *    channel at --wbits, activations per token at --abits): the attention output before o_proj
@@ -166,8 +167,8 @@ static int score_site(void *ctx, const qs_reasm *r, double *score, qs_error *err
     return 0;
 }
 
-/* statistics of every site on all calibration windows, with the float block */
-static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sample, qs_error *err) {
+/* statistics of every site on all calibration windows of state `which`, with the float block */
+static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sample, int which, qs_error *err) {
     qs_backend *be = q->lm.be;
     const int L = q->calib.seqlen, H = q->cfg.hidden_size;
     int rc = 0;
@@ -178,7 +179,7 @@ static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sampl
         for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
             int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
             float *xs;
-            rc = qs_calib_x_get(q, s0, k, &xs, err);
+            rc = qs_calib_state_get(q, which, s0, k, &xs, err);
             if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
             if (!rc) rc = qs_llama_block_forward_until(be, &q->cfg, w, q->xbuf, k, L, &q->scr, site_stop[site], err);
             if (!rc) rc = be->ops->download(be, q->hx, buf, sizeof(float) * (size_t)k * L * C, err);
@@ -194,7 +195,9 @@ static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sampl
     return rc;
 }
 
-int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
+static int site_of(int lin) { return lin <= 2 ? 0 : lin == 4 || lin == 5 ? 1 : lin == 6 ? 2 : -1; }
+
+int qs_qllm_cr_search(qs_qrun *q, int blk, qs_qslot *s, qs_llama_weights *w, int which, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_quantize_opts *o = q->o;
     const qs_model_config *c = &q->cfg;
@@ -202,31 +205,27 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     int n_sample = o->cr_tokens / L;
     if (n_sample < 1) n_sample = 1;
     if (n_sample > q->calib.nsamples) n_sample = q->calib.nsamples;
-    const int Ts = n_sample * L;
-    qs_llama_weights w;
-    int rc = qs_weights_from_slot(q, s, blk, &w, err);
-    const int abits = w.abits;
-    w.abits = 16; /* statistics and targets in float */
+    const int Ts = n_sample * L, abits = w->abits;
+    w->abits = 16; /* statistics and targets in float */
     site_data sd[3] = {{.C = H}, {.C = H}, {.C = I}};
     float *wf[3][3] = {{NULL}};
+    int rc = 0;
     for (int site = 0; site < 3 && !rc; site++) {
         sd[site].xmax = malloc(sizeof(float) * sd[site].C);
         sd[site].sample = malloc(sizeof(float) * (size_t)Ts * sd[site].C);
         if (!sd[site].xmax || !sd[site].sample) rc = qs_error_set(err, -ENOMEM, "out of memory for reassembly statistics");
         for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
-            wf[site][j] = host_weight(be, &w, s->t[site_lins[site][j]], site_lins[site][j], err);
+            wf[site][j] = host_weight(be, w, s->t[site_lins[site][j]], site_lins[site][j], err);
             if (!wf[site][j]) rc = err->code ? err->code : -ENOMEM;
         }
     }
-    if (!rc && o->cr) rc = collect(q, &w, sd, n_sample, err);
-    /* search per site */
+    if (!rc) rc = collect(q, w, sd, n_sample, which, err);
     for (int site = 0; site < 3 && !rc; site++) {
         site_data *d = &sd[site];
         const size_t on = (size_t)Ts * (site == 0 ? (size_t)c->n_heads * c->head_dim : site == 1 ? (size_t)I : (size_t)H);
-        if (!o->cr) break; /* CR off: no gathers (s->ra stays empty) */
         float *target = malloc(sizeof(float) * on), *got = malloc(sizeof(float) * on);
         if (!target || !got) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) rc = site_output(q, site, d, n_sample, wf[site], &w, NULL, 0, target, err);
+        if (!rc) rc = site_output(q, site, d, n_sample, wf[site], w, NULL, 0, target, err);
         /* the consumer for distances: rows of all the site's linears, concatenated */
         int cat_rows = 0;
         for (int j = 0; j < 3 && site_lins[site][j] >= 0; j++) cat_rows += (int)s->t[site_lins[site][j]]->shape[0];
@@ -237,7 +236,7 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
             memcpy(wcat + (size_t)r0 * d->C, wf[site][j], sizeof(float) * (size_t)R * d->C);
             r0 += R;
         }
-        search_ctx sc = {q, site, d, n_sample, wf[site], &w, target, got, on};
+        search_ctx sc = {q, site, d, n_sample, wf[site], w, target, got, on};
         double best = 0;
         int nc = 0;
         qs_reasm best_r = {0};
@@ -250,12 +249,50 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
                     site, nc, (double)s->ra[site].theta, s->ra[site].n_outliers, s->ra[site].n_merged, best);
         free(target), free(got), free(wcat);
     }
-    /* apply: reassembled consumers, per-channel RTN of all seven linears, gathers in the block */
+    for (int site = 0; site < 3; site++) {
+        free(sd[site].xmax), free(sd[site].sample);
+        for (int j = 0; j < 3; j++) free(wf[site][j]);
+    }
+    w->abits = abits;
+    return rc;
+}
+
+int qs_qllm_cr_apply(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    int rc = 0;
+    for (int i = 0; i < QS_N_LINEAR && !rc; i++) {
+        const int site = site_of(i);
+        if (site < 0 || !s->ra[site].src_a || s->ra[site].theta == 0) continue;
+        const qs_tensor_info *t = s->t[i];
+        const int rows = (int)t->shape[0], cols = (int)t->shape[1];
+        float *wh = host_weight(be, w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
+        if (!wh || !wr) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) qs_reasm_weight(&s->ra[site], wh, rows, wr);
+        if (!rc) rc = be->ops->upload(be, *qs_lin_field(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
+        free(wh), free(wr);
+    }
+    for (int site = 0; site < 3 && !rc; site++) {
+        const qs_reasm *r = &s->ra[site];
+        if (!r->src_a || r->theta == 0) continue; /* "no reassembly" won: plain ops */
+        w->ra[site].src_a = be->ops->alloc(be, sizeof(int32_t) * r->C);
+        w->ra[site].src_b = be->ops->alloc(be, sizeof(int32_t) * r->C);
+        w->ra[site].coef = be->ops->alloc(be, sizeof(float) * r->C);
+        if (!w->ra[site].src_a || !w->ra[site].src_b || !w->ra[site].coef) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc) rc = be->ops->upload(be, w->ra[site].src_a, r->src_a, sizeof(int32_t) * r->C, err);
+        if (!rc) rc = be->ops->upload(be, w->ra[site].src_b, r->src_b, sizeof(int32_t) * r->C, err);
+        if (!rc) rc = be->ops->upload(be, w->ra[site].coef, r->coef, sizeof(float) * r->C, err);
+    }
+    return rc;
+}
+
+int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_quantize_opts *o = q->o;
+    int rc = 0;
     for (int i = 0; i < QS_N_LINEAR && !rc; i++) {
         const qs_tensor_info *t = s->t[i];
         const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
-        int site = i <= 2 ? 0 : i == 4 || i == 5 ? 1 : i == 6 ? 2 : -1;
-        float *wh = host_weight(be, &w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
+        float *wh = host_weight(be, w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
         uint8_t *codes = malloc((size_t)rows * cols);
         qs_qlin_out *out = &s->lin[i];
         out->scales = malloc(sizeof(float) * (size_t)rows * ng);
@@ -264,41 +301,29 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         out->packed = malloc(out->packed_bytes);
         out->own_packed = 1;
         if (!wh || !wr || !codes || !out->scales || !out->zeros || !out->packed) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) {
-            if (site >= 0 && s->ra[site].src_a) qs_reasm_weight(&s->ra[site], wh, rows, wr);
-            else memcpy(wr, wh, sizeof(float) * (size_t)rows * cols);
-            rc = qs_quant_rtn(wr, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
-        }
+        if (!rc) rc = qs_quant_rtn(wh, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
         if (!rc) {
             size_t rp = qs_packed_size((size_t)cols, o->q.bits);
             for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
             qs_dequant(codes, out->scales, out->zeros, rows, cols, o->q.group, wr);
-            double se = 0;
-            if (site < 0 || !s->ra[site].src_a)
-                for (size_t k = 0; k < (size_t)rows * cols; k++) se += ((double)wr[k] - wh[k]) * ((double)wr[k] - wh[k]);
-            out->mse = se / ((double)rows * cols); /* reassembled linears: 0 (their columns differ) */
-            rc = be->ops->upload(be, *qs_lin_field(&w, i), wr, sizeof(float) * (size_t)rows * cols, err);
+            double se = 0; /* against the weights as given (reassembled, corrected): the rounding error */
+            for (size_t k = 0; k < (size_t)rows * cols; k++) se += ((double)wr[k] - wh[k]) * ((double)wr[k] - wh[k]);
+            out->mse = se / ((double)rows * cols);
+            rc = be->ops->upload(be, *qs_lin_field(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
         }
         free(wh), free(wr), free(codes);
     }
-    for (int site = 0; site < 3 && !rc && o->cr; site++) {
-        const qs_reasm *r = &s->ra[site];
-        if (r->theta == 0) continue; /* "no reassembly" won: plain ops */
-        w.ra[site].src_a = be->ops->alloc(be, sizeof(int32_t) * r->C);
-        w.ra[site].src_b = be->ops->alloc(be, sizeof(int32_t) * r->C);
-        w.ra[site].coef = be->ops->alloc(be, sizeof(float) * r->C);
-        if (!w.ra[site].src_a || !w.ra[site].src_b || !w.ra[site].coef) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) rc = be->ops->upload(be, w.ra[site].src_a, r->src_a, sizeof(int32_t) * r->C, err);
-        if (!rc) rc = be->ops->upload(be, w.ra[site].src_b, r->src_b, sizeof(int32_t) * r->C, err);
-        if (!rc) rc = be->ops->upload(be, w.ra[site].coef, r->coef, sizeof(float) * r->C, err);
-    }
-    w.abits = abits;
+    return rc;
+}
+
+int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
+    qs_llama_weights w;
+    int rc = qs_weights_from_slot(q, s, blk, &w, err);
+    if (!rc && q->o->cr) rc = qs_qllm_cr_search(q, blk, s, &w, QS_STATE_Q, err);
+    if (!rc && q->o->cr) rc = qs_qllm_cr_apply(q, s, &w, err);
+    if (!rc) rc = qs_qllm_quantize(q, s, &w, err);
     if (!rc) rc = qs_calib_advance(q, &w, err);
     if (!rc) rc = qs_calib_checkpoint_write(q, blk, err);
-    for (int site = 0; site < 3; site++) {
-        free(sd[site].xmax), free(sd[site].sample);
-        for (int j = 0; j < 3; j++) free(wf[site][j]);
-    }
-    qs_llama_weights_free(&w, be);
+    qs_llama_weights_free(&w, q->lm.be);
     return rc;
 }

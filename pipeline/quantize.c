@@ -100,20 +100,44 @@ void qs_qslot_release(qs_qslot *s) {
     for (int k = 0; k < 3; k++) qs_reasm_free(&s->ra[k]);
 }
 
-static int st_load(void *ctx, int blk, void *slot_, qs_error *err) {
-    qs_qrun *q = ctx;
-    qs_qslot *s = slot_;
-    QS_FORWARD_IF_ERROR(block_ranges(q, blk, s, err));
-    return qs_reader_read(q->reader, s->r, s->n, s->slab, s->cap, err);
+static int unit_blocks(const qs_qrun *q, int unit, int *b0) {
+    *b0 = unit * q->K;
+    return q->cfg.n_layers - *b0 < q->K ? q->cfg.n_layers - *b0 : q->K;
 }
 
-static int st_compute(void *ctx, int blk, void *slot_, qs_error *err) {
+/* a block's part of a unit slab: its reader slab rounded to the reader's alignment */
+static size_t block_slab_bytes(const qs_qslot *s) {
+    size_t b = qs_reader_slab_bytes(NULL, s->r, s->n);
+    return (b + QS_READER_ALIGN - 1) / QS_READER_ALIGN * QS_READER_ALIGN;
+}
+
+static int st_load(void *ctx, int unit, void *slot_, qs_error *err) {
     qs_qrun *q = ctx;
-    qs_qslot *s = slot_;
-    qs_qslot_release(s);
-    return is_gptq(q->o) ? qs_compute_gptq(q, blk, s, err)
-           : is_qllm(q->o) ? qs_compute_qllm(q, blk, s, err)
-                           : qs_compute_rtn(q, blk, s, err);
+    qs_qunit *u = slot_;
+    u->nb = unit_blocks(q, unit, &u->b0);
+    size_t off = 0;
+    for (int j = 0; j < u->nb; j++) {
+        qs_qslot *s = &u->blk[j];
+        QS_FORWARD_IF_ERROR(block_ranges(q, u->b0 + j, s, err));
+        size_t b = block_slab_bytes(s);
+        QS_RETURN_ERROR_IF(off + b > u->cap, QS_EUSAGE, "block %d does not fit its slot", u->b0 + j);
+        s->slab = (char *)u->slab + off, s->cap = b;
+        off += b;
+        QS_FORWARD_IF_ERROR(qs_reader_read(q->reader, s->r, s->n, s->slab, s->cap, err));
+    }
+    return 0;
+}
+
+static int st_compute(void *ctx, int unit, void *slot_, qs_error *err) {
+    qs_qrun *q = ctx;
+    qs_qunit *u = slot_;
+    for (int j = 0; j < u->nb; j++) qs_qslot_release(&u->blk[j]);
+    (void)unit;
+    if (is_qllm(q->o) && q->o->eec) return qs_compute_qllm_eec(q, u, err);
+    qs_qslot *s = &u->blk[0]; /* the other methods work block by block: units of one */
+    return is_gptq(q->o) ? qs_compute_gptq(q, u->b0, s, err)
+           : is_qllm(q->o) ? qs_compute_qllm(q, u->b0, s, err)
+                           : qs_compute_rtn(q, u->b0, s, err);
 }
 
 /* the shard's meta object: everything needed to read the block back */
@@ -127,7 +151,11 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
                               (double)o->damp, o->act_order ? "true" : "false", o->static_groups ? "true" : "false",
                               o->gptq_block);
     if (is_qllm(o)) {
-        m += (size_t)snprintf(meta + m, cap - m, ",\"cr\":%s,\"eec\":false,\"theta\":[", o->cr ? "true" : "false");
+        m += (size_t)snprintf(meta + m, cap - m, ",\"cr\":%s,\"eec\":%s", o->cr ? "true" : "false", o->eec ? "true" : "false");
+        if (o->eec)
+            m += (size_t)snprintf(meta + m, cap - m, ",\"eec_rank\":%d,\"eec_alpha\":%g,\"eec_form\":\"%s\",\"blocks_per_group\":%d",
+                                  o->eec_rank, (double)o->eec_alpha, o->eec_form ? "merged" : "paper", q->K);
+        m += (size_t)snprintf(meta + m, cap - m, ",\"theta\":[");
         for (int k = 0; k < 3; k++) m += (size_t)snprintf(meta + m, cap - m, "%s%.9g", k ? "," : "", (double)s->ra[k].theta);
         m += (size_t)snprintf(meta + m, cap - m, "]");
     }
@@ -138,9 +166,7 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
     snprintf(meta + m, cap - m, "}}");
 }
 
-static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, qs_error *err) {
-    qs_qrun *q = ctx;
-    qs_qslot *s = slot_;
+static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *tm, qs_error *err) {
     const qs_qconfig *qc = &q->o->q;
     const double t0 = qs_now();
     qs_shard_tensor ts[QS_N_LINEAR * 4 + QS_N_OTHER + 9];
@@ -197,6 +223,9 @@ static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, q
     size_t k = (size_t)snprintf(metrics, sizeof metrics, "{\"mse\":{");
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "%s\"%s\":%.6g", i ? "," : "", qs_linear_names[i], s->lin[i].mse);
+    if (is_qllm(q->o) && q->o->eec)
+        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"eec_loss\":{\"first_epoch\":%.6g,\"last_epoch\":%.6g",
+                              s->eec_loss[0], s->eec_loss[1]);
     if (is_gptq(q->o)) {
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"gptq_loss\":{");
         for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
@@ -209,7 +238,6 @@ static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, q
                              .seconds = tm->load + tm->compute, .metrics_json = metrics};
     QS_FORWARD_IF_ERROR(qs_manifest_set_block(&q->man, &rec, err));
     QS_FORWARD_IF_ERROR(qs_manifest_save(&q->man, q->man_path, err));
-    qs_calib_checkpoint_prune(q, blk); /* block blk is recorded: older activation checkpoints are stale */
     qs_qslot_release(s);
     q->done_now++;
     q->raw_bytes += info.raw_bytes;
@@ -220,6 +248,18 @@ static int st_store(void *ctx, int blk, void *slot_, const qs_block_times *tm, q
     qs_progress_block b = {.block = blk, .load = tm->load, .wait_load = tm->wait_load, .compute = tm->compute,
                            .store = store_s, .read_bytes = read, .shard_bytes = info.file_bytes};
     qs_progress_block_done(&q->prog, &b, qs_now());
+    return 0;
+}
+
+static int st_store(void *ctx, int unit, void *slot_, const qs_block_times *tm, qs_error *err) {
+    qs_qrun *q = ctx;
+    qs_qunit *u = slot_;
+    (void)unit;
+    qs_block_times per = *tm; /* a group's times, shared out evenly over its blocks */
+    per.load /= u->nb, per.wait_load /= u->nb, per.compute /= u->nb;
+    for (int j = 0; j < u->nb; j++) QS_FORWARD_IF_ERROR(store_block(q, u->b0 + j, &u->blk[j], &per, err));
+    /* the unit's last block is recorded: older activation checkpoints are stale */
+    qs_calib_checkpoint_prune(q, u->b0 + u->nb - 1);
     return 0;
 }
 
@@ -248,10 +288,16 @@ static char *fingerprint(const qs_qrun *q) {
         n += (size_t)snprintf(fp + n, 2048 - n, ",\"damp\":%g,\"act_order\":%s,\"static_groups\":%s,\"block_size\":%d}",
                               (double)o->damp, o->act_order ? "true" : "false", o->static_groups ? "true" : "false",
                               o->gptq_block);
-    else if (is_qllm(o))
-        n += (size_t)snprintf(fp + n, 2048 - n, ",\"cr\":%s,\"eec\":false,\"cr_tokens\":%d,\"cr_candidates\":%d,\"cr_distance\":\"%s\"}",
-                              o->cr ? "true" : "false", o->cr_tokens, o->cr_candidates,
+    else if (is_qllm(o)) {
+        n += (size_t)snprintf(fp + n, 2048 - n, ",\"cr\":%s,\"eec\":%s,\"cr_tokens\":%d,\"cr_candidates\":%d,\"cr_distance\":\"%s\"",
+                              o->cr ? "true" : "false", o->eec ? "true" : "false", o->cr_tokens, o->cr_candidates,
                               o->cr_distance == QS_REASM_DIST_CODE ? "code" : "paper");
+        if (o->eec)
+            n += (size_t)snprintf(fp + n, 2048 - n, ",\"eec_rank\":%d,\"eec_alpha\":%.9g,\"eec_epochs\":%d,\"eec_lr\":%.9g,\"eec_form\":\"%s\",\"blocks_per_group\":%d",
+                                  o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
+                                  o->eec_form ? "merged" : "paper", q->K);
+        n += (size_t)snprintf(fp + n, 2048 - n, "}");
+    }
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)
@@ -287,26 +333,35 @@ static qs_progress_mode progress_mode(int p) {
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err) {
     QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm"), QS_EUNSUPPORTED,
                        "method '%s' is not implemented (rtn, gptq and qllm are)", o->method);
-    QS_RETURN_ERROR_IF(!strcmp(o->method, "qllm") && o->eec, QS_EUNSUPPORTED,
-                       "--method qllm --eec on: efficient error correction is not implemented yet (use --eec off)");
+    const int eec = is_qllm(o) && o->eec;
+    QS_RETURN_ERROR_IF(!eec && o->blocks_per_group > 1, QS_EUSAGE,
+                       "--blocks-per-group %d: groups of blocks are trained by QLLM's error correction only (--method qllm --eec on)",
+                       o->blocks_per_group);
+    QS_RETURN_ERROR_IF(eec && (o->blocks_per_group < 1 || o->blocks_per_group > QS_GROUP_MAX), QS_EUSAGE,
+                       "--blocks-per-group %d: 1..%d are supported", o->blocks_per_group, QS_GROUP_MAX);
+    QS_RETURN_ERROR_IF(eec && (o->eec_rank < 1 || o->eec_epochs < 0 || !(o->eec_lr >= 0) || !(o->eec_alpha > 0)), QS_EUSAGE,
+                       "--rank %d, --epochs %d, --lr %g: give a rank >= 1, epochs >= 0 and a learning rate >= 0",
+                       o->eec_rank, o->eec_epochs, (double)o->eec_lr);
     QS_RETURN_ERROR_IF(o->q.bits < 2 || o->q.bits > 8, QS_EUSAGE, "--wbits %d: 2..8 are supported", o->q.bits);
     QS_RETURN_ERROR_IF(o->abits < 2 || o->abits > 16, QS_EUSAGE, "--abits %d: 2..16 are supported (16: weight-only)", o->abits);
     QS_RETURN_ERROR_IF(o->q.group != -1 && o->q.group != 0 && o->q.group < 2, QS_EUSAGE, "--group %d: give -1 (per channel) or a size >= 2", o->q.group);
-    qs_qrun q = {.o = o, .t_start = qs_now()};
-    qs_qslot slots[3];
+    qs_qrun q = {.o = o, .t_start = qs_now(), .K = eec ? o->blocks_per_group : 1, .n_states = eec ? 2 : 1};
+    qs_qunit slots[3];
     memset(slots, 0, sizeof slots);
     void *ptrs[3];
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
-    size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0;
-    /* plan: the largest block decides the slot size */
+    size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;
+    /* plan: the largest unit (block or group of blocks) decides the slot size */
+    size_t unit_bytes = 0;
     for (int L = 0; !rc && L < q.cfg.n_layers; L++) {
         qs_qslot tmp;
         rc = block_ranges(&q, L, &tmp, err);
         if (rc) break;
-        size_t b = qs_reader_slab_bytes(NULL, tmp.r, tmp.n);
-        if (b > slot_bytes) slot_bytes = b;
+        if (L % q.K == 0) unit_bytes = 0;
+        unit_bytes += block_slab_bytes(&tmp);
+        if (unit_bytes > slot_bytes) slot_bytes = unit_bytes;
         for (size_t i = 0; i < QS_N_LINEAR; i++)
             if ((size_t)tmp.t[i]->shape[1] > max_cols) max_cols = (size_t)tmp.t[i]->shape[1];
     }
@@ -314,11 +369,12 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
         if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem, err);
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
+        if (!rc && eec) rc = qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
     }
     if (!rc) {
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one
          * slot and the calibration states do not fit, the states spill to disk */
-        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4), scratch = rows_scratch + calib_bytes;
+        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + eec_bytes, scratch = rows_scratch + calib_bytes;
         q.spill = q.calibrated && o->spill;
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
         n_slots = 3;
@@ -367,7 +423,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     if (!rc && fresh) rc = qs_manifest_save(&q.man, q.man_path, err);
     if (!rc) rc = qs_outdir_write_model_files(o->model_dir, q.cat, o->out_dir, fresh, err);
     /* resume after the last block that is recorded and intact: blocks run in order, and a block's
-     * calibration input is the previous blocks' output, so the first missing block starts the run */
+     * calibration input is the previous blocks' output, so the first missing block starts the run
+     * (the start of its group when groups of blocks are trained together) */
     int first = 0;
     if (!rc) {
         while (first < q.cfg.n_layers) {
@@ -375,6 +432,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             if (!b || !shard_intact(&q, b)) break;
             first++;
         }
+        if (first < q.cfg.n_layers) first -= first % q.K;
         size_t keep = 0; /* forget records at or after `first`: they were not verified */
         for (size_t i = 0; i < q.man.n; i++) {
             if (q.man.blocks[i].block < first) q.man.blocks[keep++] = q.man.blocks[i];
@@ -400,7 +458,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         }
         qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
         qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store};
-        if (!rc) rc = qs_pipeline_run(&st, first, q.cfg.n_layers, ptrs, (size_t)n_slots, NULL, NULL, err);
+        const int n_units = (q.cfg.n_layers + q.K - 1) / q.K;
+        if (!rc) rc = qs_pipeline_run(&st, first / q.K, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
         if (!rc) qs_calib_checkpoint_prune(&q, q.cfg.n_layers); /* finished: no state left to resume */
         qs_progress_finish(&q.prog, qs_now());
     }
@@ -411,7 +470,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     }
     for (int i = 0; i < 3; i++) {
         free(slots[i].slab);
-        qs_qslot_release(&slots[i]);
+        for (int j = 0; j < QS_GROUP_MAX; j++) qs_qslot_release(&slots[i].blk[j]);
     }
     qs_calib_teardown(&q);
     qs_calib_free(&q.calib);

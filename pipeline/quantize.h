@@ -17,6 +17,8 @@
 #include "pipeline/calib.h"
 #include "quant/affine.h"
 
+#define QS_GROUP_MAX 8 /* most blocks trained together (--blocks-per-group) */
+
 typedef struct qs_quantize_opts {
     const char *model_dir, *out_dir;
     const char *method;     /* "rtn", "gptq", "qllm" */
@@ -29,6 +31,14 @@ typedef struct qs_quantize_opts {
     int cr_tokens;          /* qllm: tokens of the threshold search sample (2048) */
     int cr_candidates;      /* qllm: thresholds scored per site at most (40) */
     int cr_distance;        /* qllm: qs_reasm_distance */
+    /* qllm efficient error correction (with eec): rank-r LoRA on the seven projections and the
+     * norm gammas, trained by reconstruction of groups of blocks_per_group blocks */
+    int eec_rank;           /* 4 */
+    float eec_alpha;        /* 1: scaling alpha / rank */
+    int eec_epochs;         /* 10 */
+    float eec_lr;           /* 5e-4, linear decay to 0 */
+    int eec_form;           /* qs_lora_form: 0 paper Q(W) + sBA, 1 merged Q(W + sBA) */
+    int blocks_per_group;   /* K: 1..QS_GROUP_MAX (4) */
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */

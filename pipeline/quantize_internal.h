@@ -43,7 +43,18 @@ typedef struct qs_qslot {
     qs_qlin_out lin[QS_N_LINEAR];
     float *other[QS_N_OTHER]; /* norms and biases as F32 (NULL when absent) */
     qs_reasm ra[3];           /* QLLM channel reassembly per site (src_a NULL: none) */
+    double eec_loss[2];       /* QLLM EEC: the group's mean training loss in the first and last epoch */
 } qs_qslot;
+
+/* What travels through the pipeline: a unit of nb consecutive blocks b0.. (one block, or a
+ * group of --blocks-per-group blocks that QLLM's error correction trains together), each block's
+ * bytes in its own part of the unit's slab. */
+typedef struct qs_qunit {
+    void *slab;
+    size_t cap;
+    int b0, nb;
+    qs_qslot blk[QS_GROUP_MAX];
+} qs_qunit;
 
 typedef struct qs_qrun {
     const qs_quantize_opts *o;
@@ -62,13 +73,16 @@ typedef struct qs_qrun {
     qs_llama_model lm;   /* backend + embedding of the source model */
     qs_calib calib;
     float *x;            /* [nsamples * seqlen, hidden]; NULL when spilled */
-    int spill;           /* 1: x lives in OUT_DIR/acts/spill.f32, read through io_uring */
+    float *x_fp;         /* the full-precision path's states (n_states 2: QLLM with EEC), same shape */
+    int n_states;        /* 1: x; 2: x and x_fp (QS_STATE_Q, QS_STATE_FP) */
+    int spill;           /* 1: the states live in OUT_DIR/acts/spill.f32 (x, then x_fp), read through io_uring */
     int spill_fd;
     char *spill_path;
     qs_reader *spill_reader;
-    void *spill_slab;
+    void *spill_slab[2];  /* one per state: a window of each can be held at once */
     size_t spill_slab_bytes;
     int per;             /* windows per backend call */
+    int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
     float *xbuf;         /* backend [per * seqlen, hidden] */
     float *hx;           /* host [per * seqlen, max input dim] */
@@ -93,6 +107,22 @@ float **qs_lin_field(qs_llama_weights *w, int i); /* &w->wq, ... in qs_linear_na
 int qs_compute_rtn(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+/* QLLM with efficient error correction: CR (statistics on the full-precision path) and the
+ * LoRA reconstruction of the unit's group of blocks (compute_eec.c) */
+int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err);
+/* backend bytes of one group's training (*bytes); refuses a --gpu-mem that cannot hold it
+ * beside the forward's windows */
+int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err);
+
+/* QLLM's parts (compute_qllm.c). w holds block blk's float weights in backend memory.
+ * qs_qllm_cr_search: the reassembly of the three sites into s->ra from the statistics of
+ * calibration state `which`. qs_qllm_cr_apply: the consumers' float weights in w reassembled
+ * and the gathers uploaded into w->ra (sites where "none" won stay plain).
+ * qs_qllm_quantize: all seven linears of w quantized (RTN at the run's setting) into s->lin, and
+ * w's weights replaced by what the shard dequantizes to. */
+int qs_qllm_cr_search(qs_qrun *q, int blk, qs_qslot *s, qs_llama_weights *w, int which, qs_error *err);
+int qs_qllm_cr_apply(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err);
+int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err);
 
 /* calibration state: set up (embedding of the calibration windows) and replay of finished
  * blocks 0..first-1 from their shards; host bytes it will take */
@@ -107,9 +137,16 @@ void qs_calib_teardown(qs_qrun *q);
  * slab read through io_uring); put writes them back (a no-op in memory). */
 int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err);
 int qs_calib_x_put(qs_qrun *q, int s0, int k, const float *xs, qs_error *err);
+/* the same for state `which` (QS_STATE_Q: x, QS_STATE_FP: x_fp); a get of one state does not
+ * invalidate what a get of the other returned */
+enum { QS_STATE_Q = 0, QS_STATE_FP = 1 };
+int qs_calib_state_get(qs_qrun *q, int which, int s0, int k, float **xs, qs_error *err);
+int qs_calib_state_put(qs_qrun *q, int which, int s0, int k, const float *xs, qs_error *err);
 
 /* x <- block(x) for every calibration window, w in backend memory */
 int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);
+/* the same for state `which` */
+int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err);
 
 /* Activation checkpoint OUT_DIR/acts/acts-NNNN.qsh: the calibration states after block blk, in
  * the shard format (one tensor "x", hashed), tagged with the run fingerprint's hash. Written

@@ -14,8 +14,9 @@
 #define USAGE                                                                                                        \
     "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
-    "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--eec off] [--cr-distance paper|code]\n" \
-    "         [--cr-tokens 2048] [--cr-candidates 40] [--device cpu] [--threads N] [--host-mem 24G]\n"                         \
+    "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
+    "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
+    "         [--lr 5e-4] [--blocks-per-group 1] [--eec-form paper|merged] [--device cpu] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -34,7 +35,8 @@ static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
 int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
                           .gptq_block = 128, .device = "cpu", .act_checkpoints = 1,
-                          .cr = 1, .cr_tokens = 2048, .cr_candidates = 40,
+                          .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
+                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 1,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -62,6 +64,21 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--cr-tokens") && v) bad = int_arg(a, v, 2, 1 << 24, &o.cr_tokens), i++;
         else if (!strcmp(a, "--cr-candidates") && v) bad = int_arg(a, v, 1, 512, &o.cr_candidates), i++;
         else if (!strcmp(a, "--static-groups")) o.static_groups = 1;
+        else if (!strcmp(a, "--rank") && v) bad = int_arg(a, v, 1, 1024, &o.eec_rank), i++;
+        else if (!strcmp(a, "--epochs") && v) bad = int_arg(a, v, 0, 100000, &o.eec_epochs), i++;
+        else if (!strcmp(a, "--blocks-per-group") && v) bad = int_arg(a, v, 1, QS_GROUP_MAX, &o.blocks_per_group), i++;
+        else if ((!strcmp(a, "--lr") || !strcmp(a, "--lora-alpha")) && v) {
+            char *end;
+            float x = strtof(v, &end);
+            if (*end || end == v || !(x >= 0) || x > 1e3f) {
+                fprintf(stderr, "qstream quantize: %s '%s': give a number >= 0\n", a, v);
+                return 2;
+            }
+            if (!strcmp(a, "--lr")) o.eec_lr = x;
+            else o.eec_alpha = x;
+            i++;
+        } else if (!strcmp(a, "--eec-form") && v && (!strcmp(v, "paper") || !strcmp(v, "merged")))
+            o.eec_form = !strcmp(v, "merged"), i++;
         else if (!strcmp(a, "--device") && v) o.device = v, i++;
         else if (!strcmp(a, "--threads") && v) bad = int_arg(a, v, 0, 4096, &o.threads), i++;
         else if (!strcmp(a, "--restart")) o.restart = 1;
@@ -106,6 +123,7 @@ int qs_cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (o.calib.source && !strcmp(o.calib.source, "random")) o.calib.source_is_ids = 0;
+    if (strcmp(o.method, "qllm")) o.eec = 0; /* --eec is QLLM's (on by default there) */
     qs_error err = {0};
     qs_quantize_summary s;
     int rc = qs_quantize_run(&o, &s, &err);

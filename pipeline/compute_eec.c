@@ -1,0 +1,162 @@
+/* pipeline/compute_eec.c - COMPUTE for QLLM with efficient error correction (EEC,
+ * ../shared/METHODS.md): a unit of K consecutive blocks (--blocks-per-group) is one training group.
+ *
+ * 1. Per block of the group, in order: channel reassembly searched on the full-precision path's
+ *    states (as the released code collects its statistics during the teacher forward), then the
+ *    full-precision states advance through the float block (no reassembly, no activation
+ *    quantization): after the group they are the training targets. The chosen gathers are
+ *    applied to the float weights (consumers' columns reassembled).
+ * 2. Rank-r LoRA corrections on the seven projections of every block and both norm gammas train
+ *    on block reconstruction: the quantized path's group input (one window per step, batch 1, a
+ *    seeded permutation per epoch) through the K trainable blocks, MSE to the full-precision
+ *    group output, backward from the last block to the first, AdamW with the learning rate
+ *    decaying linearly to 0 over epochs x nsamples steps.
+ * 3. W <- W + s B A and the trained gammas; all seven linears quantized (RTN at the run's
+ *    setting); the quantized path's states advance through the merged, quantized blocks.
+ * Everything is seeded (the LoRA init by seed and layer, the permutations by seed, group and
+ * epoch), so a resumed run gives the same bits. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/llama_train.h"
+#include "pipeline/quantize_internal.h"
+
+static void train_opts(const qs_qrun *q, qs_llama_train_opts *to) {
+    const qs_quantize_opts *o = q->o;
+    qs_llama_train_opts_default(to);
+    to->rank = o->eec_rank;
+    to->alpha = o->eec_alpha;
+    to->seed = o->calib.seed;
+    to->form = o->eec_form ? QS_LORA_MERGED : QS_LORA_PAPER;
+    to->wbits = o->q.bits;
+    to->group = o->q.group > 0 ? o->q.group : -1;
+    to->sym = o->q.sym;
+    to->abits = o->abits;
+}
+
+/* backend bytes of one group's training: K blocks' float weights and trainers (trainables,
+ * AdamW state, tape of one window), and the window's input, target and gradient */
+static size_t group_bytes(const qs_qrun *q, int K) {
+    qs_llama_train_opts to;
+    train_opts(q, &to);
+    const int L = q->calib.seqlen;
+    return (size_t)K * (qs_llama_weights_bytes(&q->cfg) + qs_llama_train_bytes(&q->cfg, &to, L)) +
+           3 * sizeof(float) * (size_t)L * q->cfg.hidden_size;
+}
+
+int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
+    *bytes = group_bytes(q, q->K);
+    const size_t step = qs_calib_device_bytes(q, q->per) + *bytes;
+    QS_RETURN_ERROR_IF(gpu_mem && step > gpu_mem, QS_ENOMEMBUDGET,
+                       "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d blocks (%.1f MiB: float "
+                       "weights, LoRA trainables, AdamW state and the tape of one %d-token window) beside the forward "
+                       "(%.1f MiB); lower --blocks-per-group or --seqlen; nothing was written",
+                       gpu_mem / 1048576.0, q->K, *bytes / 1048576.0, q->calib.seqlen,
+                       qs_calib_device_bytes(q, q->per) / 1048576.0);
+    return 0;
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* perm = a seeded Fisher-Yates shuffle of 0..n-1 */
+static void permutation(int *perm, int n, uint64_t seed) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(splitmix64(&seed) % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+}
+
+/* trains tr[0..K-1] on the group's windows; loss[0], loss[1] = mean loss of the first and last epoch */
+static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double loss[2], qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_backend_ops *o = be->ops;
+    const qs_quantize_opts *opt = q->o;
+    const int L = q->calib.seqlen, H = q->cfg.hidden_size, N = q->calib.nsamples;
+    const size_t n = (size_t)L * H, bytes = sizeof(float) * n;
+    float *xb = o->alloc(be, bytes), *tg = o->alloc(be, bytes), *dout = o->alloc(be, bytes);
+    int *perm = malloc(sizeof(int) * (size_t)N);
+    int rc = xb && tg && dout && perm ? 0 : qs_error_set(err, -ENOMEM, "block %d: out of memory for training buffers", b0);
+    const long total = (long)opt->eec_epochs * N;
+    long t = 0;
+    loss[0] = loss[1] = 0;
+    for (int e = 0; e < opt->eec_epochs && !rc; e++) {
+        permutation(perm, N, opt->calib.seed ^ (0x5851f42d4c957f2dull * (uint64_t)(b0 + 1)) ^ ((uint64_t)e << 32));
+        double sum = 0;
+        for (int i = 0; i < N && !rc; i++, t++) {
+            float *xs, *ys;
+            double l = 0;
+            rc = qs_calib_state_get(q, QS_STATE_Q, perm[i], 1, &xs, err);
+            if (!rc) rc = o->upload(be, xb, xs, bytes, err);
+            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_forward(&tr[j], xb, xb, 1, L, err);
+            if (!rc) rc = qs_calib_state_get(q, QS_STATE_FP, perm[i], 1, &ys, err);
+            if (!rc) rc = o->upload(be, tg, ys, bytes, err);
+            if (!rc) rc = o->mse_grad(be, dout, xb, tg, n, &l, err);
+            for (int j = K - 1; j >= 0 && !rc; j--) rc = qs_llama_train_backward(&tr[j], dout, j ? dout : NULL, err);
+            const float lr = (float)((double)opt->eec_lr * (double)(total - t) / (double)total); /* linear decay, no warmup */
+            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_step(&tr[j], lr, err);
+            sum += l;
+        }
+        if (rc) break;
+        if (e == 0) loss[0] = sum / N;
+        loss[1] = sum / N;
+        if (opt->progress == 3)
+            fprintf(stderr, "blocks %d..%d: epoch %d/%d, loss %.6g\n", b0, b0 + K - 1, e + 1, opt->eec_epochs, sum / N);
+    }
+    o->free(be, xb), o->free(be, tg), o->free(be, dout);
+    free(perm);
+    return rc;
+}
+
+int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_quantize_opts *o = q->o;
+    const int K = u->nb, b0 = u->b0;
+    const size_t hb = sizeof(float) * (size_t)q->cfg.hidden_size;
+    qs_llama_weights w[QS_GROUP_MAX];
+    qs_llama_train tr[QS_GROUP_MAX];
+    memset(w, 0, sizeof w);
+    memset(tr, 0, sizeof tr);
+    int rc = 0;
+    /* 1. reassembly from the full-precision path; the targets */
+    for (int j = 0; j < K && !rc; j++) {
+        qs_qslot *s = &u->blk[j];
+        rc = qs_weights_from_slot(q, s, b0 + j, &w[j], err);
+        if (!rc && o->cr) rc = qs_qllm_cr_search(q, b0 + j, s, &w[j], QS_STATE_FP, err);
+        const int abits = w[j].abits;
+        w[j].abits = 16;
+        if (!rc) rc = qs_calib_state_advance(q, QS_STATE_FP, &w[j], err);
+        w[j].abits = abits;
+        if (!rc && o->cr) rc = qs_qllm_cr_apply(q, s, &w[j], err);
+    }
+    /* 2. training */
+    qs_llama_train_opts to;
+    train_opts(q, &to);
+    for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_init(&tr[j], &q->cfg, &w[j], &to, q->calib.seqlen, be, err);
+    double loss[2] = {0, 0};
+    if (!rc) rc = train_group(q, b0, tr, K, loss, err);
+    /* 3. merge, quantize, advance the quantized path */
+    for (int j = 0; j < K && !rc; j++) {
+        qs_qslot *s = &u->blk[j];
+        rc = qs_llama_train_merge(&tr[j], &w[j], err);
+        if (!rc) rc = be->ops->download(be, s->other[0], w[j].attn_norm, hb, err);
+        if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);
+        qs_llama_train_free(&tr[j]);
+        if (!rc) rc = qs_qllm_quantize(q, s, &w[j], err);
+        s->eec_loss[0] = loss[0], s->eec_loss[1] = loss[1];
+    }
+    for (int j = 0; j < K && !rc; j++) rc = qs_calib_state_advance(q, QS_STATE_Q, &w[j], err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, b0 + K - 1, err);
+    for (int j = 0; j < K; j++) {
+        qs_llama_train_free(&tr[j]);
+        qs_llama_weights_free(&w[j], be);
+    }
+    return rc;
+}
