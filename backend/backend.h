@@ -24,9 +24,10 @@
  * Backward passes (block-wise tuning: EEC, DL-QAT, SliderQuant) are appended at the end of this
  * table as ops with the suffix _backward, taking the forward's saved statistics: rmsnorm saves
  * the inverse RMS per row (rstd), attention saves the log-sum-exp of each score row (lse), and
- * rope's backward is rope with inverse = 1. Weight fake-quant, MSE and AdamW sit beside them
- * (channel gather's backward is not there yet). A backend that lacks an op leaves it NULL;
- * callers check and report "not implemented on <name>". */
+ * rope's backward is rope with inverse = 1, and the channel reassembly gather's backward is its
+ * transpose (gather_backward, the same for rmsnorm_gather and swiglu_gather: the norm's or the
+ * product's own backward follows it). Weight fake-quant, MSE and AdamW sit beside them. A backend
+ * that lacks an op leaves it NULL; callers check and report "not implemented on <name>". */
 #ifndef QS_BACKEND_BACKEND_H
 #define QS_BACKEND_BACKEND_H
 
@@ -165,6 +166,14 @@ typedef struct qs_backend_ops {
      * param -= lr / (1 - b1^step) * m / (sqrt(v) / sqrt(1 - b2^step) + eps). */
     int (*adamw_step)(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
+    /* Backward of the reassembly gather y[r, k] = coef[k] * (v[r, src_a[k]] + (src_b[k] >= 0 ?
+     * v[r, src_b[k]] : 0)) of rmsnorm_gather / swiglu_gather (maps as there, dim channels to dim):
+     * dv [rows, dim] = dL/dv from dy = dL/dy [rows, dim], dv[r, c] = sum of coef[k] dy[r, k] over
+     * the k with src_a[k] = c or src_b[k] = c. dv is overwritten and must not alias dy. Each row
+     * of dv is zeroed, then k = 0 .. dim-1 are added in order (the same bits for any thread
+     * count). */
+    int (*gather_backward)(qs_backend *be, float *dv, const float *dy, int rows, int dim, const int32_t *src_a,
+                           const int32_t *src_b, const float *coef, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {

@@ -87,6 +87,7 @@ static const qs_backend_ops cpu_ops = {
     .fake_quant_weight = qs_cpu_fake_quant_weight,
     .mse_grad = qs_cpu_mse_grad,
     .adamw_step = qs_cpu_adamw_step,
+    .gather_backward = qs_cpu_gather_backward,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -41,6 +41,8 @@ int qs_cpu_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float 
                           const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_swiglu_gather(qs_backend *be, float *y, const float *gate, const float *up, int rows, int dim,
                          const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
+int qs_cpu_gather_backward(qs_backend *be, float *dv, const float *dy, int rows, int dim, const int32_t *src_a,
+                           const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
 int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
                       float *run_max, float *run_sum, float *tgt_logit, qs_error *err);

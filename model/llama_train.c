@@ -8,7 +8,13 @@
  *   dX = dY W_eff,   dB += s dY^T (X A^T),   dA += s (dY B)^T X
  * (for the merged form dW_eff = dY^T X reaches W + s B A through the straight-through Q, and
  * dW_eff A^T = dY^T (X A^T): the full [out, in] gradient is never formed). Rebuilding W_eff costs
- * about 2 r flops per weight against 2 T per weight for the linear itself. */
+ * about 2 r flops per weight against 2 T per weight for the linear itself.
+ *
+ * Channel reassembly (w->ra, QLLM): the norms and the SwiGLU product are the deployed forward's
+ * fused gathers (rmsnorm_gather, swiglu_gather: the same bits as qs_llama_block_forward), the
+ * norms' rstd is taken by a plain rmsnorm beside them, and the backward runs gather_backward
+ * (the gather's transpose) before rmsnorm_backward / swiglu_backward. The gammas trained are the
+ * norms' own (indexed by source channel, before the gather). */
 #include "model/llama_train.h"
 
 #include <errno.h>
@@ -168,10 +174,11 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
                            c->head_dim > 2048,
                        QS_EUNSUPPORTED, "config: %d heads on %d key/value heads of %d cannot be trained", c->n_heads,
                        c->n_kv_heads, c->head_dim);
-    for (int s = 0; s < 3; s++)
-        QS_RETURN_ERROR_IF(w->ra[s].src_a, QS_EUNSUPPORTED,
-                           "block %d training: channel reassembly maps are not supported (no gather backward)",
-                           w->layer);
+    const int norm_maps = w->ra[0].src_a || w->ra[1].src_a, maps = norm_maps || w->ra[2].src_a;
+    QS_RETURN_ERROR_IF(maps && (!ops->gather_backward || (norm_maps && !ops->rmsnorm_gather) ||
+                                (w->ra[2].src_a && !ops->swiglu_gather)),
+                       QS_EUNSUPPORTED, "block %d training: channel reassembly is not implemented on %s", w->layer,
+                       ops->name);
     QS_RETURN_ERROR_IF(!ops->rmsnorm_backward || !ops->attention_backward || !ops->swiglu_backward ||
                            !ops->fake_quant_weight || !ops->adamw_step || (quant_bits(o.abits) && !ops->act_quant),
                        QS_EUNSUPPORTED, "block training is not implemented on %s", ops->name);
@@ -254,6 +261,37 @@ static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
     return 0;
 }
 
+/* xn [T, hidden] = norm i of x with the trained gamma i, gathered with the maps of site i when
+ * set; rstd [T] its inverse RMS. With maps, a plain rmsnorm into d_xn (free during the forward)
+ * gives rstd and rmsnorm_gather gives xn: the deployed forward's op, so the same bits. */
+static int norm_forward(qs_llama_train *tr, int i, float *xn, const float *x, float *rstd, int T, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int H = tr->cfg->hidden_size;
+    const float eps = tr->cfg->rms_eps;
+    if (!tr->w->ra[i].src_a) return o->rmsnorm(be, xn, x, tr->gamma[i], T, H, eps, rstd, err);
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->d_xn, x, tr->gamma[i], T, H, eps, rstd, err));
+    return o->rmsnorm_gather(be, xn, x, tr->gamma[i], T, H, eps, tr->w->ra[i].src_a, tr->w->ra[i].src_b,
+                             tr->w->ra[i].coef, err);
+}
+
+/* Backward of norm_forward i from d_xn = dL/d(xn) [T, hidden] (gathered): dx = dL/dx, dgamma i +=.
+ * With maps, gather_backward puts dL/d(rmsnorm output) into dx, which rmsnorm_backward then
+ * overwrites in place. */
+static int norm_backward(qs_llama_train *tr, int i, float *dx, float *d_xn, const float *x, const float *rstd, int T,
+                         qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int H = tr->cfg->hidden_size;
+    const float *dy = d_xn;
+    if (tr->w->ra[i].src_a) {
+        QS_FORWARD_IF_ERROR(o->gather_backward(be, dx, d_xn, T, H, tr->w->ra[i].src_a, tr->w->ra[i].src_b,
+                                               tr->w->ra[i].coef, err));
+        dy = dx;
+    }
+    return o->rmsnorm_backward(be, dx, tr->dgamma[i], dy, x, tr->gamma[i], rstd, T, H, err);
+}
+
 int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n_win, int L, qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
@@ -261,7 +299,6 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     const qs_llama_weights *w = tr->w;
     const int T = n_win * L, H = c->hidden_size, hd = c->head_dim, Q = c->n_heads * hd, KV = c->n_kv_heads * hd,
               I = c->intermediate_size;
-    const float eps = c->rms_eps;
     const int ab = quant_bits(tr->opts.abits);
     QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > tr->max_tokens, QS_EUSAGE,
                        "block %d training forward: %d windows of %d tokens do not fit %d tokens", w->layer, n_win, L,
@@ -275,7 +312,7 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     float *const *W = tr->weff;
     QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.x, x, sizeof(float) * (size_t)T * H, err));
     /* attention: h = x + o_proj(attn(rope(q), rope(k), v)) */
-    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->tape.xn1, tr->tape.x, tr->gamma[0], T, H, eps, tr->tape.rstd1, err));
+    QS_FORWARD_IF_ERROR(norm_forward(tr, 0, tr->tape.xn1, tr->tape.x, tr->tape.rstd1, T, err));
     AQ(tr->tape.xn1, H, H);
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_Q], H, 0.0f, tr->tape.q, Q, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_K], H, 0.0f, tr->tape.k, KV, err));
@@ -299,12 +336,16 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.h, tr->tape.x, sizeof(float) * (size_t)T * H, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, tr->tape.attq, Q, W[QS_PROJ_O], Q, 1.0f, tr->tape.h, H, err));
     /* SwiGLU MLP: out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
-    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->tape.xn2, tr->tape.h, tr->gamma[1], T, H, eps, tr->tape.rstd2, err));
+    QS_FORWARD_IF_ERROR(norm_forward(tr, 1, tr->tape.xn2, tr->tape.h, tr->tape.rstd2, T, err));
     AQ(tr->tape.xn2, H, H);
     QS_FORWARD_IF_ERROR(
         o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_GATE], H, 0.0f, tr->tape.gate, I, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_UP], H, 0.0f, tr->tape.up, I, err));
-    QS_FORWARD_IF_ERROR(o->swiglu(be, tr->tape.act, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
+    if (w->ra[2].src_a) /* act[k] = coef (act[a] + act[b]), as qs_llama_block_forward */
+        QS_FORWARD_IF_ERROR(o->swiglu_gather(be, tr->tape.act, tr->tape.gate, tr->tape.up, T, I, w->ra[2].src_a,
+                                             w->ra[2].src_b, w->ra[2].coef, err));
+    else
+        QS_FORWARD_IF_ERROR(o->swiglu(be, tr->tape.act, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
     AQ(tr->tape.act, I, I);
 #undef AQ
     QS_FORWARD_IF_ERROR(o->copy(be, out, tr->tape.h, sizeof(float) * (size_t)T * H, err));
@@ -336,19 +377,26 @@ int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs
     QS_RETURN_ERROR_IF(tr->tape_step != tr->step, QS_EUSAGE,
                        "block %d training backward: an optimizer step came after the forward", tr->w->layer);
     float *const *W = tr->weff;
+    const qs_llama_weights *w = tr->w;
     const size_t TH = (size_t)T * H;
     /* MLP: out = h + down(act); the residual passes dout to h */
     QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_DOWN, tr->tape.act, dout, T, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, I, H, 1.0f, dout, H, W[QS_PROJ_DOWN], I, 0.0f, tr->d_gate, I, err));
-    /* d_act (in d_gate; straight-through act_quant) -> dgate, dup */
+    /* d_act (in d_gate; straight-through act_quant) -> dgate, dup; with maps d_act is of the
+     * gathered product: its transpose into d_up gives that of silu(gate) * up first */
+    const float *d_prod = tr->d_gate;
+    if (w->ra[2].src_a) {
+        QS_FORWARD_IF_ERROR(o->gather_backward(be, tr->d_up, tr->d_gate, T, I, w->ra[2].src_a, w->ra[2].src_b,
+                                               w->ra[2].coef, err));
+        d_prod = tr->d_up;
+    }
     QS_FORWARD_IF_ERROR(
-        o->swiglu_backward(be, tr->d_gate, tr->d_up, tr->d_gate, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
+        o->swiglu_backward(be, tr->d_gate, tr->d_up, d_prod, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
     QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_GATE, tr->tape.xn2, tr->d_gate, T, err));
     QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_UP, tr->tape.xn2, tr->d_up, T, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_gate, I, W[QS_PROJ_GATE], H, 0.0f, tr->d_xn, H, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_up, I, W[QS_PROJ_UP], H, 1.0f, tr->d_xn, H, err));
-    QS_FORWARD_IF_ERROR(o->rmsnorm_backward(be, tr->d_x, tr->dgamma[1], tr->d_xn, tr->tape.h, tr->gamma[1],
-                                            tr->tape.rstd2, T, H, err));
+    QS_FORWARD_IF_ERROR(norm_backward(tr, 1, tr->d_x, tr->d_xn, tr->tape.h, tr->tape.rstd2, T, err));
     QS_FORWARD_IF_ERROR(o->add(be, tr->d_h, dout, tr->d_x, TH, err));
     /* attention: h = x + o(attq) */
     QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_O, tr->tape.attq, tr->d_h, T, err));
@@ -365,8 +413,7 @@ int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, Q, 1.0f, tr->d_q, Q, W[QS_PROJ_Q], H, 0.0f, tr->d_xn, H, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_k, KV, W[QS_PROJ_K], H, 1.0f, tr->d_xn, H, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_v, KV, W[QS_PROJ_V], H, 1.0f, tr->d_xn, H, err));
-    QS_FORWARD_IF_ERROR(o->rmsnorm_backward(be, tr->d_x, tr->dgamma[0], tr->d_xn, tr->tape.x, tr->gamma[0],
-                                            tr->tape.rstd1, T, H, err));
+    QS_FORWARD_IF_ERROR(norm_backward(tr, 0, tr->d_x, tr->d_xn, tr->tape.x, tr->tape.rstd1, T, err));
     if (dx) QS_FORWARD_IF_ERROR(o->add(be, dx, tr->d_h, tr->d_x, TH, err));
     return 0;
 }

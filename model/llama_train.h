@@ -14,7 +14,11 @@
  * per-token activation fake-quant at abits, at the same places as qs_llama_block_forward (the
  * inputs of the seven linears; Q and K after RoPE and V per (head, token)), all with a
  * straight-through gradient. Biases (attention_bias) are frozen. Channel reassembly maps
- * (w->ra) are refused: the gather's backward is not in the op table yet.
+ * (w->ra, each dim channels to dim: hidden at sites 0, 1, intermediate at site 2) are applied as
+ * qs_llama_block_forward applies them (the consumers' W already reassembled, the gathers fused
+ * into the norms and the SwiGLU product) and are frozen; the gammas trained are the norms' own,
+ * before the gather. With B = 0 the training forward gives the block forward's bits (over Q(W)
+ * in the paper form with weight quantization), maps or not.
  *
  * Use (a group of K blocks: forward each block on the previous one's output, one loss, then
  * backward from the last block to the first passing dx along):
@@ -92,7 +96,7 @@ typedef struct qs_llama_train {
     struct {
         float *x;     /* [T, hidden] block input */
         float *rstd1; /* [T] */
-        float *xn1;   /* [T, hidden] rmsnorm(x) as q, k, v see it (fake-quantized) */
+        float *xn1;   /* [T, hidden] rmsnorm(x) as q, k, v see it (gathered by ra[0], fake-quantized) */
         float *q;     /* [T, n_heads*head_dim] after RoPE and fake-quant, as attention sees it */
         float *k;     /* [T, n_kv_heads*head_dim] likewise */
         float *v;     /* [T, n_kv_heads*head_dim] likewise */
@@ -101,10 +105,10 @@ typedef struct qs_llama_train {
         float *attq;  /* [T, n_heads*head_dim] as o sees it (att itself without fake-quant) */
         float *h;     /* [T, hidden] x + o_proj(...) */
         float *rstd2; /* [T] */
-        float *xn2;   /* [T, hidden] rmsnorm(h) as gate, up see it */
+        float *xn2;   /* [T, hidden] rmsnorm(h) as gate, up see it (gathered by ra[1]) */
         float *gate;  /* [T, intermediate] */
         float *up;    /* [T, intermediate] */
-        float *act;   /* [T, intermediate] silu(gate) * up as down sees it */
+        float *act;   /* [T, intermediate] silu(gate) * up as down sees it (gathered by ra[2]) */
     } tape;
     /* backward scratch */
     float *d_h, *d_x, *d_xn, *d_att, *d_q, *d_k, *d_v, *d_gate, *d_up; /* shapes as their tape values */
@@ -119,9 +123,9 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
 
 /* Sets up a trainable block over the frozen weights w (backend memory, borrowed: w and cfg
  * must outlive tr) for up to max_tokens tokens per forward. opts NULL: the defaults. Errors:
- * QS_EUSAGE for a bad rank / token count, QS_EUNSUPPORTED for reassembly maps, a backend
- * without the tuning ops or an unsupported config, -ENOMEM. On error nothing stays allocated
- * and *tr is zeroed. */
+ * QS_EUSAGE for a bad rank / token count, QS_EUNSUPPORTED for a backend without the tuning ops
+ * (with reassembly maps: the gathers and gather_backward too) or an unsupported config,
+ * -ENOMEM. On error nothing stays allocated and *tr is zeroed. */
 int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *cfg, const qs_llama_weights *w,
                         const qs_llama_train_opts *opts, int max_tokens, qs_backend *be, qs_error *err);
 

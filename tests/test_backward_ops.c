@@ -1,5 +1,5 @@
 /* tests/test_backward_ops.c - the CPU backend's tuning ops (rmsnorm_backward,
- * attention_backward, swiglu_backward, fake_quant_weight, mse_grad, adamw_step).
+ * attention_backward, swiglu_backward, gather_backward, fake_quant_weight, mse_grad, adamw_step).
  *
  * Gradients are held against central finite differences of a float64 forward written here
  * (independently of cpu/) on seeded random data in [-1, 1] (never zeros): the op's gradient of
@@ -9,7 +9,9 @@
  * difference quotient is off by about h^2 |f'''| ~ 1e-8 (the forwards are smooth with O(1)
  * derivatives here) plus 1e-16 |f| / h ~ 1e-11, so the measured error is the op's fp32
  * rounding: sums of at most ~600 O(1) terms (~1e-6 relative) and exp at ~2 ulp. 2e-5 is an
- * order of magnitude above that and far below a wrong sign, index or term (>= 1e-2).
+ * order of magnitude above that and far below a wrong sign, index or term (>= 1e-2). The gather's
+ * transpose sums a handful of products per value (its forward is linear: the quotient is exact
+ * up to ~1e-12), so it lands near 1e-7, within the same tolerance.
  * Weight fake-quant is compared bit for bit with quant/affine.c; AdamW with a float64
  * PyTorch-formula reference; then 1 and 2 threads give the same bits. */
 #include <math.h>
@@ -214,6 +216,79 @@ static void test_swiglu_backward(qs_backend *be) {
     free(g), free(u), free(dy), free(dg), free(du), free(fdg), free(fdu), free(dyc);
 }
 
+/* ---- the reassembly gather's transpose ---- */
+
+/* QLLM-shaped maps of C >= 12 channels to C: channel 1 split three ways (coef 1/3) and channel
+ * C-2 two ways (1/2), the three extra sub-channels paid back by merging (5, 4), (6, 9) and
+ * (0, C-1) (coef 1/2, src_b >= 0; the pair is written where its lower channel was), every other
+ * channel itself (src_b -1, coef 1). Then rotated by shift, so no output sits at its source. */
+static void reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
+    int pa[3] = {5, 6, 0}, pb[3] = {4, 9, C - 1}, n = 0;
+    for (int c = 0; c < C; c++) {
+        int T = c == 1 ? 3 : c == C - 2 ? 2 : 1, paired = 0;
+        for (int i = 0; i < 3; i++) {
+            if (c == (pa[i] < pb[i] ? pa[i] : pb[i])) sa[n] = pa[i], sb[n] = pb[i], cf[n++] = 0.5f;
+            paired |= c == pa[i] || c == pb[i];
+        }
+        for (int t = 0; t < T && !paired; t++) sa[n] = c, sb[n] = -1, cf[n++] = 1.0f / (float)T;
+    }
+    CHECK(n == C);
+    for (int k = 0; k < C; k++) {
+        sa[k] = (sa[k] + shift) % C;
+        if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
+    }
+}
+
+/* sum over row r of dy * gather(v), double */
+static double gather_row(const double *v, const float *dy, int dim, const int32_t *sa, const int32_t *sb,
+                         const float *cf) {
+    double f = 0;
+    for (int k = 0; k < dim; k++) f += dy[k] * (cf[k] * (v[sa[k]] + (sb[k] >= 0 ? v[sb[k]] : 0)));
+    return f;
+}
+
+static void test_gather_backward(qs_backend *be, int arbitrary) {
+    const int rows = 13, dim = 29;
+    size_t n = (size_t)rows * dim;
+    int32_t sa[29], sb[29];
+    float cf[29];
+    if (arbitrary) /* any maps: unread channels, sources read many times, src_b before src_a */
+        for (int k = 0; k < dim; k++) {
+            sa[k] = (int32_t)((rnd() + 1) * 0.5f * dim) % dim;
+            sb[k] = k % 3 ? (int32_t)((rnd() + 1) * 0.5f * dim) % dim : -1;
+            cf[k] = rnd();
+        }
+    else
+        reasm_maps(dim, 7, sa, sb, cf);
+    float *v = rvec(n, 1), *dy = rvec(n, 1), *dv = rvec(n, 1); /* dv overwritten */
+    qs_error err = {0};
+    CHECKF(be->ops->gather_backward(be, dv, dy, rows, dim, sa, sb, cf, &err) == 0, "%s", err.msg);
+    double *vd = dcopy(v, n), *fd = malloc(sizeof(double) * n);
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < dim; i++) {
+            double *u = vd + (size_t)r * dim + i, u0 = *u;
+            *u = u0 + FD_H;
+            double fp = gather_row(vd + (size_t)r * dim, dy + (size_t)r * dim, dim, sa, sb, cf);
+            *u = u0 - FD_H;
+            double fm = gather_row(vd + (size_t)r * dim, dy + (size_t)r * dim, dim, sa, sb, cf);
+            *u = u0;
+            fd[(size_t)r * dim + i] = (fp - fm) / (2 * FD_H);
+        }
+    cmp(arbitrary ? "gather_backward dv (arbitrary maps)" : "gather_backward dv (split + merge)", dv, NULL, fd, n);
+    if (arbitrary) { /* an unread channel gets exactly 0 */
+        int unread = 0;
+        for (int c = 0; c < dim; c++) {
+            int read = 0;
+            for (int k = 0; k < dim; k++) read |= sa[k] == c || sb[k] == c;
+            for (int r = 0; r < rows && !read; r++) CHECK(dv[(size_t)r * dim + c] == 0.0f);
+            unread += !read;
+        }
+        CHECK(unread > 0);
+    }
+    CHECK(be->ops->gather_backward(be, dv, dy, rows, 0, sa, sb, cf, &err) == QS_EUSAGE);
+    free(v), free(dy), free(dv), free(vd), free(fd);
+}
+
 /* ---- weight fake-quant: the same bits as quant/affine.c ---- */
 
 static void test_fake_quant_weight(qs_backend *be) {
@@ -338,6 +413,23 @@ static void test_thread_invariance(void) {
            qs_test_failures ? " NOT" : "");
     free(x), free(g), free(dy), free(rs), free(q), free(k), free(v), free(dout), free(o), free(lse), free(y);
     free(res[0]), free(res[1]);
+    /* gather_backward on its own (rows split over the threads) */
+    int32_t sa[200], sb[200];
+    float cf[200], *gv[2];
+    reasm_maps(dim, 11, sa, sb, cf);
+    dy = rvec(n, 1);
+    for (int th = 0; th < 2; th++) {
+        qs_backend *be;
+        qs_error err = {0};
+        CHECKF(qs_backend_create(&be, "cpu", th + 1, &err) == 0, "%s", err.msg);
+        gv[th] = malloc(sizeof(float) * n);
+        CHECK(be->ops->gather_backward(be, gv[th], dy, rows, dim, sa, sb, cf, &err) == 0);
+        qs_backend_free(be);
+    }
+    int same = memcmp(gv[0], gv[1], sizeof(float) * n) == 0;
+    CHECK(same);
+    printf("1 and 2 threads: gather_backward bit-identical%s\n", same ? "" : " NOT");
+    free(dy), free(gv[0]), free(gv[1]);
 }
 
 int main(void) {
@@ -351,6 +443,8 @@ int main(void) {
     test_attention_backward(be, (att_case){2, 260, 4, 2, 8, 1 / sqrt(8.0)}, 60);   /* two query blocks */
     test_attention_backward(be, (att_case){3, 1, 2, 1, 4, 0.5}, 0);                /* windows of one token */
     test_swiglu_backward(be);
+    test_gather_backward(be, 0);
+    test_gather_backward(be, 1);
     test_fake_quant_weight(be);
     test_mse(be);
     test_adamw(be);

@@ -2,17 +2,19 @@
  * CPU backend, on a tiny random LLaMA config (hidden 16, 4 heads on 2 kv heads of 4,
  * intermediate 24, 2 windows of 7 tokens):
  *  1. forward bits: B = 0 gives exactly qs_llama_block_forward (with and without activation
- *     quantization, with attention biases), and Q(W) in both forms;
+ *     quantization, with attention biases), and Q(W) in both forms; with channel reassembly
+ *     maps at all three sites too (QLLM-shaped: outliers split, pairs merged);
  *  2. gradients without quantization (wbits, abits 16), B non-zero: dx, dA and dB of all seven
  *     projections and both dgammas against central finite differences of a float64 block
- *     written here (independently of cpu/ and model/);
- *  3. straight-through semantics with W3 g8 / A6 quantization in both forms: against finite
+ *     written here (independently of cpu/ and model/), without and with reassembly maps;
+ *  3. straight-through semantics with W3 g8 / A6 quantization in both forms (and with maps): against finite
  *     differences of the float64 block in which each quantizer is replaced by x + c, with c =
  *     Q(x) - x frozen at the evaluation point (the function whose exact gradient is the STE
  *     gradient); the plain gradient at the unquantized point is shown to be far from it;
  *  4. a tuning run: 50 AdamW steps towards the full-precision block's output with W4 per-channel
  *     weights lower the MSE substantially, in both forms; the merged deployment is measured;
- *  5. determinism: two runs give the same bits; 1 and 2 threads give the same gradients.
+ *  5. determinism: two runs give the same bits; 1 and 2 threads give the same gradients (with
+ *     and without maps).
  * Tolerance of 2 and 3: max |got - fd| <= TOL x (1 + max |fd|) per tensor, TOL = 1e-4. The
  * finite differences (double, h = 1e-5) are good to ~1e-9; the implementation runs in fp32
  * through ~15 chained ops whose rounding (~1e-7 relative each, sums of <= 24 terms) gives errors
@@ -67,6 +69,8 @@ typedef struct block {
     qs_model_config c;
     int in[QS_PROJ_N], out[QS_PROJ_N];
     float *w[QS_PROJ_N], *g[2], *bias[3]; /* host */
+    int32_t *ra_a[3], *ra_b[3];           /* host reassembly maps (NULL: none), as dw.ra */
+    float *ra_c[3];
     qs_llama_weights dw;                  /* backend */
 } block;
 
@@ -101,7 +105,43 @@ static void block_make(block *b, qs_backend *be, int with_bias) {
         }
     }
 }
+/* QLLM-shaped maps of C >= 12 channels to C: channel 1 split three ways (coef 1/3) and channel
+ * C-2 two ways (1/2), the three extra sub-channels paid back by merging (5, 4), (6, 9) and
+ * (0, C-1) (coef 1/2, src_b >= 0; the pair is written where its lower channel was), every other
+ * channel itself (src_b -1, coef 1); rotated by shift so that the sites differ. */
+static void reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
+    int pa[3] = {5, 6, 0}, pb[3] = {4, 9, C - 1}, n = 0;
+    for (int c = 0; c < C; c++) {
+        int T = c == 1 ? 3 : c == C - 2 ? 2 : 1, paired = 0;
+        for (int i = 0; i < 3; i++) {
+            if (c == (pa[i] < pb[i] ? pa[i] : pb[i])) sa[n] = pa[i], sb[n] = pb[i], cf[n++] = 0.5f;
+            paired |= c == pa[i] || c == pb[i];
+        }
+        for (int t = 0; t < T && !paired; t++) sa[n] = c, sb[n] = -1, cf[n++] = 1.0f / (float)T;
+    }
+    CHECK(n == C);
+    for (int k = 0; k < C; k++) {
+        sa[k] = (sa[k] + shift) % C;
+        if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
+    }
+}
+/* reassembly maps at all three sites (hidden, hidden, intermediate channels), host and backend */
+static void block_add_maps(block *b, qs_backend *be) {
+    int C[3] = {b->c.hidden_size, b->c.hidden_size, b->c.intermediate_size};
+    qs_error err = {0};
+    for (int i = 0; i < 3; i++) {
+        size_t ib = sizeof(int32_t) * C[i], fb = sizeof(float) * C[i];
+        b->ra_a[i] = malloc(ib), b->ra_b[i] = malloc(ib), b->ra_c[i] = malloc(fb);
+        reasm_maps(C[i], 3 * i, b->ra_a[i], b->ra_b[i], b->ra_c[i]);
+        b->dw.ra[i].src_a = be->ops->alloc(be, ib), b->dw.ra[i].src_b = be->ops->alloc(be, ib);
+        b->dw.ra[i].coef = be->ops->alloc(be, fb);
+        CHECK(be->ops->upload(be, b->dw.ra[i].src_a, b->ra_a[i], ib, &err) == 0);
+        CHECK(be->ops->upload(be, b->dw.ra[i].src_b, b->ra_b[i], ib, &err) == 0);
+        CHECK(be->ops->upload(be, b->dw.ra[i].coef, b->ra_c[i], fb, &err) == 0);
+    }
+}
 static void block_free(block *b, qs_backend *be) {
+    for (int i = 0; i < 3; i++) free(b->ra_a[i]), free(b->ra_b[i]), free(b->ra_c[i]);
     for (int p = 0; p < QS_PROJ_N; p++) free(b->w[p]);
     for (int i = 0; i < 3; i++) free(b->bias[i]);
     free(b->g[0]), free(b->g[1]);
@@ -181,6 +221,20 @@ static void ref_rmsnorm(double *y, const double *x, const double *g, int T, int 
         for (int i = 0; i < H; i++) y[t * H + i] = x[t * H + i] * inv * g[i];
     }
 }
+/* the reassembly gather of site i in place on v [T, C] (none without maps) */
+static void ref_gather(const block *b, int i, double *v, int T, int C) {
+    if (!b->ra_a[i]) return;
+    double *row = malloc(sizeof(double) * C);
+    for (int t = 0; t < T; t++) {
+        double *vt = v + (size_t)t * C;
+        for (int k = 0; k < C; k++) {
+            int a = b->ra_a[i][k], bb = b->ra_b[i][k];
+            row[k] = b->ra_c[i][k] * (vt[a] + (bb >= 0 ? vt[bb] : 0));
+        }
+        memcpy(vt, row, sizeof(double) * C);
+    }
+    free(row);
+}
 /* y [T, out] = x [T, in] W^T */
 static void ref_linear(double *y, const double *x, const double *W, int T, int in, int out) {
     for (int t = 0; t < T; t++)
@@ -222,6 +276,7 @@ static double ref_forward(ref *R, const double *x, int n_win, int L, double *out
            *v = malloc(sizeof(double) * T * KV), *att = malloc(sizeof(double) * T * Q), *h = malloc(sizeof(double) * T * H),
            *gt = malloc(sizeof(double) * T * I), *u = malloc(sizeof(double) * T * I), *p = malloc(sizeof(double) * L);
     ref_rmsnorm(xn, x, R->g[0], T, H, c->rms_eps);
+    ref_gather(R->b, 0, xn, T, H);
     ref_quant(R, SITE_XN1, xn, T, H, H);
     ref_linear(q, xn, Weff[QS_PROJ_Q], T, H, Q);
     ref_linear(k, xn, Weff[QS_PROJ_K], T, H, KV);
@@ -260,10 +315,12 @@ static double ref_forward(ref *R, const double *x, int n_win, int L, double *out
     ref_linear(h, att, Weff[QS_PROJ_O], T, Q, H);
     for (int i = 0; i < T * H; i++) h[i] += x[i];
     ref_rmsnorm(xn, h, R->g[1], T, H, c->rms_eps);
+    ref_gather(R->b, 1, xn, T, H);
     ref_quant(R, SITE_XN2, xn, T, H, H);
     ref_linear(gt, xn, Weff[QS_PROJ_GATE], T, H, I);
     ref_linear(u, xn, Weff[QS_PROJ_UP], T, H, I);
     for (int i = 0; i < T * I; i++) gt[i] = gt[i] / (1 + exp(-gt[i])) * u[i];
+    ref_gather(R->b, 2, gt, T, I);
     ref_quant(R, SITE_ACT, gt, T, I, I);
     ref_linear(out, gt, Weff[QS_PROJ_DOWN], T, I, H);
     double f = 0;
@@ -369,7 +426,7 @@ static double check_grads(const char *what, ref *R, const grads *g, double *x, i
     double *fd = malloc(sizeof(double) * nx);
     fd_tensor(R, x, nx, x, n_win, L, dout, fd);
     double e = rel_err(g->dx, fd, nx, &sc);
-    printf("  %-8s %-10s rel error %.2e (scale %.2f)\n", what, "dx", e, sc);
+    printf("  %-13s %-10s rel error %.2e (scale %.2f)\n", what, "dx", e, sc);
     worst = fmax(worst, e);
     for (int p = 0; p < QS_PROJ_N; p++) {
         size_t an = (size_t)R->o.rank * R->b->in[p], bn = (size_t)R->b->out[p] * R->o.rank;
@@ -377,18 +434,18 @@ static double check_grads(const char *what, ref *R, const grads *g, double *x, i
         fd_tensor(R, R->A[p], an, x, n_win, L, dout, fd);
         e = rel_err(g->da[p], fd, an, &sc);
         snprintf(name, sizeof name, "dA %s", pname[p]);
-        printf("  %-8s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
+        printf("  %-13s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
         worst = fmax(worst, e);
         fd_tensor(R, R->B[p], bn, x, n_win, L, dout, fd);
         e = rel_err(g->db[p], fd, bn, &sc);
         snprintf(name, sizeof name, "dB %s", pname[p]);
-        printf("  %-8s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
+        printf("  %-13s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
         worst = fmax(worst, e);
     }
     for (int i = 0; i < 2; i++) {
         fd_tensor(R, R->g[i], 16, x, n_win, L, dout, fd);
         e = rel_err(g->dg[i], fd, 16, &sc);
-        printf("  %-8s dgamma%d    rel error %.2e (scale %.2f)\n", what, i + 1, e, sc);
+        printf("  %-13s dgamma%d    rel error %.2e (scale %.2f)\n", what, i + 1, e, sc);
         worst = fmax(worst, e);
     }
     free(fd);
@@ -422,16 +479,19 @@ static void run_fwd_bwd(qs_llama_train *tr, const float *d_x, float *d_out, cons
 static void test_forward_bits(qs_backend *be) {
     const int n_win = 2, L = 7, T = 14, H = 16;
     qs_error err = {0};
-    for (int variant = 0; variant < 3; variant++) { /* plain; A6 with biases; W3 g8 both forms */
+    /* plain; A6 with biases; W3 g8 both forms; maps; maps with A6, biases and W3 g8 */
+    for (int variant = 0; variant < 5; variant++) {
+        const int abits = variant == 1 || variant == 4, wbits = variant == 2 || variant == 4;
         block b;
-        block_make(&b, be, variant == 1);
+        block_make(&b, be, abits);
+        if (variant >= 3) block_add_maps(&b, be);
         float *xh = malloc(sizeof(float) * T * H);
         rfill(xh, (size_t)T * H, 1, 0);
         float *dx = up_new(be, xh, (size_t)T * H), *dy = up_new(be, xh, (size_t)T * H);
         qs_llama_train_opts o;
         qs_llama_train_opts_default(&o);
-        if (variant == 1) o.abits = 6, b.dw.abits = 6;
-        if (variant == 2) o.wbits = 3, o.group = 8;
+        if (abits) o.abits = 6, b.dw.abits = 6;
+        if (wbits) o.wbits = 3, o.group = 8;
         for (int form = 0; form < 2; form++) {
             o.form = form;
             qs_llama_train tr;
@@ -441,7 +501,7 @@ static void test_forward_bits(qs_backend *be) {
             /* the reference: qs_llama_block_forward over W, or over Q(W) */
             qs_llama_weights wq = b.dw;
             float *qw[QS_PROJ_N] = {0};
-            if (variant == 2) {
+            if (wbits) {
                 float **slot[QS_PROJ_N] = {&wq.wq, &wq.wk, &wq.wv, &wq.wo, &wq.w_gate, &wq.w_up, &wq.w_down};
                 for (int p = 0; p < QS_PROJ_N; p++) {
                     size_t n = (size_t)b.in[p] * b.out[p];
@@ -471,16 +531,20 @@ static void test_forward_bits(qs_backend *be) {
         free(xh);
         block_free(&b, be);
     }
-    printf("training forward with B = 0: the block forward's bits (plain, A6 + biases, W3 g8 Q(W) both forms)\n");
+    printf("training forward with B = 0: the block forward's bits (plain, A6 + biases, W3 g8 Q(W) both forms;\n"
+           "  reassembly maps at the three sites, alone and with A6 + biases + W3 g8)\n");
 }
 
 /* ======== 2. and 3. gradients ======== */
 
-static void test_gradients(qs_backend *be, int quant) {
+static void test_gradients(qs_backend *be, int quant, int maps) {
     const int n_win = 2, L = 7, T = 14, H = 16;
     qs_error err = {0};
     block b;
     block_make(&b, be, 0);
+    if (maps) block_add_maps(&b, be);
+    const char *tags[2][2] = {{"no quantization", "maps, no quantization"}, {"W3 g8 A6 (STE)", "W3 g8 A6 (STE) + maps"}};
+    const char *tag = tags[quant][maps];
     float *xh = malloc(sizeof(float) * T * H), *douth = malloc(sizeof(float) * T * H);
     rfill(xh, (size_t)T * H, 1, 0);
     rfill(douth, (size_t)T * H, 1, 0);
@@ -506,12 +570,11 @@ static void test_gradients(qs_backend *be, int quant) {
         ref_forward(&R, x, n_win, L, out, NULL);
         float *got = down_new(be, d_out, (size_t)T * H);
         double sc, fe = rel_err(got, out, (size_t)T * H, &sc);
-        CHECKF(fe <= TOL, "%s form %d forward: rel error %.3g", quant ? "W3A6" : "fp", form, fe);
-        printf("%s %s form: forward rel error %.2e (scale %.2f)\n", quant ? "W3 g8 A6 (STE)" : "no quantization",
-               form ? "merged" : "paper", fe, sc);
+        CHECKF(fe <= TOL, "%s form %d forward: rel error %.3g", tag, form, fe);
+        printf("%s %s form: forward rel error %.2e (scale %.2f)\n", tag, form ? "merged" : "paper", fe, sc);
         if (quant) R.mode = REF_APPLY;
-        char what[16];
-        snprintf(what, sizeof what, "%s%s", quant ? "ste-" : "fp-", form ? "merged" : "paper");
+        char what[24];
+        snprintf(what, sizeof what, "%s%s%s", maps ? "ra-" : "", quant ? "ste-" : "fp-", form ? "merged" : "paper");
         double worst = check_grads(what, &R, &g, x, n_win, L, douth);
         CHECKF(worst <= TOL, "%s: worst gradient rel error %.3g", what, worst);
         printf("%s: worst gradient error %.2e\n", what, worst);
@@ -646,7 +709,7 @@ static void test_tuning(qs_backend *be) {
 }
 
 /* 1 and 2 threads: the same gradients */
-static void test_threads(void) {
+static void test_threads(int maps) {
     const int n_win = 2, L = 37, T = 74, H = 16;
     float *res[2];
     size_t nres = 0;
@@ -657,6 +720,7 @@ static void test_threads(void) {
         seed = 99;
         block b;
         block_make(&b, be, 0);
+        if (maps) block_add_maps(&b, be);
         float *xh = malloc(sizeof(float) * T * H), *dh = malloc(sizeof(float) * T * H);
         rfill(xh, (size_t)T * H, 1, 0), rfill(dh, (size_t)T * H, 1, 0);
         float *d_x = up_new(be, xh, (size_t)T * H), *d_d = up_new(be, dh, (size_t)T * H);
@@ -678,7 +742,8 @@ static void test_threads(void) {
         qs_backend_free(be);
     }
     CHECK(memcmp(res[0], res[1], sizeof(float) * nres) == 0);
-    printf("1 and 2 threads: the same gradients%s\n", memcmp(res[0], res[1], sizeof(float) * nres) ? " NOT" : "");
+    printf("1 and 2 threads: the same gradients%s%s\n", maps ? " (reassembly maps)" : "",
+           memcmp(res[0], res[1], sizeof(float) * nres) ? " NOT" : "");
     free(res[0]), free(res[1]);
 }
 
@@ -693,9 +758,14 @@ static void test_errors(qs_backend *be) {
     o.rank = 0;
     CHECK(qs_llama_train_init(&tr, &b.c, &b.dw, &o, 8, be, &err) == QS_EUSAGE && tr.param == NULL);
     o.rank = 4;
+    /* maps on a backend without gather_backward (init reads no map) */
     int32_t one = 0;
+    qs_backend_ops no_gb = *be->ops;
+    no_gb.gather_backward = NULL;
+    qs_backend be_no_gb = {.ops = &no_gb, .ctx = be->ctx};
     b.dw.ra[1].src_a = &one;
-    CHECK(qs_llama_train_init(&tr, &b.c, &b.dw, &o, 8, be, &err) == QS_EUNSUPPORTED && strstr(err.msg, "reassembly"));
+    CHECK(qs_llama_train_init(&tr, &b.c, &b.dw, &o, 8, &be_no_gb, &err) == QS_EUNSUPPORTED &&
+          strstr(err.msg, "reassembly") && tr.param == NULL);
     b.dw.ra[1].src_a = NULL;
     CHECK(qs_llama_train_init(&tr, &b.c, &b.dw, &o, 8, be, &err) == 0);
     float *x = be->ops->alloc(be, sizeof(float) * 16 * 16);
@@ -717,11 +787,14 @@ int main(void) {
     CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);
     if (qs_test_failures) return qs_test_result();
     test_forward_bits(be);
-    test_gradients(be, 0);
-    test_gradients(be, 1);
+    test_gradients(be, 0, 0);
+    test_gradients(be, 1, 0);
+    test_gradients(be, 0, 1);
+    test_gradients(be, 1, 1);
     test_tuning(be);
     test_errors(be);
     qs_backend_free(be);
-    test_threads();
+    test_threads(0);
+    test_threads(1);
     return qs_test_result();
 }
