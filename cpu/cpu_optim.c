@@ -82,7 +82,7 @@ int qs_cpu_adamw_step(qs_backend *be, float *param, const float *grad, float *m,
     const float step_size = (float)((double)lr / (1.0 - pow(beta1, step)));
     const float inv_bc2 = (float)(1.0 / sqrt(1.0 - pow(beta2, step)));
     const float decay = 1.0f - lr * weight_decay, b1 = beta1, b2 = beta2;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         float mi = b1 * m[i] + (1.0f - b1) * g, vi = b2 * v[i] + (1.0f - b2) * g * g;
