@@ -314,10 +314,15 @@ static void test_thread_invariance(void) {
         CHECK(be->ops->lse_update(be, lg, (int)T, V, 0, tgt, st[th], st[th] + T, st[th] + 2 * T, &err) == 0);
         qs_backend_free(be);
     }
-    CHECK(memcmp(out[0], out[1], sizeof(float) * T * H * hd) == 0);
+    /* attention's scores and outputs are OpenBLAS GEMMs, whose kernels may split tiles (and so
+     * round) differently for another thread count (backend/backend.h): a tolerance of a few fp32
+     * ulps of sums of hd and L terms there, bits for the rest */
+    double worst = 0;
+    for (size_t i = 0; i < T * H * hd; i++) worst = fmax(worst, fabs((double)out[0][i] - out[1][i]));
+    CHECKF(worst <= 1e-5, "attention: 1 and 2 threads differ by %.3g", worst);
     CHECK(memcmp(nrm[0], nrm[1], sizeof(float) * T * H * hd) == 0);
     CHECK(memcmp(st[0], st[1], sizeof(float) * 3 * T) == 0);
-    printf("1 and 2 threads: attention, rmsnorm, lse_update bit-identical%s\n", qs_test_failures ? " NOT" : "");
+    printf("1 and 2 threads: rmsnorm, lse_update bit-identical, attention within %.2g%s\n", worst, qs_test_failures ? " NOT" : "");
     for (int th = 0; th < 2; th++) free(out[th]), free(nrm[th]), free(st[th]);
     free(q), free(k), free(v), free(g), free(tgt), free(lg);
 }
