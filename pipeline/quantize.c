@@ -293,7 +293,7 @@ static char *fingerprint(const qs_qrun *q) {
                               o->cr ? "true" : "false", o->eec ? "true" : "false", o->cr_tokens, o->cr_candidates,
                               o->cr_distance == QS_REASM_DIST_CODE ? "code" : "paper");
         if (o->eec)
-            n += (size_t)snprintf(fp + n, 2048 - n, ",\"eec_rank\":%d,\"eec_alpha\":%.9g,\"eec_epochs\":%d,\"eec_lr\":%.9g,\"eec_form\":\"%s\",\"blocks_per_group\":%d",
+            n += (size_t)snprintf(fp + n, 2048 - n, ",\"eec_rank\":%d,\"eec_alpha\":%g,\"eec_epochs\":%d,\"eec_lr\":%g,\"eec_form\":\"%s\",\"blocks_per_group\":%d",
                                   o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
                                   o->eec_form ? "merged" : "paper", q->K);
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
