@@ -174,6 +174,14 @@ typedef struct qs_backend_ops {
      * count). */
     int (*gather_backward)(qs_backend *be, float *dv, const float *dy, int rows, int dim, const int32_t *src_a,
                            const int32_t *src_b, const float *coef, qs_error *err);
+
+    /* ---- hints ----
+     * The GEMMs issued after this call have their rows (of op(a) and c) in windows of `rows`
+     * rows, window w starting at row w * rows (0: no windows). A backend may use it so that a
+     * row's result does not depend on how many windows share a call; the CPU backend does
+     * (cpu/cpu_gemm.c), which makes --gpu-mem's windows per call and an evaluation prefix give
+     * the same bits. Callers set it before their GEMMs; NULL on a backend that needs no hint. */
+    int (*set_window_rows)(qs_backend *be, int rows, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {

@@ -38,6 +38,9 @@ int qs_cpu_attention(qs_backend *be, float *out, const float *q, const float *k,
         qs_cpu_scratch_grow(&c->pack, &c->pack_cap, 2 * pack))
         return qs_error_set(err, -ENOMEM, "attention: out of memory for the scores of %d x %d x %d", grp, qb, L);
     float *S = c->scores, *Qp = c->pack, *Op = c->pack + pack;
+    /* the packed rows are nb-row windows, one per query head (a head's rows then round the same
+     * whatever the length: cpu_gemm.c); the caller's window length comes back at the end */
+    const int saved_window = c->window_rows;
     for (int w = 0; w < n_win; w++)
         for (int g = 0; g < n_kv_heads; g++) {
             const float *kg = k + (size_t)w * L * ks + (size_t)g * hd, *vg = v + (size_t)w * L * ks + (size_t)g * hd;
@@ -48,8 +51,9 @@ int qs_cpu_attention(qs_backend *be, float *out, const float *q, const float *k,
                     for (int r = 0; r < nb; r++)
                         memcpy(Qp + ((size_t)j * nb + r) * hd,
                                q + ((size_t)w * L + i0 + r) * qs + (size_t)(g * grp + j) * hd, sizeof(float) * hd);
+                c->window_rows = nb;
                 int rc = qs_cpu_gemm(be, 0, 1, rows, nk, hd, scale, Qp, hd, kg, (int)ks, 0.0f, S, nk, err);
-                if (rc) return rc;
+                if (rc) return c->window_rows = saved_window, rc;
 #pragma omp parallel for schedule(static)
                 for (int row = 0; row < rows; row++) {
                     int j = row / nb, r = row % nb;
@@ -57,12 +61,13 @@ int qs_cpu_attention(qs_backend *be, float *out, const float *q, const float *k,
                     if (lse) lse[((size_t)w * n_heads + g * grp + j) * L + i0 + r] = l;
                 }
                 rc = qs_cpu_gemm(be, 0, 0, rows, hd, nk, 1.0f, S, nk, vg, (int)ks, 0.0f, Op, hd, err);
-                if (rc) return rc;
+                if (rc) return c->window_rows = saved_window, rc;
                 for (int j = 0; j < grp; j++)
                     for (int r = 0; r < nb; r++)
                         memcpy(out + ((size_t)w * L + i0 + r) * qs + (size_t)(g * grp + j) * hd,
                                Op + ((size_t)j * nb + r) * hd, sizeof(float) * hd);
             }
         }
+    c->window_rows = saved_window;
     return 0;
 }

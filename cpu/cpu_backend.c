@@ -54,6 +54,8 @@ static void cpu_destroy(qs_backend *be) {
         free(c->pack);
         free(c->rope_tab);
         free(c->attn_bwd);
+        for (int i = 0; c->gemm_scr && i < c->threads; i++) free(c->gemm_scr[i]);
+        free(c->gemm_scr), free(c->gemm_cap);
         free(c);
     }
     free(be);
@@ -88,6 +90,7 @@ static const qs_backend_ops cpu_ops = {
     .mse_grad = qs_cpu_mse_grad,
     .adamw_step = qs_cpu_adamw_step,
     .gather_backward = qs_cpu_gather_backward,
+    .set_window_rows = qs_cpu_set_window_rows,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {
@@ -101,8 +104,16 @@ int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {
         return qs_error_set(err, -ENOMEM, "cpu backend: out of memory for its context");
     }
     c->threads = threads > 0 ? threads : omp_get_num_procs();
+    c->gemm_scr = calloc((size_t)c->threads, sizeof *c->gemm_scr);
+    c->gemm_cap = calloc((size_t)c->threads, sizeof *c->gemm_cap);
+    if (!c->gemm_scr || !c->gemm_cap) {
+        free(c->gemm_scr), free(c->gemm_cap), free(c), free(be);
+        return qs_error_set(err, -ENOMEM, "cpu backend: out of memory for its context");
+    }
     omp_set_num_threads(c->threads);
-    openblas_set_num_threads(c->threads);
+    /* OpenBLAS runs single-threaded: cpu_gemm.c splits the rows over OpenMP threads itself, so
+     * that results do not depend on the thread count or the rows sharing a call */
+    openblas_set_num_threads(1);
     be->ops = &cpu_ops;
     be->ctx = c;
     *out = be;

@@ -18,11 +18,16 @@ typedef struct qs_cpu_ctx {
      * [3, group * QB, head_dim] packed q, dout and dq rows (cpu/cpu_backward.c) */
     float *attn_bwd;
     size_t attn_bwd_cap; /* floats */
+    /* gemm: per OpenMP thread, the row copies of a chunk of op(a) and of c (cpu/cpu_gemm.c) */
+    float **gemm_scr;
+    size_t *gemm_cap; /* floats, [threads] */
+    int window_rows;  /* set_window_rows: rows of a window in the GEMMs that follow (0: none) */
 } qs_cpu_ctx;
 
 /* the size of one query block of the causal attention (rows per score GEMM and head) */
 #define QS_CPU_ATTN_QB 256
 
+int qs_cpu_set_window_rows(qs_backend *be, int rows, qs_error *err);
 int qs_cpu_gemm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                 const float *b, int ldb, float beta, float *c, int ldc, qs_error *err);
 int qs_cpu_rmsnorm(qs_backend *be, float *y, const float *x, const float *gamma, int rows, int dim, float eps,

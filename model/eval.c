@@ -33,6 +33,7 @@ static int head_nll(qs_llama_model *m, const float *h, size_t T, const int32_t *
     if (!rc) rc = o->upload(be, sed, se, sizeof(float) * T, err);
     if (!rc) rc = o->upload(be, tld, tl, sizeof(float) * T, err);
     if (!rc) rc = o->upload(be, tgd, target, sizeof(int32_t) * T, err);
+    if (!rc && o->set_window_rows) rc = o->set_window_rows(be, 0, err); /* chunks of G tokens from token 0 */
     /* vocabulary outer, tokens inner: every LM-head row is read from disk once */
     for (int v0 = 0; v0 < V && !rc; v0 += VC) {
         int vc = V - v0 < VC ? V - v0 : VC;

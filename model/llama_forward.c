@@ -71,6 +71,7 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
     QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > s->max_tokens, QS_EUSAGE,
                        "block %d forward: %d windows of %d tokens do not fit the scratch of %d tokens", w->layer, n_win,
                        L, s->max_tokens);
+    if (o->set_window_rows) QS_FORWARD_IF_ERROR(o->set_window_rows(be, L, err)); /* rows are windows of L */
     /* attention: x += o_proj(attn(...)) */
     if (w->ra[0].src_a)
         QS_FORWARD_IF_ERROR(o->rmsnorm_gather(be, s->xn, x, w->attn_norm, T, H, eps, w->ra[0].src_a, w->ra[0].src_b,

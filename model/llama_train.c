@@ -309,6 +309,7 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     } while (0)
     tr->tape_tokens = 0; /* no valid tape until this forward completes */
     QS_FORWARD_IF_ERROR(rebuild_weights(tr, err));
+    if (o->set_window_rows) QS_FORWARD_IF_ERROR(o->set_window_rows(be, L, err)); /* token rows are windows of L */
     float *const *W = tr->weff;
     QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.x, x, sizeof(float) * (size_t)T * H, err));
     /* attention: h = x + o_proj(attn(rope(q), rope(k), v)) */
@@ -376,6 +377,7 @@ int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs
     QS_RETURN_ERROR_IF(T == 0, QS_EUSAGE, "block %d training backward: no forward tape", tr->w->layer);
     QS_RETURN_ERROR_IF(tr->tape_step != tr->step, QS_EUSAGE,
                        "block %d training backward: an optimizer step came after the forward", tr->w->layer);
+    if (o->set_window_rows) QS_FORWARD_IF_ERROR(o->set_window_rows(be, L, err));
     float *const *W = tr->weff;
     const qs_llama_weights *w = tr->w;
     const size_t TH = (size_t)T * H;

@@ -26,6 +26,7 @@ int qs_logits_compute(const char *dir, const int32_t *ids, int n, const char *de
         int vc = V - v0 < VC ? V - v0 : VC;
         rc = qs_llama_head_rows(&m, v0, vc, rows, err);
         if (!rc) rc = be->ops->upload(be, wd, rows, sizeof(float) * (size_t)vc * H, err);
+        if (!rc && be->ops->set_window_rows) rc = be->ops->set_window_rows(be, 0, err);
         if (!rc) rc = be->ops->gemm(be, 0, 1, n, vc, H, 1.0f, hd, H, wd, H, 0.0f, ld, vc, err); /* [n, vc] */
         if (!rc) rc = be->ops->download(be, chunk, ld, sizeof(float) * (size_t)n * vc, err);
         for (int t = 0; t < n && !rc; t++)

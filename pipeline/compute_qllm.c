@@ -92,6 +92,7 @@ static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, flo
     float *dx = rc ? NULL : dev_from(be, x, (size_t)T * C, err);
     if (!rc && !dx) rc = err->code ? err->code : -ENOMEM;
     if (!rc && ab < 16) rc = o->act_quant(be, dx, T, C, C, ab, err);
+    if (!rc && o->set_window_rows) rc = o->set_window_rows(be, L, err); /* rows are windows of L */
     /* the consumers' weights: reassembled and (for quant) fake-quantized per channel */
     float *dw[3] = {NULL, NULL, NULL}, *dy[3] = {NULL, NULL, NULL};
     int rows[3] = {0, 0, 0};

@@ -314,17 +314,52 @@ static void test_thread_invariance(void) {
         CHECK(be->ops->lse_update(be, lg, (int)T, V, 0, tgt, st[th], st[th] + T, st[th] + 2 * T, &err) == 0);
         qs_backend_free(be);
     }
-    /* attention's scores and outputs are OpenBLAS GEMMs, whose kernels may split tiles (and so
-     * round) differently for another thread count (backend/backend.h): a tolerance of a few fp32
-     * ulps of sums of hd and L terms there, bits for the rest */
-    double worst = 0;
-    for (size_t i = 0; i < T * H * hd; i++) worst = fmax(worst, fabs((double)out[0][i] - out[1][i]));
-    CHECKF(worst <= 1e-5, "attention: 1 and 2 threads differ by %.3g", worst);
+    CHECK(memcmp(out[0], out[1], sizeof(float) * T * H * hd) == 0);
     CHECK(memcmp(nrm[0], nrm[1], sizeof(float) * T * H * hd) == 0);
     CHECK(memcmp(st[0], st[1], sizeof(float) * 3 * T) == 0);
-    printf("1 and 2 threads: rmsnorm, lse_update bit-identical, attention within %.2g%s\n", worst, qs_test_failures ? " NOT" : "");
+    printf("1 and 2 threads: attention, rmsnorm, lse_update bit-identical%s\n", qs_test_failures ? " NOT" : "");
     for (int th = 0; th < 2; th++) free(out[th]), free(nrm[th]), free(st[th]);
     free(q), free(k), free(v), free(g), free(tgt), free(lg);
+}
+
+/* A GEMM row's bits depend on its own inputs only (cpu/cpu_gemm.c): the same with 1 and 2
+ * threads, for a prefix of the rows, and for any number of windows per call once the window
+ * length is set; for every transpose case, with beta = 0 and 1, on shapes whose rows are not a
+ * multiple of OpenBLAS's row groups (OpenBLAS alone fails all three on Haswell / Zen kernels). */
+static void test_gemm_row_bits(void) {
+    const int L = 100, W = 4, M = W * L, n = 72, k = 300;
+    float *a = rvec((size_t)M * k), *b = rvec((size_t)n * k), *c0 = rvec((size_t)M * n);
+    float *ref = malloc(sizeof(float) * M * n), *got = malloc(sizeof(float) * M * n);
+    int bad = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int beta = 0; beta < 2; beta++) {
+                /* reference: all W windows in one call, one thread */
+                for (int pass = 0; pass < 4; pass++) {
+                    qs_backend *be;
+                    qs_error err = {0};
+                    CHECK(qs_backend_create(&be, "cpu", pass == 0 ? 1 : 2, &err) == 0);
+                    CHECK(be->ops->set_window_rows(be, L, &err) == 0);
+                    float *dst = pass == 0 ? ref : got;
+                    memcpy(dst, c0, sizeof(float) * M * n);
+                    /* pass 1: 2 threads, one call; 2: one call per window; 3: windows 1..3 then 0 */
+                    int calls = pass == 2 ? W : pass == 3 ? 2 : 1;
+                    for (int cidx = 0; cidx < calls; cidx++) {
+                        int w0 = pass == 2 ? cidx : pass == 3 ? (cidx ? 0 : 1) : 0;
+                        int nw = pass == 2 ? 1 : pass == 3 ? (cidx ? 1 : W - 1) : W;
+                        int r0 = w0 * L, m = nw * L;
+                        const float *ap = ta ? a + r0 : a + (size_t)r0 * k; /* op(a) rows r0.. */
+                        CHECK(be->ops->gemm(be, ta, tb, m, n, k, 0.5f, ap, ta ? M : k, b, tb ? k : n, beta ? 1.0f : 0.0f,
+                                            dst + (size_t)r0 * n, n, &err) == 0);
+                    }
+                    if (pass) bad += memcmp(ref, got, sizeof(float) * M * n) != 0;
+                    qs_backend_free(be);
+                }
+            }
+    CHECKF(bad == 0, "gemm: %d of 24 thread / window splits changed some row's bits", bad);
+    printf("gemm: rows bit-identical for 1 / 2 threads and 1, 2, 4 windows per call (4 transpose x beta cases)%s\n",
+           bad ? " NOT" : "");
+    free(a), free(b), free(c0), free(ref), free(got);
 }
 
 int main(void) {
@@ -344,6 +379,7 @@ int main(void) {
     test_act_quant(be);
     qs_backend_free(be);
     test_thread_invariance();
+    test_gemm_row_bits();
     /* the registry: unknown names and CUDA are clear errors */
     qs_backend *none;
     CHECK(qs_backend_create(&none, "tpu", 0, &err) == QS_EUSAGE && none == NULL && strstr(err.msg, "unknown device"));

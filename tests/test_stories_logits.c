@@ -26,12 +26,15 @@ int main(void) {
         }
         printf("stories260k: max |logit - reference| = %.2e\n", worst);
         CHECKF(worst < 1e-4, "logits differ from the reference by %.3g", worst);
-        /* a shorter prefix gives the same logits at its positions (causality) */
+        /* a shorter prefix gives the same logits at its positions (causality). Not bit for bit:
+         * the attention GEMMs' key count is the prefix length, and OpenBLAS rounds a row
+         * differently for another width (~1e-6 relative of logits ~10); a token that saw a later
+         * one would move its logits by far more than 1e-4 */
         float *lg8;
         CHECK(qs_logits_compute(model, ids, 8, NULL, 0, &lg8, &vocab, &err) == 0);
         double d = 0;
         for (int i = 0; i < 8 * vocab; i++) d = fmax(d, fabs(lg8[i] - lg[i]));
-        CHECKF(d < 1e-5, "prefix logits differ by %.3g", d);
+        CHECKF(d < 1e-4, "prefix logits differ by %.3g", d);
         free(lg8);
         free(lg);
     }
