@@ -17,8 +17,9 @@ rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
 st=$shared/models/stories260k
-e() { "$bin" quantize "$st" --method qllm --wbits 4 --group -1 --abits 4 --calib random --nsamples 8 --seqlen 64 \
-        --cr-tokens 128 --cr-candidates 6 --epochs 4 --lr 1e-3 --quiet "$@"; }
+args=(quantize "$st" --method qllm --wbits 4 --group -1 --abits 4 --calib random --nsamples 8 --seqlen 64
+      --cr-tokens 128 --cr-candidates 6 --epochs 4 --lr 1e-3 --quiet)
+e() { "$bin" "${args[@]}" "$@"; }
 same() { for b in 0 1 2 3 4; do cmp -s "$1/blocks/block-000$b.qsh" "$2/blocks/block-000$b.qsh" || return 1; done; }
 
 t0=$(date +%s%N); e -o "$tmp/ref" --blocks-per-group 2 || die "reference run"; t1=$(date +%s%N)
@@ -38,7 +39,7 @@ PY
 run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
 mid=0 damaged=0
 for i in $(seq 1 12); do
-  e -o "$tmp/killed" --blocks-per-group 2 2>/dev/null &
+  "$bin" "${args[@]}" -o "$tmp/killed" --blocks-per-group 2 2>/dev/null & # $! is qstream itself
   pid=$!
   sleep "$(awk -v ms=$run_ms -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/1000}')"
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
