@@ -35,6 +35,7 @@ for b in m["blocks"]:
 sys.exit(0 if ok == len(m["blocks"]) == 5 else 1)
 PY
 "$bin" inspect "$tmp/ref" --block 1 | grep -q '"blocks_per_group":2' || die "inspect does not show the group size"
+"$bin" inspect "$tmp/ref" | grep -Eq '^ +4 .* [0-9.e-]+ -> [0-9.e-]+$' || die "inspect does not show block 4's eec loss"
 
 run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
 mid=0 damaged=0

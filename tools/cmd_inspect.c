@@ -27,9 +27,14 @@ static void print_block_row(const qs_manifest_block *b) {
     int n_mse, n_loss;
     double mse = metric_sum(m, "mse", &n_mse), loss = metric_sum(m, "gptq_loss", &n_loss);
     double raw = json_number_value(json_object_get(m, "raw_bytes")), comp = json_number_value(json_object_get(m, "compressed_bytes"));
-    printf("%6d %10.2f %10.2f %7.2fx %8.2f %9.2f %12.4g %12.4g\n", b->block, raw / 1e6, b->bytes / 1e6, comp > 0 ? raw / comp : 0.0,
-           json_number_value(json_object_get(m, "load_s")), json_number_value(json_object_get(m, "compute_s")),
-           n_mse ? mse / n_mse : 0.0, n_loss ? loss : 0.0);
+    json_t *eec = json_object_get(m, "eec_loss"); /* QLLM EEC: the group's loss, first -> last epoch */
+    char eec_s[48] = "-";
+    if (json_is_object(eec))
+        snprintf(eec_s, sizeof eec_s, "%.4g -> %.4g", json_number_value(json_object_get(eec, "first_epoch")),
+                 json_number_value(json_object_get(eec, "last_epoch")));
+    printf("%6d %10.2f %10.2f %7.2fx %8.2f %9.2f %12.4g %12.4g %22s\n", b->block, raw / 1e6, b->bytes / 1e6,
+           comp > 0 ? raw / comp : 0.0, json_number_value(json_object_get(m, "load_s")),
+           json_number_value(json_object_get(m, "compute_s")), n_mse ? mse / n_mse : 0.0, n_loss ? loss : 0.0, eec_s);
     json_decref(m);
 }
 
@@ -97,8 +102,8 @@ int qs_cmd_inspect(int argc, char **argv) {
             printf("]}\n");
         } else {
             printf("run: %s\nblocks: %zu of %d done\n", m.fingerprint_json, m.n, m.n_blocks);
-            printf("%6s %10s %10s %8s %8s %9s %12s %12s\n", "block", "raw MB", "shard MB", "ratio", "load s", "compute s",
-                   "weight mse", "gptq loss");
+            printf("%6s %10s %10s %8s %8s %9s %12s %12s %22s\n", "block", "raw MB", "shard MB", "ratio", "load s", "compute s",
+                   "weight mse", "gptq loss", "eec loss");
             for (size_t i = 0; i < m.n; i++) print_block_row(&m.blocks[i]);
             print_roles(dir, &m);
         }
