@@ -16,6 +16,7 @@ tmp=${QS_TMP:-/tmp}/cli_eec
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
+source "$(dirname "$0")/lib/kill-resume.sh"
 st=$shared/models/stories260k
 args=(quantize "$st" --method qllm --wbits 4 --group -1 --abits 4 --calib random --nsamples 8 --seqlen 64
       --cr-tokens 128 --cr-candidates 6 --epochs 4 --lr 1e-3 --quiet)
@@ -38,21 +39,7 @@ PY
 "$bin" inspect "$tmp/ref" | grep -Eq '^ +4 .* [0-9.e-]+ -> [0-9.e-]+$' || die "inspect does not show block 4's eec loss"
 
 run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
-mid=0 damaged=0
-for i in $(seq 1 12); do
-  "$bin" "${args[@]}" -o "$tmp/killed" --blocks-per-group 2 2>/dev/null & # $! is qstream itself
-  pid=$!
-  sleep "$(awk -v ms=$run_ms -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/1000}')"
-  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-  n=$(grep -c '"block":' "$tmp/killed/manifest.json" 2>/dev/null); n=${n:-0}
-  [ "$n" -gt 0 ] && [ "$n" -lt 5 ] && mid=$((mid + 1))
-  [ "$n" -eq 5 ] && rm -rf "$tmp/killed"
-  if [ $((i % 3)) -eq 0 ]; then
-    for a in "$tmp/killed/acts/"acts-*.qsh; do
-      [ -f "$a" ] && printf '\x55' | dd of="$a" bs=1 seek=4200 conv=notrunc status=none && damaged=$((damaged + 1))
-    done
-  fi
-done
+kill_resume 12 "$run_ms" 5 "$tmp/killed" "$bin" "${args[@]}" -o "$tmp/killed" --blocks-per-group 2
 echo "kills mid-run: $mid of 12; activation checkpoints damaged: $damaged"
 [ $mid -ge 2 ] || die "only $mid kills landed mid-run"
 e -o "$tmp/killed" --blocks-per-group 2 || die "final resume"

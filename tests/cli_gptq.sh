@@ -15,6 +15,7 @@ tmp=${QS_TMP:-/tmp}/cli_gptq
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
+source "$(dirname "$0")/lib/kill-resume.sh"
 [ -f "$smol/config.json" ] || { echo "FAIL: $smol has no model (scripts/fetch-default-model.sh)"; exit 1; }
 test_txt=$shared/data/wikitext2-test.raw.txt
 valid_txt=$shared/data/wikitext2-valid.tokens.txt
@@ -35,22 +36,8 @@ st=$shared/models/stories260k
 g() { "$bin" quantize "$st" --method gptq --wbits 4 --group 32 --calib random --nsamples 8 --seqlen 128 --quiet "$@"; }
 t0=$(date +%s%N); g -o "$tmp/ref" || die "reference gptq run"; t1=$(date +%s%N)
 run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
-mid=0 damaged=0
-for i in $(seq 1 20); do
-  "$bin" quantize "$st" --method gptq --wbits 4 --group 32 --calib random --nsamples 8 --seqlen 128 --quiet -o "$tmp/killed" 2>/dev/null &
-  pid=$!
-  sleep "$(awk -v ms=$run_ms -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/1000}')"
-  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-  n=$(grep -c '"block":' "$tmp/killed/manifest.json" 2>/dev/null); n=${n:-0}
-  [ "$n" -gt 0 ] && [ "$n" -lt 5 ] && mid=$((mid + 1))
-  [ "$n" -eq 5 ] && rm -rf "$tmp/killed"
-  # every third kill: damage the activation checkpoint, so that resume must replay instead
-  if [ $((i % 3)) -eq 0 ]; then
-    for a in "$tmp/killed/acts/"acts-*.qsh; do
-      [ -f "$a" ] && printf '\x55' | dd of="$a" bs=1 seek=4200 conv=notrunc status=none && damaged=$((damaged + 1))
-    done
-  fi
-done
+kill_resume 20 "$run_ms" 5 "$tmp/killed" "$bin" quantize "$st" --method gptq --wbits 4 --group 32 --calib random \
+  --nsamples 8 --seqlen 128 --quiet -o "$tmp/killed"
 echo "activation checkpoints damaged before a resume: $damaged"
 [ $damaged -ge 1 ] || die "no activation checkpoint was there to damage"
 out=$(g -o "$tmp/ckpt" 2>&1; rm -rf "$tmp/ckpt/blocks/block-0004.qsh"; g -o "$tmp/ckpt" --progress-lines 2>&1)

@@ -218,26 +218,6 @@ static void test_swiglu_backward(qs_backend *be) {
 
 /* ---- the reassembly gather's transpose ---- */
 
-/* QLLM-shaped maps of C >= 12 channels to C: channel 1 split three ways (coef 1/3) and channel
- * C-2 two ways (1/2), the three extra sub-channels paid back by merging (5, 4), (6, 9) and
- * (0, C-1) (coef 1/2, src_b >= 0; the pair is written where its lower channel was), every other
- * channel itself (src_b -1, coef 1). Then rotated by shift, so no output sits at its source. */
-static void reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
-    int pa[3] = {5, 6, 0}, pb[3] = {4, 9, C - 1}, n = 0;
-    for (int c = 0; c < C; c++) {
-        int T = c == 1 ? 3 : c == C - 2 ? 2 : 1, paired = 0;
-        for (int i = 0; i < 3; i++) {
-            if (c == (pa[i] < pb[i] ? pa[i] : pb[i])) sa[n] = pa[i], sb[n] = pb[i], cf[n++] = 0.5f;
-            paired |= c == pa[i] || c == pb[i];
-        }
-        for (int t = 0; t < T && !paired; t++) sa[n] = c, sb[n] = -1, cf[n++] = 1.0f / (float)T;
-    }
-    CHECK(n == C);
-    for (int k = 0; k < C; k++) {
-        sa[k] = (sa[k] + shift) % C;
-        if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
-    }
-}
 
 /* sum over row r of dy * gather(v), double */
 static double gather_row(const double *v, const float *dy, int dim, const int32_t *sa, const int32_t *sb,
@@ -259,7 +239,7 @@ static void test_gather_backward(qs_backend *be, int arbitrary) {
             cf[k] = rnd();
         }
     else
-        reasm_maps(dim, 7, sa, sb, cf);
+        qs_test_reasm_maps(dim, 7, sa, sb, cf);
     float *v = rvec(n, 1), *dy = rvec(n, 1), *dv = rvec(n, 1); /* dv overwritten */
     qs_error err = {0};
     CHECKF(be->ops->gather_backward(be, dv, dy, rows, dim, sa, sb, cf, &err) == 0, "%s", err.msg);
@@ -416,7 +396,7 @@ static void test_thread_invariance(void) {
     /* gather_backward on its own (rows split over the threads) */
     int32_t sa[200], sb[200];
     float cf[200], *gv[2];
-    reasm_maps(dim, 11, sa, sb, cf);
+    qs_test_reasm_maps(dim, 11, sa, sb, cf);
     dy = rvec(n, 1);
     for (int th = 0; th < 2; th++) {
         qs_backend *be;

@@ -105,26 +105,6 @@ static void block_make(block *b, qs_backend *be, int with_bias) {
         }
     }
 }
-/* QLLM-shaped maps of C >= 12 channels to C: channel 1 split three ways (coef 1/3) and channel
- * C-2 two ways (1/2), the three extra sub-channels paid back by merging (5, 4), (6, 9) and
- * (0, C-1) (coef 1/2, src_b >= 0; the pair is written where its lower channel was), every other
- * channel itself (src_b -1, coef 1); rotated by shift so that the sites differ. */
-static void reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
-    int pa[3] = {5, 6, 0}, pb[3] = {4, 9, C - 1}, n = 0;
-    for (int c = 0; c < C; c++) {
-        int T = c == 1 ? 3 : c == C - 2 ? 2 : 1, paired = 0;
-        for (int i = 0; i < 3; i++) {
-            if (c == (pa[i] < pb[i] ? pa[i] : pb[i])) sa[n] = pa[i], sb[n] = pb[i], cf[n++] = 0.5f;
-            paired |= c == pa[i] || c == pb[i];
-        }
-        for (int t = 0; t < T && !paired; t++) sa[n] = c, sb[n] = -1, cf[n++] = 1.0f / (float)T;
-    }
-    CHECK(n == C);
-    for (int k = 0; k < C; k++) {
-        sa[k] = (sa[k] + shift) % C;
-        if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
-    }
-}
 /* reassembly maps at all three sites (hidden, hidden, intermediate channels), host and backend */
 static void block_add_maps(block *b, qs_backend *be) {
     int C[3] = {b->c.hidden_size, b->c.hidden_size, b->c.intermediate_size};
@@ -132,7 +112,7 @@ static void block_add_maps(block *b, qs_backend *be) {
     for (int i = 0; i < 3; i++) {
         size_t ib = sizeof(int32_t) * C[i], fb = sizeof(float) * C[i];
         b->ra_a[i] = malloc(ib), b->ra_b[i] = malloc(ib), b->ra_c[i] = malloc(fb);
-        reasm_maps(C[i], 3 * i, b->ra_a[i], b->ra_b[i], b->ra_c[i]);
+        qs_test_reasm_maps(C[i], 3 * i, b->ra_a[i], b->ra_b[i], b->ra_c[i]);
         b->dw.ra[i].src_a = be->ops->alloc(be, ib), b->dw.ra[i].src_b = be->ops->alloc(be, ib);
         b->dw.ra[i].coef = be->ops->alloc(be, fb);
         CHECK(be->ops->upload(be, b->dw.ra[i].src_a, b->ra_a[i], ib, &err) == 0);

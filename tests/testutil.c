@@ -52,3 +52,20 @@ int qs_test_result(void) {
     printf("ok\n");
     return 0;
 }
+
+void qs_test_reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
+    int pa[3] = {5, 6, 0}, pb[3] = {4, 9, C - 1}, n = 0;
+    for (int c = 0; c < C; c++) {
+        int T = c == 1 ? 3 : c == C - 2 ? 2 : 1, paired = 0;
+        for (int i = 0; i < 3; i++) {
+            if (c == (pa[i] < pb[i] ? pa[i] : pb[i])) sa[n] = pa[i], sb[n] = pb[i], cf[n++] = 0.5f;
+            paired |= c == pa[i] || c == pb[i];
+        }
+        for (int t = 0; t < T && !paired; t++) sa[n] = c, sb[n] = -1, cf[n++] = 1.0f / (float)T;
+    }
+    CHECK(n == C);
+    for (int k = 0; k < C; k++) {
+        sa[k] = (sa[k] + shift) % C;
+        if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
+    }
+}

@@ -32,6 +32,13 @@ char *qs_test_shared_path(const char *rel);
 const char *qs_test_smollm_dir(void);
 /* a fresh, empty scratch directory under $QS_TMP (or /tmp) for this test; malloc'd */
 char *qs_test_tmpdir(const char *name);
+/* QLLM-shaped reassembly maps of C >= 12 channels to C: channel 1 split three ways (coef 1/3)
+ * and channel C-2 two ways (1/2), the three extra sub-channels paid back by merging (5, 4),
+ * (6, 9) and (0, C-1) (coef 1/2, src_b >= 0; a pair is written where its lower channel was),
+ * every other channel itself (src_b -1, coef 1); then rotated by shift, so that no output sits at
+ * its source and sites differ. */
+#include <stdint.h>
+void qs_test_reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf);
 /* exit status for the end of main */
 int qs_test_result(void);
 
