@@ -1,8 +1,6 @@
-/* tools/cmd_quantize.c - `qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq --wbits 4
- *   [--abits 16] [--group 128] [--sym] [--calib FILE | --calib-ids FILE | --calib random]
- *   [--nsamples 128] [--seqlen 2048] [--seed 0] [--damp 0.01] [--act-order] [--static-groups]
- *   [--device cpu] [--threads N] [--host-mem 24G] [--restart] [--zstd-level 3] [--zstd-threads 0]
- *   [--queue-depth 32] [--request-size 1M] [--json-progress] [--progress-lines] [--quiet]` */
+/* tools/cmd_quantize.c - `qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm ...`: the
+ * options into qs_quantize_opts (pipeline/quantize.h), the run, a one-line summary. The usage
+ * text below lists every option; QLLM's error correction (--eec) is on by default for qllm. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
