@@ -29,9 +29,9 @@ for s in $SETTINGS; do
     case $v in
       rtn) args=(--method rtn) ;;
       cr) args=(--method qllm --eec off) ;;
-      eec) args=(--method qllm --cr off) ;;
-      cr+eec) args=(--method qllm) ;;
-      cr+eec-merged) args=(--method qllm --eec-form merged) ;;
+      eec) args=(--method qllm --cr off --blocks-per-group 1) ;;
+      cr+eec) args=(--method qllm --blocks-per-group 1) ;;
+      cr+eec-merged) args=(--method qllm --eec-form merged --blocks-per-group 1) ;;
       cr+eec-k4) args=(--method qllm --blocks-per-group 4) ;;
       cr+eec-merged-k4) args=(--method qllm --eec-form merged --blocks-per-group 4) ;;
       *) echo "unknown variant $v" >&2; exit 2 ;;

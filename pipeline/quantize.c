@@ -337,7 +337,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     QS_RETURN_ERROR_IF(!eec && o->blocks_per_group > 1, QS_EUSAGE,
                        "--blocks-per-group %d: groups of blocks are trained by QLLM's error correction only (--method qllm --eec on)",
                        o->blocks_per_group);
-    QS_RETURN_ERROR_IF(eec && (o->blocks_per_group < 1 || o->blocks_per_group > QS_GROUP_MAX), QS_EUSAGE,
+    QS_RETURN_ERROR_IF(eec && (o->blocks_per_group < 0 || o->blocks_per_group > QS_GROUP_MAX), QS_EUSAGE,
                        "--blocks-per-group %d: 1..%d are supported", o->blocks_per_group, QS_GROUP_MAX);
     QS_RETURN_ERROR_IF(eec && (o->eec_rank < 1 || o->eec_epochs < 0 || !(o->eec_lr >= 0) || !(o->eec_alpha > 0)), QS_EUSAGE,
                        "--rank %d, --epochs %d, --lr %g: give a rank >= 1, epochs >= 0 and a learning rate >= 0",
@@ -345,7 +345,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     QS_RETURN_ERROR_IF(o->q.bits < 2 || o->q.bits > 8, QS_EUSAGE, "--wbits %d: 2..8 are supported", o->q.bits);
     QS_RETURN_ERROR_IF(o->abits < 2 || o->abits > 16, QS_EUSAGE, "--abits %d: 2..16 are supported (16: weight-only)", o->abits);
     QS_RETURN_ERROR_IF(o->q.group != -1 && o->q.group != 0 && o->q.group < 2, QS_EUSAGE, "--group %d: give -1 (per channel) or a size >= 2", o->q.group);
-    qs_qrun q = {.o = o, .t_start = qs_now(), .K = eec ? o->blocks_per_group : 1, .n_states = eec ? 2 : 1};
+    qs_qrun q = {.o = o, .t_start = qs_now(), .K = eec && o->blocks_per_group ? o->blocks_per_group : 1,
+                 .n_states = eec ? 2 : 1};
     qs_qunit slots[3];
     memset(slots, 0, sizeof slots);
     void *ptrs[3];
@@ -353,6 +354,21 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;
+    if (!rc && (is_gptq(o) || is_qllm(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
+        rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
+        /* EEC: groups of --blocks-per-group blocks; by default 4 (the paper's), fewer when one
+         * group's training does not fit --gpu-mem; the forward's windows per call get the rest */
+        if (!rc && eec && !o->blocks_per_group) {
+            qs_error e2 = {0};
+            for (q.K = 4; q.K > 1 && qs_eec_plan(&q, o->gpu_mem, &eec_bytes, &e2); q.K--) {}
+            if (q.K < 4 && o->progress)
+                fprintf(stderr, "qstream: --gpu-mem holds the error correction of %d block%s at a time: groups of %d\n", q.K,
+                        q.K > 1 ? "s" : "", q.K);
+        }
+        if (!rc && eec) rc = qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
+        if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem ? o->gpu_mem - eec_bytes : 0, err);
+        if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
+    }
     /* plan: the largest unit (block or group of blocks) decides the slot size */
     size_t unit_bytes = 0;
     for (int L = 0; !rc && L < q.cfg.n_layers; L++) {
@@ -364,12 +380,6 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         if (unit_bytes > slot_bytes) slot_bytes = unit_bytes;
         for (size_t i = 0; i < QS_N_LINEAR; i++)
             if ((size_t)tmp.t[i]->shape[1] > max_cols) max_cols = (size_t)tmp.t[i]->shape[1];
-    }
-    if (!rc && (is_gptq(o) || is_qllm(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
-        rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
-        if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem, err);
-        if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
-        if (!rc && eec) rc = qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
     }
     if (!rc) {
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one

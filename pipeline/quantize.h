@@ -38,7 +38,7 @@ typedef struct qs_quantize_opts {
     int eec_epochs;         /* 10 */
     float eec_lr;           /* 5e-4, linear decay to 0 */
     int eec_form;           /* qs_lora_form: 0 paper Q(W) + sBA, 1 merged Q(W + sBA) */
-    int blocks_per_group;   /* K: 1..QS_GROUP_MAX (4) */
+    int blocks_per_group;   /* K: 1..QS_GROUP_MAX; 0: 4, fewer when --gpu-mem cannot hold 4 */
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */

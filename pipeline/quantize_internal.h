@@ -110,8 +110,9 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 /* QLLM with efficient error correction: CR (statistics on the full-precision path) and the
  * LoRA reconstruction of the unit's group of blocks (compute_eec.c) */
 int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err);
-/* backend bytes of one group's training (*bytes); refuses a --gpu-mem that cannot hold it
- * beside the forward's windows */
+/* backend bytes of one group's training (*bytes, groups of q->K); refuses a --gpu-mem that
+ * cannot hold it beside the forward of one calibration window (the forward's windows per call
+ * are then planned in what is left) */
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err);
 
 /* QLLM's parts (compute_qllm.c). w holds block blk's float weights in backend memory.

@@ -47,19 +47,27 @@ same "$tmp/ref" "$tmp/killed" || die "killed and resumed run differs from the un
 e -o "$tmp/spill" --blocks-per-group 2 --spill || die "spilled run"
 same "$tmp/ref" "$tmp/spill" || die "spilled run differs"
 
-e -o "$tmp/merged" --eec-form merged || die "merged form"
+e -o "$tmp/merged" --eec-form merged --blocks-per-group 1 || die "merged form"
 cp -r "$tmp/merged" "$tmp/merged2"; rm -rf "$tmp/merged2/blocks/block-0003.qsh" "$tmp/merged2/blocks/block-0004.qsh" "$tmp/merged2/acts"
-out=$(e -o "$tmp/merged2" --eec-form merged --progress-lines 2>&1) || die "replayed resume: $out"
+out=$(e -o "$tmp/merged2" --eec-form merged --blocks-per-group 1 --progress-lines 2>&1) || die "replayed resume: $out"
 grep -q "replayed 3 finished blocks" <<<"$out" || die "resume without checkpoint did not replay: $out"
 same "$tmp/merged" "$tmp/merged2" || die "replayed resume differs"
-e -o "$tmp/paper1" || die "paper form K=1"
+e -o "$tmp/paper1" --blocks-per-group 1 || die "paper form K=1"
 cmp -s "$tmp/merged/blocks/block-0002.qsh" "$tmp/paper1/blocks/block-0002.qsh" && die "paper and merged forms gave the same block"
 
 out=$(e -o "$tmp/bad" --eec off --blocks-per-group 2 2>&1) && die "groups without EEC accepted"
 grep -q "blocks-per-group" <<<"$out" || die "message: $out"
-out=$(e -o "$tmp/bad" --blocks-per-group 4 --gpu-mem 600K 2>&1) && die "tiny --gpu-mem accepted"
+out=$(e -o "$tmp/bad" --blocks-per-group 4 --gpu-mem 2M 2>&1) && die "--gpu-mem 2M accepted for groups of 4"
 grep -q "blocks-per-group" <<<"$out" || die "message: $out"
 [ -e "$tmp/bad/manifest.json" ] && die "a refused run wrote a manifest"
+# without --blocks-per-group the groups shrink to what --gpu-mem holds (4 by default)
+out=$(e -o "$tmp/auto" --gpu-mem 2M --progress-lines 2>&1) || die "--gpu-mem 2M with automatic groups: $out"
+k=$(grep -Eo '"blocks_per_group": ?[0-9]+' "$tmp/auto/manifest.json" | head -1 | grep -Eo '[0-9]+$')
+echo "--gpu-mem 2M: groups of ${k:-?} blocks"
+{ [ -n "$k" ] && [ "$k" -ge 1 ] && [ "$k" -lt 4 ]; } || die "automatic group size $k under --gpu-mem 2M"
+grep -q "groups of $k" <<<"$out" || die "no note about the smaller groups: $out"
+e -o "$tmp/auto4" || die "default groups"
+grep -Eq '"blocks_per_group": ?4' "$tmp/auto4/manifest.json" || die "default group size is not 4"
 out=$(e -o "$tmp/ref" --blocks-per-group 2 --epochs 5 2>&1) && die "changed --epochs accepted on resume"
 grep -q "eec_epochs" <<<"$out" || die "message does not name eec_epochs: $out"
 [ $fail -eq 0 ] && echo ok

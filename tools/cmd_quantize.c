@@ -14,7 +14,7 @@
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
-    "         [--lr 5e-4] [--blocks-per-group 1] [--eec-form paper|merged] [--device cpu] [--threads N] [--host-mem 24G]\n" \
+    "         [--lr 5e-4] [--blocks-per-group 4] [--eec-form paper|merged] [--device cpu] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -34,7 +34,7 @@ int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
                           .gptq_block = 128, .device = "cpu", .act_checkpoints = 1,
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
-                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 1,
+                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
