@@ -40,7 +40,7 @@ PY
 
 run_ms=$(( (t1 - t0) / 1000000 )); [ $run_ms -lt 50 ] && run_ms=50
 kill_resume 12 "$run_ms" 5 "$tmp/killed" "$bin" "${args[@]}" -o "$tmp/killed" --blocks-per-group 2
-echo "kills mid-run: $mid of 12; activation checkpoints damaged: $damaged"
+echo "kills mid-run: $mid of $runs; activation checkpoints damaged: $damaged"
 [ $mid -ge 2 ] || die "only $mid kills landed mid-run"
 e -o "$tmp/killed" --blocks-per-group 2 || die "final resume"
 same "$tmp/ref" "$tmp/killed" || die "killed and resumed run differs from the uninterrupted one"

@@ -42,7 +42,7 @@ echo "activation checkpoints damaged before a resume: $damaged"
 [ $damaged -ge 1 ] || die "no activation checkpoint was there to damage"
 out=$(g -o "$tmp/ckpt" 2>&1; rm -rf "$tmp/ckpt/blocks/block-0004.qsh"; g -o "$tmp/ckpt" --progress-lines 2>&1)
 grep -q "replayed 4 finished blocks" <<<"$out" || die "resume without a checkpoint does not replay: $out"
-echo "kills that landed mid-run: $mid of 20"
+echo "kills that landed mid-run: $mid of $runs"
 [ $mid -ge 3 ] || die "only $mid kills landed mid-run"
 g -o "$tmp/killed" || die "final resume"
 for f in "$tmp/ref/blocks/"*.qsh; do
