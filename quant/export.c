@@ -150,8 +150,8 @@ static int open_block(const export_run *r, int b, qs_shard **s, char **path, qs_
     return rc;
 }
 
-/* every block: the same settings, no channel reassembly, and (gptq) weight-only at 2/3/4/8 bits
- * with shapes that pack into whole words. Runs before anything is written. */
+/* every block: the same settings, and (gptq) no channel reassembly and weight-only at 2/3/4/8
+ * bits with shapes that pack into whole words. Runs before anything is written. */
 static int check_blocks(export_run *r, qs_error *err) {
     const char *dir = r->qm.dir, *format = r->o->format;
     for (int b = 0; b < r->qm.cfg.n_layers; b++) {
@@ -165,7 +165,7 @@ static int check_blocks(export_run *r, qs_error *err) {
         free(p);
         if (rc) return rc;
         if (b == 0) r->m0 = m;
-        QS_RETURN_ERROR_IF(reasm, QS_EUNSUPPORTED,
+        QS_RETURN_ERROR_IF(reasm && r->gptq, QS_EUNSUPPORTED,
                            "%s: block %d uses channel reassembly, which the %s format cannot express (the shards can)",
                            dir, b, format);
         QS_RETURN_ERROR_IF(m.wbits != r->m0.wbits || m.abits != r->m0.abits || m.group != r->m0.group ||
@@ -324,18 +324,40 @@ static int gptq_tensors(qs_qlinear *l, const char *what, int v2, uint32_t *qweig
     return rc;
 }
 
-static int write_linear(export_run *r, qs_st_writer *w, qs_qlinear *l, const char *what, qs_error *err) {
+/* one site's channel reassembly gather (QLLM), or src_a NULL */
+typedef struct gather {
+    int32_t *src_a, *src_b;
+    float *coef;
+} gather;
+
+/* The gather folded into its consumer (fakequant): the linear sees gathered inputs,
+ * y = sum_k W[:, k] coef_k (x_a(k) + x_b(k)), which is x W'^T with W'[:, c] the sum of
+ * coef_k W[:, k] over the k reading c. x [R, C] in, y [R, C] out (k in order). */
+static void fold_gather(const gather *g, const float *x, size_t R, size_t C, float *y) {
+    memset(y, 0, sizeof(float) * R * C);
+    for (size_t o = 0; o < R; o++) {
+        const float *xr = x + o * C;
+        float *yr = y + o * C;
+        for (size_t k = 0; k < C; k++) {
+            yr[g->src_a[k]] += g->coef[k] * xr[k];
+            if (g->src_b[k] >= 0) yr[g->src_b[k]] += g->coef[k] * xr[k];
+        }
+    }
+}
+
+static int write_linear(export_run *r, qs_st_writer *w, qs_qlinear *l, const gather *g, const char *what, qs_error *err) {
     const size_t R = (size_t)l->rows, C = (size_t)l->cols, ng = (size_t)qs_qlinear_groups(l);
     int rc = 0;
     if (!r->gptq) {
-        float *x = malloc(sizeof(float) * R * C + 1);
+        float *x = malloc(sizeof(float) * R * C + 1), *y = g && g->src_a ? malloc(sizeof(float) * R * C + 1) : NULL;
         void *out = NULL;
-        if (x) {
+        if (x && (y || !g || !g->src_a)) {
             qs_qlinear_dequant(l, x);
-            out = vec_as(x, R * C, r->ldt);
+            if (y) fold_gather(g, x, R, C, y);
+            out = vec_as(y ? y : x, R * C, r->ldt);
         }
         rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
-        free(x), free(out);
+        free(x), free(y), free(out);
         return rc;
     }
     const int bits = l->bits;
@@ -358,7 +380,11 @@ static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
     qs_shard *s = NULL;
     char *p = NULL;
     int rc = open_block(r, b, &s, &p, err);
+    gather g[3] = {{0}};
+    const int site_dim[3] = {r->ls[0].cols, r->ls[4].cols, r->ls[6].cols}; /* hidden, hidden, intermediate */
+    for (int k = 0; !rc && k < 3; k++) rc = qs_qblock_reasm_read(s, k, site_dim[k], &g[k].src_a, &g[k].src_b, &g[k].coef, p, err);
     for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
+        const int site = i <= 2 ? 0 : i == 4 || i == 5 ? 1 : i == 6 ? 2 : -1; /* o_proj's input is not reassembled */
         qs_qlinear l = {0};
         char what[192];
         snprintf(what, sizeof what, "%s: block %d %s", r->qm.dir, b, qs_linear_names[i]);
@@ -366,7 +392,7 @@ static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
         if (!rc && (l.rows != r->ls[i].rows || l.cols != r->ls[i].cols))
             rc = qs_error_set(err, QS_EFORMAT, "%s is [%d, %d], config.json says [%d, %d]", what, l.rows, l.cols,
                               r->ls[i].rows, r->ls[i].cols);
-        if (!rc) rc = write_linear(r, w, &l, what, err);
+        if (!rc) rc = write_linear(r, w, &l, site >= 0 ? &g[site] : NULL, what, err);
         qs_qlinear_free(&l);
     }
     for (int k = 0; !rc && k < r->nvec; k++) {
@@ -378,6 +404,7 @@ static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
         if (!rc) rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
         free(x), free(out);
     }
+    for (int k = 0; k < 3; k++) free(g[k].src_a), free(g[k].src_b), free(g[k].coef);
     qs_shard_close(s);
     free(p);
     return rc;

@@ -138,6 +138,29 @@ static int to_backend(float **dst, const float *src, size_t n, qs_backend *be, c
     return be->ops->upload(be, *dst, src, sizeof(float) * n, err);
 }
 
+static const char *const sites[3] = {"attn_in", "mlp_in", "down_in"};
+
+int qs_qblock_reasm_read(const qs_shard *s, int site, int C, int32_t **src_a, int32_t **src_b, float **coef,
+                         const char *path, qs_error *err) {
+    char na[64], nb[64], nc[64];
+    *src_a = *src_b = NULL, *coef = NULL;
+    snprintf(na, sizeof na, "reassembly.%s.src_a", sites[site]);
+    snprintf(nb, sizeof nb, "reassembly.%s.src_b", sites[site]);
+    snprintf(nc, sizeof nc, "reassembly.%s.coef", sites[site]);
+    if (!qs_shard_find(s, na)) return 0;
+    int rc = read_entry(s, na, QS_DTYPE_I32, sizeof(int32_t) * (size_t)C, (void **)src_a, err);
+    if (!rc) rc = read_entry(s, nb, QS_DTYPE_I32, sizeof(int32_t) * (size_t)C, (void **)src_b, err);
+    if (!rc) rc = read_entry(s, nc, QS_DTYPE_F32, sizeof(float) * (size_t)C, (void **)coef, err);
+    for (int j = 0; !rc && j < C; j++)
+        if ((*src_a)[j] < 0 || (*src_a)[j] >= C || (*src_b)[j] < -1 || (*src_b)[j] >= C || !isfinite((*coef)[j]))
+            rc = qs_error_set(err, QS_EFORMAT, "%s: reassembly map %s has a bad entry at %d", path, sites[site], j);
+    if (rc) {
+        free(*src_a), free(*src_b), free(*coef);
+        *src_a = *src_b = NULL, *coef = NULL;
+    }
+    return rc;
+}
+
 int qs_qblock_load(qs_llama_weights *w, const char *out_dir, const qs_manifest *man, const qs_model_config *c,
                    int layer, qs_backend *be, qs_error *err) {
     memset(w, 0, sizeof *w);
@@ -187,23 +210,15 @@ int qs_qblock_load(qs_llama_weights *w, const char *out_dir, const qs_manifest *
         free(host);
     }
     /* channel reassembly (QLLM): gathers fused into the norms and the SwiGLU product */
-    static const char *const sites[3] = {"attn_in", "mlp_in", "down_in"};
     const int site_dim[3] = {H, H, I};
     for (int k = 0; k < 3 && !rc; k++) {
-        char na[64], nb[64], nc[64];
+        char na[64];
         snprintf(na, sizeof na, "reassembly.%s.src_a", sites[k]);
-        snprintf(nb, sizeof nb, "reassembly.%s.src_b", sites[k]);
-        snprintf(nc, sizeof nc, "reassembly.%s.coef", sites[k]);
         if (!qs_shard_find(s, na)) continue;
         const size_t C = (size_t)site_dim[k];
         int32_t *a = NULL, *bb = NULL;
         float *cf = NULL;
-        rc = read_entry(s, na, QS_DTYPE_I32, sizeof(int32_t) * C, (void **)&a, err);
-        if (!rc) rc = read_entry(s, nb, QS_DTYPE_I32, sizeof(int32_t) * C, (void **)&bb, err);
-        if (!rc) rc = read_entry(s, nc, QS_DTYPE_F32, sizeof(float) * C, (void **)&cf, err);
-        for (size_t j = 0; !rc && j < C; j++)
-            if (a[j] < 0 || (size_t)a[j] >= C || bb[j] < -1 || bb[j] >= (int32_t)C || !isfinite(cf[j]))
-                rc = qs_error_set(err, QS_EFORMAT, "%s: reassembly map %s has a bad entry at %zu", path, sites[k], j);
+        rc = qs_qblock_reasm_read(s, k, (int)C, &a, &bb, &cf, path, err);
         if (!rc) {
             w->ra[k].src_a = be->ops->alloc(be, sizeof(int32_t) * C);
             w->ra[k].src_b = be->ops->alloc(be, sizeof(int32_t) * C);

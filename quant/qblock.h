@@ -55,6 +55,13 @@ void qs_qlinear_dequant(const qs_qlinear *q, float *w);
 /* Reads a float tensor of the shard into new malloc'd memory (*n elements); error when missing. */
 int qs_shard_read_f32(const qs_shard *s, const char *name, float **out, size_t *n, qs_error *err);
 
+/* The channel reassembly gather of site 0 (input norm -> q/k/v), 1 (post-attention norm ->
+ * gate/up) or 2 (silu(gate) * up -> down) of a block shard, C channels, in new malloc'd arrays:
+ * output k = coef[k] * (in[src_a[k]] + (src_b[k] >= 0 ? in[src_b[k]] : 0)). All NULL (and 0
+ * returned) when the site has none; an entry out of range is an error naming path. */
+int qs_qblock_reasm_read(const qs_shard *s, int site, int C, int32_t **src_a, int32_t **src_b, float **coef,
+                         const char *path, qs_error *err);
+
 /* Block `layer` of OUT_DIR: its manifest record, its shard (file hash checked against the
  * record), the dequantized linears, norms and biases in new backend memory, w->abits from the
  * meta. Every shape is checked against cfg. On error nothing stays allocated. */

@@ -5,7 +5,8 @@
 # the SwiGLU product) and beats RTN W4A4; CR + efficient error correction (3 epochs) beats CR
 # alone (measured 513 vs 605 vs RTN 2000+ here: margins far outside the run-to-run noise, which
 # is zero for a seeded run on one machine and small across BLAS kernels); a resume that replays
-# the reassembled blocks from their shards ends byte-identical.
+# the reassembled blocks from their shards ends byte-identical; a weight-only CR run exports to
+# fakequant with the gathers folded into the weights.
 set -u
 bin=${QS_BIN:?run through ctest}
 shared=${QS_SHARED:?}
@@ -32,6 +33,17 @@ echo "SmolLM2 W4A4 per-channel, 8 x 256 tokens: FP $f, RTN $r, QLLM CR only $q, 
 awk -v q="$q" -v r="$r" 'BEGIN{exit !(q > 1 && q < r)}' || die "CR should beat RTN at W4A4"
 awk -v q="$q" -v e="$e" 'BEGIN{exit !(e > 1 && e < 0.95 * q)}' || die "CR+EEC should beat CR alone at W4A4"
 "$bin" inspect "$tmp/eec" --block 3 | grep -q '"eec":true' || die "inspect does not show EEC"
+# weight-only CR: the fakequant export folds the gathers into the consumers' columns, and evaluates
+# to the run's perplexity up to float rounding (a wrong fold moves it by percents)
+"$bin" quantize "$smol" --method qllm --eec off --wbits 4 --group -1 --calib "$valid" --nsamples 8 --seqlen 128 \
+  --cr-tokens 256 --cr-candidates 8 --quiet -o "$tmp/crw4" || die "W4A16 CR run"
+"$bin" inspect "$tmp/crw4" --block 0 | grep -q " reassembly " || die "no reassembly in block 0 of the W4A16 run"
+"$bin" export "$tmp/crw4" --format fakequant -o "$tmp/crw4-fq" >/dev/null || die "fakequant export of a CR run"
+a=$(ppl "$tmp/crw4"); b=$(ppl "$tmp/crw4-fq")
+echo "W4A16 CR run $a, its fakequant export $b"
+awk -v a="$a" -v b="$b" 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(a > 1 && d <= 1e-5 * a)}' || die "export ppl $b vs run $a"
+out=$("$bin" export "$tmp/crw4" --format gptq -o "$tmp/crw4-gptq" 2>&1) && die "gptq export of a CR run accepted"
+grep -q "reassembly" <<<"$out" || die "gptq refusal: $out"
 cp -r "$tmp/qllm" "$tmp/resumed"; rm "$tmp/resumed/blocks/block-0029.qsh"
 ql -o "$tmp/resumed" --eec off || die "resume"
 cmp -s "$tmp/qllm/blocks/block-0029.qsh" "$tmp/resumed/blocks/block-0029.qsh" || die "block 29 differs after a replayed resume"
