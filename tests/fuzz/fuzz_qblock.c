@@ -1,6 +1,7 @@
 /* libFuzzer harness: a quantized block read back from arbitrary shard bytes (meta parsing,
- * linear shapes, codes / scales / zeros / g_idx sizes and ranges). */
+ * linear shapes, codes / scales / zeros / g_idx sizes and ranges, reassembly maps). */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "checkpoint/shard.h"
@@ -28,6 +29,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 qs_qlinear_free(&l);
             }
         }
+    static const char *const sites[3] = {"attn_in", "mlp_in", "down_in"};
+    for (int k = 0; k < 3; k++) { /* C from the map's own length: the reader checks the rest */
+        char name[64];
+        snprintf(name, sizeof name, "reassembly.%s.src_a", sites[k]);
+        const qs_shard_entry *e = qs_shard_find(s, name);
+        int32_t *a, *b;
+        float *c;
+        if (e && e->size / 4 <= (1u << 20) &&
+            qs_qblock_reasm_read(s, k, (int)(e->size / 4), &a, &b, &c, "fuzz.qsh", &err) == 0)
+            free(a), free(b), free(c);
+    }
     qs_shard_close(s);
     return 0;
 }
