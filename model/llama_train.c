@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/splitmix.h"
 #include "model/rope.h"
 
 void qs_llama_train_opts_default(qs_llama_train_opts *o) {
@@ -138,13 +139,6 @@ void qs_llama_train_free(qs_llama_train *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* host values of the trainables: A Kaiming-uniform, B zero, the gammas filled in later */
 static void init_host(const qs_llama_train *tr, float *h) {
     size_t off = 0;
@@ -153,7 +147,7 @@ static void init_host(const qs_llama_train *tr, float *h) {
         float bound = (float)(1.0 / sqrt((double)tr->in[p]));
         size_t na = (size_t)tr->opts.rank * tr->in[p];
         for (size_t i = 0; i < na; i++) /* 24 random bits -> [-1, 1) exactly, then the bound */
-            h[off + i] = ((float)(splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
+            h[off + i] = ((float)(qs_splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
         off += pad16(na) + pad16((size_t)tr->out[p] * tr->opts.rank);
     }
 }

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include "base/fileio.h"
+#include "base/splitmix.h"
 #include "io/token_ids.h"
 #include "io/tokenizer.h"
 
@@ -15,15 +16,8 @@
 
 /* ---- PRNG: splitmix64 -> xoshiro256** ---- */
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void qs_calib_rng_seed(qs_calib_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed); /* never all zero */
+    for (int i = 0; i < 4; i++) r->s[i] = qs_splitmix64(&seed); /* never all zero */
 }
 
 static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }

@@ -212,13 +212,11 @@ int qs_qblock_load(qs_llama_weights *w, const char *out_dir, const qs_manifest *
     /* channel reassembly (QLLM): gathers fused into the norms and the SwiGLU product */
     const int site_dim[3] = {H, H, I};
     for (int k = 0; k < 3 && !rc; k++) {
-        char na[64];
-        snprintf(na, sizeof na, "reassembly.%s.src_a", sites[k]);
-        if (!qs_shard_find(s, na)) continue;
         const size_t C = (size_t)site_dim[k];
         int32_t *a = NULL, *bb = NULL;
         float *cf = NULL;
         rc = qs_qblock_reasm_read(s, k, (int)C, &a, &bb, &cf, path, err);
+        if (!rc && !a) continue; /* no gather at this site */
         if (!rc) {
             w->ra[k].src_a = be->ops->alloc(be, sizeof(int32_t) * C);
             w->ra[k].src_b = be->ops->alloc(be, sizeof(int32_t) * C);
