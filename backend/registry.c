@@ -27,6 +27,7 @@ int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error 
     *out = NULL;
     if (!name) name = "cpu";
     if (!strcmp(name, "cpu")) return qs_cpu_backend_create(out, threads, err);
+    if (!strcmp(name, "cpu-fenced")) return qs_cpu_fenced_backend_create(out, threads, err);
     if (!strcmp(name, "cuda")) {
 #ifdef QS_HAVE_CUDA
         return qs_error_set(err, QS_EUNSUPPORTED, "CUDA backend not implemented yet (its ops table is empty); use --device cpu");

@@ -9,5 +9,8 @@
 /* threads: 0 = all cores. Sets the OpenMP and OpenBLAS thread counts of the process (both are
  * process-wide settings). On error *out is NULL. */
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err);
+/* "cpu-fenced" (cpu/cpu_fence.c): the CPU backend behind pointers the host faults on, so that
+ * a host access of backend memory (which would crash on a GPU) crashes here too. For tests. */
+int qs_cpu_fenced_backend_create(qs_backend **out, int threads, qs_error *err);
 
 #endif

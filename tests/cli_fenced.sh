@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Host / backend memory separation, without a GPU: every command that computes runs on the
+# "cpu-fenced" device, whose backend pointers fault when the host touches them (cpu/cpu_fence.c),
+# so a caller that reads backend memory directly (and would crash on CUDA) crashes here. The
+# fenced runs must also give the plain CPU run's bits: shards byte-identical for RTN, GPTQ
+# (act-order, groups), QLLM CR only, QLLM CR + EEC (groups of 2, spilled states), a resume that
+# replays both calibration paths from shards, and the same eval / logits output. stories260k.
+set -u
+bin=${QS_BIN:?run through ctest}
+st=${QS_SHARED:?run through ctest}/models/stories260k
+tmp=${QS_TMP:-/tmp}/cli_fenced
+rm -rf "$tmp"; mkdir -p "$tmp"
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+same() { for b in 0 1 2 3 4; do cmp -s "$1/blocks/block-000$b.qsh" "$2/blocks/block-000$b.qsh" || return 1; done; }
+base=(quantize "$st" --wbits 4 --calib random --nsamples 6 --seqlen 64 --quiet)
+run() { # NAME ARGS...: the same run on cpu and cpu-fenced, shards compared
+  local name=$1; shift
+  "$bin" "${base[@]}" "$@" -o "$tmp/$name-cpu" --device cpu || { die "$name on cpu"; return; }
+  "$bin" "${base[@]}" "$@" -o "$tmp/$name-fenced" --device cpu-fenced || { die "$name on cpu-fenced"; return; }
+  same "$tmp/$name-cpu" "$tmp/$name-fenced" || die "$name: cpu-fenced shards differ from cpu"
+}
+run rtn --method rtn --group 32
+run gptq --method gptq --group 32 --act-order
+run cr --method qllm --abits 4 --eec off --cr-tokens 128 --cr-candidates 4
+eec=(--method qllm --abits 4 --cr-tokens 128 --cr-candidates 4 --epochs 2 --blocks-per-group 2)
+run eec "${eec[@]}" --spill
+# resume without activation checkpoints: both paths are replayed from shards and source weights
+d=$tmp/eec-fenced
+rm -rf "$d/blocks/block-0002.qsh" "$d/blocks/block-0003.qsh" "$d/blocks/block-0004.qsh" "$d/acts"
+out=$("$bin" "${base[@]}" "${eec[@]}" --spill -o "$d" --device cpu-fenced --progress-lines 2>&1) || die "fenced resume: $out"
+grep -q "replayed 2 finished blocks" <<<"$out" || die "the resume did not replay: $out"
+same "$tmp/eec-cpu" "$d" || die "fenced replayed resume differs"
+
+x=11; ids=""
+for i in $(seq 200); do x=$(( (x * 1103515245 + 12345) % 2147483648 )); ids="$ids $(( (x >> 16) % 512 ))"; done
+echo "$ids" > "$tmp/ids.txt"
+for m in "$st" "$tmp/gptq-cpu" "$tmp/eec-cpu"; do
+  a=$("$bin" eval "$m" --ids-file "$tmp/ids.txt" --seqlen 64 --json --device cpu | sed 's/, "seconds.*//')
+  b=$("$bin" eval "$m" --ids-file "$tmp/ids.txt" --seqlen 64 --json --device cpu-fenced | sed 's/, "seconds.*//')
+  echo "eval $(basename "$m"): $a"
+  { [ -n "$a" ] && [ "$a" = "$b" ]; } || die "eval $m: cpu '$a' vs cpu-fenced '$b'"
+done
+"$bin" logits "$st" --ids "1 67 89 300" -o "$tmp/l-cpu.bin" --device cpu || die "logits on cpu"
+"$bin" logits "$st" --ids "1 67 89 300" -o "$tmp/l-fenced.bin" --device cpu-fenced || die "logits on cpu-fenced"
+cmp -s "$tmp/l-cpu.bin" "$tmp/l-fenced.bin" || die "logits differ"
+[ $fail -eq 0 ] && echo ok
+exit $fail
