@@ -4,6 +4,7 @@
 
 #include "cpu/cpu_backend.h"
 #ifdef QS_HAVE_CUDA
+#include "gpu/cuda_backend.h"
 #include "gpu/cuda_info.h"
 #endif
 
@@ -30,7 +31,8 @@ int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error 
     if (!strcmp(name, "cpu-fenced")) return qs_cpu_fenced_backend_create(out, threads, err);
     if (!strcmp(name, "cuda")) {
 #ifdef QS_HAVE_CUDA
-        return qs_error_set(err, QS_EUNSUPPORTED, "CUDA backend not implemented yet (its ops table is empty); use --device cpu");
+        (void)threads;
+        return qs_cuda_backend_create(out, err);
 #else
         return qs_error_set(err, QS_EUNSUPPORTED, "this build has no CUDA backend (built without the CUDA toolkit)");
 #endif

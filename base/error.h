@@ -9,6 +9,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" { /* gpu/ is C++ (CUDA) */
+#endif
+
 enum qs_errcode {
     QS_EFORMAT = -1000,  /* malformed or corrupt input file */
     QS_EUNSUPPORTED = -1001, /* valid input this build does not handle */
@@ -44,5 +48,9 @@ int qs_error_prefix(qs_error *err, const char *fmt, ...) __attribute__((format(p
         int qs_fwd_rc_ = (call);                                                              \
         if (qs_fwd_rc_ < 0) return qs_fwd_rc_;                                                \
     } while (0)
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,208 @@
+/* gpu/cuda_backend.cu - the CUDA backend's context, memory and ops table.
+ *
+ * One stream carries every op in issue order. Memory comes from the device's stream-ordered
+ * pool (cudaMallocAsync / cudaFreeAsync on that stream), so the pipeline's per-block allocations
+ * neither synchronize the device nor return memory to the driver between blocks; the pool's
+ * high-water mark is the backend's peak. upload and download return when the host buffer may be
+ * reused (download: when the data is on the host), so callers may free or refill it at once. */
+#include "gpu/cuda_backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gpu/cuda_internal.h"
+
+int qs_cuda_fail(qs_error *err, cudaError_t e, const char *op, const char *what) {
+    int code = e == cudaErrorMemoryAllocation ? -12 /* ENOMEM */ : QS_EUNSUPPORTED;
+    return qs_error_set(err, code, "cuda %s: %s failed: %s (%s)", op, what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+int qs_cuda_blas_fail(qs_error *err, cublasStatus_t s, const char *op) {
+    return qs_error_set(err, s == CUBLAS_STATUS_ALLOC_FAILED ? -12 : QS_EUNSUPPORTED, "cuda %s: cuBLAS: %s", op,
+                        cublasGetStatusString(s));
+}
+
+int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const char *op, qs_error *err) {
+    if (bytes <= s->cap) return 0;
+    qs_cuda_ctx *c = qs_cuda(be);
+    if (s->p) cudaFreeAsync(s->p, c->stream);
+    s->p = NULL;
+    s->cap = 0;
+    cudaError_t e = cudaMallocAsync(&s->p, bytes, c->stream);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        s->p = NULL;
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        return qs_error_set(err, -12, "cuda %s: out of device memory for %zu bytes of scratch (%zu of %zu MiB free)",
+                            op, bytes, fr >> 20, tot >> 20);
+    }
+    s->cap = bytes;
+    return 0;
+}
+
+static void *cuda_alloc(qs_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->stream) != cudaSuccess) {
+        cudaGetLastError(); /* out of memory is not sticky: clear it, the caller reports the size */
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(qs_backend *be, void *p) {
+    if (p) cudaFreeAsync(p, qs_cuda(be)->stream);
+}
+
+static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    if (!bytes) return 0;
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
+    /* a pinned source is read by DMA after the call returns: wait, so the caller may reuse it */
+    QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "upload");
+    return 0;
+}
+
+static int cuda_download(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    if (!bytes) return 0;
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
+    QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "download");
+    return 0;
+}
+
+static int cuda_copy(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    if (!bytes) return 0;
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, qs_cuda(be)->stream), "copy");
+    return 0;
+}
+
+static int cuda_synchronize(qs_backend *be, qs_error *err) {
+    QS_CUDA_CALL(cudaStreamSynchronize(qs_cuda(be)->stream), "synchronize");
+    QS_CUDA_LAUNCHED("synchronize");
+    return 0;
+}
+
+static void cuda_destroy(qs_backend *be) {
+    if (!be) return;
+    qs_cuda_ctx *c = qs_cuda(be);
+    if (c) {
+        qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv};
+        for (size_t i = 0; i < sizeof s / sizeof *s; i++)
+            if (s[i]->p) cudaFreeAsync(s[i]->p, c->stream);
+        if (c->blas) cublasDestroy(c->blas);
+        if (c->blas_ws) cudaFree(c->blas_ws);
+        if (c->part_host) cudaFreeHost(c->part_host);
+        if (c->stream) {
+            cudaStreamSynchronize(c->stream);
+            cudaStreamDestroy(c->stream);
+        }
+        free(c);
+    }
+    free(be);
+}
+
+size_t qs_cuda_peak_bytes(qs_backend *be) {
+    unsigned long long v = 0;
+    if (cudaMemPoolGetAttribute(qs_cuda(be)->pool, cudaMemPoolAttrUsedMemHigh, &v) != cudaSuccess) return 0;
+    return (size_t)v;
+}
+
+static const qs_backend_ops cuda_ops = {
+    /* .name */ "cuda",
+    /* .destroy */ cuda_destroy,
+    /* .alloc */ cuda_alloc,
+    /* .free */ cuda_free,
+    /* .upload */ cuda_upload,
+    /* .download */ cuda_download,
+    /* .copy */ cuda_copy,
+    /* .synchronize */ cuda_synchronize,
+    /* .gemm */ qs_cuda_gemm,
+    /* .rmsnorm */ qs_cuda_rmsnorm,
+    /* .rope */ qs_cuda_rope,
+    /* .attention */ qs_cuda_attention,
+    /* .swiglu */ qs_cuda_swiglu,
+    /* .add */ qs_cuda_add,
+    /* .scale */ qs_cuda_scale,
+    /* .add_bias */ qs_cuda_add_bias,
+    /* .copy_rows */ qs_cuda_copy_rows,
+    /* .act_quant */ qs_cuda_act_quant,
+    /* .rmsnorm_gather */ qs_cuda_rmsnorm_gather,
+    /* .swiglu_gather */ qs_cuda_swiglu_gather,
+    /* .lse_update */ qs_cuda_lse_update,
+    /* .rmsnorm_backward */ qs_cuda_rmsnorm_backward,
+    /* .attention_backward */ qs_cuda_attention_backward,
+    /* .swiglu_backward */ qs_cuda_swiglu_backward,
+    /* .fake_quant_weight */ qs_cuda_fake_quant_weight,
+    /* .mse_grad */ qs_cuda_mse_grad,
+    /* .adamw_step */ qs_cuda_adamw_step,
+    /* .gather_backward */ qs_cuda_gather_backward,
+    /* .set_window_rows */ qs_cuda_set_window_rows,
+};
+
+extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
+    *out = NULL;
+    const char *dv = getenv("QS_CUDA_DEVICE"), *mv = getenv("QS_CUDA_GEMM");
+    int dev = dv && *dv ? atoi(dv) : 0, n = 0;
+    enum qs_cuda_math math = QS_CUDA_BF16;
+    if (mv && *mv) {
+        if (!strcmp(mv, "fp32")) math = QS_CUDA_FP32;
+        else if (!strcmp(mv, "tf32")) math = QS_CUDA_TF32;
+        else if (strcmp(mv, "bf16"))
+            return qs_error_set(err, QS_EUSAGE, "QS_CUDA_GEMM='%s': expected bf16, tf32 or fp32", mv);
+    }
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        cudaGetLastError();
+        return qs_error_set(err, QS_EUNSUPPORTED, "cuda: no usable CUDA device (driver or GPU missing); use --device cpu");
+    }
+    QS_RETURN_ERROR_IF(dev < 0 || dev >= n, QS_EUSAGE, "QS_CUDA_DEVICE=%d: this machine has %d CUDA device%s", dev, n,
+                       n == 1 ? "" : "s");
+    qs_backend *be = (qs_backend *)calloc(1, sizeof *be);
+    qs_cuda_ctx *c = (qs_cuda_ctx *)calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be), free(c);
+        return qs_error_set(err, -12, "cuda: out of memory for the backend context");
+    }
+    be->ops = &cuda_ops;
+    be->ctx = c;
+    c->device = dev;
+    c->math = math;
+    int rc = 0;
+    cudaError_t e;
+    cublasStatus_t s;
+    uint64_t keep = UINT64_MAX;
+    if ((e = cudaSetDevice(dev)) != cudaSuccess) rc = qs_cuda_fail(err, e, "init", "cudaSetDevice");
+    else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate");
+    else if ((e = cudaDeviceGetDefaultMemPool(&c->pool, dev)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaDeviceGetDefaultMemPool");
+    /* keep freed blocks in the pool between blocks instead of returning them at each sync */
+    else if ((e = cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaMemPoolSetAttribute");
+    else if ((s = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");
+    else if ((s = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");
+    else {
+        /* a fixed workspace (32 MiB, cuBLAS's recommendation for Hopper) */
+        c->blas_ws_bytes = (size_t)32 << 20;
+        if ((e = cudaMalloc(&c->blas_ws, c->blas_ws_bytes)) != cudaSuccess)
+            rc = qs_cuda_fail(err, e, "init", "cudaMalloc of the cuBLAS workspace");
+        else if ((s = cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes)) != CUBLAS_STATUS_SUCCESS)
+            rc = qs_cuda_blas_fail(err, s, "init");
+        else if ((s = cublasSetMathMode(c->blas, math == QS_CUDA_FP32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH)) !=
+                 CUBLAS_STATUS_SUCCESS)
+            rc = qs_cuda_blas_fail(err, s, "init");
+        else if ((e = cudaMallocHost((void **)&c->part_host, sizeof(double) * 4096)) != cudaSuccess)
+            rc = qs_cuda_fail(err, e, "init", "cudaMallocHost");
+    }
+    if (!rc) {
+        unsigned long long zero = 0; /* the peak counts from this backend's start */
+        cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero);
+    }
+    if (rc) {
+        cuda_destroy(be);
+        return rc;
+    }
+    *out = be;
+    return 0;
+}

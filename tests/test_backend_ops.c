@@ -1,0 +1,364 @@
+/* tests/test_backend_ops.c - every op of a backend against the CPU backend on the same seeded
+ * random inputs (uniform in [-1, 1], never zero), with padded leading dimensions, odd sizes,
+ * GQA, several windows and positions: `test_backend_ops [DEVICE]`, DEVICE cuda (the GPU test;
+ * exits 77 when no CUDA device is usable) or cpu-fenced (the default: it must give the CPU's
+ * bits exactly, which checks this harness itself on any machine, and that a host access of
+ * its memory faults).
+ *
+ * Error measure per op: max |got - ref| / (rms(ref) + 1e-30) over all outputs. Tolerances for
+ * cuda (the same binary, ops in fp32 with their own sum orders and CUDA's libm): elementwise and
+ * row ops 2e-6 (expf / division within 2 ulp, fp32 rounding of reordered sums); GEMM-based ops
+ * 2e-5 with QS_CUDA_GEMM=fp32 (sums of <= 600 products in another order), 2e-3 with tf32 (10-bit
+ * mantissa inputs: ~2^-11 relative per product, averaging down over the sum) and 2e-2 with bf16
+ * (8-bit: ~2^-9 per product); the quantizers bit for bit (min / max, IEEE division and rint are
+ * exact operations on identical inputs), except where an input comes out of a GEMM. */
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend/registry.h"
+#include "tests/testutil.h"
+
+static qs_backend *cpu, *dev;
+static int exact;         /* cpu-fenced: every op bit for bit */
+static double gemm_tol;   /* GEMM-based ops on cuda, by QS_CUDA_GEMM */
+/* added to rms(ref) in the error measure: 1 where an output is only rounding noise (the
+ * gradients of a one-token softmax, whose exact value is 0) */
+static double floor_rms;
+#define TOL_ELEM 2e-6
+
+static uint64_t seed = 0x9e3779b97f4a7c15ull;
+static float rnd(void) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+    return v == 0 ? 0.5f : v;
+}
+static float *rvec(size_t n, float amp) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = amp * rnd();
+    return v;
+}
+
+/* backend copies of host data */
+static void *put(qs_backend *be, const void *h, size_t bytes) {
+    qs_error err = {0};
+    void *d = be->ops->alloc(be, bytes ? bytes : 4);
+    if (!d || be->ops->upload(be, d, h, bytes, &err)) {
+        fprintf(stderr, "%s: upload of %zu bytes failed: %s\n", be->ops->name, bytes, err.msg);
+        exit(1);
+    }
+    return d;
+}
+static float *get(qs_backend *be, const void *d, size_t n) {
+    qs_error err = {0};
+    float *h = malloc(n * sizeof(float));
+    if (be->ops->download(be, h, d, n * sizeof(float), &err)) {
+        fprintf(stderr, "%s: download failed: %s\n", be->ops->name, err.msg);
+        exit(1);
+    }
+    return h;
+}
+
+/* an input on both backends */
+typedef struct pair {
+    void *c, *d;
+} pair;
+static pair both(const void *h, size_t bytes) { return (pair){put(cpu, h, bytes), put(dev, h, bytes)}; }
+static pair rboth(size_t n, float amp) {
+    float *h = rvec(n, amp);
+    pair p = both(h, n * sizeof(float));
+    free(h);
+    return p;
+}
+static void pfree(pair p) {
+    cpu->ops->free(cpu, p.c);
+    dev->ops->free(dev, p.d);
+}
+
+static void compare(const char *op, pair out, size_t n, double tol) {
+    float *a = get(cpu, out.c, n), *b = get(dev, out.d, n);
+    double worst = 0, ss = 0;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        ss += (double)a[i] * a[i];
+        double e = fabs((double)a[i] - b[i]);
+        if (e > worst || e != e) worst = e, at = i;
+    }
+    double rms = sqrt(ss / (double)(n ? n : 1)), rel = worst / (rms + floor_rms + 1e-30);
+    double lim = exact ? 0.0 : tol;
+    CHECKF(rel <= lim && rel == rel, "%s: error %.3g of rms %.3g (limit %.1g) at %zu: cpu %.9g, %s %.9g", op, rel,
+           rms, lim, at, a[at], dev->ops->name, b[at]);
+    printf("%-34s error/rms %.2e (rms %.3g)\n", op, rel, rms);
+    free(a), free(b);
+}
+
+#define RUN(call_c, call_d)                                                               \
+    do {                                                                                  \
+        qs_error e1 = {0}, e2 = {0};                                                      \
+        int r1 = (call_c), r2 = (call_d);                                                 \
+        CHECKF(r1 == 0, "cpu: %s", e1.msg);                                               \
+        CHECKF(r2 == 0, "%s: %s", dev->ops->name, e2.msg);                                \
+    } while (0)
+#define E1 &e1
+#define E2 &e2
+
+static void test_gemm(void) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int bz = 0; bz < 2; bz++) {
+                int m = 77, n = 45, k = 130, pad = 3;
+                int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
+                pair a = rboth((size_t)(ta ? k : m) * lda, 1), b = rboth((size_t)(tb ? n : k) * ldb, 1);
+                pair c = rboth((size_t)m * ldc, 1);
+                float beta = bz ? 0.0f : 0.3f;
+                RUN(cpu->ops->gemm(cpu, ta, tb, m, n, k, 0.7f, a.c, lda, b.c, ldb, beta, c.c, ldc, E1),
+                    dev->ops->gemm(dev, ta, tb, m, n, k, 0.7f, a.d, lda, b.d, ldb, beta, c.d, ldc, E2));
+                char name[48];
+                snprintf(name, sizeof name, "gemm ta=%d tb=%d beta=%g", ta, tb, beta);
+                compare(name, c, (size_t)m * ldc, gemm_tol);
+                pfree(a), pfree(b), pfree(c);
+            }
+    /* windows: the same rows give the same bits with 1 or 3 windows per call (the backend's
+     * own determinism promise, set_window_rows) */
+    int P = 40, m = 3 * P, n = 33, k = 70;
+    pair a = rboth((size_t)m * k, 1), b = rboth((size_t)n * k, 1), c3 = rboth((size_t)m * n, 1), c1 = rboth((size_t)P * n, 1);
+    qs_error err = {0};
+    if (dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, P, &err) == 0);
+    CHECK(dev->ops->gemm(dev, 0, 1, m, n, k, 1.0f, a.d, k, b.d, k, 0.0f, c3.d, n, &err) == 0);
+    CHECK(dev->ops->gemm(dev, 0, 1, P, n, k, 1.0f, (float *)a.d + (size_t)P * k, k, b.d, k, 0.0f, c1.d, n, &err) == 0);
+    if (dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, 0, &err) == 0);
+    float *h3 = get(dev, c3.d, (size_t)m * n), *h1 = get(dev, c1.d, (size_t)P * n);
+    CHECKF(!memcmp(h3 + (size_t)P * n, h1, sizeof(float) * (size_t)P * n), "%s gemm: a window's bits depend on the windows per call",
+           dev->ops->name);
+    free(h3), free(h1), pfree(a), pfree(b), pfree(c3), pfree(c1);
+}
+
+static void test_norms(void) {
+    int rows = 37, dim = 200;
+    size_t n = (size_t)rows * dim;
+    pair x = rboth(n, 2), g = rboth((size_t)dim, 1), y = rboth(n, 1), rs = rboth((size_t)rows, 1);
+    RUN(cpu->ops->rmsnorm(cpu, y.c, x.c, g.c, rows, dim, 1e-5f, rs.c, E1),
+        dev->ops->rmsnorm(dev, y.d, x.d, g.d, rows, dim, 1e-5f, rs.d, E2));
+    compare("rmsnorm", y, n, TOL_ELEM);
+    compare("rmsnorm rstd", rs, (size_t)rows, TOL_ELEM);
+    /* in place */
+    RUN(cpu->ops->rmsnorm(cpu, x.c, x.c, g.c, rows, dim, 1e-6f, NULL, E1),
+        dev->ops->rmsnorm(dev, x.d, x.d, g.d, rows, dim, 1e-6f, NULL, E2));
+    compare("rmsnorm in place", x, n, TOL_ELEM);
+    /* backward: rstd from the cpu forward on both */
+    pair x2 = rboth(n, 2), dy = rboth(n, 1), dx = rboth(n, 1), dg = rboth((size_t)dim, 1);
+    float *rh = get(cpu, rs.c, (size_t)rows);
+    pair rs2 = both(rh, sizeof(float) * rows);
+    free(rh);
+    RUN(cpu->ops->rmsnorm_backward(cpu, dx.c, dg.c, dy.c, x2.c, g.c, rs2.c, rows, dim, E1),
+        dev->ops->rmsnorm_backward(dev, dx.d, dg.d, dy.d, x2.d, g.d, rs2.d, rows, dim, E2));
+    compare("rmsnorm_backward dx", dx, n, TOL_ELEM);
+    compare("rmsnorm_backward dgamma (+=)", dg, (size_t)dim, TOL_ELEM);
+    pfree(x), pfree(g), pfree(y), pfree(rs), pfree(x2), pfree(dy), pfree(dx), pfree(dg), pfree(rs2);
+}
+
+static void test_rope(void) {
+    int n_win = 2, L = 50, nh = 3, hd = 16, stride = nh * hd + 8;
+    size_t n = (size_t)n_win * L * stride;
+    float f[8];
+    for (int i = 0; i < 8; i++) f[i] = powf(10000.0f, -2.0f * i / hd) * (i == 5 ? 0.125f : 1.0f);
+    pair x = rboth(n, 1), fr = both(f, sizeof f);
+    for (int inv = 0; inv < 2; inv++) {
+        RUN(cpu->ops->rope(cpu, x.c, n_win, L, 1000 + 7 * inv, nh, hd, stride, fr.c, inv, E1),
+            dev->ops->rope(dev, x.d, n_win, L, 1000 + 7 * inv, nh, hd, stride, fr.d, inv, E2));
+        compare(inv ? "rope inverse" : "rope", x, n, TOL_ELEM);
+    }
+    pfree(x), pfree(fr);
+}
+
+static void test_attention(int n_win, int L, int nh, int nkv, int hd) {
+    size_t T = (size_t)n_win * L, qn = T * nh * hd, kn = T * nkv * hd, ln = (size_t)n_win * nh * L;
+    float scale = 1.0f / sqrtf((float)hd);
+    pair q = rboth(qn, 2), k = rboth(kn, 2), v = rboth(kn, 1), o = rboth(qn, 1), lse = rboth(ln, 1);
+    RUN(cpu->ops->attention(cpu, o.c, q.c, k.c, v.c, n_win, L, nh, nkv, hd, scale, lse.c, E1),
+        dev->ops->attention(dev, o.d, q.d, k.d, v.d, n_win, L, nh, nkv, hd, scale, lse.d, E2));
+    char name[64];
+    snprintf(name, sizeof name, "attention %dx%d h%d/%d d%d", n_win, L, nh, nkv, hd);
+    compare(name, o, qn, gemm_tol);
+    snprintf(name, sizeof name, "attention lse %dx%d", n_win, L);
+    compare(name, lse, ln, gemm_tol);
+    /* backward from the cpu forward's out and lse on both */
+    float *oh = get(cpu, o.c, qn), *lh = get(cpu, lse.c, ln);
+    pair o2 = both(oh, qn * sizeof(float)), l2 = both(lh, ln * sizeof(float));
+    free(oh), free(lh);
+    pair dout = rboth(qn, 1), dq = rboth(qn, 1), dk = rboth(kn, 1), dv = rboth(kn, 1);
+    RUN(cpu->ops->attention_backward(cpu, dq.c, dk.c, dv.c, dout.c, q.c, k.c, v.c, o2.c, l2.c, n_win, L, nh, nkv, hd,
+                                     scale, E1),
+        dev->ops->attention_backward(dev, dq.d, dk.d, dv.d, dout.d, q.d, k.d, v.d, o2.d, l2.d, n_win, L, nh, nkv, hd,
+                                     scale, E2));
+    floor_rms = L == 1 ? 1.0 : 0.0;
+    snprintf(name, sizeof name, "attention_backward dq %dx%d", n_win, L);
+    compare(name, dq, qn, gemm_tol);
+    snprintf(name, sizeof name, "attention_backward dk %dx%d", n_win, L);
+    compare(name, dk, kn, gemm_tol);
+    snprintf(name, sizeof name, "attention_backward dv %dx%d", n_win, L);
+    compare(name, dv, kn, gemm_tol);
+    floor_rms = 0;
+    pfree(q), pfree(k), pfree(v), pfree(o), pfree(lse), pfree(o2), pfree(l2), pfree(dout), pfree(dq), pfree(dk),
+        pfree(dv);
+}
+
+static void test_elementwise(void) {
+    size_t n = 10007;
+    pair a = rboth(n, 4), b = rboth(n, 1), y = rboth(n, 1), y2 = rboth(n, 1);
+    RUN(cpu->ops->swiglu(cpu, y.c, a.c, b.c, n, E1), dev->ops->swiglu(dev, y.d, a.d, b.d, n, E2));
+    compare("swiglu", y, n, TOL_ELEM);
+    /* dy = b, gate = a, up = y; dup overwrites dy (allowed) */
+    RUN(cpu->ops->swiglu_backward(cpu, y2.c, b.c, b.c, a.c, y.c, n, E1),
+        dev->ops->swiglu_backward(dev, y2.d, b.d, b.d, a.d, y.d, n, E2));
+    compare("swiglu_backward dgate", y2, n, TOL_ELEM);
+    compare("swiglu_backward dup", b, n, TOL_ELEM);
+    RUN(cpu->ops->add(cpu, y.c, a.c, b.c, n, E1), dev->ops->add(dev, y.d, a.d, b.d, n, E2));
+    compare("add", y, n, 0);
+    RUN(cpu->ops->scale(cpu, y.c, y.c, -0.37f, n, E1), dev->ops->scale(dev, y.d, y.d, -0.37f, n, E2));
+    compare("scale in place", y, n, 0);
+    int rows = 97, cols = 103;
+    pair bias = rboth((size_t)cols, 1);
+    RUN(cpu->ops->add_bias(cpu, y.c, bias.c, rows, cols, E1), dev->ops->add_bias(dev, y.d, bias.d, rows, cols, E2));
+    compare("add_bias", y, n, 0);
+    int32_t sr[40], dr[40];
+    for (int i = 0; i < 40; i++) sr[i] = (i * 37 + 5) % 97, dr[i] = (i * 13 + 11) % 97;
+    pair s = both(sr, sizeof sr), d = both(dr, sizeof dr);
+    RUN(cpu->ops->copy_rows(cpu, y2.c, d.c, a.c, s.c, 40, cols, E1),
+        dev->ops->copy_rows(dev, y2.d, d.d, a.d, s.d, 40, cols, E2));
+    compare("copy_rows gather+scatter", y2, n, 0);
+    RUN(cpu->ops->copy_rows(cpu, y2.c, NULL, a.c, s.c, 40, cols, E1),
+        dev->ops->copy_rows(dev, y2.d, NULL, a.d, s.d, 40, cols, E2));
+    compare("copy_rows gather", y2, n, 0);
+    RUN(cpu->ops->copy(cpu, y2.c, a.c, 1000 * sizeof(float), E1), dev->ops->copy(dev, y2.d, a.d, 1000 * sizeof(float), E2));
+    compare("copy", y2, n, 0);
+    pfree(a), pfree(b), pfree(y), pfree(y2), pfree(bias), pfree(s), pfree(d);
+}
+
+static void test_gathers(void) {
+    int rows = 45, C = 64;
+    int32_t sa[64], sb[64];
+    float cf[64];
+    qs_test_reasm_maps(C, 5, sa, sb, cf);
+    pair a = both(sa, sizeof sa), b = both(sb, sizeof sb), c = both(cf, sizeof cf);
+    size_t n = (size_t)rows * C;
+    pair x = rboth(n, 3), g = rboth((size_t)C, 1), u = rboth(n, 1), y = rboth(n, 1);
+    RUN(cpu->ops->rmsnorm_gather(cpu, y.c, x.c, g.c, rows, C, 1e-5f, a.c, b.c, c.c, E1),
+        dev->ops->rmsnorm_gather(dev, y.d, x.d, g.d, rows, C, 1e-5f, a.d, b.d, c.d, E2));
+    compare("rmsnorm_gather", y, n, TOL_ELEM);
+    RUN(cpu->ops->swiglu_gather(cpu, y.c, x.c, u.c, rows, C, a.c, b.c, c.c, E1),
+        dev->ops->swiglu_gather(dev, y.d, x.d, u.d, rows, C, a.d, b.d, c.d, E2));
+    compare("swiglu_gather", y, n, TOL_ELEM);
+    RUN(cpu->ops->gather_backward(cpu, u.c, x.c, rows, C, a.c, b.c, c.c, E1),
+        dev->ops->gather_backward(dev, u.d, x.d, rows, C, a.d, b.d, c.d, E2));
+    compare("gather_backward", u, n, TOL_ELEM);
+    pfree(a), pfree(b), pfree(c), pfree(x), pfree(g), pfree(u), pfree(y);
+}
+
+static void test_quant(void) {
+    int rows = 33, cols = 256;
+    size_t n = (size_t)rows * cols;
+    for (int bits = 2; bits <= 8; bits += 2) {
+        pair x = rboth(n, 3);
+        RUN(cpu->ops->act_quant(cpu, x.c, rows, cols, 64, bits, E1), dev->ops->act_quant(dev, x.d, rows, cols, 64, bits, E2));
+        char name[48];
+        snprintf(name, sizeof name, "act_quant %d bits, segments of 64", bits);
+        compare(name, x, n, 0);
+        pfree(x);
+    }
+    pair w = rboth(n, 0.2f), y = rboth(n, 1);
+    int cases[4][3] = {{4, -1, 0}, {3, 100, 0}, {4, 128, 1}, {8, 64, 0}}; /* bits, group (100: partial last), sym */
+    for (int i = 0; i < 4; i++) {
+        RUN(cpu->ops->fake_quant_weight(cpu, y.c, w.c, rows, cols, cases[i][1], cases[i][0], cases[i][2], E1),
+            dev->ops->fake_quant_weight(dev, y.d, w.d, rows, cols, cases[i][1], cases[i][0], cases[i][2], E2));
+        char name[48];
+        snprintf(name, sizeof name, "fake_quant_weight w%d g%d%s", cases[i][0], cases[i][1], cases[i][2] ? " sym" : "");
+        compare(name, y, n, 0);
+    }
+    pfree(w), pfree(y);
+}
+
+static void test_lse_mse_adamw(void) {
+    int n = 29, vc = 700;
+    pair lg = rboth((size_t)n * vc, 8);
+    float mx[29], sm[29], tl[29];
+    int32_t tg[29];
+    for (int r = 0; r < n; r++) mx[r] = -INFINITY, sm[r] = 0, tl[r] = 0, tg[r] = (r * 97) % 1400;
+    pair M = both(mx, sizeof mx), S = both(sm, sizeof sm), Tl = both(tl, sizeof tl), Tg = both(tg, sizeof tg);
+    for (int v0 = 0; v0 < 1400; v0 += vc)
+        RUN(cpu->ops->lse_update(cpu, lg.c, n, vc, v0, Tg.c, M.c, S.c, Tl.c, E1),
+            dev->ops->lse_update(dev, lg.d, n, vc, v0, Tg.d, M.d, S.d, Tl.d, E2));
+    compare("lse_update run_max", M, (size_t)n, 0);
+    compare("lse_update run_sum", S, (size_t)n, TOL_ELEM);
+    compare("lse_update target logit", Tl, (size_t)n, 0);
+    pfree(lg), pfree(M), pfree(S), pfree(Tl), pfree(Tg);
+
+    size_t N = 100003;
+    pair a = rboth(N, 1), b = rboth(N, 1), g = rboth(N, 1);
+    double l1 = 0, l2 = 0;
+    RUN(cpu->ops->mse_grad(cpu, g.c, a.c, b.c, N, &l1, E1), dev->ops->mse_grad(dev, g.d, a.d, b.d, N, &l2, E2));
+    compare("mse_grad grad", g, N, 0);
+    double rel = fabs(l1 - l2) / l1;
+    CHECKF(exact ? l1 == l2 : rel <= 1e-12, "mse_grad loss: cpu %.17g, %s %.17g", l1, dev->ops->name, l2);
+    printf("%-34s relative error %.2e (loss %.6f)\n", "mse_grad loss", rel, l1);
+    pair p = rboth(N, 1), m = rboth(N, 0.01f), v = rboth(N, 0.01f);
+    /* v >= 0: square the random second moments on both */
+    float *vh = get(cpu, v.c, N);
+    for (size_t i = 0; i < N; i++) vh[i] *= vh[i];
+    pair v2 = both(vh, N * sizeof(float));
+    free(vh);
+    for (int step = 1; step <= 3; step++)
+        RUN(cpu->ops->adamw_step(cpu, p.c, a.c, m.c, v2.c, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, E1),
+            dev->ops->adamw_step(dev, p.d, a.d, m.d, v2.d, N, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, step, E2));
+    compare("adamw_step param (3 steps)", p, N, TOL_ELEM);
+    compare("adamw_step m", m, N, TOL_ELEM);
+    compare("adamw_step v", v2, N, TOL_ELEM);
+    pfree(a), pfree(b), pfree(g), pfree(p), pfree(m), pfree(v), pfree(v2);
+}
+
+/* cpu-fenced: a host read of its memory must fault (else the fence checks nothing) */
+static void test_fence_faults(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        volatile float *p = dev->ops->alloc(dev, 64);
+        float x = p[0];
+        _exit(x == 12345.0f ? 2 : 0); /* reached only when the read did not fault */
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECKF(WIFSIGNALED(st), "a host read of cpu-fenced memory did not fault (status %d)", st);
+}
+
+int main(int argc, char **argv) {
+    const char *name = argc > 1 ? argv[1] : "cpu-fenced";
+    qs_error err = {0};
+    if (!strcmp(name, "cuda") && !qs_cuda_usable()) {
+        printf("no usable CUDA device (backends compiled: %s): skipped\n", qs_backends_compiled());
+        return 77;
+    }
+    if (qs_backend_create(&cpu, "cpu", 0, &err) || qs_backend_create(&dev, name, 0, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    exact = !strcmp(name, "cpu-fenced");
+    const char *mode = getenv("QS_CUDA_GEMM");
+    gemm_tol = !mode || !strcmp(mode, "bf16") ? 2e-2 : !strcmp(mode, "tf32") ? 2e-3 : 2e-5;
+    printf("%s against cpu (GEMM math %s)\n", dev->ops->name, exact ? "cpu" : mode ? mode : "bf16");
+    if (exact) test_fence_faults();
+    test_gemm();
+    test_norms();
+    test_rope();
+    test_attention(2, 300, 6, 2, 16); /* GQA groups of 3, two windows, more than one query block */
+    test_attention(1, 37, 4, 4, 5);   /* plain multi-head, odd head_dim and length */
+    test_attention(3, 1, 2, 1, 4);    /* windows of one token */
+    test_elementwise();
+    test_gathers();
+    test_quant();
+    test_lse_mse_adamw();
+    qs_backend_free(dev);
+    qs_backend_free(cpu);
+    return qs_test_result();
+}
