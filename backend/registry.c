@@ -46,6 +46,33 @@ int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error 
     );
 }
 
+int qs_backend_check(const char *name, qs_error *err) {
+    if (!name || !strcmp(name, "cpu") || !strcmp(name, "cpu-fenced")) return 0;
+    if (!strcmp(name, "cuda")) {
+#ifdef QS_HAVE_CUDA
+        QS_RETURN_ERROR_IF(!qs_cuda_usable(), QS_EUNSUPPORTED, "cuda: no usable CUDA device (driver or GPU missing); use --device cpu");
+        return 0;
+#else
+        return qs_error_set(err, QS_EUNSUPPORTED, "this build has no CUDA backend (built without the CUDA toolkit)");
+#endif
+    }
+    return qs_error_set(err, QS_EUSAGE, "unknown device '%s' (cpu%s)", name,
+#ifdef QS_HAVE_CUDA
+                        ", cuda"
+#else
+                        ""
+#endif
+    );
+}
+
+size_t qs_backend_peak_bytes(qs_backend *be) {
+#ifdef QS_HAVE_CUDA
+    if (be && !strcmp(be->ops->name, "cuda")) return qs_cuda_peak_bytes(be);
+#endif
+    (void)be;
+    return 0;
+}
+
 void qs_backend_free(qs_backend *be) {
     if (be) be->ops->destroy(be);
 }

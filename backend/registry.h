@@ -9,10 +9,17 @@
 const char *qs_backends_compiled(void);
 /* 1 when the CUDA backend is compiled in and a device is usable now. */
 int qs_cuda_usable(void);
-/* Creates a backend by name: "cpu" (always built), "cuda" (a clear "not implemented yet" error
- * for now). threads: CPU threads for the CPU backend, 0 = all cores. On error *out is NULL and
+/* Creates a backend by name: "cpu" (always built), "cpu-fenced" (the CPU backend behind
+ * pointers the host cannot touch: a test of the host / device separation), "cuda" (when built
+ * with the CUDA toolkit and a device is usable). threads: CPU threads for the CPU backend, 0 = all cores. On error *out is NULL and
  * err names the device. Free with qs_backend_free. */
 int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err);
+/* 0 when qs_backend_create(name) can succeed on this machine (the name is known, a CUDA device
+ * is there); else the error qs_backend_create would give. Checks before a run writes anything. */
+int qs_backend_check(const char *name, qs_error *err);
+/* The most backend memory held at once since the backend was created, in bytes; 0 where the
+ * backend does not track it (cpu: its memory is the process's, see peak RSS). */
+size_t qs_backend_peak_bytes(qs_backend *be);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);
 

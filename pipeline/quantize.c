@@ -16,6 +16,7 @@
 #include "checkpoint/shard.h"
 #include "pipeline/engine.h"
 #include "pipeline/outdir.h"
+#include "backend/registry.h"
 #include "pipeline/quantize_internal.h"
 
 #define ROWS_CHUNK 64
@@ -476,7 +477,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     if (sum) {
         *sum = (qs_quantize_summary){.n_blocks = q.cfg.n_layers, .done_before = first, .done_now = q.done_now,
                                      .n_slots = n_slots, .slot_bytes = slot_bytes, .seconds = qs_now() - q.t_start,
-                                     .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes};
+                                     .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
+                                     .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0};
     }
     for (int i = 0; i < 3; i++) {
         free(slots[i].slab);

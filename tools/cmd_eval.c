@@ -1,5 +1,5 @@
 /* tools/cmd_eval.c - `qstream eval MODEL_DIR|OUT_DIR (--text FILE | --ids-file FILE) [--seqlen 2048]
- *                     [--max-windows K] [--threads N] [--device cpu] [--json] [--progress]`
+ *                     [--max-windows K] [--threads N] [--device cpu|cuda] [--json] [--progress]`
  * Perplexity, streamed one block at a time (model/eval.h). --text is tokenized as it is, in one
  * piece (its lines joined by the file's own "\n"), with MODEL_DIR/tokenizer.json; --ids-file
  * holds whitespace-separated token ids (for models without a tokenizer). An OUT_DIR of
@@ -20,7 +20,7 @@
 
 #define USAGE                                                                                                     \
     "usage: qstream eval MODEL_DIR (--text FILE | --ids-file FILE) [--seqlen 2048] [--max-windows K]\n"         \
-    "                    [--threads N] [--device cpu] [--json] [--progress]\n"                                     \
+    "                    [--threads N] [--device cpu|cuda] [--json] [--progress]\n"                                     \
     "  prints ppl, the predicted tokens (windows x (seqlen - 1)), windows, seconds and forward\n"                  \
     "  throughput (windows x seqlen tokens per second)\n"
 

@@ -13,7 +13,7 @@
 #include "tools/commands.h"
 #include "io/token_ids.h"
 
-#define USAGE "usage: qstream logits MODEL_DIR --ids \"1 67 89\" -o FILE [--threads N] [--device cpu]\n"
+#define USAGE "usage: qstream logits MODEL_DIR --ids \"1 67 89\" -o FILE [--threads N] [--device cpu|cuda]\n"
 
 int qs_cmd_logits(int argc, char **argv) {
     const char *model = NULL, *ids_s = NULL, *out = NULL, *device = "cpu";

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend/registry.h"
 #include "pipeline/quantize.h"
 #include "tools/commands.h"
 
@@ -14,7 +15,7 @@
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
-    "         [--lr 5e-4] [--blocks-per-group 4] [--eec-form paper|merged] [--device cpu] [--threads N] [--host-mem 24G]\n" \
+    "         [--lr 5e-4] [--blocks-per-group 4] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -123,6 +124,10 @@ int qs_cmd_quantize(int argc, char **argv) {
     if (o.calib.source && !strcmp(o.calib.source, "random")) o.calib.source_is_ids = 0;
     if (strcmp(o.method, "qllm")) o.eec = 0; /* --eec is QLLM's (on by default there) */
     qs_error err = {0};
+    if (qs_backend_check(o.device, &err)) {
+        fprintf(stderr, "qstream quantize: %s\n", err.msg);
+        return 1;
+    }
     qs_quantize_summary s;
     int rc = qs_quantize_run(&o, &s, &err);
     if (rc) {
@@ -132,5 +137,6 @@ int qs_cmd_quantize(int argc, char **argv) {
     if (o.progress)
         fprintf(stderr, "quantized %d blocks (%d kept from an earlier run, %d slots of %.1f MB) in %.1f s: %.1f MB -> %.1f MB in %s\n",
                 s.n_blocks, s.done_before, s.n_slots, s.slot_bytes / 1e6, s.seconds, s.raw_bytes / 1e6, s.shard_bytes / 1e6, o.out_dir);
+    if (o.progress && s.device_peak) fprintf(stderr, "%s memory peak %.1f MB\n", o.device, s.device_peak / 1e6);
     return 0;
 }
