@@ -24,12 +24,13 @@ static int max_in(const qs_model_config *c) {
     return m;
 }
 
-/* backend memory of a GPTQ block step with per windows a call: the block's float weights, the
- * forward's activations, the call's hidden states */
+/* backend memory of a block step with per windows a call: the block's float weights, the
+ * forward's activations, the call's hidden states, and for GPTQ the stage's Hessian */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
-    size_t call = (size_t)per * q->calib.seqlen;
+    size_t call = (size_t)per * q->calib.seqlen, mi = (size_t)max_in(&q->cfg);
+    size_t hess = q->o && q->o->method && !strcmp(q->o->method, "gptq") ? sizeof(float) * mi * mi : 0;
     return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
-           sizeof(float) * call * q->cfg.hidden_size;
+           sizeof(float) * call * q->cfg.hidden_size + hess;
 }
 
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
@@ -37,11 +38,14 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     if (per < 1) per = 1;
     if (per > q->calib.nsamples) per = q->calib.nsamples;
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
-    QS_RETURN_ERROR_IF(gpu_mem && qs_calib_device_bytes(q, per) > gpu_mem, QS_ENOMEMBUDGET,
-                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB) and the activations of one "
-                       "calibration window of %d tokens (%.1f MiB); nothing was written",
-                       gpu_mem / 1048576.0, qs_llama_weights_bytes(&q->cfg) / 1048576.0, q->calib.seqlen,
-                       (qs_calib_device_bytes(q, 1) - qs_llama_weights_bytes(&q->cfg)) / 1048576.0);
+    const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
+    const size_t hess = q->o && q->o->method && !strcmp(q->o->method, "gptq") ? sizeof(float) * (size_t)max_in(&q->cfg) * max_in(&q->cfg) : 0;
+    char hs[64] = "";
+    if (hess) snprintf(hs, sizeof hs, ", its largest Hessian (%.1f MiB)", hess / 1048576.0);
+    QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
+                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB)%s and the activations of "
+                       "one calibration window of %d tokens (%.1f MiB); nothing was written",
+                       gpu_mem / 1048576.0, wb / 1048576.0, hs, q->calib.seqlen, (one - wb - hess) / 1048576.0);
     q->per = per;
     return 0;
 }

@@ -1,7 +1,8 @@
 /* pipeline/compute_gptq.c - COMPUTE for GPTQ: the block's weights as float in backend memory;
  * true-sequential stages {q, k, v} -> {o} -> {gate, up} -> {down}, each stage's Hessian taken
  * over every calibration token from inputs produced by the already-quantized earlier stages
- * (fake-quantized as the layer sees them in weight-activation settings); then the calibration
+ * (fake-quantized as the layer sees them in weight-activation settings), accumulated in backend
+ * memory by the backend's GEMM and downloaded once per stage; then the calibration
  * states advance through the quantized block: the next block's input is this block's output. */
 #include <errno.h>
 #include <stdlib.h>
@@ -118,6 +119,13 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const int seg = in; /* the linears' inputs are quantized per token */
         qs_hessian hs;
         rc = qs_hessian_init(&hs, in, err);
+        /* H in backend memory: its GEMMs run where the activations are (on a GPU the host never
+         * sees the calibration activations); the same running mean as qs_hessian_add, one window
+         * at a time so that the rounding does not depend on windows per call */
+        const size_t hbytes = sizeof(float) * (size_t)in * in;
+        float *hd = rc ? NULL : be->ops->alloc(be, hbytes);
+        if (!rc && !hd) rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for a %d x %d Hessian (%zu bytes)", blk, be->ops->name, in, in, hbytes);
+        if (!rc) rc = be->ops->upload(be, hd, hs.h, hbytes, err); /* zeros */
         for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
             int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
             float *xs;
@@ -125,10 +133,16 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
             if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
             if (!rc) rc = qs_llama_block_forward_until(be, c, &w, q->xbuf, k, L, &q->scr, st->stop, err);
             if (!rc && w.abits < 16) rc = be->ops->act_quant(be, inbuf, k * L, in, seg, w.abits, err);
-            if (!rc) rc = be->ops->download(be, q->hx, inbuf, sizeof(float) * (size_t)k * L * in, err);
-            /* one add per window: the Hessian's rounding does not depend on windows per call */
-            for (int j = 0; j < k && !rc; j++) rc = qs_hessian_add(&hs, q->hx + (size_t)j * L * in, L, in, err);
+            if (!rc && be->ops->set_window_rows) rc = be->ops->set_window_rows(be, 0, err); /* rows of H are not tokens */
+            for (int j = 0; j < k && !rc; j++) {
+                float keep = (float)hs.count / (float)(hs.count + L);
+                hs.count += L;
+                const float *xj = inbuf + (size_t)j * L * in;
+                rc = be->ops->gemm(be, 1, 0, in, in, L, 2.0f / (float)hs.count, xj, in, xj, in, keep, hd, in, err);
+            }
         }
+        if (!rc) rc = be->ops->download(be, hs.h, hd, hbytes, err);
+        be->ops->free(be, hd);
         float *hcopy = !rc && st->n > 1 ? malloc(sizeof(float) * (size_t)in * in) : NULL;
         if (!rc && st->n > 1 && !hcopy) rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for a Hessian copy", blk);
         for (int j = 0; j < st->n && !rc; j++) {

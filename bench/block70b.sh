@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE] - seconds per LLaMA-2-70B-shaped block (hidden
+# 8192, intermediate 28672, 64 heads / 8 KV heads, bf16 weights, 2 blocks) with 128 x 2048
+# calibration tokens, for RTN, GPTQ (W4 g128) and QLLM (W4A4, CR + EEC, 10 epochs, K = 1), on
+# DEVICE (default cuda); the device memory peak of each run; the GEMM FLOPs each method's block
+# costs (a model of its products, below) over its compute seconds, against the backend's own
+# GEMM rate (bench_gemm 8192^3, the same math) measured in the same run; and the hours 80 blocks
+# would take. Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
+# (70b; gen_model's tiny to try the script on a CPU).
+# FLOP model per block, T = NS x SL tokens, P = the linears' weights, A = 4 nh hd (SL + 1) / 2
+# (causal scores and outputs per token): a forward F = T (2 P + A); GPTQ = its four truncated
+# stage forwards + one forward + the Hessians 2 T (in_qkv^2 + in_o^2 + in_gu^2 + in_down^2);
+# QLLM = (2 + 3 EPOCHS) F (the full-precision targets, the advance, and per epoch a forward and a
+# backward of about twice its cost). The host work (GPTQ's column loop, shard writes) is in the
+# seconds and not in the FLOPs.
+set -euo pipefail
+build=${1:?usage: bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE]}
+work=${2:-$(mktemp -d)}
+dev=${3:-cuda}
+NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} METHODS=${METHODS:-"rtn gptq qllm"} SHAPE=${SHAPE:-70b}
+model=$work/llama-$SHAPE-2blocks
+[ -e "$model/config.json" ] || "$build/bench/gen_model" "$model" --shape "$SHAPE" --layers 2 --shards 1 --dtype bf16
+rate=$("$build/bench/bench_gemm" "$dev" 8192 8192 8192 5 | tee /dev/stderr | sed -n 's/.*best \([0-9.]*\) TFLOP.*/\1/p')
+cal=(--calib random --nsamples "$NS" --seqlen "$SL")
+for m in $METHODS; do
+  case $m in
+    rtn) args=(--method rtn --wbits 4 --group 128) ;;
+    gptq) args=(--method gptq --wbits 4 --group 128 "${cal[@]}") ;;
+    qllm) args=(--method qllm --wbits 4 --abits 4 --epochs "$EPOCHS" --blocks-per-group 1 "${cal[@]}") ;;
+  esac
+  rm -rf "$work/out-$m"
+  /usr/bin/time -v "$build/qstream" quantize "$model" -o "$work/out-$m" --device "$dev" "${args[@]}" --progress-lines \
+    > "$work/$m.log" 2>&1 || { cat "$work/$m.log"; exit 1; }
+done
+python3 - "$work" "$rate" "$NS" "$SL" "$EPOCHS" "$METHODS" "$dev" "$model" <<'PY'
+import json, re, sys
+work, rate, NS, SL, E, methods, dev = sys.argv[1], float(sys.argv[2] or 0), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6].split(), sys.argv[7]
+cfg = json.load(open(sys.argv[8] + "/config.json"))
+H, I, nh = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
+nkv, hd = cfg.get("num_key_value_heads", nh), H // nh
+T, Q, KV = NS * SL, nh * hd, nkv * hd
+f_qkv, f_o, f_gu, f_down = 2 * T * H * (Q + 2 * KV), 2 * T * Q * H, 4 * T * H * I, 2 * T * I * H
+f_att = T * 4 * nh * hd * (SL + 1) / 2
+F = f_qkv + f_att + f_o + f_gu + f_down
+flops = {"rtn": 0,
+         "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
+         "qllm": (2 + 3 * E) * F}
+print(f"device {dev}; GEMM rate (bench_gemm 8192^3, best of 5): {rate:.2f} TFLOP/s; calibration {NS} x {SL} tokens")
+print("| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks |")
+print("| --- | --- | --- | --- | --- | --- |")
+for m in methods:
+    log = open(f"{work}/{m}.log").read()
+    comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
+    wall = [float(x) for x in re.findall(r"elapsed ([0-9.]+) s", log)]
+    peak = re.search(r"memory peak ([0-9.]+) MB", log)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
+    s = sum(comp) / len(comp) if comp else float("nan")
+    tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
+    print(f"| {m} | {s:.1f} | {peak.group(1) + ' MB' if peak else 'n/a'} (host RSS {int(rss.group(1)) / 1e6:.1f} GB) | "
+          f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s / 3600:.2f} h |")
+print("QLLM paper (Table: LLaMA-2-70B): 9.05 A100-hours")
+PY
