@@ -182,6 +182,14 @@ typedef struct qs_backend_ops {
      * (cpu/cpu_gemm.c), which makes --gpu-mem's windows per call and an evaluation prefix give
      * the same bits. Callers set it before their GEMMs; NULL on a backend that needs no hint. */
     int (*set_window_rows)(qs_backend *be, int rows, qs_error *err);
+
+    /* ---- dense linear algebra (GPTQ) ----
+     * a [n, n] row-major, symmetric positive definite (its upper triangle is read) becomes U,
+     * upper triangular with zeros below, U^T U = a^-1: GPTQ's factor (potrf, potri, potrf).
+     * *info_host = 0, or LAPACK's info (> 0: not positive definite; a is then undefined).
+     * Returns after *info_host is written. NULL where the host's LAPACK is as good (cpu: GPTQ
+     * calls LAPACK itself). */
+    int (*cholesky_inverse)(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {

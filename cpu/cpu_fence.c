@@ -162,6 +162,7 @@ static const qs_backend_ops fence_ops = {
     .adamw_step = fence_adamw_step,
     .gather_backward = fence_gather_backward,
     .set_window_rows = fence_set_window_rows,
+    .cholesky_inverse = NULL, /* as the CPU backend: GPTQ uses the host's LAPACK */
 };
 
 int qs_cpu_fenced_backend_create(qs_backend **out, int threads, qs_error *err) {

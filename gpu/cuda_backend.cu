@@ -88,7 +88,8 @@ static void cuda_destroy(qs_backend *be) {
     if (!be) return;
     qs_cuda_ctx *c = qs_cuda(be);
     if (c) {
-        qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv};
+        qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv, &c->solve};
+        if (c->solver) cusolverDnDestroy(c->solver);
         for (size_t i = 0; i < sizeof s / sizeof *s; i++)
             if (s[i]->p) cudaFreeAsync(s[i]->p, c->stream);
         if (c->blas) cublasDestroy(c->blas);
@@ -139,6 +140,7 @@ static const qs_backend_ops cuda_ops = {
     /* .adamw_step */ qs_cuda_adamw_step,
     /* .gather_backward */ qs_cuda_gather_backward,
     /* .set_window_rows */ qs_cuda_set_window_rows,
+    /* .cholesky_inverse */ qs_cuda_cholesky_inverse,
 };
 
 extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {

@@ -5,6 +5,7 @@
 #define QS_GPU_CUDA_INTERNAL_H
 
 #include <cublas_v2.h>
+#include <cusolverDn.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -37,6 +38,9 @@ typedef struct qs_cuda_ctx {
     double *part_host; /* pinned copy of mse_grad's partial sums */
     /* gather_backward: the inverse of the reassembly maps (CSR) */
     qs_cuda_scratch inv;
+    /* cholesky_inverse: cuSOLVER (created on first use), its workspace and info */
+    cusolverDnHandle_t solver;
+    qs_cuda_scratch solve;
 } qs_cuda_ctx;
 
 static inline qs_cuda_ctx *qs_cuda(qs_backend *be) { return (qs_cuda_ctx *)be->ctx; }
@@ -148,6 +152,8 @@ int qs_cuda_mse_grad(qs_backend *be, float *grad, const float *a, const float *b
                      qs_error *err);
 int qs_cuda_adamw_step(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,
                        float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
+/* cuda_linalg.cu */
+int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
 /* cuda_attention.cu */
 int qs_cuda_attention(qs_backend *be, float *out, const float *q, const float *k, const float *v, int n_win,
                       int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale, float *lse, qs_error *err);

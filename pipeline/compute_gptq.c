@@ -80,7 +80,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     if (!rc) {
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
-                           .static_groups = o->static_groups};
+                           .static_groups = o->static_groups, .be = be};
         qs_gptq_stats st = {0};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
+
 /* LAPACK (OpenBLAS provides it), Fortran interface, column-major: on our row-major symmetric
  * matrices uplo "L" in column-major is the upper triangle in row-major. */
 extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
@@ -58,6 +60,19 @@ static int inverse_cholesky_upper(float *a, int n) {
         for (int j = 0; j < i; j++) a[(size_t)i * n + j] = 0.0f;
     spotrf_("L", &n, a, &n, &info); /* H^-1 = U^T U */
     return info;
+}
+
+/* the same factor on a backend (a GPU's solver): hp goes there and back */
+static int backend_cholesky(qs_backend *be, float *hp, int n, int *info, const char *what, qs_error *err) {
+    const size_t bytes = sizeof(float) * (size_t)n * n;
+    float *d = be->ops->alloc(be, bytes);
+    QS_RETURN_ERROR_IF(!d, -ENOMEM, "%s: out of %s memory for the %d x %d Hessian's factor (%zu bytes)", what,
+                       be->ops->name, n, n, bytes);
+    int rc = be->ops->upload(be, d, hp, bytes, err);
+    if (!rc) rc = be->ops->cholesky_inverse(be, d, n, info, err);
+    if (!rc && !*info) rc = be->ops->download(be, hp, d, bytes, err);
+    be->ops->free(be, d);
+    return rc;
 }
 
 typedef struct { float d; int i; } diag_ix;
@@ -137,7 +152,13 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         for (size_t i = 0; i < C; i++)
             for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
         for (size_t j = 0; j < C; j++) hp[j * C + j] += (float)(damp * mean);
-        int info = inverse_cholesky_upper(hp, cols);
+        int info = 0;
+        if (o->be && o->be->ops->cholesky_inverse) {
+            rc = backend_cholesky(o->be, hp, cols, &info, what, err);
+            if (rc) goto done;
+        } else {
+            info = inverse_cholesky_upper(hp, cols);
+        }
         if (!info) break;
         if (attempt == 3) {
             rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian is not positive definite even with %g dampening (LAPACK info %d)",

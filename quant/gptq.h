@@ -24,6 +24,9 @@ typedef struct qs_gptq_opts {
     int block_size;    /* lazy batch columns; 0 -> 128; with groups rounded to a multiple of the group */
     int act_order;     /* 1: columns by descending diag(H) */
     int static_groups; /* 1 (with groups): group quantizers from the original W, before permuting */
+    /* optional: a backend with a cholesky_inverse op (a GPU's solver) factors the Hessian;
+     * NULL or a backend without it: the host's LAPACK */
+    struct qs_backend *be;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {

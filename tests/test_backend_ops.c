@@ -319,6 +319,53 @@ static void test_lse_mse_adamw(void) {
     pfree(a), pfree(b), pfree(g), pfree(p), pfree(m), pfree(v), pfree(v2);
 }
 
+/* cholesky_inverse (where a backend has it; the CPU's GPTQ calls LAPACK itself): U upper with
+ * U^T U A = I for a well-conditioned random A = X^T X / m + 0.5 I (eigenvalues in about
+ * [0.5, 4]: fp32 factor residuals ~ 1e-6 x cond; limit 1e-4), and a matrix that is not positive
+ * definite gives info > 0 */
+static void test_cholesky(void) {
+    if (!dev->ops->cholesky_inverse) {
+        printf("%-34s not on %s (GPTQ uses the host's LAPACK)\n", "cholesky_inverse", dev->ops->name);
+        return;
+    }
+    const int n = 150, m = 400;
+    float *x = rvec((size_t)m * n, 1), *A = calloc((size_t)n * n, sizeof(float));
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0;
+            for (int t = 0; t < m; t++) acc += (double)x[(size_t)t * n + i] * x[(size_t)t * n + j];
+            A[(size_t)i * n + j] = (float)(acc / m * 3 + (i == j ? 0.5 : 0));
+        }
+    float *d = put(dev, A, sizeof(float) * n * n);
+    qs_error err = {0};
+    int info = -1;
+    CHECKF(dev->ops->cholesky_inverse(dev, d, n, &info, &err) == 0, "cholesky_inverse: %s", err.msg);
+    CHECKF(info == 0, "cholesky_inverse: info %d on a positive definite matrix", info);
+    float *U = get(dev, d, (size_t)n * n);
+    double worst = 0;
+    int lower_ok = 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            if (j < i && U[(size_t)i * n + j] != 0.0f) lower_ok = 0;
+            double r = 0; /* (U^T U A)[i, j] */
+            for (int k = 0; k < n; k++) {
+                double utu = 0;
+                for (int l = 0; l <= (i < k ? i : k); l++) utu += (double)U[(size_t)l * n + i] * U[(size_t)l * n + k];
+                r += utu * A[(size_t)k * n + j];
+            }
+            double e = fabs(r - (i == j));
+            worst = e > worst ? e : worst;
+        }
+    CHECKF(lower_ok, "cholesky_inverse: U has non-zeros below the diagonal");
+    CHECKF(worst <= 1e-4, "cholesky_inverse: max |U^T U A - I| = %.3g", worst);
+    printf("%-34s max |U^T U A - I| %.2e\n", "cholesky_inverse", worst);
+    for (int i = 0; i < n; i++) A[(size_t)i * n + i] -= 3.0f; /* indefinite now */
+    CHECK(dev->ops->upload(dev, d, A, sizeof(float) * n * n, &err) == 0);
+    CHECKF(dev->ops->cholesky_inverse(dev, d, n, &info, &err) == 0 && info > 0, "cholesky_inverse: info %d on an indefinite matrix", info);
+    dev->ops->free(dev, d);
+    free(x), free(A), free(U);
+}
+
 /* cpu-fenced: a host read of its memory must fault (else the fence checks nothing) */
 static void test_fence_faults(void) {
     pid_t pid = fork();
@@ -358,6 +405,7 @@ int main(int argc, char **argv) {
     test_gathers();
     test_quant();
     test_lse_mse_adamw();
+    test_cholesky();
     qs_backend_free(dev);
     qs_backend_free(cpu);
     return qs_test_result();
