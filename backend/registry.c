@@ -24,28 +24,6 @@ int qs_cuda_usable(void) {
 #endif
 }
 
-int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err) {
-    *out = NULL;
-    if (!name) name = "cpu";
-    if (!strcmp(name, "cpu")) return qs_cpu_backend_create(out, threads, err);
-    if (!strcmp(name, "cpu-fenced")) return qs_cpu_fenced_backend_create(out, threads, err);
-    if (!strcmp(name, "cuda")) {
-#ifdef QS_HAVE_CUDA
-        (void)threads;
-        return qs_cuda_backend_create(out, err);
-#else
-        return qs_error_set(err, QS_EUNSUPPORTED, "this build has no CUDA backend (built without the CUDA toolkit)");
-#endif
-    }
-    return qs_error_set(err, QS_EUSAGE, "unknown device '%s' (cpu%s)", name,
-#ifdef QS_HAVE_CUDA
-                        ", cuda"
-#else
-                        ""
-#endif
-    );
-}
-
 int qs_backend_check(const char *name, qs_error *err) {
     if (!name || !strcmp(name, "cpu") || !strcmp(name, "cpu-fenced")) return 0;
     if (!strcmp(name, "cuda")) {
@@ -63,6 +41,17 @@ int qs_backend_check(const char *name, qs_error *err) {
                         ""
 #endif
     );
+}
+
+int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error *err) {
+    *out = NULL;
+    if (!name) name = "cpu";
+    QS_FORWARD_IF_ERROR(qs_backend_check(name, err)); /* unknown names, no CUDA build or device */
+    if (!strcmp(name, "cpu-fenced")) return qs_cpu_fenced_backend_create(out, threads, err);
+#ifdef QS_HAVE_CUDA
+    if (!strcmp(name, "cuda")) return qs_cuda_backend_create(out, err);
+#endif
+    return qs_cpu_backend_create(out, threads, err);
 }
 
 size_t qs_backend_peak_bytes(qs_backend *be) {

@@ -82,29 +82,20 @@ __device__ __forceinline__ double qs_block_sum(double v, double *sh) {
     }
     return sh[0];
 }
-/* max and min of the block (exact in any order) */
-__device__ __forceinline__ float qs_block_max(float v, float *sh) {
+/* max (is_max) or min of the block (exact in any order); every thread gets the result */
+__device__ __forceinline__ float qs_block_extreme(float v, float *sh, bool is_max) {
     const int t = threadIdx.x;
     __syncthreads();
     sh[t] = v;
     __syncthreads();
     for (int s = QS_CUDA_ROW_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] = fmaxf(sh[t], sh[t + s]);
+        if (t < s) sh[t] = is_max ? fmaxf(sh[t], sh[t + s]) : fminf(sh[t], sh[t + s]);
         __syncthreads();
     }
     return sh[0];
 }
-__device__ __forceinline__ float qs_block_min(float v, float *sh) {
-    const int t = threadIdx.x;
-    __syncthreads();
-    sh[t] = v;
-    __syncthreads();
-    for (int s = QS_CUDA_ROW_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] = fminf(sh[t], sh[t + s]);
-        __syncthreads();
-    }
-    return sh[0];
-}
+__device__ __forceinline__ float qs_block_max(float v, float *sh) { return qs_block_extreme(v, sh, true); }
+__device__ __forceinline__ float qs_block_min(float v, float *sh) { return qs_block_extreme(v, sh, false); }
 /* blocks of n / per elements, at most 65535 * 32 (grid-stride loops cover the rest) */
 static inline unsigned qs_cuda_blocks(size_t n, int per) {
     size_t b = (n + per - 1) / per;
