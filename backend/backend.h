@@ -190,6 +190,23 @@ typedef struct qs_backend_ops {
      * Returns after *info_host is written. NULL where the host's LAPACK is as good (cpu: GPTQ
      * calls LAPACK itself). */
     int (*cholesky_inverse)(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
+    /* One lazy batch of GPTQ (quant/gptq.h), the columns i1 .. i2-1 of w [rows, cols]: the
+     * weights in processing order, error-updated by the earlier batches. u [cols, cols] is the
+     * factor (upper, U^T U = H^-1 in processing order), perm [cols] the original column of each
+     * processed one; scales and zeros [rows, ng], ng = group > 0 ? ceil(cols / group) : 1. Each row
+     * on its own, columns i in order: the quantizer is scales[r, 0] as given (group <= 0),
+     * scales[r, perm[i] / group] as given (static_groups), or else taken at a group's first column
+     * from the row's current values of the group (quant/affine.h's qs_quant_params) and written
+     * to scales[r, i / group] (the batch is whole groups: i1 and i2 < cols are multiples of group); code = qs_quant_code, codes[r, perm[i]] =
+     * code, deq = (code - zero) * scale, e = (w[r, i] - deq) / u[i, i], err1[r, i - i1] = e
+     * ([rows, i2 - i1]), loss[r] += (double)(w - deq)^2 / u_ii^2 / 2 (double), w[r, i] = deq and
+     * w[r, j] -= e u[i, j] for i < j < i2. Then the lazy update w[:, i2:] -= err1 u[i1:i2, i2:], an
+     * fp32 GEMM whatever the backend's GEMM math, without windows. The batch's columns, codes,
+     * quantizers, err1 and loss are the bits of quant/gptq.c's host loop; the later columns are
+     * within fp32 GEMM rounding of it. */
+    int (*gptq_batch)(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
+                      int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
+                      float *err1, double *loss, qs_error *err);
 } qs_backend_ops;
 
 struct qs_backend {

@@ -91,6 +91,7 @@ static const qs_backend_ops cpu_ops = {
     .adamw_step = qs_cpu_adamw_step,
     .gather_backward = qs_cpu_gather_backward,
     .set_window_rows = qs_cpu_set_window_rows,
+    .gptq_batch = qs_cpu_gptq_batch,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

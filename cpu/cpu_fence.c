@@ -132,6 +132,13 @@ static int fence_set_window_rows(qs_backend *be, int rows, qs_error *err) {
     return OPS->set_window_rows(inner(be), rows, err);
 }
 
+static int fence_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u,
+                            const int32_t *perm, int group, int bits, int sym, int static_groups, float *scales,
+                            float *zeros, uint8_t *codes, float *err1, double *loss, qs_error *err) {
+    return OPS->gptq_batch(inner(be), FH(w), rows, cols, i1, i2, CFH(u), CIH(perm), group, bits, sym, static_groups,
+                           FH(scales), FH(zeros), (uint8_t *)H(codes), FH(err1), (double *)H(loss), err);
+}
+
 static const qs_backend_ops fence_ops = {
     .name = "cpu-fenced",
     .destroy = fence_destroy,
@@ -163,6 +170,7 @@ static const qs_backend_ops fence_ops = {
     .gather_backward = fence_gather_backward,
     .set_window_rows = fence_set_window_rows,
     .cholesky_inverse = NULL, /* as the CPU backend: GPTQ uses the host's LAPACK */
+    .gptq_batch = fence_gptq_batch,
 };
 
 int qs_cpu_fenced_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -141,6 +141,7 @@ static const qs_backend_ops cuda_ops = {
     /* .gather_backward */ qs_cuda_gather_backward,
     /* .set_window_rows */ qs_cuda_set_window_rows,
     /* .cholesky_inverse */ qs_cuda_cholesky_inverse,
+    /* .gptq_batch */ qs_cuda_gptq_batch,
 };
 
 extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {

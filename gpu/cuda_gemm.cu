@@ -19,11 +19,17 @@ extern "C" int qs_cuda_set_window_rows(qs_backend *be, int rows, qs_error *err) 
 
 int qs_cuda_gemm_rm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                     const float *b, int ldb, float beta, float *c, int ldc, const char *op, qs_error *err) {
+    return qs_cuda_gemm_math(be, qs_cuda(be)->math, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, op, err);
+}
+
+int qs_cuda_gemm_math(qs_backend *be, enum qs_cuda_math math, int ta, int tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const char *op,
+                      qs_error *err) {
     qs_cuda_ctx *cx = qs_cuda(be);
     if (m == 0 || n == 0) return 0;
-    cublasComputeType_t ct = cx->math == QS_CUDA_FP32   ? CUBLAS_COMPUTE_32F_PEDANTIC
-                             : cx->math == QS_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                                        : CUBLAS_COMPUTE_32F_FAST_16BF;
+    cublasComputeType_t ct = math == QS_CUDA_FP32   ? CUBLAS_COMPUTE_32F_PEDANTIC
+                             : math == QS_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                    : CUBLAS_COMPUTE_32F_FAST_16BF;
     if (k == 0) { /* C = beta C; cuBLAS does this too, but make beta = 0 exact zeros */
         if (beta == 0.0f) {
             cudaError_t e = cudaMemset2DAsync(c, sizeof(float) * (size_t)ldc, 0, sizeof(float) * (size_t)n, (size_t)m,

@@ -108,6 +108,11 @@ static inline unsigned qs_cuda_blocks(size_t n, int per) {
 int qs_cuda_gemm_rm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                     const float *b, int ldb, float beta, float *c, int ldc, const char *op, qs_error *err);
 
+/* the same with an explicit math (GPTQ's lazy update is fp32 whatever QS_CUDA_GEMM says) */
+int qs_cuda_gemm_math(qs_backend *be, enum qs_cuda_math math, int ta, int tb, int m, int n, int k, float alpha,
+                      const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const char *op,
+                      qs_error *err);
+
 extern "C" {
 int qs_cuda_set_window_rows(qs_backend *be, int rows, qs_error *err);
 int qs_cuda_gemm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
@@ -145,6 +150,10 @@ int qs_cuda_adamw_step(qs_backend *be, float *param, const float *grad, float *m
                        float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
 /* cuda_linalg.cu */
 int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
+/* cuda_gptq.cu */
+int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
+                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
+                       float *err1, double *loss, qs_error *err);
 /* cuda_attention.cu */
 int qs_cuda_attention(qs_backend *be, float *out, const float *q, const float *k, const float *v, int n_win,
                       int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale, float *lse, qs_error *err);

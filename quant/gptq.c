@@ -82,6 +82,89 @@ static int by_diag_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
+/* lazy batch columns: a group must lie inside one batch, so that its quantizer sees every
+ * earlier column's update: batches are a multiple of the group size */
+static int batch_columns(const qs_gptq_opts *o) {
+    int B = o->block_size > 0 ? o->block_size : 128;
+    if (o->q.group > 0) B = B < o->q.group ? o->q.group : B - B % o->q.group;
+    return B;
+}
+
+void qs_gptq_batch_rows(float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
+                        const qs_qconfig *q, int static_groups, float *scales, float *zeros, uint8_t *codes,
+                        float *err1, double *loss) {
+    const size_t C = (size_t)cols;
+    const int cnt = i2 - i1, G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols);
+    /* inside a batch every row is independent: rows in parallel, columns in order */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = w + (size_t)r * C, *e = err1 + (size_t)r * cnt;
+        float sc = scales[(size_t)r * ng], ze = zeros[(size_t)r * ng];
+        for (int i = i1; i < i2; i++) {
+            if (q->group > 0) {
+                if (static_groups) {
+                    size_t k = (size_t)r * ng + (size_t)(perm[i] / G);
+                    sc = scales[k], ze = zeros[k];
+                } else if (i % G == 0) {
+                    int len = cols - i < G ? cols - i : G;
+                    qs_quant_params(row + i, len, q, &sc, &ze);
+                    scales[(size_t)r * ng + i / G] = sc, zeros[(size_t)r * ng + i / G] = ze;
+                }
+            }
+            uint8_t code = qs_quant_code(row[i], sc, ze, q->bits);
+            float deq = ((float)code - ze) * sc, ui = u[(size_t)i * C + i];
+            float ei = (row[i] - deq) / ui;
+            loss[r] += (double)(row[i] - deq) * (row[i] - deq) / ((double)ui * ui) / 2.0;
+            codes[(size_t)r * C + perm[i]] = code;
+            row[i] = deq;
+            const float *urow = u + (size_t)i * C;
+            for (int j = i + 1; j < i2; j++) row[j] -= ei * urow[j];
+            e[i - i1] = ei;
+        }
+    }
+}
+
+size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o) {
+    const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
+    size_t B = (size_t)batch_columns(o);
+    if (B > C) B = C;
+    return sizeof(float) * (R * C + C * C + R * B + 2 * R * ng) + R * C + sizeof(int32_t) * C + sizeof(double) * R;
+}
+
+/* the layer's buffers in backend memory (gptq_batch) */
+typedef struct gptq_mem {
+    float *w, *u, *sc, *ze, *e;
+    int32_t *perm;
+    uint8_t *codes;
+    double *loss;
+} gptq_mem;
+
+static void mem_free(qs_backend *be, gptq_mem *m) {
+    if (!be) return;
+    be->ops->free(be, m->w), be->ops->free(be, m->u), be->ops->free(be, m->sc), be->ops->free(be, m->ze);
+    be->ops->free(be, m->e), be->ops->free(be, m->perm), be->ops->free(be, m->codes), be->ops->free(be, m->loss);
+    memset(m, 0, sizeof *m);
+}
+
+static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_gptq_opts *o, const char *what,
+                     qs_error *err) {
+    const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
+    size_t B = (size_t)batch_columns(o);
+    if (B > C) B = C;
+    m->w = be->ops->alloc(be, sizeof(float) * R * C);
+    m->u = be->ops->alloc(be, sizeof(float) * C * C);
+    m->sc = be->ops->alloc(be, sizeof(float) * R * ng);
+    m->ze = be->ops->alloc(be, sizeof(float) * R * ng);
+    m->e = be->ops->alloc(be, sizeof(float) * R * B);
+    m->perm = be->ops->alloc(be, sizeof(int32_t) * C);
+    m->codes = be->ops->alloc(be, R * C);
+    m->loss = be->ops->alloc(be, sizeof(double) * R);
+    if (m->w && m->u && m->sc && m->ze && m->e && m->perm && m->codes && m->loss) return 0;
+    mem_free(be, m);
+    return qs_error_set(err, -ENOMEM, "%s: out of %s memory for GPTQ of [%d, %d] (%zu bytes: weights, factor, codes)",
+                        what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o));
+}
+
 int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts *o, uint8_t *codes, float *scales,
                      float *zeros, int32_t *g_idx, qs_gptq_stats *stats, const char *what, qs_error *err) {
     const qs_qconfig *q = &o->q;
@@ -97,17 +180,16 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             QS_RETURN_ERROR_IF(!isfinite(v), QS_EFORMAT, "%s: Hessian [%zu, %zu] is not finite", what, i, j);
             H[j * C + i] = v; /* mirror the upper triangle */
         }
-    const int G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols);
-    /* a group must lie inside one lazy batch, so that its quantizer sees every earlier column's
-     * update: batches are a multiple of the group size */
-    int B = o->block_size > 0 ? o->block_size : 128;
-    if (q->group > 0) B = B < G ? G : B - B % G;
+    const int G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols), B = batch_columns(o);
+    qs_backend *be = o->be && o->be->ops->gptq_batch ? o->be : NULL; /* the batches run there */
     float damp = o->damp > 0 ? o->damp : 0.01f;
-    int *perm = malloc(sizeof(int) * C);
-    float *wp = malloc(sizeof(float) * n), *hp = malloc(sizeof(float) * C * C), *err1 = malloc(sizeof(float) * (size_t)rows * B);
-    float *sgs = NULL, *sgz = NULL; /* static groups: quantizers of the original W */
+    gptq_mem dm = {0};
+    int32_t *perm = malloc(sizeof(int32_t) * C);
+    float *wp = malloc(sizeof(float) * n), *hp = malloc(sizeof(float) * C * C);
+    float *err1 = be ? NULL : malloc(sizeof(float) * (size_t)rows * B);
     double *loss = calloc((size_t)rows, sizeof(double));
-    int rc = perm && wp && hp && err1 && loss ? 0 : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+    int rc = perm && wp && hp && (be || err1) && loss ? 0 : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+    if (!rc && be) rc = mem_alloc(be, &dm, rows, cols, o, what, err);
     if (rc) goto done;
     /* dead inputs */
     for (size_t j = 0; j < C; j++)
@@ -115,19 +197,12 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             H[j * C + j] = 1.0f;
             for (int r = 0; r < rows; r++) w[(size_t)r * C + j] = 0.0f;
         }
-    if (q->group > 0 && o->static_groups) {
-        sgs = malloc(sizeof(float) * (size_t)rows * ng);
-        sgz = malloc(sizeof(float) * (size_t)rows * ng);
-        if (!sgs || !sgz) {
-            rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
-            goto done;
-        }
+    if (q->group > 0 && o->static_groups) /* static groups: quantizers of the original W */
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < ng; k++) {
                 int len = cols - k * G < G ? cols - k * G : G;
-                qs_quant_params(w + (size_t)r * C + (size_t)k * G, len, q, &sgs[(size_t)r * ng + k], &sgz[(size_t)r * ng + k]);
+                qs_quant_params(w + (size_t)r * C + (size_t)k * G, len, q, &scales[(size_t)r * ng + k], &zeros[(size_t)r * ng + k]);
             }
-    }
     /* processing order */
     if (o->act_order) {
         diag_ix *d = malloc(sizeof(diag_ix) * C);
@@ -140,7 +215,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         for (size_t j = 0; j < C; j++) perm[j] = d[j].i;
         free(d);
     } else {
-        for (size_t j = 0; j < C; j++) perm[j] = (int)j;
+        for (size_t j = 0; j < C; j++) perm[j] = (int32_t)j;
     }
     for (int r = 0; r < rows; r++)
         for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
@@ -148,17 +223,23 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     for (size_t j = 0; j < C; j++) mean += H[j * C + j];
     mean /= (double)C;
     /* U: upper Cholesky factor of (P H P^T + damp)^-1, raising the dampening if needed */
+    qs_backend *solver = o->be && o->be->ops->cholesky_inverse ? o->be : NULL;
+    const size_t ubytes = sizeof(float) * C * C;
     for (int attempt = 0;; attempt++) {
         for (size_t i = 0; i < C; i++)
             for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
         for (size_t j = 0; j < C; j++) hp[j * C + j] += (float)(damp * mean);
         int info = 0;
-        if (o->be && o->be->ops->cholesky_inverse) {
-            rc = backend_cholesky(o->be, hp, cols, &info, what, err);
-            if (rc) goto done;
+        if (solver && be) { /* factored where the batches run: U stays there */
+            rc = be->ops->upload(be, dm.u, hp, ubytes, err);
+            if (!rc) rc = be->ops->cholesky_inverse(be, dm.u, cols, &info, err);
+        } else if (solver) {
+            rc = backend_cholesky(solver, hp, cols, &info, what, err);
         } else {
             info = inverse_cholesky_upper(hp, cols);
+            if (!info && be) rc = be->ops->upload(be, dm.u, hp, ubytes, err);
         }
+        if (rc) goto done;
         if (!info) break;
         if (attempt == 3) {
             rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian is not positive definite even with %g dampening (LAPACK info %d)",
@@ -170,42 +251,33 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     /* per-channel quantizer from the whole (dead-zeroed) row */
     if (q->group <= 0)
         for (int r = 0; r < rows; r++) qs_quant_params(wp + (size_t)r * C, cols, q, &scales[r], &zeros[r]);
-    for (int i1 = 0; i1 < cols; i1 += B) {
-        const int i2 = i1 + B < cols ? i1 + B : cols, cnt = i2 - i1;
-        /* inside a batch every row is independent: rows in parallel, columns in order */
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            float *row = wp + (size_t)r * C, *e = err1 + (size_t)r * cnt;
-            float sc = scales[(size_t)r * ng], ze = zeros[(size_t)r * ng];
-            for (int i = i1; i < i2; i++) {
-                if (q->group > 0) {
-                    if (o->static_groups) {
-                        size_t k = (size_t)r * ng + (size_t)(perm[i] / G);
-                        sc = sgs[k], ze = sgz[k];
-                    } else if (i % G == 0) {
-                        int len = cols - i < G ? cols - i : G;
-                        qs_quant_params(row + i, len, q, &sc, &ze);
-                        scales[(size_t)r * ng + i / G] = sc, zeros[(size_t)r * ng + i / G] = ze;
-                    }
-                }
-                uint8_t code = qs_quant_code(row[i], sc, ze, q->bits);
-                float deq = ((float)code - ze) * sc, u = hp[(size_t)i * C + i];
-                float ei = (row[i] - deq) / u;
-                loss[r] += (double)(row[i] - deq) * (row[i] - deq) / ((double)u * u) / 2.0;
-                codes[(size_t)r * C + perm[i]] = code;
-                row[i] = deq;
-                const float *ui = hp + (size_t)i * C;
-                for (int j = i + 1; j < i2; j++) row[j] -= ei * ui[j];
-                e[i - i1] = ei;
-            }
+    if (be) {
+        const size_t qb = sizeof(float) * (size_t)rows * ng;
+        free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
+        rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
+        free(wp), wp = NULL;
+        if (!rc) rc = be->ops->upload(be, dm.perm, perm, sizeof(int32_t) * C, err);
+        if (!rc) rc = be->ops->upload(be, dm.loss, loss, sizeof(double) * (size_t)rows, err);
+        if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.sc, scales, qb, err);
+        if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.ze, zeros, qb, err);
+        for (int i1 = 0; i1 < cols && !rc; i1 += B) {
+            const int i2 = i1 + B < cols ? i1 + B : cols;
+            rc = be->ops->gptq_batch(be, dm.w, rows, cols, i1, i2, dm.u, dm.perm, q->group, q->bits, q->sym,
+                                     o->static_groups, dm.sc, dm.ze, dm.codes, dm.e, dm.loss, err);
         }
-        if (i2 < cols) /* lazy update of every later column: W[:, i2:] -= Err1 U[i1:i2, i2:] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, cnt, -1.0f, err1, cnt,
-                        hp + (size_t)i1 * C + i2, cols, 1.0f, wp + i2, cols);
-    }
-    if (q->group > 0 && o->static_groups) {
-        memcpy(scales, sgs, sizeof(float) * (size_t)rows * ng);
-        memcpy(zeros, sgz, sizeof(float) * (size_t)rows * ng);
+        if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
+        if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
+        if (!rc) rc = be->ops->download(be, zeros, dm.ze, qb, err);
+        if (!rc) rc = be->ops->download(be, loss, dm.loss, sizeof(double) * (size_t)rows, err);
+        if (rc) goto done;
+    } else {
+        for (int i1 = 0; i1 < cols; i1 += B) {
+            const int i2 = i1 + B < cols ? i1 + B : cols, cnt = i2 - i1;
+            qs_gptq_batch_rows(wp, rows, cols, i1, i2, hp, perm, q, o->static_groups, scales, zeros, codes, err1, loss);
+            if (i2 < cols) /* lazy update of every later column: W[:, i2:] -= Err1 U[i1:i2, i2:] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols - i2, cnt, -1.0f, err1, cnt,
+                            hp + (size_t)i1 * C + i2, cols, 1.0f, wp + i2, cols);
+        }
     }
     for (size_t i = 0; i < C; i++)
         g_idx[perm[i]] = q->group <= 0 ? 0 : o->static_groups ? perm[i] / G : (int)(i / (size_t)G);
@@ -216,6 +288,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         stats->damp_used = damp;
     }
 done:
-    free(perm), free(wp), free(hp), free(err1), free(sgs), free(sgz), free(loss);
+    mem_free(be, &dm);
+    free(perm), free(wp), free(hp), free(err1), free(loss);
     return rc;
 }

@@ -24,8 +24,10 @@ typedef struct qs_gptq_opts {
     int block_size;    /* lazy batch columns; 0 -> 128; with groups rounded to a multiple of the group */
     int act_order;     /* 1: columns by descending diag(H) */
     int static_groups; /* 1 (with groups): group quantizers from the original W, before permuting */
-    /* optional: a backend with a cholesky_inverse op (a GPU's solver) factors the Hessian;
-     * NULL or a backend without it: the host's LAPACK */
+    /* optional: a backend with a gptq_batch op runs the column batches and their lazy updates
+     * in its memory (the weights and the factor are uploaded once, codes and quantizers come
+     * back), and with a cholesky_inverse op (a GPU's solver) it factors the Hessian too; NULL or
+     * a backend without them: the host (OpenMP rows, OpenBLAS, LAPACK) */
     struct qs_backend *be;
 } qs_gptq_opts;
 
@@ -54,6 +56,18 @@ typedef struct qs_gptq_stats {
  * definite even after raising the dampening x10 three times. stats may be NULL. */
 int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts *o, uint8_t *codes, float *scales,
                      float *zeros, int32_t *g_idx, qs_gptq_stats *stats, const char *what, qs_error *err);
+
+/* One lazy batch's columns i1 .. i2-1 on the host, rows in parallel (OpenMP): the column loop
+ * of the backends' gptq_batch op (backend/backend.h, where the arguments are described), without
+ * its lazy update of the later columns. */
+void qs_gptq_batch_rows(float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
+                        const qs_qconfig *q, int static_groups, float *scales, float *zeros, uint8_t *codes,
+                        float *err1, double *loss);
+
+/* Backend memory qs_gptq_quantize takes on a backend with gptq_batch for a [rows, cols] layer:
+ * the weights, the factor, codes, quantizers, a batch's errors, the order and the losses (the
+ * --gpu-mem plan counts the largest layer's). */
+size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o);
 
 /* w [rows, cols] from codes, scales, zeros and g_idx (NULL g_idx: c / group) */
 void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zeros, const int32_t *g_idx, int rows,

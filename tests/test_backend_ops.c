@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend/registry.h"
+#include "quant/affine.h"
 #include "tests/testutil.h"
 
 static qs_backend *cpu, *dev;
@@ -366,6 +367,79 @@ static void test_cholesky(void) {
     free(x), free(A), free(U);
 }
 
+/* the same bytes on both backends (codes, int or double outputs that must match exactly) */
+static void compare_bytes(const char *op, pair out, size_t bytes) {
+    unsigned char *a = malloc(bytes), *b = malloc(bytes);
+    qs_error err = {0};
+    CHECK(cpu->ops->download(cpu, a, out.c, bytes, &err) == 0 && dev->ops->download(dev, b, out.d, bytes, &err) == 0);
+    size_t diff = 0, at = 0;
+    for (size_t i = 0; i < bytes; i++)
+        if (a[i] != b[i]) at = diff++ ? at : i;
+    CHECKF(diff == 0, "%s: %zu of %zu bytes differ (first at %zu)", op, diff, bytes, at);
+    printf("%-34s %zu bytes identical\n", op, bytes);
+    free(a), free(b);
+}
+
+/* gptq_batch: one batch from random weights, a random upper factor (diagonal in [0.5, 1]) and a
+ * random column order. The column loop is the same IEEE operations in the same order on both
+ * (no FMA), so the batch's columns, codes, quantizers, errors and losses must be identical; the
+ * later columns come out of the lazy update, an fp32 GEMM on both (cuda: pedantic whatever
+ * QS_CUDA_GEMM) of cnt <= 1600 products: 2e-5. Batches of 32 (shared-memory tiles of 64 rows),
+ * 400 (narrower tiles) and 1600 columns (too wide for shared memory: global memory). */
+static void test_gptq_batch(void) {
+    struct { int rows, cols, i1, i2, group, bits, sym, stat; } cs[] = {
+        {70, 96, 32, 64, -1, 4, 0, 0}, {70, 96, 32, 64, 32, 3, 1, 0}, {70, 96, 0, 64, 16, 4, 0, 1},
+        {37, 900, 400, 800, 100, 2, 0, 0}, {20, 1700, 0, 1600, 160, 4, 0, 0}};
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        const int R = cs[k].rows, C = cs[k].cols, G = cs[k].group > 0 ? cs[k].group : C, ng = (C + G - 1) / G;
+        const size_t n = (size_t)R * C;
+        float *u = calloc((size_t)C * C, sizeof(float)), *sc = malloc(sizeof(float) * R * ng), *ze = malloc(sizeof(float) * R * ng);
+        for (int i = 0; i < C; i++) {
+            u[(size_t)i * C + i] = 0.75f + 0.25f * rnd();
+            for (int j = i + 1; j < C; j++) u[(size_t)i * C + j] = 0.1f * rnd();
+        }
+        int32_t *perm = malloc(sizeof(int32_t) * C);
+        for (int i = 0; i < C; i++) perm[i] = i;
+        for (int i = C - 1; i > 0; i--) {
+            int j = (int)((rnd() * 0.5f + 0.5f) * (float)i), t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        float *wh = rvec(n, 1);
+        const qs_qconfig q = {.bits = cs[k].bits, .group = cs[k].group, .sym = cs[k].sym};
+        for (int r = 0; r < R; r++) /* the given quantizers (per channel, static groups) */
+            for (int g = 0; g < ng; g++) {
+                int len = C - g * G < G ? C - g * G : G;
+                qs_quant_params(wh + (size_t)r * C + (size_t)g * G, len, &q, &sc[r * ng + g], &ze[r * ng + g]);
+            }
+        double *loss = calloc((size_t)R, sizeof(double));
+        uint8_t *codes = calloc(n, 1);
+        pair w = both(wh, sizeof(float) * n), U = both(u, sizeof(float) * C * C), P = both(perm, sizeof(int32_t) * C);
+        pair S = both(sc, sizeof(float) * R * ng), Z = both(ze, sizeof(float) * R * ng), L = both(loss, sizeof(double) * R);
+        pair Q = both(codes, n), Er = rboth((size_t)R * (cs[k].i2 - cs[k].i1), 1);
+        RUN(cpu->ops->gptq_batch(cpu, w.c, R, C, cs[k].i1, cs[k].i2, U.c, P.c, q.group, q.bits, q.sym, cs[k].stat, S.c,
+                                 Z.c, Q.c, Er.c, L.c, E1),
+            dev->ops->gptq_batch(dev, w.d, R, C, cs[k].i1, cs[k].i2, U.d, P.d, q.group, q.bits, q.sym, cs[k].stat, S.d,
+                                 Z.d, Q.d, Er.d, L.d, E2));
+        char name[80];
+        snprintf(name, sizeof name, "gptq_batch [%d, %d] %d..%d w%d g%d%s%s", R, C, cs[k].i1, cs[k].i2, q.bits, q.group,
+                 q.sym ? " sym" : "", cs[k].stat ? " static" : "");
+        float *a = get(cpu, w.c, n), *b = get(dev, w.d, n);
+        size_t batch_diff = 0;
+        for (int r = 0; r < R; r++)
+            for (int c = cs[k].i1; c < cs[k].i2; c++) batch_diff += a[(size_t)r * C + c] != b[(size_t)r * C + c];
+        CHECKF(batch_diff == 0, "%s: %zu of the batch's weights differ", name, batch_diff);
+        free(a), free(b);
+        compare(name, w, n, 2e-5);
+        compare_bytes("  codes", Q, n);
+        compare_bytes("  scales", S, sizeof(float) * R * ng);
+        compare_bytes("  zeros", Z, sizeof(float) * R * ng);
+        compare_bytes("  errors", Er, sizeof(float) * R * (cs[k].i2 - cs[k].i1));
+        compare_bytes("  losses", L, sizeof(double) * R);
+        pfree(w), pfree(U), pfree(P), pfree(S), pfree(Z), pfree(L), pfree(Q), pfree(Er);
+        free(u), free(sc), free(ze), free(perm), free(wh), free(loss), free(codes);
+    }
+}
+
 /* cpu-fenced: a host read of its memory must fault (else the fence checks nothing) */
 static void test_fence_faults(void) {
     pid_t pid = fork();
@@ -408,6 +482,7 @@ int main(int argc, char **argv) {
     test_quant();
     test_lse_mse_adamw();
     test_cholesky();
+    test_gptq_batch();
     qs_backend_free(dev);
     qs_backend_free(cpu);
     return qs_test_result();
