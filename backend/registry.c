@@ -58,8 +58,8 @@ size_t qs_backend_peak_bytes(qs_backend *be) {
 #ifdef QS_HAVE_CUDA
     if (be && !strcmp(be->ops->name, "cuda")) return qs_cuda_peak_bytes(be);
 #endif
-    (void)be;
-    return 0;
+    if (be && !strcmp(be->ops->name, "cpu-fenced")) return qs_cpu_fenced_peak_bytes(be);
+    return be ? qs_cpu_peak_bytes(be) : 0;
 }
 
 void qs_backend_free(qs_backend *be) {

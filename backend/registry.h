@@ -17,8 +17,9 @@ int qs_backend_create(qs_backend **out, const char *name, int threads, qs_error 
 /* 0 when qs_backend_create(name) can succeed on this machine (the name is known, a CUDA device
  * is there); else the error qs_backend_create would give. Checks before a run writes anything. */
 int qs_backend_check(const char *name, qs_error *err);
-/* The most backend memory held at once since the backend was created, in bytes; 0 where the
- * backend does not track it (cpu: its memory is the process's, see peak RSS). */
+/* The most backend memory held at once since the backend was created, in bytes (cuda: the
+ * stream-ordered pool's high-water mark; cpu: the bytes allocated through ops->alloc, which is
+ * what --gpu-mem plans; the CPU ops' own scratch is not counted). */
 size_t qs_backend_peak_bytes(qs_backend *be);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);

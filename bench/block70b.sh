@@ -52,11 +52,11 @@ for m in methods:
     log = open(f"{work}/{m}.log").read()
     comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
     wall = [float(x) for x in re.findall(r"elapsed ([0-9.]+) s", log)]
-    peak = re.search(r"memory peak ([0-9.]+) MB", log)
+    peak = re.search(r"memory peak ([0-9.]+) MiB", log)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
     s = sum(comp) / len(comp) if comp else float("nan")
     tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
-    print(f"| {m} | {s:.1f} | {peak.group(1) + ' MB' if peak else 'n/a'} (host RSS {int(rss.group(1)) / 1e6:.1f} GB) | "
+    print(f"| {m} | {s:.1f} | {peak.group(1) + ' MiB' if peak else 'n/a'} (host RSS {int(rss.group(1)) / 1e6:.1f} GB) | "
           f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s / 3600:.2f} h |")
 print("QLLM paper (Table: LLaMA-2-70B): 9.05 A100-hours")
 PY

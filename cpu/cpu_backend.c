@@ -5,21 +5,37 @@
 #include <cblas.h>
 #include <errno.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_internal.h"
 
+/* each allocation carries its size in a 64-byte header, so that the live bytes and their
+ * high-water mark (qs_cpu_peak_bytes: what --gpu-mem plans on a GPU) are counted; allocations
+ * may come from several threads */
+#define HEADER 64
+
 static void *cpu_alloc(qs_backend *be, size_t bytes) {
-    (void)be;
+    qs_cpu_ctx *c = be->ctx;
     void *p = NULL;
-    return posix_memalign(&p, 64, bytes ? bytes : 64) == 0 ? p : NULL;
+    if (bytes > SIZE_MAX - HEADER || posix_memalign(&p, 64, HEADER + (bytes ? bytes : 64))) return NULL;
+    *(size_t *)p = bytes;
+    size_t live = __atomic_add_fetch(&c->live, bytes, __ATOMIC_RELAXED), peak = __atomic_load_n(&c->peak, __ATOMIC_RELAXED);
+    while (live > peak && !__atomic_compare_exchange_n(&c->peak, &peak, live, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return (char *)p + HEADER;
 }
 
 static void cpu_free(qs_backend *be, void *p) {
-    (void)be;
-    free(p);
+    if (!p) return;
+    qs_cpu_ctx *c = be->ctx;
+    void *base = (char *)p - HEADER;
+    __atomic_sub_fetch(&c->live, *(size_t *)base, __ATOMIC_RELAXED);
+    free(base);
 }
+
+size_t qs_cpu_peak_bytes(qs_backend *be) { return __atomic_load_n(&((qs_cpu_ctx *)be->ctx)->peak, __ATOMIC_RELAXED); }
 
 static int cpu_memcpy(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     (void)be;

@@ -12,5 +12,9 @@ int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err);
 /* "cpu-fenced" (cpu/cpu_fence.c): the CPU backend behind pointers the host faults on, so that
  * a host access of backend memory (which would crash on a GPU) crashes here too. For tests. */
 int qs_cpu_fenced_backend_create(qs_backend **out, int threads, qs_error *err);
+/* the high-water mark of the bytes allocated through ops->alloc (not the ops' own scratch), of
+ * a "cpu" or a "cpu-fenced" backend */
+size_t qs_cpu_peak_bytes(qs_backend *be);
+size_t qs_cpu_fenced_peak_bytes(qs_backend *be);
 
 #endif

@@ -173,6 +173,8 @@ static const qs_backend_ops fence_ops = {
     .gptq_batch = fence_gptq_batch,
 };
 
+size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }
+
 int qs_cpu_fenced_backend_create(qs_backend **out, int threads, qs_error *err) {
     *out = NULL;
     qs_backend *be = calloc(1, sizeof *be);

@@ -22,6 +22,7 @@ typedef struct qs_cpu_ctx {
     float **gemm_scr;
     size_t *gemm_cap; /* floats, [threads] */
     int window_rows;  /* set_window_rows: rows of a window in the GEMMs that follow (0: none) */
+    size_t live, peak; /* bytes allocated through ops->alloc now, and their high-water mark */
 } qs_cpu_ctx;
 
 /* the size of one query block of the causal attention (rows per score GEMM and head) */

@@ -13,6 +13,7 @@
 #include "base/fileio.h"
 #include "checkpoint/shard.h"
 #include "pipeline/quantize_internal.h"
+#include "quant/gptq.h"
 #include "quant/qmodel.h"
 
 #define TOKENS_PER_CALL 4096 /* tokens of whole windows per backend call */
@@ -24,13 +25,46 @@ static int max_in(const qs_model_config *c) {
     return m;
 }
 
+/* GPTQ's backend memory beside the block's weights and activations: a stage's Hessian while it
+ * accumulates, then a layer's working set (quant/gptq.h: its weights, factor, codes), the
+ * largest of the block's linears */
+static size_t gptq_bytes(const qs_qrun *q) {
+    if (!q->o || !q->o->method || strcmp(q->o->method, "gptq")) return 0;
+    const qs_model_config *c = &q->cfg;
+    const int H = c->hidden_size, qd = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
+    const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
+    const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block};
+    size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
+    for (int i = 0; i < 5; i++) {
+        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go);
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+/* QLLM's channel reassembly search beside them: a site's output on the search sample
+ * (compute_qllm.c site_output) holds the sample's input, the site's weights reassembled, their
+ * outputs and (attention) the attention output, the largest of the three sites */
+static size_t reassembly_bytes(const qs_qrun *q) {
+    if (!q->o || !q->o->method || strcmp(q->o->method, "qllm") || !q->o->cr) return 0;
+    const qs_model_config *c = &q->cfg;
+    const size_t L = (size_t)q->calib.seqlen, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
+    const size_t Qd = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    size_t n = (size_t)(q->o->cr_tokens / (int)L);
+    if (n < 1) n = 1;
+    if (n > (size_t)q->calib.nsamples) n = (size_t)q->calib.nsamples;
+    const size_t T = n * L;
+    size_t s0 = T * H + (Qd + 2 * KV) * (H + T) + T * Qd, s1 = T * H + 2 * I * (H + T), s2 = T * I + H * (I + T);
+    size_t most = s0 > s1 ? s0 : s1;
+    return sizeof(float) * (most > s2 ? most : s2);
+}
+
 /* backend memory of a block step with per windows a call: the block's float weights, the
- * forward's activations, the call's hidden states, and for GPTQ the stage's Hessian */
+ * forward's activations, the call's hidden states, and GPTQ's working set or QLLM's search */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
-    size_t call = (size_t)per * q->calib.seqlen, mi = (size_t)max_in(&q->cfg);
-    size_t hess = q->o && q->o->method && !strcmp(q->o->method, "gptq") ? sizeof(float) * mi * mi : 0;
+    size_t call = (size_t)per * q->calib.seqlen;
     return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
-           sizeof(float) * call * q->cfg.hidden_size + hess;
+           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q);
 }
 
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
@@ -39,13 +73,14 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     if (per > q->calib.nsamples) per = q->calib.nsamples;
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
     const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
-    const size_t hess = q->o && q->o->method && !strcmp(q->o->method, "gptq") ? sizeof(float) * (size_t)max_in(&q->cfg) * max_in(&q->cfg) : 0;
-    char hs[64] = "";
-    if (hess) snprintf(hs, sizeof hs, ", its largest Hessian (%.1f MiB)", hess / 1048576.0);
+    const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q);
+    char hs[96] = "";
+    if (hess) snprintf(hs, sizeof hs, ", GPTQ's largest layer with its Hessian factor (%.1f MiB)", hess / 1048576.0);
+    if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
                        "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB)%s and the activations of "
                        "one calibration window of %d tokens (%.1f MiB); nothing was written",
-                       gpu_mem / 1048576.0, wb / 1048576.0, hs, q->calib.seqlen, (one - wb - hess) / 1048576.0);
+                       gpu_mem / 1048576.0, wb / 1048576.0, hs, q->calib.seqlen, (one - wb - hess - ra) / 1048576.0);
     q->per = per;
     return 0;
 }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# --gpu-mem is a bound, not a hint: for each method, at budgets from below the smallest plan up,
+# every accepted run's backend memory peak (the bytes allocated through the backend, printed as
+# "<device> memory peak ... (N bytes)") is at most the budget, a refused one names --gpu-mem and
+# writes nothing, and each method is both refused and accepted somewhere on the ladder (so the
+# plan is tight enough to matter). stories260k on the CPU backend, whose allocations are counted
+# the way the CUDA pool's are; DEVICE=cuda in the environment runs the same on a GPU.
+set -u
+bin=${QS_BIN:?run through ctest}
+st=${QS_SHARED:?run through ctest}/models/stories260k
+tmp=${QS_TMP:-/tmp}/cli_gpumem
+dev=${DEVICE:-cpu}
+rm -rf "$tmp"; mkdir -p "$tmp"
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+base=(quantize "$st" --wbits 4 --group 32 --calib random --nsamples 6 --seqlen 64 --device "$dev" --progress-lines)
+declare -A args=(
+  [gptq]="--method gptq --act-order"
+  [qllm-cr]="--method qllm --abits 4 --eec off --cr-tokens 128 --cr-candidates 4"
+  [qllm-eec]="--method qllm --abits 4 --cr-tokens 128 --cr-candidates 4 --epochs 1 --blocks-per-group 2"
+)
+budgets=(200K 400K 600K 800K 1M 1500K 2M 3M 6M)
+bytes() { local v=${1%[KMG]}; case $1 in *K) echo $((v << 10));; *M) echo $((v << 20));; *G) echo $((v << 30));; esac; }
+for m in gptq qllm-cr qllm-eec; do
+  acc=0; ref=0; line=""
+  for b in "${budgets[@]}"; do
+    d=$tmp/$m-$b
+    # shellcheck disable=SC2086
+    if out=$("$bin" "${base[@]}" ${args[$m]} -o "$d" --gpu-mem "$b" 2>&1); then
+      peak=$(sed -nE 's/.*memory peak .*\(([0-9]+) bytes\).*/\1/p' <<<"$out")
+      [ -n "$peak" ] || { die "$m --gpu-mem $b: no memory peak printed"; continue; }
+      [ "$peak" -le "$(bytes "$b")" ] || die "$m --gpu-mem $b: peak $peak bytes is over the budget"
+      acc=$((acc + 1)); line+=" $b:$((peak >> 10))K"
+    else
+      grep -q -- "--gpu-mem" <<<"$out" || die "$m --gpu-mem $b refused without naming it: $out"
+      [ -e "$d" ] && die "$m --gpu-mem $b: the refusal left $d behind"
+      ref=$((ref + 1)); line+=" $b:refused"
+    fi
+  done
+  echo "$m (budget:peak)$line"
+  [ $acc -ge 1 ] && [ $ref -ge 1 ] || die "$m: $acc accepted and $ref refused on the ladder ${budgets[*]}"
+done
+[ $fail -eq 0 ] && echo ok
+exit $fail
