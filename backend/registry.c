@@ -62,6 +62,15 @@ size_t qs_backend_peak_bytes(qs_backend *be) {
     return be ? qs_cpu_peak_bytes(be) : 0;
 }
 
+size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
+                                int tokens) {
+#ifdef QS_HAVE_CUDA
+    if (name && !strcmp(name, "cuda")) return qs_cuda_reserve_bytes(seqlen, n_heads, n_kv_heads, head_dim, max_dim, tokens);
+#endif
+    (void)name, (void)seqlen, (void)n_heads, (void)n_kv_heads, (void)head_dim, (void)max_dim, (void)tokens;
+    return 0;
+}
+
 void qs_backend_free(qs_backend *be) {
     if (be) be->ops->destroy(be);
 }

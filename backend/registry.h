@@ -21,6 +21,11 @@ int qs_backend_check(const char *name, qs_error *err);
  * stream-ordered pool's high-water mark; cpu: the bytes allocated through ops->alloc, which is
  * what --gpu-mem plans; the CPU ops' own scratch is not counted). */
 size_t qs_backend_peak_bytes(qs_backend *be);
+/* Backend memory a device's ops keep for themselves (scratch, library workspaces) when blocks of
+ * this shape run with up to `tokens` rows per call and channels up to max_dim: --gpu-mem plans
+ * it beside the pipeline's allocations. 0 for cpu and cpu-fenced (their scratch is host memory). */
+size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
+                                int tokens);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);
 

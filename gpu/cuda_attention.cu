@@ -9,7 +9,7 @@
 
 #include "gpu/cuda_internal.h"
 
-#define QB 512 /* query positions per block: the scores of 8 heads x 512 x 4096 keys are 64 MiB */
+#define QB QS_CUDA_ATTN_QB /* the scores of 8 heads x 512 x 4096 keys are 64 MiB */
 #define NT QS_CUDA_ROW_THREADS
 #define GRID_LOOP(i, n) for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (size_t)gridDim.x * blockDim.x)
 

@@ -107,7 +107,18 @@ static void cuda_destroy(qs_backend *be) {
 size_t qs_cuda_peak_bytes(qs_backend *be) {
     unsigned long long v = 0;
     if (cudaMemPoolGetAttribute(qs_cuda(be)->pool, cudaMemPoolAttrUsedMemHigh, &v) != cudaSuccess) return 0;
-    return (size_t)v;
+    return (size_t)v + qs_cuda(be)->blas_ws_bytes; /* the pool, and the workspace beside it */
+}
+
+size_t qs_cuda_reserve_bytes(int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim, int tokens) {
+    const size_t L = (size_t)seqlen, grp = (size_t)(n_kv_heads > 0 ? n_heads / n_kv_heads : 1);
+    const size_t qb = L < QS_CUDA_ATTN_QB ? L : QS_CUDA_ATTN_QB, sz = grp * qb * L, pk = grp * qb * (size_t)head_dim;
+    const size_t attn = sizeof(float) * (2 * sz + 3 * pk); /* attention_backward's (the forward's is smaller) */
+    const size_t nch = ((size_t)tokens + QS_CUDA_NORM_RB - 1) / QS_CUDA_NORM_RB;
+    size_t part = sizeof(double) * nch * (size_t)max_dim;
+    if (part < sizeof(double) * QS_CUDA_MSE_CHUNKS) part = sizeof(double) * QS_CUDA_MSE_CHUNKS;
+    const size_t inv = sizeof(int32_t) * (4 * (size_t)max_dim + 1); /* gather_backward's lists */
+    return QS_CUDA_BLAS_WS + attn + part + inv;
 }
 
 static const qs_backend_ops cuda_ops = {
@@ -187,7 +198,7 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     else if ((s = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");
     else {
         /* a fixed workspace (32 MiB, cuBLAS's recommendation for Hopper) */
-        c->blas_ws_bytes = (size_t)32 << 20;
+        c->blas_ws_bytes = QS_CUDA_BLAS_WS;
         if ((e = cudaMalloc(&c->blas_ws, c->blas_ws_bytes)) != cudaSuccess)
             rc = qs_cuda_fail(err, e, "init", "cudaMalloc of the cuBLAS workspace");
         else if ((s = cublasSetWorkspace(c->blas, c->blas_ws, c->blas_ws_bytes)) != CUBLAS_STATUS_SUCCESS)

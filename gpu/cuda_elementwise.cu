@@ -186,7 +186,7 @@ extern "C" int qs_cuda_gather_backward(qs_backend *be, float *dv, const float *d
 
 /* mse_grad: fixed chunks (boundaries from n only), one block each; the partial sums come back
  * to the host and are added there in order */
-#define MSE_CHUNKS 1024
+#define MSE_CHUNKS QS_CUDA_MSE_CHUNKS
 __global__ static void k_mse(float *grad, const float *a, const float *b, size_t n, double *part) {
     __shared__ double sh[QS_CUDA_ROW_THREADS];
     const size_t ch = blockIdx.x, lo = n * ch / MSE_CHUNKS, hi = n * (ch + 1) / MSE_CHUNKS;

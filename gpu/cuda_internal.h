@@ -64,6 +64,14 @@ int qs_cuda_blas_fail(qs_error *err, cublasStatus_t s, const char *op);
  * op and the size */
 int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const char *op, qs_error *err);
 
+/* query positions per block of the attention ops (cuda_attention.cu); rows per partial sum of
+ * rmsnorm_backward's dgamma (cuda_rows.cu); chunks of mse_grad's sum (cuda_elementwise.cu): the
+ * sizes of their scratch, which qs_cuda_reserve_bytes counts */
+#define QS_CUDA_ATTN_QB 512
+#define QS_CUDA_NORM_RB 256
+#define QS_CUDA_MSE_CHUNKS 1024
+#define QS_CUDA_BLAS_WS ((size_t)32 << 20)
+
 /* threads per block of the row kernels (the reductions' tree shape depends on it: fixed) */
 #define QS_CUDA_ROW_THREADS 256
 

@@ -65,7 +65,7 @@ extern "C" int qs_cuda_rmsnorm_gather(qs_backend *be, float *y, const float *x, 
 
 /* rmsnorm_backward. dgamma: the rows in fixed chunks of RB; part[chunk, col] = the chunk's sum
  * (double, in row order), then each column adds its chunks in order. dx: one block per row. */
-#define RB 256
+#define RB QS_CUDA_NORM_RB
 __global__ static void k_dgamma_part(double *part, const float *dy, const float *x, const float *rstd, int rows,
                                      int dim) {
     const int col = blockIdx.x * blockDim.x + threadIdx.x, ch = blockIdx.y;

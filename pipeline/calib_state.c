@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "backend/registry.h"
 #include "base/fileio.h"
 #include "checkpoint/shard.h"
 #include "pipeline/quantize_internal.h"
@@ -59,12 +60,20 @@ static size_t reassembly_bytes(const qs_qrun *q) {
     return sizeof(float) * (most > s2 ? most : s2);
 }
 
+/* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch) */
+static size_t reserve_bytes(const qs_qrun *q, int per) {
+    const qs_model_config *c = &q->cfg;
+    return qs_backend_reserve_bytes(q->o ? q->o->device : NULL, q->calib.seqlen, c->n_heads, c->n_kv_heads, c->head_dim,
+                                    max_in(c), per * q->calib.seqlen);
+}
+
 /* backend memory of a block step with per windows a call: the block's float weights, the
- * forward's activations, the call's hidden states, and GPTQ's working set or QLLM's search */
+ * forward's activations, the call's hidden states, GPTQ's working set or QLLM's search, and the
+ * device's own scratch */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t call = (size_t)per * q->calib.seqlen;
     return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
-           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q);
+           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q) + reserve_bytes(q, per);
 }
 
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
@@ -73,14 +82,16 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     if (per > q->calib.nsamples) per = q->calib.nsamples;
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
     const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
-    const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q);
-    char hs[96] = "";
+    const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
+    char hs[96] = "", rs[80] = "";
     if (hess) snprintf(hs, sizeof hs, ", GPTQ's largest layer with its Hessian factor (%.1f MiB)", hess / 1048576.0);
     if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
+    if (res) snprintf(rs, sizeof rs, ", the %s ops' own scratch (%.1f MiB)", q->o->device, res / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
-                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB)%s and the activations of "
+                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB)%s%s and the activations of "
                        "one calibration window of %d tokens (%.1f MiB); nothing was written",
-                       gpu_mem / 1048576.0, wb / 1048576.0, hs, q->calib.seqlen, (one - wb - hess - ra) / 1048576.0);
+                       gpu_mem / 1048576.0, wb / 1048576.0, hs, rs, q->calib.seqlen,
+                       (one - wb - hess - ra - res) / 1048576.0);
     q->per = per;
     return 0;
 }
