@@ -207,7 +207,28 @@ typedef struct qs_backend_ops {
     int (*gptq_batch)(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);
+
+    /* ---- transfers beside the compute (the pipeline's LOAD thread) ----
+     * host_register pins host memory that is uploaded from again and again (the loader's slabs,
+     * the calibration states), so that copies from it run at the bus's rate and asynchronously;
+     * host_unregister undoes it before that memory is freed. stage_alloc and stage_upload may be
+     * called from another thread while ops run: backend memory ordered on the backend's copy
+     * stream, and a copy on that stream that returns when the bytes have arrived. The next
+     * block's weights cross the bus while the current block computes; the compute thread frees
+     * staged memory with ops->free. NULL where not needed (cpu: its memory is host memory, and
+     * the pipeline converts on the host). */
+    int (*host_register)(qs_backend *be, void *p, size_t bytes, qs_error *err);
+    void (*host_unregister)(qs_backend *be, void *p);
+    void *(*stage_alloc)(qs_backend *be, size_t bytes);
+    int (*stage_upload)(qs_backend *be, void *dst, const void *src_host, size_t bytes, qs_error *err);
+    /* dst [n] fp32 = src [n] (backend memory, aligned to its element) of dtype QS_BE_F32,
+     * QS_BE_F16 or QS_BE_BF16, with the bits of base/half.h's conversions (stored weights become
+     * float where they will be used) */
+    int (*to_f32)(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 } qs_backend_ops;
+
+/* element types of to_f32 */
+enum { QS_BE_F32 = 0, QS_BE_F16 = 1, QS_BE_BF16 = 2 };
 
 struct qs_backend {
     const qs_backend_ops *ops;

@@ -71,6 +71,8 @@ size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n
     return 0;
 }
 
+int qs_backend_stages(const char *name) { return name && (!strcmp(name, "cuda") || !strcmp(name, "cpu-fenced")); }
+
 void qs_backend_free(qs_backend *be) {
     if (be) be->ops->destroy(be);
 }

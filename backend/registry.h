@@ -26,6 +26,9 @@ size_t qs_backend_peak_bytes(qs_backend *be);
  * it beside the pipeline's allocations. 0 for cpu and cpu-fenced (their scratch is host memory). */
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
                                 int tokens);
+/* 1 when the device stages the loader's uploads (its ops have stage_upload: cuda, and cpu-fenced
+ * so that the staged path runs without a GPU); 0 for cpu, whose memory is host memory. */
+int qs_backend_stages(const char *name);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);
 

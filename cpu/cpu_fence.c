@@ -139,6 +139,16 @@ static int fence_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1
                            FH(scales), FH(zeros), (uint8_t *)H(codes), FH(err1), (double *)H(loss), err);
 }
 
+/* staging: the CPU has no copy stream, but the fenced device stages like a GPU so that the
+ * pipeline's staged path runs (and faults where it touches backend memory) without one */
+static void *fence_stage_alloc(qs_backend *be, size_t bytes) { return fence_alloc(be, bytes); }
+static int fence_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    return fence_upload(be, dst, src, bytes, err);
+}
+static int fence_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err) {
+    return OPS->to_f32(inner(be), FH(dst), H(src), n, dtype, err);
+}
+
 static const qs_backend_ops fence_ops = {
     .name = "cpu-fenced",
     .destroy = fence_destroy,
@@ -171,6 +181,9 @@ static const qs_backend_ops fence_ops = {
     .set_window_rows = fence_set_window_rows,
     .cholesky_inverse = NULL, /* as the CPU backend: GPTQ uses the host's LAPACK */
     .gptq_batch = fence_gptq_batch,
+    .stage_alloc = fence_stage_alloc,
+    .stage_upload = fence_stage_upload,
+    .to_f32 = fence_to_f32,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

@@ -4,7 +4,11 @@
  * pool (cudaMallocAsync / cudaFreeAsync on that stream), so the pipeline's per-block allocations
  * neither synchronize the device nor return memory to the driver between blocks; the pool's
  * high-water mark is the backend's peak. upload and download return when the host buffer may be
- * reused (download: when the data is on the host), so callers may free or refill it at once. */
+ * reused (download: when the data is on the host), so callers may free or refill it at once.
+ * A second stream carries the loader's staged copies (stage_alloc / stage_upload, from the
+ * LOAD thread), so that the next block's bytes cross the bus while this block's kernels run;
+ * the loader waits for its copy before it hands the slot on, which orders it before the
+ * compute stream's use. */
 #include "gpu/cuda_backend.h"
 
 #include <stdio.h>
@@ -64,6 +68,36 @@ static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes,
     return 0;
 }
 
+/* the loader's side (another thread): its own stream, so its copies overlap the kernels */
+static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
+    void *p = NULL;
+    if (cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->copy) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    if (!bytes) return 0;
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy), "stage_upload");
+    QS_CUDA_CALL(cudaStreamSynchronize(c->copy), "stage_upload");
+    return 0;
+}
+
+static int cuda_host_register(qs_backend *be, void *p, size_t bytes, qs_error *err) {
+    (void)be;
+    if (!p || !bytes) return 0;
+    QS_CUDA_CALL(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "host_register");
+    return 0;
+}
+
+static void cuda_host_unregister(qs_backend *be, void *p) {
+    (void)be;
+    if (p && cudaHostUnregister(p) != cudaSuccess) cudaGetLastError();
+}
+
 static int cuda_download(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     if (!bytes) return 0;
     qs_cuda_ctx *c = qs_cuda(be);
@@ -95,6 +129,10 @@ static void cuda_destroy(qs_backend *be) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->part_host) cudaFreeHost(c->part_host);
+        if (c->copy) {
+            cudaStreamSynchronize(c->copy);
+            cudaStreamDestroy(c->copy);
+        }
         if (c->stream) {
             cudaStreamSynchronize(c->stream);
             cudaStreamDestroy(c->stream);
@@ -153,6 +191,11 @@ static const qs_backend_ops cuda_ops = {
     /* .set_window_rows */ qs_cuda_set_window_rows,
     /* .cholesky_inverse */ qs_cuda_cholesky_inverse,
     /* .gptq_batch */ qs_cuda_gptq_batch,
+    /* .host_register */ cuda_host_register,
+    /* .host_unregister */ cuda_host_unregister,
+    /* .stage_alloc */ cuda_stage_alloc,
+    /* .stage_upload */ cuda_stage_upload,
+    /* .to_f32 */ qs_cuda_to_f32,
 };
 
 extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
@@ -189,6 +232,8 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     if ((e = cudaSetDevice(dev)) != cudaSuccess) rc = qs_cuda_fail(err, e, "init", "cudaSetDevice");
     else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate");
+    else if ((e = cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate (copies)");
     else if ((e = cudaDeviceGetDefaultMemPool(&c->pool, dev)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaDeviceGetDefaultMemPool");
     /* keep freed blocks in the pool between blocks instead of returning them at each sync */

@@ -25,6 +25,7 @@ typedef struct qs_cuda_scratch {
 typedef struct qs_cuda_ctx {
     int device;
     cudaStream_t stream;
+    cudaStream_t copy; /* stage_alloc / stage_upload: the loader's copies beside the compute */
     cublasHandle_t blas;
     void *blas_ws; /* cuBLAS workspace of our own: its kernels choice does not vary with what the pool holds */
     size_t blas_ws_bytes;
@@ -158,6 +159,8 @@ int qs_cuda_adamw_step(qs_backend *be, float *param, const float *grad, float *m
                        float beta1, float beta2, float eps, float weight_decay, int step, qs_error *err);
 /* cuda_linalg.cu */
 int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
+/* cuda_convert.cu */
+int qs_cuda_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 /* cuda_gptq.cu */
 int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                        int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,

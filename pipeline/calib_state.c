@@ -67,13 +67,34 @@ static size_t reserve_bytes(const qs_qrun *q, int per) {
                                     max_in(c), per * q->calib.seqlen);
 }
 
+#define STAGED_UNITS 3 /* one per pipeline slot: LOAD may stage two units ahead of COMPUTE's */
+
 /* backend memory of a block step with per windows a call: the block's float weights, the
- * forward's activations, the call's hidden states, GPTQ's working set or QLLM's search, and the
- * device's own scratch */
+ * forward's activations, the call's hidden states, GPTQ's working set or QLLM's search, the
+ * device's own scratch, and the staged units */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t call = (size_t)per * q->calib.seqlen;
+    size_t staged = q->stage ? (size_t)STAGED_UNITS * q->K * q->stage_block : 0;
     return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
-           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q) + reserve_bytes(q, per);
+           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q) + reserve_bytes(q, per) +
+           staged;
+}
+
+void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
+    q->stage_block = stage_block;
+    q->stage = qs_backend_stages(q->o->device);
+    if (q->stage && gpu_mem && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0; /* the slower path fits */
+}
+
+int qs_calib_pin(qs_qrun *q, void *p, size_t bytes, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    if (!p || !be || !be->ops->host_register) return 0;
+    return be->ops->host_register(be, p, bytes, err);
+}
+
+void qs_calib_unpin(qs_qrun *q, void *p) {
+    qs_backend *be = q->lm.be;
+    if (p && be && be->ops->host_unregister) be->ops->host_unregister(be, p);
 }
 
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
@@ -173,6 +194,8 @@ static int spill_open(qs_qrun *q, qs_error *err) {
 }
 
 void qs_calib_teardown(qs_qrun *q) {
+    void *pinned[] = {q->x, q->x_fp, q->hx, q->spill_slab[0], q->spill_slab[1]};
+    for (size_t i = 0; i < sizeof pinned / sizeof *pinned; i++) qs_calib_unpin(q, pinned[i]);
     if (q->spill_reader) qs_reader_close(q->spill_reader);
     if (q->spill_fd > 0) close(q->spill_fd);
     if (q->spill_path) unlink(q->spill_path);
@@ -223,6 +246,12 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
             rc = qs_error_set(err, -ENOMEM, "out of memory for the calibration states (%zu tokens x %d)", tok, H);
     }
     if (!rc && q->spill) rc = spill_open(q, err);
+    /* every call uploads from and downloads to these: pinned (on a GPU) they move at the bus's rate */
+    const size_t sb = sizeof(float) * tok * H;
+    if (!rc) rc = qs_calib_pin(q, q->x, sb, err);
+    if (!rc) rc = qs_calib_pin(q, q->x_fp, sb, err);
+    if (!rc) rc = qs_calib_pin(q, q->hx, sizeof(float) * (size_t)q->per * L * max_in(&q->cfg), err);
+    for (int i = 0; i < 2 && !rc; i++) rc = qs_calib_pin(q, q->spill_slab[i], q->spill_slab_bytes, err);
     if (!rc) rc = qs_llama_scratch_init(&q->scr, &q->cfg, q->per * L, q->lm.be, err);
     if (!rc && !q->spill) rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
     if (!rc && !q->spill && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H); /* both paths start at the embedding */

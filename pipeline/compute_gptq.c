@@ -29,6 +29,8 @@ static float **other_field(qs_llama_weights *w, int k) {
     return f[k];
 }
 
+static int be_dtype(qs_dtype d) { return d == QS_DTYPE_F16 ? QS_BE_F16 : d == QS_DTYPE_BF16 ? QS_BE_BF16 : QS_BE_F32; }
+
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err) {
     qs_backend *be = q->lm.be;
     memset(w, 0, sizeof *w);
@@ -38,15 +40,19 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
     for (size_t i = 0; i < s->n && !rc; i++) {
         const qs_tensor_info *t = s->t[i];
         size_t bytes = sizeof(float) * t->n_elems;
-        float *host = malloc(bytes), *dev = be->ops->alloc(be, bytes);
-        if (!host || !dev) {
+        /* the linears' host copy only where the tensor is not staged: LOAD put it on the
+         * device as stored, and it widens there (norms and biases: a host copy for STORE too) */
+        const int need_host = !s->staged || i >= QS_N_LINEAR;
+        float *host = need_host ? malloc(bytes) : NULL, *dev = be->ops->alloc(be, bytes);
+        if ((need_host && !host) || !dev) {
             free(host);
             be->ops->free(be, dev);
             rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for tensor '%s' as float (%zu bytes)", blk, t->name, bytes);
             break;
         }
-        qs_qrun_to_f32(t, s->r[i].data, t->n_elems, host);
-        rc = be->ops->upload(be, dev, host, bytes, err);
+        if (host) qs_qrun_to_f32(t, s->r[i].data, t->n_elems, host);
+        if (s->staged) rc = be->ops->to_f32(be, dev, (char *)s->staged + s->staged_off[i], t->n_elems, be_dtype(t->dtype), err);
+        else rc = be->ops->upload(be, dev, host, bytes, err);
         if (i < QS_N_LINEAR) {
             *qs_lin_field(w, (int)i) = dev;
             free(host);
@@ -55,6 +61,8 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
                 if (strstr(t->name, qs_block_other_names[k])) *other_field(w, k) = dev, s->other[k] = host;
         }
     }
+    if (s->staged) be->ops->free(be, s->staged); /* stream-ordered: after the conversions */
+    s->staged = NULL;
     return rc;
 }
 

@@ -112,6 +112,28 @@ static size_t block_slab_bytes(const qs_qslot *s) {
     return (b + QS_READER_ALIGN - 1) / QS_READER_ALIGN * QS_READER_ALIGN;
 }
 
+size_t qs_qslot_stage_layout(const qs_qslot *s, size_t *off) {
+    size_t b = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (off) off[i] = b;
+        b += (s->t[i]->nbytes + 255) / 256 * 256;
+    }
+    return b;
+}
+
+/* the block's stored tensors into backend memory on the device's copy stream (this is the
+ * loader's thread: the copies overlap the previous block's compute) */
+static int stage_block(qs_qrun *q, qs_qslot *s, int blk, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const size_t bytes = qs_qslot_stage_layout(s, s->staged_off);
+    s->staged = be->ops->stage_alloc(be, bytes);
+    QS_RETURN_ERROR_IF(!s->staged, -ENOMEM, "block %d: out of %s memory for its stored weights (%zu bytes)", blk,
+                       be->ops->name, bytes);
+    for (size_t i = 0; i < s->n; i++)
+        QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, (char *)s->staged + s->staged_off[i], s->r[i].data, s->t[i]->nbytes, err));
+    return 0;
+}
+
 static int st_load(void *ctx, int unit, void *slot_, qs_error *err) {
     qs_qrun *q = ctx;
     qs_qunit *u = slot_;
@@ -125,6 +147,7 @@ static int st_load(void *ctx, int unit, void *slot_, qs_error *err) {
         s->slab = (char *)u->slab + off, s->cap = b;
         off += b;
         QS_FORWARD_IF_ERROR(qs_reader_read(q->reader, s->r, s->n, s->slab, s->cap, err));
+        if (q->stage) QS_FORWARD_IF_ERROR(stage_block(q, s, u->b0 + j, err));
     }
     return 0;
 }
@@ -367,6 +390,16 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                         q.K > 1 ? "s" : "", q.K);
         }
         if (!rc && eec) rc = qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
+        /* staging the next blocks' stored weights on the device, where the budget holds it too
+         * (after the group size: that is worth more than the overlap) */
+        size_t stage_block = 0;
+        for (int L = 0; !rc && L < q.cfg.n_layers; L++) {
+            qs_qslot tmp;
+            rc = block_ranges(&q, L, &tmp, err);
+            size_t b = rc ? 0 : qs_qslot_stage_layout(&tmp, NULL);
+            if (b > stage_block) stage_block = b;
+        }
+        if (!rc) qs_calib_plan_stage(&q, stage_block, o->gpu_mem ? o->gpu_mem - eec_bytes : 0);
         if (!rc) rc = qs_calib_plan_per(&q, o->gpu_mem ? o->gpu_mem - eec_bytes : 0, err);
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
     }
@@ -466,6 +499,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             slots[i].cap = slot_bytes;
             ptrs[i] = &slots[i];
             if (!slots[i].slab) rc = qs_error_set(err, -ENOMEM, "out of memory for a %zu-byte block slot", slot_bytes);
+            if (!rc) rc = qs_calib_pin(&q, slots[i].slab, slot_bytes, err); /* the loader uploads from them */
         }
         qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
         qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store};
@@ -478,11 +512,15 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         *sum = (qs_quantize_summary){.n_blocks = q.cfg.n_layers, .done_before = first, .done_now = q.done_now,
                                      .n_slots = n_slots, .slot_bytes = slot_bytes, .seconds = qs_now() - q.t_start,
                                      .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
-                                     .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0};
+                                     .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0, .staged = q.stage};
     }
     for (int i = 0; i < 3; i++) {
+        qs_calib_unpin(&q, slots[i].slab);
         free(slots[i].slab);
-        for (int j = 0; j < QS_GROUP_MAX; j++) qs_qslot_release(&slots[i].blk[j]);
+        for (int j = 0; j < QS_GROUP_MAX; j++) {
+            qs_qslot_release(&slots[i].blk[j]);
+            if (slots[i].blk[j].staged) q.lm.be->ops->free(q.lm.be, slots[i].blk[j].staged); /* a run that stopped early */
+        }
     }
     qs_calib_teardown(&q);
     qs_calib_free(&q.calib);

@@ -56,7 +56,8 @@ typedef struct qs_quantize_summary {
     size_t slot_bytes;
     double seconds;
     unsigned long long raw_bytes, shard_bytes;
-    size_t device_peak; /* the backend's peak memory (0: not tracked, e.g. cpu) */
+    size_t device_peak; /* the backend's peak memory (0: no backend, e.g. RTN) */
+    int staged;         /* 1: the loader staged the stored weights in backend memory (a copy stream) */
 } qs_quantize_summary;
 
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err);

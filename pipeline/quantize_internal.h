@@ -44,6 +44,10 @@ typedef struct qs_qslot {
     float *other[QS_N_OTHER]; /* norms and biases as F32 (NULL when absent) */
     qs_reasm ra[3];           /* QLLM channel reassembly per site (src_a NULL: none) */
     double eec_loss[2];       /* QLLM EEC: the group's mean training loss in the first and last epoch */
+    /* staged (q->stage): the tensors as stored, copied into backend memory by LOAD at
+     * staged_off[i]; COMPUTE widens them there and frees them */
+    void *staged;
+    size_t staged_off[QS_BLOCK_MAX_T];
 } qs_qslot;
 
 /* What travels through the pipeline: a unit of nb consecutive blocks b0.. (one block, or a
@@ -82,6 +86,11 @@ typedef struct qs_qrun {
     void *spill_slab[2];  /* one per state: a window of each can be held at once */
     size_t spill_slab_bytes;
     int per;             /* windows per backend call */
+    /* 1: LOAD copies each block's stored tensors into backend memory (the device's copy stream,
+     * overlapping the previous block's compute) and COMPUTE widens them there; 0: COMPUTE
+     * converts on the host and uploads. stage_block: the largest block's staged bytes. */
+    int stage;
+    size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
     float *xbuf;         /* backend [per * seqlen, hidden] */
@@ -131,6 +140,15 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
  * does not fit. Then the host bytes of the calibration state. */
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err);
 size_t qs_calib_device_bytes(const qs_qrun *q, int per);
+/* q->stage: on where the device stages uploads (qs_backend_stages) and one window's step and
+ * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes */
+void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem);
+/* the staged bytes of a block's tensors: each at a 256-byte aligned offset (NULL off: size only) */
+size_t qs_qslot_stage_layout(const qs_qslot *s, size_t *off);
+/* pins (host_register) the host memory uploads come from: the calibration states and spill
+ * slabs (qs_calib_setup does), and the slots (the pipeline); unpinned before it is freed */
+int qs_calib_pin(qs_qrun *q, void *p, size_t bytes, qs_error *err);
+void qs_calib_unpin(qs_qrun *q, void *p);
 size_t qs_calib_plan_bytes(const qs_qrun *q, int spill);
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err);
 void qs_calib_teardown(qs_qrun *q);

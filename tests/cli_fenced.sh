@@ -5,6 +5,9 @@
 # fenced runs must also give the plain CPU run's bits: shards byte-identical for RTN, GPTQ
 # (act-order, groups), QLLM CR only, QLLM CR + EEC (groups of 2, spilled states), a resume that
 # replays both calibration paths from shards, and the same eval / logits output. stories260k.
+# cpu-fenced also stages the stored weights through its copy ops as the GPU does (the loader
+# copies them into backend memory, COMPUTE widens them there with to_f32), so that path is
+# held to the CPU's bytes too.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
@@ -30,6 +33,9 @@ d=$tmp/eec-fenced
 rm -rf "$d/blocks/block-0002.qsh" "$d/blocks/block-0003.qsh" "$d/blocks/block-0004.qsh" "$d/acts"
 out=$("$bin" "${base[@]}" "${eec[@]}" --spill -o "$d" --device cpu-fenced --progress-lines 2>&1) || die "fenced resume: $out"
 grep -q "replayed 2 finished blocks" <<<"$out" || die "the resume did not replay: $out"
+# the fenced device stages like a GPU: LOAD copied the stored weights into backend memory, and
+# the shards above came out of that path
+grep -q "stored weights staged there by the loader" <<<"$out" || die "cpu-fenced did not stage the stored weights: $out"
 same "$tmp/eec-cpu" "$d" || die "fenced replayed resume differs"
 
 x=11; ids=""

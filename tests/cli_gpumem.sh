@@ -4,16 +4,17 @@
 # "<device> memory peak ... (N bytes)") is at most the budget, a refused one names --gpu-mem and
 # writes nothing, and each method is both refused and accepted somewhere on the ladder (so the
 # plan is tight enough to matter). stories260k on the CPU backend, whose allocations are counted
-# the way the CUDA pool's are; DEVICE=cuda in the environment runs the same on a GPU.
+# the way the CUDA pool's are, and on cpu-fenced, which also stages the next blocks' stored
+# weights in backend memory as a GPU does; DEVICES=cuda in the environment runs it on a GPU.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
 tmp=${QS_TMP:-/tmp}/cli_gpumem
-dev=${DEVICE:-cpu}
+devices=${DEVICES:-cpu cpu-fenced}
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
-base=(quantize "$st" --wbits 4 --group 32 --calib random --nsamples 6 --seqlen 64 --device "$dev" --progress-lines)
+base=(quantize "$st" --wbits 4 --group 32 --calib random --nsamples 6 --seqlen 64 --progress-lines)
 declare -A args=(
   [gptq]="--method gptq --act-order"
   [qllm-cr]="--method qllm --abits 4 --eec off --cr-tokens 128 --cr-candidates 4"
@@ -21,24 +22,26 @@ declare -A args=(
 )
 budgets=(200K 400K 600K 800K 1M 1500K 2M 3M 6M)
 bytes() { local v=${1%[KMG]}; case $1 in *K) echo $((v << 10));; *M) echo $((v << 20));; *G) echo $((v << 30));; esac; }
+for dev in $devices; do
 for m in gptq qllm-cr qllm-eec; do
   acc=0; ref=0; line=""
   for b in "${budgets[@]}"; do
-    d=$tmp/$m-$b
+    d=$tmp/$dev-$m-$b
     # shellcheck disable=SC2086
-    if out=$("$bin" "${base[@]}" ${args[$m]} -o "$d" --gpu-mem "$b" 2>&1); then
+    if out=$("$bin" "${base[@]}" ${args[$m]} --device "$dev" -o "$d" --gpu-mem "$b" 2>&1); then
       peak=$(sed -nE 's/.*memory peak .*\(([0-9]+) bytes\).*/\1/p' <<<"$out")
-      [ -n "$peak" ] || { die "$m --gpu-mem $b: no memory peak printed"; continue; }
-      [ "$peak" -le "$(bytes "$b")" ] || die "$m --gpu-mem $b: peak $peak bytes is over the budget"
+      [ -n "$peak" ] || { die "$dev $m --gpu-mem $b: no memory peak printed"; continue; }
+      [ "$peak" -le "$(bytes "$b")" ] || die "$dev $m --gpu-mem $b: peak $peak bytes is over the budget"
       acc=$((acc + 1)); line+=" $b:$((peak >> 10))K"
     else
-      grep -q -- "--gpu-mem" <<<"$out" || die "$m --gpu-mem $b refused without naming it: $out"
-      [ -e "$d" ] && die "$m --gpu-mem $b: the refusal left $d behind"
+      grep -q -- "--gpu-mem" <<<"$out" || die "$dev $m --gpu-mem $b refused without naming it: $out"
+      [ -e "$d" ] && die "$dev $m --gpu-mem $b: the refusal left $d behind"
       ref=$((ref + 1)); line+=" $b:refused"
     fi
   done
-  echo "$m (budget:peak)$line"
-  [ $acc -ge 1 ] && [ $ref -ge 1 ] || die "$m: $acc accepted and $ref refused on the ladder ${budgets[*]}"
+  echo "$dev $m (budget:peak)$line"
+  [ $acc -ge 1 ] && [ $ref -ge 1 ] || die "$dev $m: $acc accepted and $ref refused on the ladder ${budgets[*]}"
+done
 done
 [ $fail -eq 0 ] && echo ok
 exit $fail

@@ -440,6 +440,38 @@ static void test_gptq_batch(void) {
     }
 }
 
+/* to_f32: every f16 and bf16 bit pattern (zeros, subnormals, infinities, NaNs) widens to the
+ * same bits on both (the conversions are bit operations and one exact product); f32 is a copy.
+ * The staging copy (where the device has one) puts the same bytes in backend memory. */
+static void test_to_f32(void) {
+    const size_t n = 65536;
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    for (size_t i = 0; i < n; i++) h[i] = (uint16_t)i;
+    pair src = both(h, sizeof(uint16_t) * n), dst = rboth(n, 1);
+    const char *names[2] = {"to_f32 f16 (all 65536)", "to_f32 bf16 (all 65536)"};
+    for (int t = 0; t < 2; t++) {
+        int dt = t ? QS_BE_BF16 : QS_BE_F16;
+        RUN(cpu->ops->to_f32(cpu, dst.c, src.c, n, dt, E1), dev->ops->to_f32(dev, dst.d, src.d, n, dt, E2));
+        compare_bytes(names[t], dst, sizeof(float) * n);
+    }
+    pair f = rboth(1000, 3);
+    RUN(cpu->ops->to_f32(cpu, dst.c, f.c, 1000, QS_BE_F32, E1), dev->ops->to_f32(dev, dst.d, f.d, 1000, QS_BE_F32, E2));
+    compare_bytes("to_f32 f32", dst, sizeof(float) * 1000);
+    if (dev->ops->stage_alloc) {
+        qs_error err = {0};
+        void *d = dev->ops->stage_alloc(dev, sizeof(uint16_t) * n);
+        CHECK(d && dev->ops->stage_upload(dev, d, h, sizeof(uint16_t) * n, &err) == 0);
+        uint16_t *back = malloc(sizeof(uint16_t) * n);
+        CHECK(dev->ops->download(dev, back, d, sizeof(uint16_t) * n, &err) == 0);
+        CHECKF(!memcmp(back, h, sizeof(uint16_t) * n), "%s stage_upload: the bytes differ", dev->ops->name);
+        printf("%-34s %zu bytes identical\n", "stage_alloc + stage_upload", sizeof(uint16_t) * n);
+        dev->ops->free(dev, d);
+        free(back);
+    }
+    pfree(src), pfree(dst), pfree(f);
+    free(h);
+}
+
 /* cpu-fenced: a host read of its memory must fault (else the fence checks nothing) */
 static void test_fence_faults(void) {
     pid_t pid = fork();
@@ -483,6 +515,7 @@ int main(int argc, char **argv) {
     test_lse_mse_adamw();
     test_cholesky();
     test_gptq_batch();
+    test_to_f32();
     qs_backend_free(dev);
     qs_backend_free(cpu);
     return qs_test_result();
