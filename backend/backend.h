@@ -207,6 +207,15 @@ typedef struct qs_backend_ops {
     int (*gptq_batch)(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);
+    /* GPTQ's matrix to factor, from a Hessian h [n, n] in backend memory whose upper triangle is
+     * H (the rest is not read): *nonfinite_host = 1 when a value of that triangle is NaN or
+     * infinite, else 0; diag_host (host memory, may be NULL) receives H's diagonal [n]; and when
+     * hp is not NULL, hp [n, n] = P H' P^T + damp I, hp[i, j] = H'[perm[i], perm[j]], where H' is
+     * H mirrored with each dead input (H_jj = 0) set to H_jj = 1 (hp is undefined when a value is
+     * not finite). h is not changed, so each layer of a stage and each dampening retry starts
+     * from it. Returns after the host outputs are written. */
+    int (*gptq_hessian)(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                        float *diag_host, int *nonfinite_host, qs_error *err);
 
     /* ---- transfers beside the compute (the pipeline's LOAD thread) ----
      * host_register pins host memory that is uploaded from again and again (the loader's slabs,

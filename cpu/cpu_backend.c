@@ -108,6 +108,7 @@ static const qs_backend_ops cpu_ops = {
     .gather_backward = qs_cpu_gather_backward,
     .set_window_rows = qs_cpu_set_window_rows,
     .gptq_batch = qs_cpu_gptq_batch,
+    .gptq_hessian = qs_cpu_gptq_hessian,
     .to_f32 = qs_cpu_to_f32, /* no staging ops: its memory is host memory */
 };
 

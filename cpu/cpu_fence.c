@@ -149,6 +149,11 @@ static int fence_to_f32(qs_backend *be, float *dst, const void *src, size_t n, i
     return OPS->to_f32(inner(be), FH(dst), H(src), n, dtype, err);
 }
 
+static int fence_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                              float *diag_host, int *nonfinite_host, qs_error *err) {
+    return OPS->gptq_hessian(inner(be), FH(hp), CFH(h), n, CIH(perm), damp, diag_host, nonfinite_host, err);
+}
+
 static const qs_backend_ops fence_ops = {
     .name = "cpu-fenced",
     .destroy = fence_destroy,
@@ -181,6 +186,7 @@ static const qs_backend_ops fence_ops = {
     .set_window_rows = fence_set_window_rows,
     .cholesky_inverse = NULL, /* as the CPU backend: GPTQ uses the host's LAPACK */
     .gptq_batch = fence_gptq_batch,
+    .gptq_hessian = fence_gptq_hessian,
     .stage_alloc = fence_stage_alloc,
     .stage_upload = fence_stage_upload,
     .to_f32 = fence_to_f32,

@@ -1,7 +1,8 @@
-/* cpu/cpu_gptq.c - GPTQ's lazy batch on the CPU backend (backend.h gptq_batch): the host's
- * column loop (quant/gptq.c, rows over OpenMP) and the lazy update through the backend's own
- * GEMM without windows, whose rows are split at fixed boundaries over the threads
- * (cpu/cpu_gemm.c): the same bits for any thread count. */
+/* cpu/cpu_gptq.c - GPTQ on the CPU backend: the lazy batch (backend.h gptq_batch: the host's
+ * column loop of quant/gptq.c, rows over OpenMP, and the lazy update through the backend's own
+ * GEMM without windows, whose rows are split at fixed boundaries over the threads,
+ * cpu/cpu_gemm.c: the same bits for any thread count), and the matrix to factor from the
+ * Hessian (gptq_hessian: mirror, dead inputs, order, dampening; every element a copy). */
 #include "cpu/cpu_internal.h"
 #include "quant/gptq.h"
 
@@ -23,4 +24,30 @@ int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int 
                          cols, err);
     cx->window_rows = windows;
     return rc;
+}
+
+int qs_cpu_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                        float *diag_host, int *nonfinite_host, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(n < 1, QS_EUSAGE, "gptq_hessian: n = %d", n);
+    const size_t N = (size_t)n;
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (size_t i = 0; i < N; i++)
+        for (size_t j = i; j < N; j++) bad |= !__builtin_isfinite(h[i * N + j]);
+    *nonfinite_host = bad;
+    if (diag_host)
+        for (size_t j = 0; j < N; j++) diag_host[j] = h[j * N + j];
+    if (!hp || bad) return 0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) {
+        const size_t pi = (size_t)perm[i];
+        for (size_t j = 0; j < N; j++) {
+            const size_t pj = (size_t)perm[j];
+            float v = pi <= pj ? h[pi * N + pj] : h[pj * N + pi];
+            if (pi == pj && v == 0.0f) v = 1.0f; /* a dead input */
+            hp[i * N + j] = i == j ? v + damp : v;
+        }
+    }
+    return 0;
 }

@@ -67,6 +67,8 @@ int qs_cpu_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows,
 int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);
+int qs_cpu_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                        float *diag_host, int *nonfinite_host, qs_error *err);
 int qs_cpu_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                     qs_error *err);

@@ -68,10 +68,12 @@ static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes,
     return 0;
 }
 
-/* the loader's side (another thread): its own stream, so its copies overlap the kernels */
+/* the loader's side (another thread, whose current device is its own setting: set it): its own
+ * stream, so its copies overlap the kernels */
 static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
-    if (cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->copy) != cudaSuccess) {
+    if (cudaSetDevice(qs_cuda(be)->device) != cudaSuccess ||
+        cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->copy) != cudaSuccess) {
         cudaGetLastError();
         return NULL;
     }
@@ -81,6 +83,7 @@ static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
 static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     if (!bytes) return 0;
     qs_cuda_ctx *c = qs_cuda(be);
+    QS_CUDA_CALL(cudaSetDevice(c->device), "stage_upload");
     QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy), "stage_upload");
     QS_CUDA_CALL(cudaStreamSynchronize(c->copy), "stage_upload");
     return 0;
@@ -155,6 +158,7 @@ size_t qs_cuda_reserve_bytes(int seqlen, int n_heads, int n_kv_heads, int head_d
     const size_t nch = ((size_t)tokens + QS_CUDA_NORM_RB - 1) / QS_CUDA_NORM_RB;
     size_t part = sizeof(double) * nch * (size_t)max_dim;
     if (part < sizeof(double) * QS_CUDA_MSE_CHUNKS) part = sizeof(double) * QS_CUDA_MSE_CHUNKS;
+    if (part < sizeof(float) * (size_t)max_dim + 64) part = sizeof(float) * (size_t)max_dim + 64; /* gptq_hessian */
     const size_t inv = sizeof(int32_t) * (4 * (size_t)max_dim + 1); /* gather_backward's lists */
     return QS_CUDA_BLAS_WS + attn + part + inv;
 }
@@ -191,6 +195,7 @@ static const qs_backend_ops cuda_ops = {
     /* .set_window_rows */ qs_cuda_set_window_rows,
     /* .cholesky_inverse */ qs_cuda_cholesky_inverse,
     /* .gptq_batch */ qs_cuda_gptq_batch,
+    /* .gptq_hessian */ qs_cuda_gptq_hessian,
     /* .host_register */ cuda_host_register,
     /* .host_unregister */ cuda_host_unregister,
     /* .stage_alloc */ cuda_stage_alloc,

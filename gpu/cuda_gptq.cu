@@ -1,4 +1,5 @@
-/* gpu/cuda_gptq.cu - GPTQ's lazy batch on the GPU (backend.h gptq_batch).
+/* gpu/cuda_gptq.cu - GPTQ on the GPU: the lazy batch (backend.h gptq_batch) and the matrix to
+ * factor from the Hessian (gptq_hessian: the Hessian never leaves the device).
  *
  * The column loop: every row is independent, so one thread runs one row through the batch's
  * columns in order, with the operations of quant/gptq.c's host loop in the same order (no FMA
@@ -113,4 +114,44 @@ extern "C" int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, 
     /* W[:, i2:] -= Err1 U[i1:i2, i2:] */
     return qs_cuda_gemm_math(be, QS_CUDA_FP32, 0, 0, rows, cols - i2, cnt, -1.0f, err1, cnt, u + (size_t)i1 * cols + i2,
                              cols, 1.0f, w + i2, cols, "gptq_batch", err);
+}
+
+/* gptq_hessian: the upper triangle's finiteness (every writer stores 1: the flag does not depend
+ * on the order), the diagonal, and the ordered, mirrored, dampened copy */
+__global__ static void k_hessian_check(const float *h, size_t n, float *diag, int *bad) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n * n; idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t i = idx / n, j = idx % n;
+        if (j >= i && !isfinite(h[idx])) *bad = 1;
+        if (i == j) diag[i] = h[idx];
+    }
+}
+
+__global__ static void k_hessian_order(float *hp, const float *h, size_t n, const int32_t *perm, float damp) {
+    for (size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x; idx < n * n; idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t i = idx / n, j = idx % n, pi = (size_t)perm[i], pj = (size_t)perm[j];
+        float v = pi <= pj ? h[pi * n + pj] : h[pj * n + pi];
+        if (pi == pj && v == 0.0f) v = 1.0f; /* a dead input */
+        hp[idx] = i == j ? v + damp : v;
+    }
+}
+
+extern "C" int qs_cuda_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                                    float *diag_host, int *nonfinite_host, qs_error *err) {
+    QS_RETURN_ERROR_IF(n < 1, QS_EUSAGE, "gptq_hessian: n = %d", n);
+    qs_cuda_ctx *c = qs_cuda(be);
+    const size_t N = (size_t)n;
+    QS_FORWARD_IF_ERROR(qs_cuda_scratch_grow(be, &c->part, sizeof(float) * N + 64, "gptq_hessian", err));
+    float *diag = (float *)c->part.p;
+    int *bad = (int *)((char *)c->part.p + sizeof(float) * N + 32);
+    QS_CUDA_CALL(cudaMemsetAsync(bad, 0, sizeof(int), c->stream), "gptq_hessian");
+    k_hessian_check<<<qs_cuda_blocks(N * N, 256), 256, 0, c->stream>>>(h, N, diag, bad);
+    QS_CUDA_LAUNCHED("gptq_hessian");
+    QS_CUDA_CALL(cudaMemcpyAsync(nonfinite_host, bad, sizeof(int), cudaMemcpyDeviceToHost, c->stream), "gptq_hessian");
+    if (diag_host)
+        QS_CUDA_CALL(cudaMemcpyAsync(diag_host, diag, sizeof(float) * N, cudaMemcpyDeviceToHost, c->stream), "gptq_hessian");
+    QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "gptq_hessian");
+    if (!hp || *nonfinite_host) return 0;
+    k_hessian_order<<<qs_cuda_blocks(N * N, 256), 256, 0, c->stream>>>(hp, h, N, perm, damp);
+    QS_CUDA_LAUNCHED("gptq_hessian");
+    return 0;
 }

@@ -34,7 +34,8 @@ typedef struct qs_cuda_ctx {
     int window_rows; /* set_window_rows */
     /* attention forward / backward: scores, probabilities and packed rows */
     qs_cuda_scratch attn;
-    /* rmsnorm_backward: double partial column sums; mse_grad: double partial sums */
+    /* rmsnorm_backward: double partial column sums; mse_grad: double partial sums; gptq_hessian:
+     * the diagonal and the flag */
     qs_cuda_scratch part;
     double *part_host; /* pinned copy of mse_grad's partial sums */
     /* gather_backward: the inverse of the reassembly maps (CSR) */
@@ -165,6 +166,8 @@ int qs_cuda_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dt
 int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                        int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                        float *err1, double *loss, qs_error *err);
+int qs_cuda_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
+                         float *diag_host, int *nonfinite_host, qs_error *err);
 /* cuda_attention.cu */
 int qs_cuda_attention(qs_backend *be, float *out, const float *q, const float *k, const float *v, int n_win,
                       int seqlen, int n_heads, int n_kv_heads, int head_dim, float scale, float *lse, qs_error *err);

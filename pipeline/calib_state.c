@@ -27,8 +27,8 @@ static int max_in(const qs_model_config *c) {
 }
 
 /* GPTQ's backend memory beside the block's weights and activations: a stage's Hessian while it
- * accumulates, then a layer's working set (quant/gptq.h: its weights, factor, codes), the
- * largest of the block's linears */
+ * accumulates, then beside it a layer's working set (quant/gptq.h: its weights, factor, codes),
+ * the largest of the block's linears */
 static size_t gptq_bytes(const qs_qrun *q) {
     if (!q->o || !q->o->method || strcmp(q->o->method, "gptq")) return 0;
     const qs_model_config *c = &q->cfg;
@@ -36,8 +36,8 @@ static size_t gptq_bytes(const qs_qrun *q) {
     const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
     const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block};
     size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
-    for (int i = 0; i < 5; i++) {
-        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go);
+    for (int i = 0; i < 5; i++) { /* the stage's Hessian stays beside the layer's working set */
+        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go) + sizeof(float) * shapes[i][1] * shapes[i][1];
         most = b > most ? b : most;
     }
     return most;
@@ -105,7 +105,7 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
     const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
     char hs[96] = "", rs[80] = "";
-    if (hess) snprintf(hs, sizeof hs, ", GPTQ's largest layer with its Hessian factor (%.1f MiB)", hess / 1048576.0);
+    if (hess) snprintf(hs, sizeof hs, ", GPTQ's largest layer with its Hessian and factor (%.1f MiB)", hess / 1048576.0);
     if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
     if (res) snprintf(rs, sizeof rs, ", the %s ops' own scratch (%.1f MiB)", q->o->device, res / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,

@@ -66,8 +66,9 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
     return rc;
 }
 
-/* GPTQ of linear i with Hessian h (consumed); the dequantized result replaces the float weights */
-static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, float *h, qs_error *err) {
+/* GPTQ of linear i with Hessian h (host, consumed) or hd (backend memory, kept); the dequantized
+ * result replaces the float weights */
+static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, float *h, const float *hd, qs_error *err) {
     const qs_quantize_opts *o = q->o;
     qs_backend *be = q->lm.be;
     const qs_tensor_info *t = s->t[i];
@@ -88,7 +89,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     if (!rc) {
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
-                           .static_groups = o->static_groups, .be = be};
+                           .static_groups = o->static_groups, .be = be, .h_be = hd};
         qs_gptq_stats st = {0};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
@@ -125,15 +126,16 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const int in = (int)t0->shape[1];
         float *inbuf = st->stop == QS_STOP_O_IN ? q->scr.att : st->stop == QS_STOP_DOWN_IN ? q->scr.act : q->scr.xn;
         const int seg = in; /* the linears' inputs are quantized per token */
-        qs_hessian hs;
-        rc = qs_hessian_init(&hs, in, err);
         /* H in backend memory: its GEMMs run where the activations are (on a GPU the host never
          * sees the calibration activations); the same running mean as qs_hessian_add, one window
-         * at a time so that the rounding does not depend on windows per call */
+         * at a time so that the rounding does not depend on windows per call (the first with
+         * beta 0, which ignores what the buffer held). Where the backend makes GPTQ's matrix to
+         * factor itself (gptq_hessian), H never leaves it; else it is downloaded once. */
+        const int h_stays = be->ops->gptq_hessian && be->ops->gptq_batch;
+        qs_hessian hs = {.n = in};
         const size_t hbytes = sizeof(float) * (size_t)in * in;
-        float *hd = rc ? NULL : be->ops->alloc(be, hbytes);
-        if (!rc && !hd) rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for a %d x %d Hessian (%zu bytes)", blk, be->ops->name, in, in, hbytes);
-        if (!rc) rc = be->ops->upload(be, hd, hs.h, hbytes, err); /* zeros */
+        float *hd = be->ops->alloc(be, hbytes);
+        if (!hd) rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for a %d x %d Hessian (%zu bytes)", blk, be->ops->name, in, in, hbytes);
         for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
             int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
             float *xs;
@@ -149,18 +151,24 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
                 rc = be->ops->gemm(be, 1, 0, in, in, L, 2.0f / (float)hs.count, xj, in, xj, in, keep, hd, in, err);
             }
         }
-        if (!rc) rc = be->ops->download(be, hs.h, hd, hbytes, err);
-        be->ops->free(be, hd);
-        float *hcopy = !rc && st->n > 1 ? malloc(sizeof(float) * (size_t)in * in) : NULL;
-        if (!rc && st->n > 1 && !hcopy) rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for a Hessian copy", blk);
+        if (!rc && !h_stays) {
+            long long count = hs.count;
+            rc = qs_hessian_init(&hs, in, err);
+            hs.count = count;
+            if (!rc) rc = be->ops->download(be, hs.h, hd, hbytes, err);
+        }
+        if (!h_stays) be->ops->free(be, hd), hd = NULL;
+        float *hcopy = !rc && !h_stays && st->n > 1 ? malloc(sizeof(float) * (size_t)in * in) : NULL;
+        if (!rc && !h_stays && st->n > 1 && !hcopy) rc = qs_error_set(err, -ENOMEM, "block %d: out of memory for a Hessian copy", blk);
         for (int j = 0; j < st->n && !rc; j++) {
             float *h = hs.h;
-            if (j + 1 < st->n) { /* every linear but the last of the stage works on a copy */
+            if (!h_stays && j + 1 < st->n) { /* every linear but the last of the stage works on a copy */
                 memcpy(hcopy, hs.h, sizeof(float) * (size_t)in * in);
                 h = hcopy;
             }
-            rc = quantize_linear(q, s, &w, st->lin[j], h, err);
+            rc = quantize_linear(q, s, &w, st->lin[j], h, hd, err);
         }
+        be->ops->free(be, hd);
         free(hcopy);
         qs_hessian_free(&hs);
     }

@@ -174,27 +174,43 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     for (size_t k = 0; k < n; k++)
         QS_RETURN_ERROR_IF(!isfinite(w[k]), QS_EFORMAT, "%s: weight [%zu, %zu] is %s", what, k / C, k % C,
                            isnan(w[k]) ? "NaN" : "infinite");
-    for (size_t i = 0; i < C; i++)
-        for (size_t j = i; j < C; j++) {
-            float v = H[i * C + j];
-            QS_RETURN_ERROR_IF(!isfinite(v), QS_EFORMAT, "%s: Hessian [%zu, %zu] is not finite", what, i, j);
-            H[j * C + i] = v; /* mirror the upper triangle */
-        }
     const int G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols), B = batch_columns(o);
     qs_backend *be = o->be && o->be->ops->gptq_batch ? o->be : NULL; /* the batches run there */
+    /* the Hessian stays in backend memory: the matrix to factor is made there */
+    const int h_be = be && o->h_be && be->ops->gptq_hessian;
+    QS_RETURN_ERROR_IF(!h_be && !H, QS_EUSAGE, "%s: no Hessian (a backend Hessian needs a backend with gptq_hessian)", what);
     float damp = o->damp > 0 ? o->damp : 0.01f;
     gptq_mem dm = {0};
     int32_t *perm = malloc(sizeof(int32_t) * C);
-    float *wp = malloc(sizeof(float) * n), *hp = malloc(sizeof(float) * C * C);
+    float *wp = malloc(sizeof(float) * n), *hp = h_be ? NULL : malloc(sizeof(float) * C * C), *diag = malloc(sizeof(float) * C);
     float *err1 = be ? NULL : malloc(sizeof(float) * (size_t)rows * B);
     double *loss = calloc((size_t)rows, sizeof(double));
-    int rc = perm && wp && hp && (be || err1) && loss ? 0 : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+    int rc = perm && wp && (h_be || hp) && diag && (be || err1) && loss ? 0
+                                                                     : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
     if (!rc && be) rc = mem_alloc(be, &dm, rows, cols, o, what, err);
     if (rc) goto done;
+    if (h_be) {
+        int bad = 0;
+        rc = be->ops->gptq_hessian(be, NULL, o->h_be, cols, NULL, 0.0f, diag, &bad, err);
+        if (!rc && bad) rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian has values that are not finite", what);
+        if (rc) goto done;
+    } else {
+        for (size_t i = 0; i < C; i++)
+            for (size_t j = i; j < C; j++) {
+                float v = H[i * C + j];
+                if (!isfinite(v)) {
+                    rc = qs_error_set(err, QS_EFORMAT, "%s: Hessian [%zu, %zu] is not finite", what, i, j);
+                    goto done;
+                }
+                H[j * C + i] = v; /* mirror the upper triangle */
+            }
+        for (size_t j = 0; j < C; j++) diag[j] = H[j * C + j];
+    }
     /* dead inputs */
     for (size_t j = 0; j < C; j++)
-        if (H[j * C + j] == 0.0f) {
-            H[j * C + j] = 1.0f;
+        if (diag[j] == 0.0f) {
+            diag[j] = 1.0f;
+            if (H && !h_be) H[j * C + j] = 1.0f;
             for (int r = 0; r < rows; r++) w[(size_t)r * C + j] = 0.0f;
         }
     if (q->group > 0 && o->static_groups) /* static groups: quantizers of the original W */
@@ -210,7 +226,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
             goto done;
         }
-        for (size_t j = 0; j < C; j++) d[j] = (diag_ix){H[j * C + j], (int)j};
+        for (size_t j = 0; j < C; j++) d[j] = (diag_ix){diag[j], (int)j};
         qsort(d, C, sizeof *d, by_diag_desc);
         for (size_t j = 0; j < C; j++) perm[j] = d[j].i;
         free(d);
@@ -220,24 +236,33 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     for (int r = 0; r < rows; r++)
         for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
     double mean = 0;
-    for (size_t j = 0; j < C; j++) mean += H[j * C + j];
+    for (size_t j = 0; j < C; j++) mean += diag[j];
     mean /= (double)C;
+    if (be) rc = be->ops->upload(be, dm.perm, perm, sizeof(int32_t) * C, err);
+    if (rc) goto done;
     /* U: upper Cholesky factor of (P H P^T + damp)^-1, raising the dampening if needed */
     qs_backend *solver = o->be && o->be->ops->cholesky_inverse ? o->be : NULL;
     const size_t ubytes = sizeof(float) * C * C;
     for (int attempt = 0;; attempt++) {
-        for (size_t i = 0; i < C; i++)
-            for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
-        for (size_t j = 0; j < C; j++) hp[j * C + j] += (float)(damp * mean);
-        int info = 0;
-        if (solver && be) { /* factored where the batches run: U stays there */
-            rc = be->ops->upload(be, dm.u, hp, ubytes, err);
-            if (!rc) rc = be->ops->cholesky_inverse(be, dm.u, cols, &info, err);
-        } else if (solver) {
-            rc = backend_cholesky(solver, hp, cols, &info, what, err);
+        const float add = (float)(damp * mean);
+        int info = 0, bad = 0;
+        if (h_be) { /* made where the Hessian is */
+            rc = be->ops->gptq_hessian(be, dm.u, o->h_be, cols, dm.perm, add, NULL, &bad, err);
         } else {
-            info = inverse_cholesky_upper(hp, cols);
-            if (!info && be) rc = be->ops->upload(be, dm.u, hp, ubytes, err);
+            for (size_t i = 0; i < C; i++)
+                for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
+            for (size_t j = 0; j < C; j++) hp[j * C + j] += add;
+            if (be) rc = be->ops->upload(be, dm.u, hp, ubytes, err);
+        }
+        if (!rc && be && solver) { /* factored where the batches run: U stays there */
+            rc = be->ops->cholesky_inverse(be, dm.u, cols, &info, err);
+        } else if (!rc && solver) {
+            rc = backend_cholesky(solver, hp, cols, &info, what, err);
+        } else if (!rc) { /* the host's LAPACK (a backend's U goes there and back: the CPU's is host memory) */
+            if (h_be && !hp && !(hp = malloc(ubytes))) rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+            if (!rc && h_be) rc = be->ops->download(be, hp, dm.u, ubytes, err);
+            if (!rc) info = inverse_cholesky_upper(hp, cols);
+            if (!rc && !info && be) rc = be->ops->upload(be, dm.u, hp, ubytes, err);
         }
         if (rc) goto done;
         if (!info) break;
@@ -256,7 +281,6 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
         rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
         free(wp), wp = NULL;
-        if (!rc) rc = be->ops->upload(be, dm.perm, perm, sizeof(int32_t) * C, err);
         if (!rc) rc = be->ops->upload(be, dm.loss, loss, sizeof(double) * (size_t)rows, err);
         if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.sc, scales, qb, err);
         if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.ze, zeros, qb, err);
@@ -289,6 +313,6 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     }
 done:
     mem_free(be, &dm);
-    free(perm), free(wp), free(hp), free(err1), free(loss);
+    free(perm), free(wp), free(hp), free(diag), free(err1), free(loss);
     return rc;
 }

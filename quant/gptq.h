@@ -29,6 +29,9 @@ typedef struct qs_gptq_opts {
      * back), and with a cholesky_inverse op (a GPU's solver) it factors the Hessian too; NULL or
      * a backend without them: the host (OpenMP rows, OpenBLAS, LAPACK) */
     struct qs_backend *be;
+    /* optional, with such a backend and its gptq_hessian op: the Hessian in backend memory (upper
+     * triangle, [cols, cols], not changed); the H argument is then not read (may be NULL) */
+    const float *h_be;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {
@@ -48,7 +51,8 @@ typedef struct qs_gptq_stats {
 } qs_gptq_stats;
 
 /* GPTQ of W [rows = out, cols = in] (row-major) in place: on return w holds the dequantized
- * weights. H [cols, cols] (upper triangle read) is consumed. codes [rows, cols] one per byte in
+ * weights. H [cols, cols] (upper triangle read) is consumed; with o->h_be the backend's Hessian
+ * is used instead (and kept). codes [rows, cols] one per byte in
  * the original column order; scales, zeros [rows, groups]; g_idx [cols] the group of each
  * original column (c / group, or with act-order and dynamic groups the column's position in
  * the processed order / group; 0 for per-channel). w[r][c] = (codes[r][c] - zeros[r][g]) *

@@ -2,31 +2,52 @@
 # scripts/device-check.sh [OUT] - the GPU checks, on a machine with a CUDA device, from the
 # checkout with .devlibs/ made by scripts/device-pack.sh (no build there). Writes logs to OUT
 # (default /tmp/qs-device). In order, each step's output kept:
-# 1. test_backend_ops cuda with QS_CUDA_GEMM fp32, tf32 and bf16 (every op against the CPU);
-# 2. the CUDA end-to-end test (tests/cli_cuda.sh) on stories260k with the carried data (SmolLM2
-#    does not fit the transfer; QS_SMOLLM_DIR overrides the model where one is present);
-# 3. bench_gemm on cuda (bf16) and on cpu, and bench/block70b.sh (NS x SL calibration tokens,
+# 1. ops: test_backend_ops cuda with QS_CUDA_GEMM fp32, tf32 and bf16 (every op against the
+#    CPU), test_gptq cuda (a layer's GPTQ on the device against the host's), test_block_backward
+#    cuda (a block's forward, backward and step against the CPU);
+# 2. e2e: the CUDA end-to-end test (tests/cli_cuda.sh) on stories260k with the carried data
+#    (SmolLM2 does not fit the transfer; QS_SMOLLM_DIR overrides the model where one is present),
+#    and tests/cli_gpumem.sh on cuda (every accepted --gpu-mem's peak within it);
+# 3. bench: bench_gemm on cuda (bf16), and bench/block70b.sh (NS x SL calibration tokens,
 #    default 16 x 2048 so that it fits a short lease; NS=128 for the issue's figure).
+# STEPS (default "ops e2e bench") picks some of them: one device call is at most 10 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/qs-device}; mkdir -p "$out"
+steps=${2:-ops e2e bench}
+has() { [[ " $steps " == *" $1 "* ]]; }
 d=$PWD/.devlibs
 export LD_LIBRARY_PATH=$d/lib:${LD_LIBRARY_PATH:-}
 export PATH=$d/bin:$PATH
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-for m in fp32 tf32 bf16; do
-  echo "== test_backend_ops cuda, GEMM math $m"
-  QS_CUDA_GEMM=$m timeout 300 "$d/bin/test_backend_ops" cuda > "$out/ops-$m.log" 2>&1; echo "rc=$?"
-  grep -E "FAIL|CHECK|^ok" "$out/ops-$m.log" | head -20
-done
-echo "== cli_cuda"
-QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$d/models/stories260k} QS_TMP=/tmp/qs-tmp \
-  timeout 400 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
-grep -v "^block" "$out/cli_cuda.log" | tail -15
+if has ops; then
+  for m in fp32 tf32 bf16; do
+    echo "== test_backend_ops cuda, GEMM math $m"
+    QS_CUDA_GEMM=$m timeout 120 "$d/bin/test_backend_ops" cuda > "$out/ops-$m.log" 2>&1; echo "rc=$?"
+    grep -E "FAIL|CHECK|^ok" "$out/ops-$m.log" | head -20
+    echo "== test_block_backward cuda, GEMM math $m"
+    QS_CUDA_GEMM=$m timeout 60 "$d/bin/test_block_backward" cuda > "$out/block-$m.log" 2>&1; echo "rc=$?"
+    grep -E "FAIL|CHECK|vs cpu|^ok" "$out/block-$m.log" | head -20
+  done
+  echo "== test_gptq cuda"
+  timeout 60 "$d/bin/test_gptq" cuda > "$out/gptq.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|CHECK|on cuda|^ok" "$out/gptq.log" | head -20
+fi
+if has e2e; then
+  echo "== cli_cuda"
+  QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$d/models/stories260k} QS_TMP=/tmp/qs-tmp \
+    timeout 300 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
+  grep -v "^block" "$out/cli_cuda.log" | tail -15
+  echo "== cli_gpumem on cuda"
+  DEVICES=cuda QS_BIN=$d/bin/qstream QS_SHARED=$d QS_TMP=/tmp/qs-tmp timeout 120 bash tests/cli_gpumem.sh \
+    > "$out/cli_gpumem.log" 2>&1; echo "rc=$?"
+  tail -5 "$out/cli_gpumem.log"
+fi
+has bench || exit 0
 echo "== bench"
 "$d/bin/bench_gemm" cuda 8192 8192 8192 10 | tee "$out/gemm.txt"
 mkdir -p /tmp/qs-bench/build/bench && ln -sf "$d/bin/qstream" /tmp/qs-bench/build/qstream &&
   ln -sf "$d/bin/gen_model" /tmp/qs-bench/build/bench/gen_model && ln -sf "$d/bin/bench_gemm" /tmp/qs-bench/build/bench/bench_gemm
-NS=${NS:-16} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} timeout 900 bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda \
+NS=${NS:-16} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} timeout 500 bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda \
   > "$out/block70b.txt" 2>&1; echo "rc=$?"
 tail -8 "$out/block70b.txt"

@@ -4,13 +4,15 @@
 # and copies into .devlibs/ (git-ignored, well under 64 MiB) the programs the check runs, the
 # shared libraries they link from outside CUDA (ldd), stories260k and slices of the wikitext
 # files from ../shared. Then, on that machine, from the checkout with .devlibs carried:
-#   scripts/device-check.sh          (ops vs CPU in three GEMM maths, end to end, benchmarks)
+#   scripts/device-check.sh OUT [STEPS]   (STEPS of "ops e2e bench": ops vs CPU in three GEMM
+#                                          maths, end to end, benchmarks; one call <= 10 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh build-cuda -DQS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
 d=.devlibs
 rm -rf "$d"; mkdir -p "$d/bin" "$d/lib" "$d/models" "$d/data"
-cp build-cuda/qstream build-cuda/tests/test_backend_ops build-cuda/tests/test_block_backward build-cuda/bench/bench_gemm \
+cp build-cuda/qstream build-cuda/tests/test_backend_ops build-cuda/tests/test_block_backward build-cuda/tests/test_gptq \
+   build-cuda/bench/bench_gemm \
    build-cuda/bench/gen_model "$d/bin/"
 for b in "$d"/bin/*; do
   ldd "$b" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas[^/]*|libcusolver[^/]*|libcusparse|libnvJitLink[^/]*|libstdc\+\+|libgcc_s)\.so' |

@@ -63,7 +63,7 @@ for f in "$tmp/ref/blocks/"*.qsh; do
 done
 [ -e "$tmp/spill/acts/spill.f32" ] && die "spill file left behind"
 # --gpu-mem: a budget for one window per call gives the same bytes; below one window it is refused
-g -o "$tmp/gpumem" --gpu-mem 850K || die "--gpu-mem 850K run"
+g -o "$tmp/gpumem" --gpu-mem 950K || die "--gpu-mem 950K run"
 for f in "$tmp/ref/blocks/"*.qsh; do
   cmp -s "$f" "$tmp/gpumem/blocks/$(basename "$f")" || die "$(basename "$f") differs under --gpu-mem"
 done

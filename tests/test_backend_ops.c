@@ -367,6 +367,35 @@ static void test_cholesky(void) {
     free(x), free(A), free(U);
 }
 
+static void compare_bytes(const char *op, pair out, size_t bytes);
+
+/* gptq_hessian: the diagonal, the non-finite flag and the ordered, mirrored, dampened matrix
+ * (element copies and one addition: identical), with dead inputs and a random order; a NaN in
+ * the upper triangle is flagged, one below it is not read */
+static void test_gptq_hessian(void) {
+    const int n = 300;
+    float *h = rvec((size_t)n * n, 1);
+    for (int i = 0; i < n; i++) h[(size_t)i * n + i] = i % 37 == 5 ? 0.0f : 2.0f + rnd(); /* dead inputs */
+    h[(size_t)7 * n + 3] = NAN; /* below the diagonal: not read */
+    int32_t *perm = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++) perm[i] = (i * 7919) % n; /* a permutation: 7919 is prime to 300 */
+    pair H = both(h, sizeof(float) * n * n), P = both(perm, sizeof(int32_t) * n), hp = rboth((size_t)n * n, 1);
+    float dc[300], dd[300];
+    int bc = -1, bd = -1;
+    RUN(cpu->ops->gptq_hessian(cpu, hp.c, H.c, n, P.c, 0.125f, dc, &bc, E1),
+        dev->ops->gptq_hessian(dev, hp.d, H.d, n, P.d, 0.125f, dd, &bd, E2));
+    CHECKF(bc == 0 && bd == 0, "gptq_hessian: a finite upper triangle flagged (cpu %d, %s %d)", bc, dev->ops->name, bd);
+    CHECKF(!memcmp(dc, dd, sizeof dc), "gptq_hessian: the diagonals differ");
+    compare_bytes("gptq_hessian [300, 300]", hp, sizeof(float) * n * n);
+    h[(size_t)3 * n + 7] = INFINITY; /* in the upper triangle */
+    pair H2 = both(h, sizeof(float) * n * n);
+    RUN(cpu->ops->gptq_hessian(cpu, NULL, H2.c, n, NULL, 0, NULL, &bc, E1),
+        dev->ops->gptq_hessian(dev, NULL, H2.d, n, NULL, 0, NULL, &bd, E2));
+    CHECKF(bc == 1 && bd == 1, "gptq_hessian: an infinite value not flagged (cpu %d, %s %d)", bc, dev->ops->name, bd);
+    pfree(H), pfree(P), pfree(hp), pfree(H2);
+    free(h), free(perm);
+}
+
 /* the same bytes on both backends (codes, int or double outputs that must match exactly) */
 static void compare_bytes(const char *op, pair out, size_t bytes) {
     unsigned char *a = malloc(bytes), *b = malloc(bytes);
@@ -515,6 +544,7 @@ int main(int argc, char **argv) {
     test_lse_mse_adamw();
     test_cholesky();
     test_gptq_batch();
+    test_gptq_hessian();
     test_to_f32();
     qs_backend_free(dev);
     qs_backend_free(cpu);

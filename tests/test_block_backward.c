@@ -14,7 +14,9 @@
  *  4. a tuning run: 50 AdamW steps towards the full-precision block's output with W4 per-channel
  *     weights lower the MSE substantially, in both forms; the merged deployment is measured;
  *  5. determinism: two runs give the same bits; 1 and 2 threads give the same gradients (with
- *     and without maps).
+ *     and without maps);
+ *  6. `test_block_backward DEVICE` (cuda; cpu-fenced runs in the default run): forward, dx, every
+ *     gradient, an AdamW step and the next forward on DEVICE against the CPU backend.
  * Tolerance of 2 and 3: max |got - fd| <= TOL x (1 + max |fd|) per tensor, TOL = 1e-4. The
  * finite differences (double, h = 1e-5) are good to ~1e-9; the implementation runs in fp32
  * through ~15 chained ops whose rounding (~1e-7 relative each, sums of <= 24 terms) gives errors
@@ -727,6 +729,71 @@ static void test_threads(int maps) {
     free(res[0]), free(res[1]);
 }
 
+/* ======== 6. the same block on another device ======== */
+
+/* max |got - ref| / rms(ref) */
+static double dev_err(const float *want, const float *got, size_t n) {
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        ss += (double)want[i] * want[i];
+        double e = fabs((double)want[i] - got[i]);
+        if (e > worst || e != e) worst = e;
+    }
+    return worst / (sqrt(ss / (double)(n ? n : 1)) + 1e-30);
+}
+
+/* The block's training forward, backward (dx and every gradient), an AdamW step and the next
+ * forward on `name` against the CPU backend, 2 windows of 300 tokens. cpu-fenced must give the
+ * CPU's bits (quantizers and maps included). On cuda without quantizers (a code flip at a
+ * rounding boundary is not an error) the limit is the GEMM math's: each output is a chain of
+ * ~10 GEMMs and row ops; bf16 inputs carry ~2^-9 relative error per product, averaging over the
+ * sums, tf32 ~2^-11, fp32 reordered sums ~1e-6: 5e-2, 1e-2, 1e-4 of the rms. A wrong transpose,
+ * a missing term or a lost gradient is O(1). */
+static void test_device(const char *name, int quant, int maps, double tol) {
+    const int n_win = 2, L = 300, T = n_win * L, H = 16;
+    float *res[2][4];
+    size_t n[4] = {(size_t)T * H, (size_t)T * H, 0, (size_t)T * H};
+    for (int d = 0; d < 2; d++) {
+        qs_backend *be;
+        qs_error err = {0};
+        CHECKF(qs_backend_create(&be, d ? name : "cpu", 0, &err) == 0, "%s", err.msg);
+        seed = 4242;
+        block b;
+        block_make(&b, be, 1);
+        if (maps) block_add_maps(&b, be);
+        float *xh = malloc(sizeof(float) * T * H), *dh = malloc(sizeof(float) * T * H);
+        rfill(xh, (size_t)T * H, 1, 0), rfill(dh, (size_t)T * H, 1, 0);
+        float *d_x = up_new(be, xh, (size_t)T * H), *d_d = up_new(be, dh, (size_t)T * H);
+        float *d_o = be->ops->alloc(be, sizeof(float) * T * H), *d_dx = be->ops->alloc(be, sizeof(float) * T * H);
+        qs_llama_train_opts o;
+        qs_llama_train_opts_default(&o);
+        if (quant) o.wbits = 4, o.group = 8, o.abits = 8;
+        qs_llama_train tr;
+        train_setup(&tr, &b, &o, T, be, 1);
+        run_fwd_bwd(&tr, d_x, d_o, d_d, d_dx, n_win, L);
+        n[2] = tr.n_param;
+        res[d][0] = down_new(be, d_o, n[0]);
+        res[d][1] = down_new(be, d_dx, n[1]);
+        res[d][2] = down_new(be, tr.grad, n[2]);
+        CHECKF(qs_llama_train_step(&tr, 1e-2f, &err) == 0, "%s", err.msg);
+        CHECKF(qs_llama_train_forward(&tr, d_x, d_o, n_win, L, &err) == 0, "%s", err.msg);
+        res[d][3] = down_new(be, d_o, n[3]);
+        qs_llama_train_free(&tr);
+        be->ops->free(be, d_x), be->ops->free(be, d_d), be->ops->free(be, d_o), be->ops->free(be, d_dx);
+        free(xh), free(dh);
+        block_free(&b, be);
+        qs_backend_free(be);
+    }
+    const char *what[4] = {"forward", "dx", "gradients", "forward after a step"};
+    for (int k = 0; k < 4; k++) {
+        double e = dev_err(res[0][k], res[1][k], n[k]);
+        CHECKF(e <= tol && e == e, "%s%s%s: %s differs from cpu by %.3g of its rms (limit %.1g)", name,
+               quant ? " W4 g8 A8" : "", maps ? " maps" : "", what[k], e, tol);
+        printf("%s%s%s vs cpu: %-22s error/rms %.2e\n", name, quant ? " W4 g8 A8" : "", maps ? " maps" : "", what[k], e);
+        free(res[0][k]), free(res[1][k]);
+    }
+}
+
 /* API errors */
 static void test_errors(qs_backend *be) {
     qs_error err = {0};
@@ -761,7 +828,19 @@ static void test_errors(qs_backend *be) {
     block_free(&b, be);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc > 1) { /* test_block_backward DEVICE: the block on DEVICE against the CPU only */
+        if (!strcmp(argv[1], "cuda") && !qs_cuda_usable()) {
+            printf("no usable CUDA device (backends compiled: %s): skipped\n", qs_backends_compiled());
+            return 77;
+        }
+        const char *m = getenv("QS_CUDA_GEMM");
+        double tol = !strcmp(argv[1], "cpu-fenced") ? 0 : !m || !strcmp(m, "bf16") ? 5e-2 : !strcmp(m, "tf32") ? 1e-2 : 1e-4;
+        test_device(argv[1], 0, 0, tol);
+        test_device(argv[1], 0, 1, tol);
+        if (tol == 0) test_device(argv[1], 1, 1, 0);
+        return qs_test_result();
+    }
     qs_backend *be;
     qs_error err = {0};
     CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);
@@ -776,5 +855,6 @@ int main(void) {
     qs_backend_free(be);
     test_threads(0);
     test_threads(1);
+    test_device("cpu-fenced", 1, 1, 0); /* the device harness itself: bit for bit */
     return qs_test_result();
 }

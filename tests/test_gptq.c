@@ -219,6 +219,19 @@ int main(int argc, char **argv) {
         CHECK(memcmp(back, wr, sizeof(float) * R * C) == 0);
         printf("        on %s: codes equal to the host's %.2f%%, output error %.4g, loss %.4g\n", device,
                100.0 * same_be / (R * C), e_b, stb.loss);
+        /* the Hessian left in backend memory (gptq_hessian makes the matrix to factor there):
+         * the same layer as the run above with the host's H, and H itself unchanged */
+        float *hd = be->ops->alloc(be, sizeof(float) * C * C);
+        CHECK(hd && be->ops->upload(be, hd, hs.h, sizeof(float) * C * C, &err) == 0);
+        ob.h_be = hd;
+        memcpy(back, W, sizeof(float) * R * C);
+        uint8_t *codes3 = malloc(R * C);
+        CHECKF(qs_gptq_quantize(back, R, C, NULL, &ob, codes3, sc2, ze2, gi2, &stb, "layer", &err) == 0, "%s: %s", device, err.msg);
+        CHECKF(!memcmp(codes2, codes3, R * C), "case %zu on %s: the backend's Hessian gives other codes than the host's", k, device);
+        float *hback = malloc(sizeof(float) * C * C);
+        CHECK(be->ops->download(be, hback, hd, sizeof(float) * C * C, &err) == 0 && !memcmp(hback, hs.h, sizeof(float) * C * C));
+        be->ops->free(be, hd);
+        free(codes3), free(hback);
         free(rc_codes), free(rs), free(rz);
     }
     /* dead input: column 5 never active -> its weights are exactly 0, nothing NaN */
