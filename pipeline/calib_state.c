@@ -74,7 +74,8 @@ static size_t reserve_bytes(const qs_qrun *q, int per) {
  * device's own scratch, and the staged units */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t call = (size_t)per * q->calib.seqlen;
-    size_t staged = q->stage ? (size_t)STAGED_UNITS * q->K * q->stage_block : 0;
+    /* the staged units, and the next call's windows */
+    size_t staged = q->stage ? (size_t)STAGED_UNITS * q->K * q->stage_block + sizeof(float) * call * q->cfg.hidden_size : 0;
     return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
            sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q) + reserve_bytes(q, per) +
            staged;
@@ -204,11 +205,12 @@ void qs_calib_teardown(qs_qrun *q) {
     q->spill_reader = NULL, q->spill_fd = 0, q->spill_path = NULL, q->spill_slab[0] = q->spill_slab[1] = NULL;
     if (q->lm.be) {
         q->lm.be->ops->free(q->lm.be, q->xbuf);
+        q->lm.be->ops->free(q->lm.be, q->xbuf2);
         qs_llama_scratch_free(&q->scr, q->lm.be);
     }
     free(q->x), free(q->x_fp);
     free(q->hx);
-    q->x = q->x_fp = q->hx = q->xbuf = NULL;
+    q->x = q->x_fp = q->hx = q->xbuf = q->xbuf2 = NULL;
     qs_llama_model_close(&q->lm);
 }
 
@@ -216,20 +218,53 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
     return qs_calib_state_advance(q, QS_STATE_Q, w, err);
 }
 
-int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err) {
+int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     qs_backend *be = q->lm.be;
-    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
-    for (int s0 = 0; s0 < q->calib.nsamples; s0 += q->per) {
-        int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
-        size_t bytes = sizeof(float) * (size_t)k * L * H;
-        float *xs;
-        QS_FORWARD_IF_ERROR(qs_calib_state_get(q, which, s0, k, &xs, err));
-        QS_FORWARD_IF_ERROR(be->ops->upload(be, q->xbuf, xs, bytes, err));
-        QS_FORWARD_IF_ERROR(qs_llama_block_forward(be, &q->cfg, w, q->xbuf, k, L, &q->scr, err));
-        QS_FORWARD_IF_ERROR(be->ops->download(be, xs, q->xbuf, bytes, err));
-        QS_FORWARD_IF_ERROR(qs_calib_state_put(q, which, s0, k, xs, err));
+    const int ns = q->calib.nsamples, per = q->per;
+    const size_t win = sizeof(float) * (size_t)q->calib.seqlen * q->cfg.hidden_size;
+    const int two = q->xbuf2 != NULL;
+    float *buf[2] = {q->xbuf, two ? q->xbuf2 : q->xbuf}, *xs = NULL;
+    int k = ns < per ? ns : per;
+    QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, 0, k, &xs, err));
+    QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], xs, win * (size_t)k, err));
+    for (int i = 0, s0 = 0; s0 < ns; i++) {
+        const int s1 = s0 + k, k1 = ns - s1 < per ? ns - s1 : per;
+        float *x = buf[i & 1], *next = NULL;
+        QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s0, k, x, err));
+        if (two && k1 > 0) { /* the next call crosses the bus while this one computes */
+            QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
+            QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[(i + 1) & 1], next, win * (size_t)k1, err));
+        }
+        if (p->finish) QS_FORWARD_IF_ERROR(p->finish(q, p->ctx, s0, k, x, xs, err));
+        if (!two && k1 > 0) {
+            QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
+            QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], next, win * (size_t)k1, err));
+        }
+        s0 = s1, k = k1, xs = next;
     }
     return 0;
+}
+
+typedef struct advance_ctx {
+    const qs_llama_weights *w;
+    int which;
+} advance_ctx;
+
+static int advance_issue(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err) {
+    (void)s0;
+    return qs_llama_block_forward(q->lm.be, &q->cfg, ((advance_ctx *)ctx)->w, x, k, q->calib.seqlen, &q->scr, err);
+}
+
+static int advance_finish(qs_qrun *q, void *ctx, int s0, int k, float *x, float *xs, qs_error *err) {
+    const size_t bytes = sizeof(float) * (size_t)k * q->calib.seqlen * q->cfg.hidden_size;
+    QS_FORWARD_IF_ERROR(q->lm.be->ops->download(q->lm.be, xs, x, bytes, err));
+    return qs_calib_state_put(q, ((advance_ctx *)ctx)->which, s0, k, xs, err);
+}
+
+int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err) {
+    advance_ctx a = {w, which};
+    const qs_calib_pass p = {.which = which, .issue = advance_issue, .finish = advance_finish, .ctx = &a};
+    return qs_calib_run(q, &p, err);
 }
 
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
@@ -242,7 +277,11 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
         if (q->n_states > 1 && !q->spill && q->x && !(q->x_fp = malloc(sizeof(float) * tok * H))) free(q->x), q->x = NULL;
         q->hx = malloc(sizeof(float) * (size_t)q->per * L * max_in(&q->cfg));
         q->xbuf = q->lm.be->ops->alloc(q->lm.be, sizeof(float) * (size_t)q->per * L * H);
-        if ((!q->x && !q->spill) || !q->hx || !q->xbuf)
+        if (q->stage && q->lm.be->ops->stage_upload) { /* the copy stream writes it: ready first */
+            q->xbuf2 = q->lm.be->ops->alloc(q->lm.be, sizeof(float) * (size_t)q->per * L * H);
+            if (q->xbuf2) rc = q->lm.be->ops->synchronize(q->lm.be, err);
+        }
+        if (!rc && ((!q->x && !q->spill) || !q->hx || !q->xbuf || (q->stage && q->lm.be->ops->stage_upload && !q->xbuf2)))
             rc = qs_error_set(err, -ENOMEM, "out of memory for the calibration states (%zu tokens x %d)", tok, H);
     }
     if (!rc && q->spill) rc = spill_open(q, err);

@@ -114,10 +114,36 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     return rc;
 }
 
+/* one call's windows into the stage's Hessian: the block up to the stage's input, quantized as
+ * the layers see it, then one GEMM per window (rows of H are not tokens: no window hint) */
+typedef struct hess_ctx {
+    qs_llama_weights *w;
+    const stage *st;
+    float *inbuf, *hd;
+    int in;
+    long long *count;
+} hess_ctx;
+
+static int hess_issue(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err) {
+    (void)s0;
+    hess_ctx *h = ctx;
+    qs_backend *be = q->lm.be;
+    const int L = q->calib.seqlen, in = h->in;
+    QS_FORWARD_IF_ERROR(qs_llama_block_forward_until(be, &q->cfg, h->w, x, k, L, &q->scr, h->st->stop, err));
+    if (h->w->abits < 16) /* the linears' inputs are quantized per token */
+        QS_FORWARD_IF_ERROR(be->ops->act_quant(be, h->inbuf, k * L, in, in, h->w->abits, err));
+    if (be->ops->set_window_rows) QS_FORWARD_IF_ERROR(be->ops->set_window_rows(be, 0, err));
+    for (int j = 0; j < k; j++) {
+        float keep = (float)*h->count / (float)(*h->count + L);
+        *h->count += L;
+        const float *xj = h->inbuf + (size_t)j * L * in;
+        QS_FORWARD_IF_ERROR(be->ops->gemm(be, 1, 0, in, in, L, 2.0f / (float)*h->count, xj, in, xj, in, keep, h->hd, in, err));
+    }
+    return 0;
+}
+
 int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     qs_backend *be = q->lm.be;
-    const qs_model_config *c = &q->cfg;
-    const int L = q->calib.seqlen, H = c->hidden_size;
     qs_llama_weights w;
     int rc = qs_weights_from_slot(q, s, blk, &w, err);
     for (int si = 0; si < 4 && !rc; si++) {
@@ -125,7 +151,6 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const qs_tensor_info *t0 = s->t[st->lin[0]];
         const int in = (int)t0->shape[1];
         float *inbuf = st->stop == QS_STOP_O_IN ? q->scr.att : st->stop == QS_STOP_DOWN_IN ? q->scr.act : q->scr.xn;
-        const int seg = in; /* the linears' inputs are quantized per token */
         /* H in backend memory: its GEMMs run where the activations are (on a GPU the host never
          * sees the calibration activations); the same running mean as qs_hessian_add, one window
          * at a time so that the rounding does not depend on windows per call (the first with
@@ -136,21 +161,9 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const size_t hbytes = sizeof(float) * (size_t)in * in;
         float *hd = be->ops->alloc(be, hbytes);
         if (!hd) rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for a %d x %d Hessian (%zu bytes)", blk, be->ops->name, in, in, hbytes);
-        for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
-            int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
-            float *xs;
-            rc = qs_calib_x_get(q, s0, k, &xs, err);
-            if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
-            if (!rc) rc = qs_llama_block_forward_until(be, c, &w, q->xbuf, k, L, &q->scr, st->stop, err);
-            if (!rc && w.abits < 16) rc = be->ops->act_quant(be, inbuf, k * L, in, seg, w.abits, err);
-            if (!rc && be->ops->set_window_rows) rc = be->ops->set_window_rows(be, 0, err); /* rows of H are not tokens */
-            for (int j = 0; j < k && !rc; j++) {
-                float keep = (float)hs.count / (float)(hs.count + L);
-                hs.count += L;
-                const float *xj = inbuf + (size_t)j * L * in;
-                rc = be->ops->gemm(be, 1, 0, in, in, L, 2.0f / (float)hs.count, xj, in, xj, in, keep, hd, in, err);
-            }
-        }
+        hess_ctx hc = {&w, st, inbuf, hd, in, &hs.count};
+        const qs_calib_pass pass = {.which = QS_STATE_Q, .issue = hess_issue, .ctx = &hc};
+        if (!rc) rc = qs_calib_run(q, &pass, err);
         if (!rc && !h_stays) {
             long long count = hs.count;
             rc = qs_hessian_init(&hs, in, err);

@@ -168,30 +168,45 @@ static int score_site(void *ctx, const qs_reasm *r, double *score, qs_error *err
     return 0;
 }
 
+/* one site's statistics over a call's windows: the float block up to the site, then on the
+ * host the channels' max |x| and the search sample's rows */
+typedef struct collect_ctx {
+    qs_llama_weights *w;
+    site_data *sd;
+    int site, n_sample;
+} collect_ctx;
+
+static int collect_issue(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err) {
+    (void)s0;
+    collect_ctx *cc = ctx;
+    return qs_llama_block_forward_until(q->lm.be, &q->cfg, cc->w, x, k, q->calib.seqlen, &q->scr, site_stop[cc->site], err);
+}
+
+static int collect_finish(qs_qrun *q, void *ctx, int s0, int k, float *x, float *xs, qs_error *err) {
+    (void)x, (void)xs;
+    collect_ctx *cc = ctx;
+    site_data *d = cc->sd;
+    const int L = q->calib.seqlen, C = d->C, n_sample = cc->n_sample;
+    float *buf = cc->site == 2 ? q->scr.act : q->scr.xn;
+    QS_FORWARD_IF_ERROR(q->lm.be->ops->download(q->lm.be, q->hx, buf, sizeof(float) * (size_t)k * L * C, err));
+    for (size_t t = 0; t < (size_t)k * L; t++)
+        for (int c = 0; c < C; c++) {
+            float v = fabsf(q->hx[t * C + c]);
+            if (v > d->xmax[c]) d->xmax[c] = v;
+        }
+    int take = s0 < n_sample ? (n_sample - s0 < k ? n_sample - s0 : k) : 0;
+    if (take) memcpy(d->sample + (size_t)s0 * L * C, q->hx, sizeof(float) * (size_t)take * L * C);
+    return 0;
+}
+
 /* statistics of every site on all calibration windows of state `which`, with the float block */
 static int collect(qs_qrun *q, qs_llama_weights *w, site_data sd[3], int n_sample, int which, qs_error *err) {
-    qs_backend *be = q->lm.be;
-    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
     int rc = 0;
     for (int site = 0; site < 3 && !rc; site++) {
-        const int C = sd[site].C;
-        float *buf = site == 2 ? q->scr.act : q->scr.xn;
-        for (int c = 0; c < C; c++) sd[site].xmax[c] = 0;
-        for (int s0 = 0; s0 < q->calib.nsamples && !rc; s0 += q->per) {
-            int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
-            float *xs;
-            rc = qs_calib_state_get(q, which, s0, k, &xs, err);
-            if (!rc) rc = be->ops->upload(be, q->xbuf, xs, sizeof(float) * (size_t)k * L * H, err);
-            if (!rc) rc = qs_llama_block_forward_until(be, &q->cfg, w, q->xbuf, k, L, &q->scr, site_stop[site], err);
-            if (!rc) rc = be->ops->download(be, q->hx, buf, sizeof(float) * (size_t)k * L * C, err);
-            for (size_t t = 0; !rc && t < (size_t)k * L; t++)
-                for (int c = 0; c < C; c++) {
-                    float v = fabsf(q->hx[t * C + c]);
-                    if (v > sd[site].xmax[c]) sd[site].xmax[c] = v;
-                }
-            int take = s0 < n_sample ? (n_sample - s0 < k ? n_sample - s0 : k) : 0;
-            if (!rc && take) memcpy(sd[site].sample + (size_t)s0 * L * C, q->hx, sizeof(float) * (size_t)take * L * C);
-        }
+        for (int c = 0; c < sd[site].C; c++) sd[site].xmax[c] = 0;
+        collect_ctx cc = {w, &sd[site], site, n_sample};
+        const qs_calib_pass pass = {.which = which, .issue = collect_issue, .finish = collect_finish, .ctx = &cc};
+        rc = qs_calib_run(q, &pass, err);
     }
     return rc;
 }

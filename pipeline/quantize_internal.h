@@ -94,6 +94,7 @@ typedef struct qs_qrun {
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
     float *xbuf;         /* backend [per * seqlen, hidden] */
+    float *xbuf2;        /* the same, the next call's (q->stage: uploaded while this one computes) */
     float *hx;           /* host [per * seqlen, max input dim] */
     unsigned long long fp_hash; /* XXH3 of the fingerprint JSON: tags activation checkpoints */
     int act_ckpt;               /* 1: write activation checkpoints */
@@ -161,6 +162,21 @@ int qs_calib_x_put(qs_qrun *q, int s0, int k, const float *xs, qs_error *err);
 enum { QS_STATE_Q = 0, QS_STATE_FP = 1 };
 int qs_calib_state_get(qs_qrun *q, int which, int s0, int k, float **xs, qs_error *err);
 int qs_calib_state_put(qs_qrun *q, int which, int s0, int k, const float *xs, qs_error *err);
+
+/* A pass over the calibration windows of state `which`, per windows a call: each call's windows
+ * are uploaded into a backend buffer x, issue puts its ops on them (they may still run when it
+ * returns), and finish (optional) does what needs their results on the host (downloads). Where
+ * the backend stages (q->xbuf2), the next call's upload runs on the copy stream between the two,
+ * overlapping this call's ops. xs is the host copy of the call's windows (in the states, or the
+ * spill slab); finish may write it (and put it back), but with staging and spilled states it no
+ * longer holds the input. The same ops in the same order either way: the same bits. */
+typedef struct qs_calib_pass {
+    int which;
+    int (*issue)(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err);
+    int (*finish)(qs_qrun *q, void *ctx, int s0, int k, float *x, float *xs, qs_error *err);
+    void *ctx;
+} qs_calib_pass;
+int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err);
 
 /* x <- block(x) for every calibration window, w in backend memory */
 int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);
