@@ -232,7 +232,7 @@ typedef struct qs_backend_ops {
     int (*stage_upload)(qs_backend *be, void *dst, const void *src_host, size_t bytes, qs_error *err);
     /* dst [n] fp32 = src [n] (backend memory, aligned to its element) of dtype QS_BE_F32,
      * QS_BE_F16 or QS_BE_BF16, with the bits of base/half.h's conversions (stored weights become
-     * float where they will be used) */
+     * float where they will be used); dst and src do not overlap, except dst == src for F32 */
     int (*to_f32)(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 } qs_backend_ops;
 

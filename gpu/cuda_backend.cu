@@ -72,8 +72,9 @@ static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes,
  * stream, so its copies overlap the kernels */
 static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
-    if (cudaSetDevice(qs_cuda(be)->device) != cudaSuccess ||
-        cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->copy) != cudaSuccess) {
+    qs_cuda_ctx *c = qs_cuda(be);
+    if (cudaSetDevice(c->device) != cudaSuccess ||
+        cudaMallocFromPoolAsync(&p, bytes ? bytes : 64, c->stage_pool, c->copy) != cudaSuccess) {
         cudaGetLastError();
         return NULL;
     }
@@ -140,6 +141,10 @@ static void cuda_destroy(qs_backend *be) {
             cudaStreamSynchronize(c->stream);
             cudaStreamDestroy(c->stream);
         }
+        if (c->stage_pool) {
+            cudaDeviceSynchronize();
+            cudaMemPoolDestroy(c->stage_pool);
+        }
         free(c);
     }
     free(be);
@@ -147,8 +152,11 @@ static void cuda_destroy(qs_backend *be) {
 
 size_t qs_cuda_peak_bytes(qs_backend *be) {
     unsigned long long v = 0;
+    unsigned long long st = 0;
     if (cudaMemPoolGetAttribute(qs_cuda(be)->pool, cudaMemPoolAttrUsedMemHigh, &v) != cudaSuccess) return 0;
-    return (size_t)v + qs_cuda(be)->blas_ws_bytes; /* the pool, and the workspace beside it */
+    if (cudaMemPoolGetAttribute(qs_cuda(be)->stage_pool, cudaMemPoolAttrUsedMemHigh, &st) != cudaSuccess) st = 0;
+    /* the two pools' high-water marks (an upper bound of their sum's) and the workspace */
+    return (size_t)v + (size_t)st + qs_cuda(be)->blas_ws_bytes;
 }
 
 size_t qs_cuda_reserve_bytes(int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim, int tokens) {
@@ -203,6 +211,20 @@ static const qs_backend_ops cuda_ops = {
     /* .to_f32 */ qs_cuda_to_f32,
 };
 
+/* the loader's pool on the device, keeping its freed blocks like the default pool */
+static cudaError_t stage_pool_create(qs_cuda_ctx *c, int dev) {
+    cudaMemPoolProps pp;
+    memset(&pp, 0, sizeof pp);
+    pp.allocType = cudaMemAllocationTypePinned;
+    pp.handleTypes = cudaMemHandleTypeNone;
+    pp.location.type = cudaMemLocationTypeDevice;
+    pp.location.id = dev;
+    uint64_t keep = UINT64_MAX;
+    cudaError_t e = cudaMemPoolCreate(&c->stage_pool, &pp);
+    if (e == cudaSuccess) e = cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    return e;
+}
+
 extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     *out = NULL;
     const char *dv = getenv("QS_CUDA_DEVICE"), *mv = getenv("QS_CUDA_GEMM");
@@ -244,6 +266,8 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     /* keep freed blocks in the pool between blocks instead of returning them at each sync */
     else if ((e = cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaMemPoolSetAttribute");
+    else if ((e = stage_pool_create(c, dev)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaMemPoolCreate (the staging pool)");
     else if ((s = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");
     else if ((s = cublasSetStream(c->blas, c->stream)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");
     else {
@@ -262,6 +286,7 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     if (!rc) {
         unsigned long long zero = 0; /* the peak counts from this backend's start */
         cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero);
+        cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolAttrUsedMemHigh, &zero);
     }
     if (rc) {
         cuda_destroy(be);

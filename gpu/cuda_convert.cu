@@ -26,6 +26,7 @@ extern "C" int qs_cuda_to_f32(qs_backend *be, float *dst, const void *src, size_
     if (!n) return 0;
     cudaStream_t s = qs_cuda(be)->stream;
     if (dtype == QS_BE_F32) {
+        if ((const void *)dst == src) return 0;
         QS_CUDA_CALL(cudaMemcpyAsync(dst, src, sizeof(float) * n, cudaMemcpyDeviceToDevice, s), "to_f32");
         return 0;
     }

@@ -137,22 +137,54 @@ extern "C" int qs_cuda_swiglu_gather(qs_backend *be, float *y, const float *gate
 }
 
 /* gather_backward. The CPU adds coef[k] dy[r, k] into dv[r, src_a[k]] (and src_b[k]) for
- * k = 0, 1, ...; so output column c receives its contributions in increasing k. One thread
- * inverts the maps into lists (CSR: off[c] .. off[c+1] in list, in k order), then one thread per
- * (row, column) adds its list in that order: the CPU's sums, bit for bit. */
-__global__ static void k_invert_maps(int32_t *off, int32_t *list, const int32_t *sa, const int32_t *sb, int dim) {
-    if (blockIdx.x || threadIdx.x) return;
-    for (int c = 0; c <= dim; c++) off[c] = 0;
-    for (int k = 0; k < dim; k++) {
-        off[sa[k] + 1]++;
-        if (sb[k] >= 0) off[sb[k] + 1]++;
+ * k = 0, 1, ...; so output column c receives its contributions in increasing k. The maps are
+ * inverted into lists (CSR: off[c] .. off[c+1] in list) in parallel: counts, one block's prefix
+ * sum, the lists filled in any order, then each list sorted by k (lists are a few entries long).
+ * The integer counts and the sorted lists do not depend on the order the atomics ran in. Then
+ * one thread per (row, column) adds its list in k order: the CPU's sums, bit for bit. */
+__global__ static void k_map_count(int32_t *cnt, const int32_t *sa, const int32_t *sb, int dim) {
+    GRID_LOOP(k, (size_t)dim) {
+        atomicAdd(&cnt[sa[k] + 1], 1);
+        if (sb[k] >= 0) atomicAdd(&cnt[sb[k] + 1], 1);
     }
-    for (int c = 0; c < dim; c++) off[c + 1] += off[c];
-    int32_t *fill = list + 2 * dim; /* the next free slot of each column: a copy of off */
-    for (int c = 0; c < dim; c++) fill[c] = off[c];
-    for (int k = 0; k < dim; k++) {
-        list[fill[sa[k]]++] = k;
-        if (sb[k] >= 0) list[fill[sb[k]]++] = k;
+}
+/* off[0..n) inclusive prefix sums in place, one block of NT threads, chunk by chunk; fill = a copy */
+__global__ static void k_map_scan(int32_t *off, int32_t *fill, int n) {
+    __shared__ int32_t sh[NT];
+    __shared__ int32_t carry;
+    if (threadIdx.x == 0) carry = 0;
+    __syncthreads();
+    for (int c0 = 0; c0 < n; c0 += NT) {
+        const int i = c0 + (int)threadIdx.x;
+        sh[threadIdx.x] = i < n ? off[i] : 0;
+        __syncthreads();
+        for (int s = 1; s < NT; s <<= 1) {
+            int32_t v = threadIdx.x >= (unsigned)s ? sh[threadIdx.x - s] : 0;
+            __syncthreads();
+            sh[threadIdx.x] += v;
+            __syncthreads();
+        }
+        if (i < n) off[i] = sh[threadIdx.x] + carry;
+        __syncthreads();
+        if (threadIdx.x == NT - 1) carry += sh[NT - 1];
+        __syncthreads();
+    }
+    for (int i = (int)threadIdx.x; i < n - 1; i += NT) fill[i] = off[i];
+}
+__global__ static void k_map_fill(int32_t *list, int32_t *fill, const int32_t *sa, const int32_t *sb, int dim) {
+    GRID_LOOP(k, (size_t)dim) {
+        list[atomicAdd(&fill[sa[k]], 1)] = (int32_t)k;
+        if (sb[k] >= 0) list[atomicAdd(&fill[sb[k]], 1)] = (int32_t)k;
+    }
+}
+__global__ static void k_map_sort(int32_t *list, const int32_t *off, int dim) {
+    GRID_LOOP(c, (size_t)dim) {
+        for (int j = off[c] + 1; j < off[c + 1]; j++) { /* insertion sort */
+            int32_t v = list[j];
+            int i = j - 1;
+            for (; i >= off[c] && list[i] > v; i--) list[i + 1] = list[i];
+            list[i + 1] = v;
+        }
     }
 }
 __global__ static void k_gather_backward(float *dv, const float *dy, size_t rows, int dim, const int32_t *off,
@@ -177,7 +209,12 @@ extern "C" int qs_cuda_gather_backward(qs_backend *be, float *dv, const float *d
     /* off [dim + 1], list [2 dim], fill [dim] */
     QS_FORWARD_IF_ERROR(qs_cuda_scratch_grow(be, &c->inv, sizeof(int32_t) * (4 * (size_t)dim + 1), "gather_backward", err));
     int32_t *list = (int32_t *)c->inv.p, *off = list + 3 * (size_t)dim;
-    k_invert_maps<<<1, 1, 0, c->stream>>>(off, list, src_a, src_b, dim);
+    int32_t *fill = list + 2 * (size_t)dim;
+    QS_CUDA_CALL(cudaMemsetAsync(off, 0, sizeof(int32_t) * ((size_t)dim + 1), c->stream), "gather_backward");
+    k_map_count<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(off, src_a, src_b, dim);
+    k_map_scan<<<1, NT, 0, c->stream>>>(off, fill, dim + 1);
+    k_map_fill<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(list, fill, src_a, src_b, dim);
+    k_map_sort<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(list, off, dim);
     k_gather_backward<<<qs_cuda_blocks((size_t)rows * dim, NT), NT, 0, c->stream>>>(dv, dy, (size_t)rows, dim, off, list,
                                                                                      coef);
     QS_CUDA_LAUNCHED("gather_backward");

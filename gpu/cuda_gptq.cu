@@ -102,6 +102,7 @@ extern "C" int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, 
     int T = GPTQ_MAX_ROWS;
     while (T > 8 && sizeof(float) * (size_t)cnt * T > GPTQ_SHARED_BYTES) T /= 2;
     const size_t shared = sizeof(float) * (size_t)cnt * T;
+    if (shared > GPTQ_SHARED_BYTES) T = GPTQ_MAX_ROWS; /* global memory: no tile to fit */
     const unsigned blocks = (unsigned)((rows + T - 1) / T);
     if (shared <= GPTQ_SHARED_BYTES)
         k_gptq_batch<true><<<blocks, T, shared, c->stream>>>(w, rows, cols, i1, cnt, u, perm, G, ng, bits, sym, mode,

@@ -30,6 +30,9 @@ typedef struct qs_cuda_ctx {
     void *blas_ws; /* cuBLAS workspace of our own: its kernels choice does not vary with what the pool holds */
     size_t blas_ws_bytes;
     cudaMemPool_t pool;
+    /* stage_alloc's own pool: a block freed on the compute stream is never handed to the copy
+     * stream, which would make the loader's copy wait for the compute it should overlap */
+    cudaMemPool_t stage_pool;
     enum qs_cuda_math math;
     int window_rows; /* set_window_rows */
     /* attention forward / backward: scores, probabilities and packed rows */

@@ -22,7 +22,11 @@ extern "C" int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *in
     cusolverStatus_t s;
     if (!c->solver) {
         if ((s = cusolverDnCreate(&c->solver)) != CUSOLVER_STATUS_SUCCESS) return solver_fail(err, s, "create");
-        if ((s = cusolverDnSetStream(c->solver, c->stream)) != CUSOLVER_STATUS_SUCCESS) return solver_fail(err, s, "set stream");
+        if ((s = cusolverDnSetStream(c->solver, c->stream)) != CUSOLVER_STATUS_SUCCESS) {
+            cusolverDnDestroy(c->solver); /* not half made: the next call starts over */
+            c->solver = NULL;
+            return solver_fail(err, s, "set stream");
+        }
     }
     int lw1 = 0, lw2 = 0;
     const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
