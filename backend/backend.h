@@ -230,6 +230,12 @@ typedef struct qs_backend_ops {
     void (*host_unregister)(qs_backend *be, void *p);
     void *(*stage_alloc)(qs_backend *be, size_t bytes);
     int (*stage_upload)(qs_backend *be, void *dst, const void *src_host, size_t bytes, qs_error *err);
+    /* The other direction, for results needed on the host while the next ops run: mark (slot
+     * 0 or 1) records the point reached by the ops issued so far; stage_download copies src to
+     * host memory on the copy stream once the ops before that mark have finished (not the ones
+     * issued since), and returns when the bytes are on the host. */
+    int (*mark)(qs_backend *be, int slot, qs_error *err);
+    int (*stage_download)(qs_backend *be, int slot, void *dst_host, const void *src, size_t bytes, qs_error *err);
     /* dst [n] fp32 = src [n] (backend memory, aligned to its element) of dtype QS_BE_F32,
      * QS_BE_F16 or QS_BE_BF16, with the bits of base/half.h's conversions (stored weights become
      * float where they will be used); dst and src do not overlap, except dst == src for F32 */

@@ -145,6 +145,15 @@ static void *fence_stage_alloc(qs_backend *be, size_t bytes) { return fence_allo
 static int fence_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     return fence_upload(be, dst, src, bytes, err);
 }
+static int fence_mark(qs_backend *be, int slot, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "mark: slot %d", slot);
+    return 0; /* every CPU op has finished when it returns */
+}
+static int fence_stage_download(qs_backend *be, int slot, void *dst, const void *src, size_t bytes, qs_error *err) {
+    (void)slot;
+    return fence_download(be, dst, src, bytes, err);
+}
 static int fence_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err) {
     return OPS->to_f32(inner(be), FH(dst), H(src), n, dtype, err);
 }
@@ -189,6 +198,8 @@ static const qs_backend_ops fence_ops = {
     .gptq_hessian = fence_gptq_hessian,
     .stage_alloc = fence_stage_alloc,
     .stage_upload = fence_stage_upload,
+    .mark = fence_mark,
+    .stage_download = fence_stage_download,
     .to_f32 = fence_to_f32,
 };
 

@@ -90,6 +90,23 @@ static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t 
     return 0;
 }
 
+static int cuda_mark(qs_backend *be, int slot, qs_error *err) {
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "mark: slot %d", slot);
+    QS_CUDA_CALL(cudaEventRecord(c->marks[slot], c->stream), "mark");
+    return 0;
+}
+
+static int cuda_stage_download(qs_backend *be, int slot, void *dst, const void *src, size_t bytes, qs_error *err) {
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "stage_download: slot %d", slot);
+    if (!bytes) return 0;
+    QS_CUDA_CALL(cudaStreamWaitEvent(c->copy, c->marks[slot], 0), "stage_download");
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy), "stage_download");
+    QS_CUDA_CALL(cudaStreamSynchronize(c->copy), "stage_download");
+    return 0;
+}
+
 static int cuda_host_register(qs_backend *be, void *p, size_t bytes, qs_error *err) {
     (void)be;
     if (!p || !bytes) return 0;
@@ -133,6 +150,8 @@ static void cuda_destroy(qs_backend *be) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->part_host) cudaFreeHost(c->part_host);
+        for (int i = 0; i < 2; i++)
+            if (c->marks[i]) cudaEventDestroy(c->marks[i]);
         if (c->copy) {
             cudaStreamSynchronize(c->copy);
             cudaStreamDestroy(c->copy);
@@ -208,6 +227,8 @@ static const qs_backend_ops cuda_ops = {
     /* .host_unregister */ cuda_host_unregister,
     /* .stage_alloc */ cuda_stage_alloc,
     /* .stage_upload */ cuda_stage_upload,
+    /* .mark */ cuda_mark,
+    /* .stage_download */ cuda_stage_download,
     /* .to_f32 */ qs_cuda_to_f32,
 };
 
@@ -266,6 +287,9 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     /* keep freed blocks in the pool between blocks instead of returning them at each sync */
     else if ((e = cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaMemPoolSetAttribute");
+    else if ((e = cudaEventCreateWithFlags(&c->marks[0], cudaEventDisableTiming)) != cudaSuccess ||
+             (e = cudaEventCreateWithFlags(&c->marks[1], cudaEventDisableTiming)) != cudaSuccess)
+        rc = qs_cuda_fail(err, e, "init", "cudaEventCreate");
     else if ((e = stage_pool_create(c, dev)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaMemPoolCreate (the staging pool)");
     else if ((s = cublasCreate(&c->blas)) != CUBLAS_STATUS_SUCCESS) rc = qs_cuda_blas_fail(err, s, "init");

@@ -218,8 +218,39 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
     return qs_calib_state_advance(q, QS_STATE_Q, w, err);
 }
 
+/* out passes on a staging backend: call i+1 is issued before call i's result comes down on the
+ * copy stream (after call i's mark), so the bus and the kernels work at once. Buffer i % 2 is
+ * refilled (call i+2) only after call i's download, which waited for call i's ops. */
+static int run_overlapped(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const int ns = q->calib.nsamples, per = q->per;
+    const size_t win = sizeof(float) * (size_t)q->calib.seqlen * q->cfg.hidden_size;
+    float *buf[2] = {q->xbuf, q->xbuf2}, *xs = NULL, *next = NULL;
+    int k = ns < per ? ns : per;
+    QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, 0, k, &xs, err));
+    QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], xs, win * (size_t)k, err));
+    QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, 0, k, buf[0], err));
+    QS_FORWARD_IF_ERROR(be->ops->mark(be, 0, err));
+    for (int i = 0, s0 = 0; s0 < ns; i++) {
+        const int s1 = s0 + k, k1 = ns - s1 < per ? ns - s1 : per, b = i & 1;
+        if (k1 > 0) {
+            QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
+            QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[!b], next, win * (size_t)k1, err));
+            QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s1, k1, buf[!b], err));
+            QS_FORWARD_IF_ERROR(be->ops->mark(be, !b, err));
+        }
+        QS_FORWARD_IF_ERROR(be->ops->stage_download(be, b, xs, buf[b], win * (size_t)k, err));
+        QS_FORWARD_IF_ERROR(qs_calib_state_put(q, p->which, s0, k, xs, err));
+        /* spilled: the call's windows come back from the file into the slab the put just wrote
+         * out (next and xs are the same slab; the next call's input is on the device already) */
+        s0 = s1, k = k1, xs = next;
+    }
+    return be->ops->synchronize(be, err);
+}
+
 int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     qs_backend *be = q->lm.be;
+    if (p->out && q->xbuf2 && be->ops->mark && be->ops->stage_download) return run_overlapped(q, p, err);
     const int ns = q->calib.nsamples, per = q->per;
     const size_t win = sizeof(float) * (size_t)q->calib.seqlen * q->cfg.hidden_size;
     const int two = q->xbuf2 != NULL;
@@ -236,6 +267,10 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
             QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[(i + 1) & 1], next, win * (size_t)k1, err));
         }
         if (p->finish) QS_FORWARD_IF_ERROR(p->finish(q, p->ctx, s0, k, x, xs, err));
+        if (p->out) {
+            QS_FORWARD_IF_ERROR(be->ops->download(be, xs, x, win * (size_t)k, err));
+            QS_FORWARD_IF_ERROR(qs_calib_state_put(q, p->which, s0, k, xs, err));
+        }
         if (!two && k1 > 0) {
             QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
             QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], next, win * (size_t)k1, err));
@@ -245,25 +280,13 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     return 0;
 }
 
-typedef struct advance_ctx {
-    const qs_llama_weights *w;
-    int which;
-} advance_ctx;
-
 static int advance_issue(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err) {
     (void)s0;
-    return qs_llama_block_forward(q->lm.be, &q->cfg, ((advance_ctx *)ctx)->w, x, k, q->calib.seqlen, &q->scr, err);
-}
-
-static int advance_finish(qs_qrun *q, void *ctx, int s0, int k, float *x, float *xs, qs_error *err) {
-    const size_t bytes = sizeof(float) * (size_t)k * q->calib.seqlen * q->cfg.hidden_size;
-    QS_FORWARD_IF_ERROR(q->lm.be->ops->download(q->lm.be, xs, x, bytes, err));
-    return qs_calib_state_put(q, ((advance_ctx *)ctx)->which, s0, k, xs, err);
+    return qs_llama_block_forward(q->lm.be, &q->cfg, (const qs_llama_weights *)ctx, x, k, q->calib.seqlen, &q->scr, err);
 }
 
 int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err) {
-    advance_ctx a = {w, which};
-    const qs_calib_pass p = {.which = which, .issue = advance_issue, .finish = advance_finish, .ctx = &a};
+    const qs_calib_pass p = {.which = which, .out = 1, .issue = advance_issue, .ctx = (void *)w};
     return qs_calib_run(q, &p, err);
 }
 

@@ -169,9 +169,11 @@ int qs_calib_state_put(qs_qrun *q, int which, int s0, int k, const float *xs, qs
  * the backend stages (q->xbuf2), the next call's upload runs on the copy stream between the two,
  * overlapping this call's ops. xs is the host copy of the call's windows (in the states, or the
  * spill slab); finish may write it (and put it back), but with staging and spilled states it no
- * longer holds the input. The same ops in the same order either way: the same bits. */
+ * longer holds the input. out = 1 instead of finish: the call's x is the result, written back
+ * into the state (download and put), and where the backend stages that download overlaps the
+ * next call's ops (issued before it). The same ops in the same order either way: the same bits. */
 typedef struct qs_calib_pass {
-    int which;
+    int which, out;
     int (*issue)(qs_qrun *q, void *ctx, int s0, int k, float *x, qs_error *err);
     int (*finish)(qs_qrun *q, void *ctx, int s0, int k, float *x, float *xs, qs_error *err);
     void *ctx;

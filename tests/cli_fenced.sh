@@ -33,6 +33,18 @@ d=$tmp/eec-fenced
 rm -rf "$d/blocks/block-0002.qsh" "$d/blocks/block-0003.qsh" "$d/blocks/block-0004.qsh" "$d/acts"
 out=$("$bin" "${base[@]}" "${eec[@]}" --spill -o "$d" --device cpu-fenced --progress-lines 2>&1) || die "fenced resume: $out"
 grep -q "replayed 2 finished blocks" <<<"$out" || die "the resume did not replay: $out"
+# several backend calls per pass (--gpu-mem): each call's windows go up while the previous call
+# computes and the states' results come down while the next computes; still the CPU's bytes
+for spec in "gptq 1500K --method gptq --group 32 --act-order" "eec 4M ${eec[*]} --spill"; do
+  read -r name budget rest <<<"$spec"
+  # shellcheck disable=SC2086
+  out=$("$bin" "${base[@]}" $rest -o "$tmp/$name-calls" --device cpu-fenced --gpu-mem "$budget" --progress-lines 2>&1) ||
+    die "$name under --gpu-mem $budget on cpu-fenced: $out"
+  line=$(grep -o "[0-9]* of [0-9]* calibration windows per call.*" <<<"$out")
+  echo "$name --gpu-mem $budget: $line"
+  grep -q "^[1-5] of 6 calibration windows per call; stored weights staged" <<<"$line" || die "$name: not several staged calls: $line"
+  same "$tmp/$name-cpu" "$tmp/$name-calls" || die "$name: several staged calls differ from the CPU's single call"
+done
 # the fenced device stages like a GPU: LOAD copied the stored weights into backend memory, and
 # the shards above came out of that path
 grep -q "stored weights staged there by the loader" <<<"$out" || die "cpu-fenced did not stage the stored weights: $out"
