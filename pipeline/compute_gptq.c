@@ -107,6 +107,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         for (size_t k = 0; k < n; k++) se += ((double)wh[k] - orig[k]) * ((double)wh[k] - orig[k]);
         out->mse = se / (double)n;
         size_t rp = qs_packed_size((size_t)cols, o->q.bits);
+#pragma omp parallel for schedule(static)
         for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
         rc = be->ops->upload(be, *qs_lin_field(w, i), wh, sizeof(float) * n, err);
     }

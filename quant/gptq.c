@@ -42,6 +42,7 @@ int qs_hessian_add(qs_hessian *h, const float *x, int tokens, int ld, qs_error *
 void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zeros, const int32_t *g_idx, int rows,
                      int cols, int group, float *w) {
     int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
+#pragma omp parallel for schedule(static)
     for (size_t r = 0; r < (size_t)rows; r++)
         for (int c = 0; c < cols; c++) {
             int k = g_idx ? g_idx[c] : c / g;
@@ -214,6 +215,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             for (int r = 0; r < rows; r++) w[(size_t)r * C + j] = 0.0f;
         }
     if (q->group > 0 && o->static_groups) /* static groups: quantizers of the original W */
+#pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++)
             for (int k = 0; k < ng; k++) {
                 int len = cols - k * G < G ? cols - k * G : G;
@@ -233,6 +235,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     } else {
         for (size_t j = 0; j < C; j++) perm[j] = (int32_t)j;
     }
+#pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
         for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
     double mean = 0;
@@ -249,6 +252,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         if (h_be) { /* made where the Hessian is */
             rc = be->ops->gptq_hessian(be, dm.u, o->h_be, cols, dm.perm, add, NULL, &bad, err);
         } else {
+#pragma omp parallel for schedule(static)
             for (size_t i = 0; i < C; i++)
                 for (size_t j = 0; j < C; j++) hp[i * C + j] = H[(size_t)perm[i] * C + perm[j]];
             for (size_t j = 0; j < C; j++) hp[j * C + j] += add;
@@ -275,6 +279,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     }
     /* per-channel quantizer from the whole (dead-zeroed) row */
     if (q->group <= 0)
+#pragma omp parallel for schedule(static)
         for (int r = 0; r < rows; r++) qs_quant_params(wp + (size_t)r * C, cols, q, &scales[r], &zeros[r]);
     if (be) {
         const size_t qb = sizeof(float) * (size_t)rows * ng;

@@ -120,6 +120,7 @@ int qs_qlinear_read(qs_qlinear *q, const qs_shard *s, const char *lin, qs_error 
 
 void qs_qlinear_dequant(const qs_qlinear *q, float *w) {
     const int ng = qs_qlinear_groups(q), g = q->group > 0 ? q->group : q->cols;
+#pragma omp parallel for schedule(static)
     for (size_t r = 0; r < (size_t)q->rows; r++) {
         const float *sc = q->scales + r * ng, *ze = q->zeros + r * ng;
         const uint8_t *c = q->codes + r * q->cols;
