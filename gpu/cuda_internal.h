@@ -103,7 +103,8 @@ __device__ __forceinline__ float qs_block_extreme(float v, float *sh, bool is_ma
     sh[t] = v;
     __syncthreads();
     for (int s = QS_CUDA_ROW_THREADS / 2; s > 0; s >>= 1) {
-        if (t < s) sh[t] = is_max ? fmaxf(sh[t], sh[t + s]) : fminf(sh[t], sh[t + s]);
+        if (t < s) /* comparisons as the CPU's loops: a NaN seed stays, a later NaN is passed over */
+            sh[t] = is_max ? (sh[t + s] > sh[t] ? sh[t + s] : sh[t]) : (sh[t + s] < sh[t] ? sh[t + s] : sh[t]);
         __syncthreads();
     }
     return sh[0];

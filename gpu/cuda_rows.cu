@@ -118,7 +118,7 @@ __global__ static void k_act_quant(float *x, int cols, int seg, float maxq) {
     const int nseg = cols / seg;
     float *v = x + (size_t)(blockIdx.x / nseg) * cols + (size_t)(blockIdx.x % nseg) * seg;
     float mn = v[0], mx = v[0];
-    for (int i = threadIdx.x; i < seg; i += NT) mn = fminf(mn, v[i]), mx = fmaxf(mx, v[i]);
+    for (int i = threadIdx.x; i < seg; i += NT) mn = v[i] < mn ? v[i] : mn, mx = v[i] > mx ? v[i] : mx;
     mn = qs_block_min(mn, sh);
     mx = qs_block_max(mx, sh);
     float scale = (mx - mn) / maxq;
@@ -150,7 +150,7 @@ __global__ static void k_fake_quant_weight(float *y, const float *w, int cols, i
     float *o = y + (size_t)r * cols + c0;
     const float maxq = (float)((1 << bits) - 1);
     float mn = x[0], mx = x[0];
-    for (int i = threadIdx.x; i < n; i += NT) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    for (int i = threadIdx.x; i < n; i += NT) mn = x[i] < mn ? x[i] : mn, mx = x[i] > mx ? x[i] : mx;
     mn = qs_block_min(mn, sh);
     mx = qs_block_max(mx, sh);
     float scale, zero;
