@@ -31,17 +31,6 @@ static double gemm_tol;   /* GEMM-based ops on cuda, by QS_CUDA_GEMM */
 static double floor_rms;
 #define TOL_ELEM 2e-6
 
-static uint64_t seed = 0x9e3779b97f4a7c15ull;
-static float rnd(void) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-    return v == 0 ? 0.5f : v;
-}
-static float *rvec(size_t n, float amp) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = amp * rnd();
-    return v;
-}
 
 /* backend copies of host data */
 static void *put(qs_backend *be, const void *h, size_t bytes) {
@@ -69,7 +58,7 @@ typedef struct pair {
 } pair;
 static pair both(const void *h, size_t bytes) { return (pair){put(cpu, h, bytes), put(dev, h, bytes)}; }
 static pair rboth(size_t n, float amp) {
-    float *h = rvec(n, amp);
+    float *h = qs_test_rvec(n, amp);
     pair p = both(h, n * sizeof(float));
     free(h);
     return p;
@@ -330,7 +319,7 @@ static void test_cholesky(void) {
         return;
     }
     const int n = 150, m = 400;
-    float *x = rvec((size_t)m * n, 1), *A = calloc((size_t)n * n, sizeof(float));
+    float *x = qs_test_rvec((size_t)m * n, 1), *A = calloc((size_t)n * n, sizeof(float));
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
             double acc = 0;
@@ -374,8 +363,8 @@ static void compare_bytes(const char *op, pair out, size_t bytes);
  * the upper triangle is flagged, one below it is not read */
 static void test_gptq_hessian(void) {
     const int n = 300;
-    float *h = rvec((size_t)n * n, 1);
-    for (int i = 0; i < n; i++) h[(size_t)i * n + i] = i % 37 == 5 ? 0.0f : 2.0f + rnd(); /* dead inputs */
+    float *h = qs_test_rvec((size_t)n * n, 1);
+    for (int i = 0; i < n; i++) h[(size_t)i * n + i] = i % 37 == 5 ? 0.0f : 2.0f + qs_test_rnd(); /* dead inputs */
     h[(size_t)7 * n + 3] = NAN; /* below the diagonal: not read */
     int32_t *perm = malloc(sizeof(int32_t) * n);
     for (int i = 0; i < n; i++) perm[i] = (i * 7919) % n; /* a permutation: 7919 is prime to 300 */
@@ -424,16 +413,16 @@ static void test_gptq_batch(void) {
         const size_t n = (size_t)R * C;
         float *u = calloc((size_t)C * C, sizeof(float)), *sc = malloc(sizeof(float) * R * ng), *ze = malloc(sizeof(float) * R * ng);
         for (int i = 0; i < C; i++) {
-            u[(size_t)i * C + i] = 0.75f + 0.25f * rnd();
-            for (int j = i + 1; j < C; j++) u[(size_t)i * C + j] = 0.1f * rnd();
+            u[(size_t)i * C + i] = 0.75f + 0.25f * qs_test_rnd();
+            for (int j = i + 1; j < C; j++) u[(size_t)i * C + j] = 0.1f * qs_test_rnd();
         }
         int32_t *perm = malloc(sizeof(int32_t) * C);
         for (int i = 0; i < C; i++) perm[i] = i;
         for (int i = C - 1; i > 0; i--) {
-            int j = (int)((rnd() * 0.5f + 0.5f) * (float)i), t = perm[i];
+            int j = (int)((qs_test_rnd() * 0.5f + 0.5f) * (float)i), t = perm[i];
             perm[i] = perm[j], perm[j] = t;
         }
-        float *wh = rvec(n, 1);
+        float *wh = qs_test_rvec(n, 1);
         const qs_qconfig q = {.bits = cs[k].bits, .group = cs[k].group, .sym = cs[k].sym};
         for (int r = 0; r < R; r++) /* the given quantizers (per channel, static groups) */
             for (int g = 0; g < ng; g++) {
@@ -517,6 +506,7 @@ static void test_fence_faults(void) {
 }
 
 int main(int argc, char **argv) {
+    qs_test_seed = 0x9e3779b97f4a7c15ull;
     const char *name = argc > 1 ? argv[1] : "cpu-fenced";
     qs_error err = {0};
     if (!strcmp(name, "cuda") && !qs_cuda_usable()) {

@@ -25,17 +25,6 @@
 #define TOL 2e-5
 #define FD_H 1e-4
 
-static uint64_t seed = 0x9e3779b97f4a7c15ull;
-static float rnd(void) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-    return v == 0 ? 0.5f : v;
-}
-static float *rvec(size_t n, float amp) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = amp * rnd();
-    return v;
-}
 static double *dcopy(const float *x, size_t n) {
     double *d = malloc(n * sizeof *d);
     for (size_t i = 0; i < n; i++) d[i] = x[i];
@@ -68,8 +57,8 @@ static void test_rmsnorm_backward(qs_backend *be) {
     const int rows = 37, dim = 133; /* three dgamma column chunks, the last partial */
     const float eps = 1e-5f;
     size_t n = (size_t)rows * dim;
-    float *x = rvec(n, 1), *g = rvec(dim, 1), *dy = rvec(n, 1), *y = malloc(sizeof(float) * n);
-    float *dx = malloc(sizeof(float) * n), *dg = rvec(dim, 1), *dg0 = malloc(sizeof(float) * dim), rstd[37];
+    float *x = qs_test_rvec(n, 1), *g = qs_test_rvec(dim, 1), *dy = qs_test_rvec(n, 1), *y = malloc(sizeof(float) * n);
+    float *dx = malloc(sizeof(float) * n), *dg = qs_test_rvec(dim, 1), *dg0 = malloc(sizeof(float) * dim), rstd[37];
     memcpy(dg0, dg, sizeof(float) * dim);
     qs_error err = {0};
     CHECK(be->ops->rmsnorm(be, y, x, g, rows, dim, eps, rstd, &err) == 0);
@@ -148,9 +137,9 @@ static double att_window(const att_case *c, int w, const double *q, const double
  * positions (half of them in the last query block when there are several) */
 static void test_attention_backward(qs_backend *be, att_case c, int sample) {
     size_t T = (size_t)c.n_win * c.L, qs = (size_t)c.H * c.hd, ks = (size_t)c.KVH * c.hd;
-    float *q = rvec(T * qs, 2), *k = rvec(T * ks, 2), *v = rvec(T * ks, 1), *dout = rvec(T * qs, 1);
+    float *q = qs_test_rvec(T * qs, 2), *k = qs_test_rvec(T * ks, 2), *v = qs_test_rvec(T * ks, 1), *dout = qs_test_rvec(T * qs, 1);
     float *out = malloc(sizeof(float) * T * qs), *lse = malloc(sizeof(float) * c.n_win * c.H * c.L);
-    float *dq = malloc(sizeof(float) * T * qs), *dk = rvec(T * ks, 1), *dv = rvec(T * ks, 1); /* overwritten */
+    float *dq = malloc(sizeof(float) * T * qs), *dk = qs_test_rvec(T * ks, 1), *dv = qs_test_rvec(T * ks, 1); /* overwritten */
     qs_error err = {0};
     CHECK(be->ops->attention(be, out, q, k, v, c.n_win, c.L, c.H, c.KVH, c.hd, (float)c.scale, lse, &err) == 0);
     CHECKF(be->ops->attention_backward(be, dq, dk, dv, dout, q, k, v, out, lse, c.n_win, c.L, c.H, c.KVH, c.hd,
@@ -196,7 +185,7 @@ static void test_attention_backward(qs_backend *be, att_case c, int sample) {
 
 static void test_swiglu_backward(qs_backend *be) {
     size_t n = 1001;
-    float *g = rvec(n, 6), *u = rvec(n, 1), *dy = rvec(n, 1), *dg = malloc(sizeof(float) * n), *du = malloc(sizeof(float) * n);
+    float *g = qs_test_rvec(n, 6), *u = qs_test_rvec(n, 1), *dy = qs_test_rvec(n, 1), *dg = malloc(sizeof(float) * n), *du = malloc(sizeof(float) * n);
     qs_error err = {0};
     CHECK(be->ops->swiglu_backward(be, dg, du, dy, g, u, n, &err) == 0);
     double *fdg = malloc(sizeof(double) * n), *fdu = malloc(sizeof(double) * n);
@@ -234,13 +223,13 @@ static void test_gather_backward(qs_backend *be, int arbitrary) {
     float cf[29];
     if (arbitrary) /* any maps: unread channels, sources read many times, src_b before src_a */
         for (int k = 0; k < dim; k++) {
-            sa[k] = (int32_t)((rnd() + 1) * 0.5f * dim) % dim;
-            sb[k] = k % 3 ? (int32_t)((rnd() + 1) * 0.5f * dim) % dim : -1;
-            cf[k] = rnd();
+            sa[k] = (int32_t)((qs_test_rnd() + 1) * 0.5f * dim) % dim;
+            sb[k] = k % 3 ? (int32_t)((qs_test_rnd() + 1) * 0.5f * dim) % dim : -1;
+            cf[k] = qs_test_rnd();
         }
     else
         qs_test_reasm_maps(dim, 7, sa, sb, cf);
-    float *v = rvec(n, 1), *dy = rvec(n, 1), *dv = rvec(n, 1); /* dv overwritten */
+    float *v = qs_test_rvec(n, 1), *dy = qs_test_rvec(n, 1), *dv = qs_test_rvec(n, 1); /* dv overwritten */
     qs_error err = {0};
     CHECKF(be->ops->gather_backward(be, dv, dy, rows, dim, sa, sb, cf, &err) == 0, "%s", err.msg);
     double *vd = dcopy(v, n), *fd = malloc(sizeof(double) * n);
@@ -279,7 +268,7 @@ static void test_fake_quant_weight(qs_backend *be) {
     for (int bi = 0; bi < 4; bi++)
         for (int gi = 0; gi < 3; gi++)
             for (int sym = 0; sym < 2; sym++) {
-                float *w = rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
+                float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
                 for (int c = 0; c < cols; c++) w[4 * cols + c] = -0.125f; /* a constant row */
                 CHECK(be->ops->fake_quant_weight(be, y, w, rows, cols, groups[gi], bitss[bi], sym, &err) == 0);
                 qs_qconfig qc = {.bits = bitss[bi], .group = groups[gi], .sym = sym};
@@ -303,7 +292,7 @@ static void test_fake_quant_weight(qs_backend *be) {
             }
     CHECKF(mismatch == 0, "fake_quant_weight: %d values differ from quant/affine.c", mismatch);
     /* 16 bits: within half a step of a range of 0.6 */
-    float *w = rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
+    float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
     CHECK(be->ops->fake_quant_weight(be, y, w, rows, cols, -1, 16, 0, &err) == 0);
     double worst = 0;
     for (int i = 0; i < rows * cols; i++) worst = fmax(worst, fabs((double)y[i] - w[i]));
@@ -317,7 +306,7 @@ static void test_fake_quant_weight(qs_backend *be) {
 
 static void test_mse(qs_backend *be) {
     size_t n = 1003;
-    float *a = rvec(n, 1), *b = rvec(n, 1), *gr = malloc(sizeof(float) * n);
+    float *a = qs_test_rvec(n, 1), *b = qs_test_rvec(n, 1), *gr = malloc(sizeof(float) * n);
     double loss = 0, ref = 0, *fd = malloc(sizeof(double) * n);
     qs_error err = {0};
     CHECK(be->ops->mse_grad(be, gr, a, b, n, &loss, &err) == 0);
@@ -339,11 +328,11 @@ static void test_mse(qs_backend *be) {
 static void test_adamw(qs_backend *be) {
     size_t n = 1003;
     const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.05f;
-    float *p = rvec(n, 1), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
+    float *p = qs_test_rvec(n, 1), *m = calloc(n, sizeof(float)), *v = calloc(n, sizeof(float));
     double *pd = dcopy(p, n), *md = calloc(n, sizeof(double)), *vd = calloc(n, sizeof(double));
     qs_error err = {0};
     for (int step = 1; step <= 3; step++) {
-        float *g = rvec(n, 1);
+        float *g = qs_test_rvec(n, 1);
         CHECK(be->ops->adamw_step(be, p, g, m, v, n, lr, b1, b2, eps, wd, step, &err) == 0);
         double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
         for (size_t i = 0; i < n; i++) {
@@ -366,8 +355,8 @@ static void test_adamw(qs_backend *be) {
 static void test_thread_invariance(void) {
     const int rows = 300, dim = 200, n_win = 1, L = 290, H = 4, KVH = 2, hd = 16;
     size_t n = (size_t)rows * dim, T = (size_t)n_win * L;
-    float *x = rvec(n, 1), *g = rvec(dim, 1), *dy = rvec(n, 1), *rs = malloc(sizeof(float) * rows);
-    float *q = rvec(T * H * hd, 2), *k = rvec(T * KVH * hd, 2), *v = rvec(T * KVH * hd, 1), *dout = rvec(T * H * hd, 1);
+    float *x = qs_test_rvec(n, 1), *g = qs_test_rvec(dim, 1), *dy = qs_test_rvec(n, 1), *rs = malloc(sizeof(float) * rows);
+    float *q = qs_test_rvec(T * H * hd, 2), *k = qs_test_rvec(T * KVH * hd, 2), *v = qs_test_rvec(T * KVH * hd, 1), *dout = qs_test_rvec(T * H * hd, 1);
     float *o = malloc(sizeof(float) * T * H * hd), *lse = malloc(sizeof(float) * H * L), *y = malloc(sizeof(float) * n);
     float *res[2];
     double loss[2];
@@ -397,7 +386,7 @@ static void test_thread_invariance(void) {
     int32_t sa[200], sb[200];
     float cf[200], *gv[2];
     qs_test_reasm_maps(dim, 11, sa, sb, cf);
-    dy = rvec(n, 1);
+    dy = qs_test_rvec(n, 1);
     for (int th = 0; th < 2; th++) {
         qs_backend *be;
         qs_error err = {0};
@@ -413,6 +402,7 @@ static void test_thread_invariance(void) {
 }
 
 int main(void) {
+    qs_test_seed = 0x9e3779b97f4a7c15ull;
     qs_backend *be;
     qs_error err = {0};
     CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);

@@ -36,14 +36,8 @@
 #define TOL 1e-4
 #define FD_H 1e-5
 
-static uint64_t seed = 0x2545f4914f6cdd1dull;
-static float rnd(void) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-    return v == 0 ? 0.5f : v;
-}
 static void rfill(float *v, size_t n, float amp, float center) {
-    for (size_t i = 0; i < n; i++) v[i] = center + amp * rnd();
+    for (size_t i = 0; i < n; i++) v[i] = center + amp * qs_test_rnd();
 }
 
 static qs_model_config tiny_config(void) {
@@ -540,7 +534,7 @@ static void test_gradients(qs_backend *be, int quant, int maps) {
         o.form = form, o.seed = 7;
         if (quant) o.wbits = 3, o.group = 8, o.abits = 6;
         qs_llama_train tr;
-        seed = 1234; /* the same B in both forms */
+        qs_test_seed = 1234; /* the same B in both forms */
         train_setup(&tr, &b, &o, T, be, 1);
         run_fwd_bwd(&tr, d_x, d_out, d_dout, d_dx, n_win, L);
         grads g;
@@ -653,7 +647,7 @@ static void tune(qs_backend *be, block *b, qs_lora_form form, const float *d_x, 
 static void test_tuning(qs_backend *be) {
     const int n_win = 4, L = 16, T = 64, H = 16, steps = 50;
     qs_error err = {0};
-    seed = 1; /* this block whatever the tests before drew */
+    qs_test_seed = 1; /* this block whatever the tests before drew */
     block b;
     block_make(&b, be, 0);
     float *xh = malloc(sizeof(float) * T * H);
@@ -699,7 +693,7 @@ static void test_threads(int maps) {
         qs_backend *be;
         qs_error err = {0};
         CHECKF(qs_backend_create(&be, "cpu", th + 1, &err) == 0, "%s", err.msg);
-        seed = 99;
+        qs_test_seed = 99;
         block b;
         block_make(&b, be, 0);
         if (maps) block_add_maps(&b, be);
@@ -757,7 +751,7 @@ static void test_device(const char *name, int quant, int maps, double tol) {
         qs_backend *be;
         qs_error err = {0};
         CHECKF(qs_backend_create(&be, d ? name : "cpu", 0, &err) == 0, "%s", err.msg);
-        seed = 4242;
+        qs_test_seed = 4242;
         block b;
         block_make(&b, be, 1);
         if (maps) block_add_maps(&b, be);
@@ -829,6 +823,7 @@ static void test_errors(qs_backend *be) {
 }
 
 int main(int argc, char **argv) {
+    qs_test_seed = 0x2545f4914f6cdd1dull;
     if (argc > 1) { /* test_block_backward DEVICE: the block on DEVICE against the CPU only */
         if (!strcmp(argv[1], "cuda") && !qs_cuda_usable()) {
             printf("no usable CUDA device (backends compiled: %s): skipped\n", qs_backends_compiled());

@@ -15,17 +15,6 @@
 
 #define TOL 2e-5
 
-static uint64_t seed = 0x1234567;
-static float rnd(void) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    float v = (float)((seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
-    return v == 0 ? 0.5f : v;
-}
-static float *rvec(size_t n) {
-    float *v = malloc(n * sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = rnd();
-    return v;
-}
 static double *dvec(size_t n) { return malloc(n * sizeof(double)); }
 static void cmp(const char *op, const float *got, const double *ref, size_t n) {
     double worst = 0, scale = 0;
@@ -43,7 +32,7 @@ static void test_gemm(qs_backend *be) {
         for (int tb = 0; tb < 2; tb++) {
             int m = 37, n = 29, k = 53, pad = 3;
             int lda = (ta ? m : k) + pad, ldb = (tb ? k : n) + pad, ldc = n + pad;
-            float *a = rvec((size_t)(ta ? k : m) * lda), *b = rvec((size_t)(tb ? n : k) * ldb), *c = rvec((size_t)m * ldc);
+            float *a = qs_test_rvec((size_t)(ta ? k : m) * lda, 1), *b = qs_test_rvec((size_t)(tb ? n : k) * ldb, 1), *c = qs_test_rvec((size_t)m * ldc, 1);
             double *ref = dvec((size_t)m * ldc);
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < ldc; j++) {
@@ -67,7 +56,7 @@ static void test_gemm(qs_backend *be) {
 
 static void test_rmsnorm(qs_backend *be) {
     int rows = 7, dim = 131;
-    float *x = rvec((size_t)rows * dim), *g = rvec(dim), *y = malloc(sizeof(float) * rows * dim), rstd[7];
+    float *x = qs_test_rvec((size_t)rows * dim, 1), *g = qs_test_rvec(dim, 1), *y = malloc(sizeof(float) * rows * dim), rstd[7];
     double *ref = dvec((size_t)rows * dim), rref[7];
     for (int r = 0; r < rows; r++) {
         double ss = 0;
@@ -103,7 +92,7 @@ static void test_rope(qs_backend *be) {
     CHECKF(qs_rope_inv_freq(&c, inv, &err) == 0, "%s", err.msg);
     int n_win = 2, L = 45, pos0 = 3, heads = 3, hd = 16, half = 8, stride = heads * hd + 5; /* 5 columns not rotated */
     size_t n = (size_t)n_win * L * stride;
-    float *x = rvec(n), *x0 = malloc(sizeof(float) * n);
+    float *x = qs_test_rvec(n, 1), *x0 = malloc(sizeof(float) * n);
     memcpy(x0, x, sizeof(float) * n);
     double *ref = dvec(n), fref[8];
     int regimes[3] = {0, 0, 0};
@@ -148,7 +137,7 @@ static void test_rope(qs_backend *be) {
 /* out, lse vs double; n_win windows of L, H heads on KVH kv heads of hd */
 static void test_attention(qs_backend *be, int n_win, int L, int H, int KVH, int hd) {
     size_t qs = (size_t)H * hd, ks = (size_t)KVH * hd, T = (size_t)n_win * L;
-    float *q = rvec(T * qs), *k = rvec(T * ks), *v = rvec(T * ks), *out = malloc(sizeof(float) * T * qs);
+    float *q = qs_test_rvec(T * qs, 1), *k = qs_test_rvec(T * ks, 1), *v = qs_test_rvec(T * ks, 1), *out = malloc(sizeof(float) * T * qs);
     float *lse = malloc(sizeof(float) * (size_t)n_win * H * L);
     double *ref = dvec(T * qs), *lref = dvec((size_t)n_win * H * L), *p = dvec(L), sc = 1 / sqrt(hd);
     for (int w = 0; w < n_win; w++)
@@ -185,7 +174,7 @@ static void test_attention(qs_backend *be, int n_win, int L, int H, int KVH, int
 static void test_elementwise(qs_backend *be) {
     qs_error err = {0};
     size_t n = 1001;
-    float *g = rvec(n), *u = rvec(n), *y = malloc(sizeof(float) * n);
+    float *g = qs_test_rvec(n, 1), *u = qs_test_rvec(n, 1), *y = malloc(sizeof(float) * n);
     double *ref = dvec(n);
     for (size_t i = 0; i < n; i++) ref[i] = g[i] / (1 + exp(-(double)g[i])) * u[i];
     CHECK(be->ops->swiglu(be, y, g, u, n, &err) == 0);
@@ -201,7 +190,7 @@ static void test_elementwise(qs_backend *be) {
     cmp("add_bias", y, ref, 7 * 143);
     /* gather (embedding lookup) then scatter back to other rows */
     int rows = 11, cols = 13, idx[5] = {10, 0, 3, 3, 7}, dst_idx[5] = {4, 1, 0, 2, 3};
-    float *tab = rvec((size_t)rows * cols), *got = rvec((size_t)5 * cols), *sc = rvec((size_t)5 * cols);
+    float *tab = qs_test_rvec((size_t)rows * cols, 1), *got = qs_test_rvec((size_t)5 * cols, 1), *sc = qs_test_rvec((size_t)5 * cols, 1);
     double *gref = dvec((size_t)5 * cols);
     int32_t *d_idx = be->ops->alloc(be, sizeof idx), *d_dst = be->ops->alloc(be, sizeof dst_idx);
     CHECK(be->ops->upload(be, d_idx, idx, sizeof idx, &err) == 0 && be->ops->upload(be, d_dst, dst_idx, sizeof idx, &err) == 0);
@@ -221,7 +210,7 @@ static void test_elementwise(qs_backend *be) {
 /* online log-sum-exp over uneven vocabulary chunks equals the one-shot double computation */
 static void test_lse(qs_backend *be) {
     enum { N = 9, V = 1000, VC = 300 };
-    float *lg = rvec((size_t)N * V), mx[N], se[N], tl[N], chunk[N * VC];
+    float *lg = qs_test_rvec((size_t)N * V, 1), mx[N], se[N], tl[N], chunk[N * VC];
     int32_t tgt[N];
     double lse_ref[N], t_ref[N];
     for (int r = 0; r < N; r++) {
@@ -257,7 +246,7 @@ static void test_act_quant(qs_backend *be) {
     qs_error err = {0};
     for (int pass = 0; pass < 2; pass++) {
         int seg = pass ? 16 : cols, bits = pass ? 4 : 8;
-        float *x = rvec((size_t)rows * cols), *y = malloc(sizeof(float) * rows * cols);
+        float *x = qs_test_rvec((size_t)rows * cols, 1), *y = malloc(sizeof(float) * rows * cols);
         for (int c = 0; c < seg; c++) x[5 * cols + c] = 0.75f; /* a constant segment */
         memcpy(y, x, sizeof(float) * rows * cols);
         CHECK(be->ops->act_quant(be, y, rows, cols, seg, bits, &err) == 0);
@@ -296,11 +285,11 @@ static void test_act_quant(qs_backend *be) {
 static void test_thread_invariance(void) {
     int n_win = 1, L = 290, H = 4, KVH = 2, hd = 16, V = 777;
     size_t T = (size_t)n_win * L;
-    float *q = rvec(T * H * hd), *k = rvec(T * KVH * hd), *v = rvec(T * KVH * hd), *g = rvec(hd * H);
+    float *q = qs_test_rvec(T * H * hd, 1), *k = qs_test_rvec(T * KVH * hd, 1), *v = qs_test_rvec(T * KVH * hd, 1), *g = qs_test_rvec(hd * H, 1);
     float *out[2], *nrm[2], *st[2];
     int32_t *tgt = malloc(sizeof(int32_t) * T);
     for (size_t t = 0; t < T; t++) tgt[t] = (int32_t)(t * 7 % V);
-    float *lg = rvec(T * V);
+    float *lg = qs_test_rvec(T * V, 1);
     for (int th = 0; th < 2; th++) {
         qs_backend *be;
         qs_error err = {0};
@@ -328,7 +317,7 @@ static void test_thread_invariance(void) {
  * multiple of OpenBLAS's row groups (OpenBLAS alone fails all three on Haswell / Zen kernels). */
 static void test_gemm_row_bits(void) {
     const int L = 100, W = 4, M = W * L, n = 72, k = 300;
-    float *a = rvec((size_t)M * k), *b = rvec((size_t)n * k), *c0 = rvec((size_t)M * n);
+    float *a = qs_test_rvec((size_t)M * k, 1), *b = qs_test_rvec((size_t)n * k, 1), *c0 = qs_test_rvec((size_t)M * n, 1);
     float *ref = malloc(sizeof(float) * M * n), *got = malloc(sizeof(float) * M * n);
     int bad = 0;
     for (int ta = 0; ta < 2; ta++)
@@ -363,6 +352,7 @@ static void test_gemm_row_bits(void) {
 }
 
 int main(void) {
+    qs_test_seed = 0x1234567;
     qs_backend *be;
     qs_error err = {0};
     CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);

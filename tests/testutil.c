@@ -69,3 +69,21 @@ void qs_test_reasm_maps(int C, int shift, int32_t *sa, int32_t *sb, float *cf) {
         if (sb[k] >= 0) sb[k] = (sb[k] + shift) % C;
     }
 }
+
+uint64_t qs_test_seed = 0x9e3779b97f4a7c15ull;
+
+float qs_test_rnd(void) {
+    qs_test_seed = qs_test_seed * 6364136223846793005ull + 1442695040888963407ull;
+    float v = (float)((qs_test_seed >> 40) & 0xffffff) / 16777216.0f * 2.0f - 1.0f;
+    return v == 0 ? 0.5f : v;
+}
+
+float *qs_test_rvec(size_t n, float amp) {
+    float *v = malloc(n * sizeof *v);
+    if (!v) {
+        fprintf(stderr, "out of memory for %zu test values\n", n);
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) v[i] = amp * qs_test_rnd();
+    return v;
+}

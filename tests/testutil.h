@@ -24,6 +24,14 @@ extern int qs_test_failures;
         }                                                                                     \
     } while (0)
 
+/* Seeded uniform values in [-1, 1), never 0 (0 becomes 0.5): an LCG whose state is
+ * qs_test_seed (a test sets it to its own start, and again to repeat a draw); qs_test_rvec: n
+ * of them times amp, malloc'd. */
+#include <stdint.h>
+extern uint64_t qs_test_seed;
+float qs_test_rnd(void);
+float *qs_test_rvec(size_t n, float amp);
+
 /* $QS_SHARED (../shared), or exits 1: tests do not skip for missing data. */
 const char *qs_test_shared(void);
 /* path inside $QS_SHARED, malloc'd */
