@@ -240,6 +240,12 @@ typedef struct qs_backend_ops {
      * QS_BE_F16 or QS_BE_BF16, with the bits of base/half.h's conversions (stored weights become
      * float where they will be used); dst and src do not overlap, except dst == src for F32 */
     int (*to_f32)(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
+    /* The reassembly gather on its own (QLLM's threshold search: a candidate's inputs and its
+     * consumers' weights): y[r, k] = coef[k] * (x[r, src_a[k]] + (src_b[k] >= 0 ? x[r, src_b[k]] : 0))
+     * for k < dim, x and y [rows, dim]; coef NULL: no factor (the weights' columns are summed).
+     * y must not alias x. The bits of quant/reassembly.c's qs_reasm_apply / qs_reasm_weight. */
+    int (*gather)(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
+                  const int32_t *src_b, const float *coef, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

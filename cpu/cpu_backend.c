@@ -110,6 +110,7 @@ static const qs_backend_ops cpu_ops = {
     .gptq_batch = qs_cpu_gptq_batch,
     .gptq_hessian = qs_cpu_gptq_hessian,
     .to_f32 = qs_cpu_to_f32, /* no staging ops: its memory is host memory */
+    .gather = qs_cpu_gather,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -163,6 +163,11 @@ static int fence_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, 
     return OPS->gptq_hessian(inner(be), FH(hp), CFH(h), n, CIH(perm), damp, diag_host, nonfinite_host, err);
 }
 
+static int fence_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *a, const int32_t *b,
+                        const float *coef, qs_error *err) {
+    return OPS->gather(inner(be), FH(y), CFH(x), rows, dim, CIH(a), CIH(b), CFH(coef), err);
+}
+
 static const qs_backend_ops fence_ops = {
     .name = "cpu-fenced",
     .destroy = fence_destroy,
@@ -201,6 +206,7 @@ static const qs_backend_ops fence_ops = {
     .mark = fence_mark,
     .stage_download = fence_stage_download,
     .to_f32 = fence_to_f32,
+    .gather = fence_gather,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

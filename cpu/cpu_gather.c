@@ -62,3 +62,20 @@ int qs_cpu_gather_backward(qs_backend *be, float *dv, const float *dy, int rows,
     }
     return 0;
 }
+
+int qs_cpu_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
+                  const int32_t *src_b, const float *coef, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(rows < 0 || dim < 1, QS_EUSAGE, "gather: bad shape [%d, %d]", rows, dim);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * dim;
+        float *yr = y + (size_t)r * dim;
+        for (int k = 0; k < dim; k++) {
+            float v = xr[src_a[k]];
+            if (src_b[k] >= 0) v += xr[src_b[k]];
+            yr[k] = coef ? coef[k] * v : v;
+        }
+    }
+    return 0;
+}

@@ -69,6 +69,8 @@ int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int 
                       float *err1, double *loss, qs_error *err);
 int qs_cpu_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const int32_t *perm, float damp,
                         float *diag_host, int *nonfinite_host, qs_error *err);
+int qs_cpu_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
+                  const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                     qs_error *err);

@@ -230,6 +230,7 @@ static const qs_backend_ops cuda_ops = {
     /* .mark */ cuda_mark,
     /* .stage_download */ cuda_stage_download,
     /* .to_f32 */ qs_cuda_to_f32,
+    /* .gather */ qs_cuda_gather,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */

@@ -136,6 +136,28 @@ extern "C" int qs_cuda_swiglu_gather(qs_backend *be, float *y, const float *gate
     return 0;
 }
 
+/* gather: one thread per output (row, channel) */
+__global__ static void k_gather(float *y, const float *x, size_t rows, int dim, const int32_t *sa, const int32_t *sb,
+                                const float *coef) {
+    GRID_LOOP(idx, rows * dim) {
+        const size_t r = idx / dim;
+        const int k = (int)(idx % dim);
+        const float *xr = x + r * dim;
+        float v = xr[sa[k]];
+        if (sb[k] >= 0) v += xr[sb[k]];
+        y[idx] = coef ? coef[k] * v : v;
+    }
+}
+extern "C" int qs_cuda_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
+                              const int32_t *src_b, const float *coef, qs_error *err) {
+    QS_RETURN_ERROR_IF(rows < 0 || dim < 1, QS_EUSAGE, "gather: bad shape [%d, %d]", rows, dim);
+    if (!rows) return 0;
+    k_gather<<<qs_cuda_blocks((size_t)rows * dim, NT), NT, 0, qs_cuda(be)->stream>>>(y, x, (size_t)rows, dim, src_a,
+                                                                                      src_b, coef);
+    QS_CUDA_LAUNCHED("gather");
+    return 0;
+}
+
 /* gather_backward. The CPU adds coef[k] dy[r, k] into dv[r, src_a[k]] (and src_b[k]) for
  * k = 0, 1, ...; so output column c receives its contributions in increasing k. The maps are
  * inverted into lists (CSR: off[c] .. off[c+1] in list) in parallel: counts, one block's prefix

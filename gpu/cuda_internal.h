@@ -157,6 +157,8 @@ int qs_cuda_copy_rows(qs_backend *be, float *dst, const int32_t *dst_rows, const
                       int n, int cols, qs_error *err);
 int qs_cuda_swiglu_gather(qs_backend *be, float *y, const float *gate, const float *up, int rows, int dim,
                           const int32_t *src_a, const int32_t *src_b, const float *coef, qs_error *err);
+int qs_cuda_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
+                   const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cuda_gather_backward(qs_backend *be, float *dv, const float *dy, int rows, int dim, const int32_t *src_a,
                             const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cuda_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,

@@ -44,8 +44,9 @@ static size_t gptq_bytes(const qs_qrun *q) {
 }
 
 /* QLLM's channel reassembly search beside them: a site's output on the search sample
- * (compute_qllm.c site_output) holds the sample's input, the site's weights reassembled, their
- * outputs and (attention) the attention output, the largest of the three sites */
+ * (compute_qllm.c site_output) holds the sample, a candidate's input, the site's weights
+ * reassembled, their outputs and (attention) the attention output, the largest of the three
+ * sites, and a candidate's maps (3 x C values) */
 static size_t reassembly_bytes(const qs_qrun *q) {
     if (!q->o || !q->o->method || strcmp(q->o->method, "qllm") || !q->o->cr) return 0;
     const qs_model_config *c = &q->cfg;
@@ -55,9 +56,10 @@ static size_t reassembly_bytes(const qs_qrun *q) {
     if (n < 1) n = 1;
     if (n > (size_t)q->calib.nsamples) n = (size_t)q->calib.nsamples;
     const size_t T = n * L;
-    size_t s0 = T * H + (Qd + 2 * KV) * (H + T) + T * Qd, s1 = T * H + 2 * I * (H + T), s2 = T * I + H * (I + T);
+    /* per site: the sample kept there and a candidate's input (2 T C), its weights, outputs */
+    size_t s0 = 2 * T * H + (Qd + 2 * KV) * (H + T) + T * Qd, s1 = 2 * T * H + 2 * I * (H + T), s2 = 2 * T * I + H * (I + T);
     size_t most = s0 > s1 ? s0 : s1;
-    return sizeof(float) * (most > s2 ? most : s2);
+    return sizeof(float) * ((most > s2 ? most : s2) + 3 * (H > I ? H : I));
 }
 
 /* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch) */

@@ -29,6 +29,7 @@ typedef struct site_data {
     int C;          /* input channels */
     float *xmax;    /* [C] */
     float *sample;  /* [Ts, C] float inputs of the search sample */
+    float *dsample; /* the same in backend memory */
     float *target;  /* the site's float output on the sample */
     size_t target_n;
 } site_data;
@@ -62,57 +63,54 @@ static float *host_weight(qs_backend *be, qs_llama_weights *w, const qs_tensor_i
     return h;
 }
 
-/* per-channel RTN fake quantization of wr [rows, cols] in place (the deployed weights) */
-static int fake_quant_rows(float *wr, int rows, int cols, const qs_qconfig *qc, const char *what, qs_error *err) {
-    int ng = qs_qconfig_groups(qc, cols);
-    uint8_t *codes = malloc((size_t)rows * cols);
-    float *sc = malloc(sizeof(float) * (size_t)rows * ng), *ze = malloc(sizeof(float) * (size_t)rows * ng);
-    int rc = codes && sc && ze ? qs_quant_rtn(wr, rows, cols, qc, codes, sc, ze, what, err)
-                               : qs_error_set(err, -ENOMEM, "out of memory");
-    if (!rc) qs_dequant(codes, sc, ze, rows, cols, qc->group, wr);
-    free(codes), free(sc), free(ze);
-    return rc;
+/* a candidate's maps in backend memory (NULL r: none); 0 or an error */
+static int maps_to_backend(qs_backend *be, const qs_reasm *r, int32_t **a, int32_t **b, float **coef, qs_error *err) {
+    *a = *b = NULL, *coef = NULL;
+    if (!r) return 0;
+    const size_t ib = sizeof(int32_t) * (size_t)r->C;
+    *a = be->ops->alloc(be, ib), *b = be->ops->alloc(be, ib);
+    QS_RETURN_ERROR_IF(!*a || !*b, -ENOMEM, "out of %s memory for reassembly maps of %d channels", be->ops->name, r->C);
+    QS_FORWARD_IF_ERROR(be->ops->upload(be, *a, r->src_a, ib, err));
+    QS_FORWARD_IF_ERROR(be->ops->upload(be, *b, r->src_b, ib, err));
+    *coef = dev_from(be, r->coef, (size_t)r->C, err);
+    return *coef ? 0 : err && err->code ? err->code : -ENOMEM;
 }
 
 /* The site's output on the sample with gather r (NULL: none) and weights quantized (quant = 1)
- * or float (0). out receives [Ts, out_cols]. */
-static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, float *const *wf,
-                       const qs_llama_weights *w, const qs_reasm *r, int quant, float *out, qs_error *err) {
+ * or float (0), all in backend memory: the sample (sd->dsample) and the block's float weights
+ * are gathered there, the weights fake-quantized there (fake_quant_weight: the bits of RTN with
+ * the run's grid). out (host) receives [Ts, out_cols]. */
+static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, qs_llama_weights *w, const qs_reasm *r,
+                       int quant, float *out, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_backend_ops *o = be->ops;
     const qs_model_config *c = &q->cfg;
     const int L = q->calib.seqlen, T = n_win * L, C = sd->C, ab = quant ? q->o->abits : 16;
     const int hd = c->head_dim, Qd = c->n_heads * hd, KV = c->n_kv_heads * hd, I = c->intermediate_size;
-    float *x = malloc(sizeof(float) * (size_t)T * C);
-    int rc = x ? 0 : qs_error_set(err, -ENOMEM, "out of memory");
-    if (!rc) {
-        if (r) qs_reasm_apply(r, sd->sample, T, x);
-        else memcpy(x, sd->sample, sizeof(float) * (size_t)T * C);
-    }
-    float *dx = rc ? NULL : dev_from(be, x, (size_t)T * C, err);
-    if (!rc && !dx) rc = err->code ? err->code : -ENOMEM;
+    int32_t *ma, *mb;
+    float *mc;
+    int rc = maps_to_backend(be, r, &ma, &mb, &mc, err);
+    float *dx = rc ? NULL : o->alloc(be, sizeof(float) * (size_t)T * C);
+    if (!rc && !dx) rc = qs_error_set(err, -ENOMEM, "out of %s memory for the search sample", o->name);
+    if (!rc) rc = r ? o->gather(be, dx, sd->dsample, T, C, ma, mb, mc, err)
+                    : o->copy(be, dx, sd->dsample, sizeof(float) * (size_t)T * C, err);
     if (!rc && ab < 16) rc = o->act_quant(be, dx, T, C, C, ab, err);
     if (!rc && o->set_window_rows) rc = o->set_window_rows(be, L, err); /* rows are windows of L */
     /* the consumers' weights: reassembled and (for quant) fake-quantized per channel */
     float *dw[3] = {NULL, NULL, NULL}, *dy[3] = {NULL, NULL, NULL};
     int rows[3] = {0, 0, 0};
+    const qs_qconfig qc = q->o->q;
     for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
         int li = site_lins[site][j];
         const int R = li == 0 ? Qd : li == 1 || li == 2 ? KV : li == 6 ? c->hidden_size : I;
+        const float *wsrc = *qs_lin_field(w, li);
         rows[j] = R;
-        float *wr = malloc(sizeof(float) * (size_t)R * C);
-        if (!wr) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) {
-            if (r) qs_reasm_weight(r, wf[j], R, wr);
-            else memcpy(wr, wf[j], sizeof(float) * (size_t)R * C);
-            qs_qconfig qc = q->o->q;
-            if (quant) rc = fake_quant_rows(wr, R, C, &qc, qs_linear_names[li], err);
-        }
-        if (!rc) dw[j] = dev_from(be, wr, (size_t)R * C, err);
-        if (!rc && !dw[j]) rc = err->code ? err->code : -ENOMEM;
-        free(wr);
-        if (!rc) dy[j] = o->alloc(be, sizeof(float) * (size_t)T * R);
-        if (!rc && !dy[j]) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        dw[j] = o->alloc(be, sizeof(float) * (size_t)R * C);
+        dy[j] = o->alloc(be, sizeof(float) * (size_t)T * R);
+        if (!dw[j] || !dy[j]) rc = qs_error_set(err, -ENOMEM, "out of %s memory for the search of %s", o->name, qs_linear_names[li]);
+        if (!rc) rc = r ? o->gather(be, dw[j], wsrc, R, C, ma, mb, NULL, err)
+                        : o->copy(be, dw[j], wsrc, sizeof(float) * (size_t)R * C, err);
+        if (!rc && quant) rc = o->fake_quant_weight(be, dw[j], dw[j], R, C, qc.group, qc.bits, qc.sym, err);
         if (!rc) rc = o->gemm(be, 0, 1, T, R, C, 1.0f, dx, C, dw[j], C, 0.0f, dy[j], R, err);
     }
     if (!rc && site == 0) { /* q, k, v -> biases, RoPE, quantization per head, attention */
@@ -137,8 +135,7 @@ static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, flo
         rc = o->download(be, out, dy[0], sizeof(float) * (size_t)T * c->hidden_size, err);
     }
     for (int j = 0; j < 3; j++) o->free(be, dw[j]), o->free(be, dy[j]);
-    o->free(be, dx);
-    free(x);
+    o->free(be, dx), o->free(be, ma), o->free(be, mb), o->free(be, mc);
     return rc;
 }
 
@@ -153,8 +150,7 @@ typedef struct search_ctx {
     int site;
     const site_data *d;
     int n_sample;
-    float *const *wf;
-    const qs_llama_weights *w;
+    qs_llama_weights *w;
     const float *target;
     float *got;
     size_t n;
@@ -163,7 +159,7 @@ typedef struct search_ctx {
 /* qs_reasm_score_fn: MSE of the site's fake-quantized output to its float output */
 static int score_site(void *ctx, const qs_reasm *r, double *score, qs_error *err) {
     search_ctx *c = ctx;
-    QS_FORWARD_IF_ERROR(site_output(c->q, c->site, c->d, c->n_sample, c->wf, c->w, r, 1, c->got, err));
+    QS_FORWARD_IF_ERROR(site_output(c->q, c->site, c->d, c->n_sample, c->w, r, 1, c->got, err));
     *score = mse(c->got, c->target, c->n);
     return 0;
 }
@@ -241,7 +237,9 @@ int qs_qllm_cr_search(qs_qrun *q, int blk, qs_qslot *s, qs_llama_weights *w, int
         const size_t on = (size_t)Ts * (site == 0 ? (size_t)c->n_heads * c->head_dim : site == 1 ? (size_t)I : (size_t)H);
         float *target = malloc(sizeof(float) * on), *got = malloc(sizeof(float) * on);
         if (!target || !got) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) rc = site_output(q, site, d, n_sample, wf[site], w, NULL, 0, target, err);
+        d->dsample = rc ? NULL : dev_from(be, d->sample, (size_t)Ts * d->C, err);
+        if (!rc && !d->dsample) rc = err->code ? err->code : -ENOMEM;
+        if (!rc) rc = site_output(q, site, d, n_sample, w, NULL, 0, target, err);
         /* the consumer for distances: rows of all the site's linears, concatenated */
         int cat_rows = 0;
         for (int j = 0; j < 3 && site_lins[site][j] >= 0; j++) cat_rows += (int)s->t[site_lins[site][j]]->shape[0];
@@ -252,7 +250,7 @@ int qs_qllm_cr_search(qs_qrun *q, int blk, qs_qslot *s, qs_llama_weights *w, int
             memcpy(wcat + (size_t)r0 * d->C, wf[site][j], sizeof(float) * (size_t)R * d->C);
             r0 += R;
         }
-        search_ctx sc = {q, site, d, n_sample, wf[site], w, target, got, on};
+        search_ctx sc = {q, site, d, n_sample, w, target, got, on};
         double best = 0;
         int nc = 0;
         qs_reasm best_r = {0};
@@ -264,6 +262,7 @@ int qs_qllm_cr_search(qs_qrun *q, int blk, qs_qslot *s, qs_llama_weights *w, int
             fprintf(stderr, "block %d site %d: %d candidates, theta %g (%d outliers split, %d pairs merged), mse %.4g\n", blk,
                     site, nc, (double)s->ra[site].theta, s->ra[site].n_outliers, s->ra[site].n_merged, best);
         free(target), free(got), free(wcat);
+        be->ops->free(be, d->dsample), d->dsample = NULL;
     }
     for (int site = 0; site < 3; site++) {
         free(sd[site].xmax), free(sd[site].sample);

@@ -245,6 +245,11 @@ static void test_gathers(void) {
     RUN(cpu->ops->gather_backward(cpu, u.c, x.c, rows, C, a.c, b.c, c.c, E1),
         dev->ops->gather_backward(dev, u.d, x.d, rows, C, a.d, b.d, c.d, E2));
     compare("gather_backward", u, n, TOL_ELEM);
+    /* the plain gather: one addition and one product per output, identical on both */
+    RUN(cpu->ops->gather(cpu, y.c, x.c, rows, C, a.c, b.c, c.c, E1), dev->ops->gather(dev, y.d, x.d, rows, C, a.d, b.d, c.d, E2));
+    compare("gather", y, n, 0);
+    RUN(cpu->ops->gather(cpu, y.c, x.c, rows, C, a.c, b.c, NULL, E1), dev->ops->gather(dev, y.d, x.d, rows, C, a.d, b.d, NULL, E2));
+    compare("gather without coefficients", y, n, 0);
     pfree(a), pfree(b), pfree(c), pfree(x), pfree(g), pfree(u), pfree(y);
 }
 
