@@ -60,8 +60,36 @@ static int by_dist(const void *x, const void *y) {
     return p->a - q->a;
 }
 
-int qs_reasm_build(qs_reasm *r, const float *xmax, int C, float theta, const float *x, int T, const float *w, int out,
-                   qs_reasm_distance dist, qs_error *err) {
+/* Gram matrices of the activations and (paper distance) of the weight columns, and the columns'
+ * sums: ||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij. They do not depend on the threshold, so a search
+ * makes them once for all its candidates (the same values as each build making its own). */
+typedef struct gram {
+    float *gx, *gw, *wsum;
+} gram;
+
+static void gram_free(gram *g) {
+    free(g->gx), free(g->gw), free(g->wsum);
+    memset(g, 0, sizeof *g);
+}
+
+static int gram_make(gram *g, const float *x, int T, const float *w, int out, int C, qs_reasm_distance dist, qs_error *err) {
+    g->gx = calloc((size_t)C * C, sizeof(float));
+    g->gw = dist == QS_REASM_DIST_PAPER ? calloc((size_t)C * C, sizeof(float)) : NULL;
+    g->wsum = calloc((size_t)C, sizeof(float));
+    if (!g->gx || !g->wsum || (dist == QS_REASM_DIST_PAPER && !g->gw)) {
+        gram_free(g);
+        return qs_error_set(err, -ENOMEM, "reassembly: out of memory");
+    }
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, T, 1.0f, x, C, 0.0f, g->gx, C);
+    if (g->gw) cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, out, 1.0f, w, C, 0.0f, g->gw, C);
+    for (int o = 0; o < out; o++)
+        for (int c = 0; c < C; c++) g->wsum[c] += w[(size_t)o * C + c];
+    return 0;
+}
+
+/* qs_reasm_build with the Grams in *gm, made there on first need */
+static int build(qs_reasm *r, const float *xmax, int C, float theta, const float *x, int T, const float *w, int out,
+                 qs_reasm_distance dist, gram *gm, qs_error *err) {
     QS_RETURN_ERROR_IF(!(theta > 0), QS_EUSAGE, "reassembly threshold %g", (double)theta);
     int *split = malloc(sizeof(int) * (size_t)C), *elig = malloc(sizeof(int) * (size_t)C),
         *partner = malloc(sizeof(int) * (size_t)C);
@@ -82,18 +110,12 @@ int qs_reasm_build(qs_reasm *r, const float *xmax, int C, float theta, const flo
         rc = qs_error_set(err, QS_EUSAGE, "reassembly at threshold %g: %ld sub-channels to pay back, %d mergeable pairs",
                           (double)theta, extra, nb);
     if (!rc && extra > 0) {
-        /* Gram matrices: ||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij, the same for weight columns */
-        gx = calloc((size_t)C * C, sizeof(float));
-        gw = dist == QS_REASM_DIST_PAPER ? calloc((size_t)C * C, sizeof(float)) : NULL;
-        wsum = calloc((size_t)C, sizeof(float));
         edges = malloc(sizeof(edge) * (size_t)(na ? na : 1));
-        if (!gx || !wsum || !edges || (dist == QS_REASM_DIST_PAPER && !gw)) rc = qs_error_set(err, -ENOMEM, "reassembly: out of memory");
+        if (!edges) rc = qs_error_set(err, -ENOMEM, "reassembly: out of memory");
+        if (!rc && !gm->gx) rc = gram_make(gm, x, T, w, out, C, dist, err);
+        gx = gm->gx, gw = gm->gw, wsum = gm->wsum;
     }
     if (!rc && extra > 0) {
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, T, 1.0f, x, C, 0.0f, gx, C);
-        if (gw) cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, C, out, 1.0f, w, C, 0.0f, gw, C);
-        for (int o = 0; o < out; o++)
-            for (int c = 0; c < C; c++) wsum[c] += w[(size_t)o * C + c];
 #define UP(g, i, j) ((i) <= (j) ? (g)[(size_t)(i) * C + (j)] : (g)[(size_t)(j) * C + (i)])
         /* every even-position channel's nearest odd-position channel */
         char *taken = calloc((size_t)C, 1);
@@ -162,7 +184,15 @@ int qs_reasm_build(qs_reasm *r, const float *xmax, int C, float theta, const flo
         r->n_merged = (int)extra;
         if (k != C) rc = qs_error_set(err, QS_EFORMAT, "reassembly: %d channels instead of %d", k, C), qs_reasm_free(r);
     }
-    free(split), free(elig), free(partner), free(gx), free(gw), free(wsum), free(edges);
+    free(split), free(elig), free(partner), free(edges);
+    return rc;
+}
+
+int qs_reasm_build(qs_reasm *r, const float *xmax, int C, float theta, const float *x, int T, const float *w, int out,
+                   qs_reasm_distance dist, qs_error *err) {
+    gram g = {0};
+    int rc = build(r, xmax, C, theta, x, T, w, out, dist, &g, err);
+    gram_free(&g);
     return rc;
 }
 
@@ -196,14 +226,16 @@ int qs_reasm_search(const float *xmax, int C, const float *x, int T, const float
     QS_FORWARD_IF_ERROR(score(ctx, NULL, &b, err));
     QS_FORWARD_IF_ERROR(qs_reasm_identity(best, C, err));
     int stride = max_eval > 0 && nc > max_eval ? (nc + max_eval - 1) / max_eval : 1;
+    gram g = {0}; /* made by the first candidate that merges, used by all */
     for (int i = 0; i < nc; i += stride) {
         qs_reasm r;
-        if (qs_reasm_build(&r, xmax, C, cand[i], x, T, w, out, dist, NULL)) continue; /* too few mergeable channels */
+        if (build(&r, xmax, C, cand[i], x, T, w, out, dist, &g, NULL)) continue; /* too few mergeable channels */
         double m;
         int rc = score(ctx, &r, &m, err);
         if (rc) {
             qs_reasm_free(&r);
             qs_reasm_free(best);
+            gram_free(&g);
             return rc;
         }
         if (m < b) {
@@ -214,6 +246,7 @@ int qs_reasm_search(const float *xmax, int C, const float *x, int T, const float
             qs_reasm_free(&r);
         }
     }
+    gram_free(&g);
     if (best_score) *best_score = b;
     return 0;
 }
