@@ -59,13 +59,18 @@ static void cuda_free(qs_backend *be, void *p) {
     if (p) cudaFreeAsync(p, qs_cuda(be)->stream);
 }
 
-static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+/* a copy between host and device on stream s that returns when it is done: a pinned source is
+ * read by DMA after cudaMemcpyAsync returns, so the caller may reuse its buffer only then */
+static int copy_wait(cudaStream_t s, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, const char *op,
+                     qs_error *err) {
     if (!bytes) return 0;
-    qs_cuda_ctx *c = qs_cuda(be);
-    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream), "upload");
-    /* a pinned source is read by DMA after the call returns: wait, so the caller may reuse it */
-    QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "upload");
+    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, kind, s), op);
+    QS_CUDA_CALL(cudaStreamSynchronize(s), op);
     return 0;
+}
+
+static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
+    return copy_wait(qs_cuda(be)->stream, dst, src, bytes, cudaMemcpyHostToDevice, "upload", err);
 }
 
 /* the loader's side (another thread, whose current device is its own setting: set it): its own
@@ -82,12 +87,9 @@ static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
 }
 
 static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
-    if (!bytes) return 0;
     qs_cuda_ctx *c = qs_cuda(be);
     QS_CUDA_CALL(cudaSetDevice(c->device), "stage_upload");
-    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy), "stage_upload");
-    QS_CUDA_CALL(cudaStreamSynchronize(c->copy), "stage_upload");
-    return 0;
+    return copy_wait(c->copy, dst, src, bytes, cudaMemcpyHostToDevice, "stage_upload", err);
 }
 
 static int cuda_mark(qs_backend *be, int slot, qs_error *err) {
@@ -102,9 +104,7 @@ static int cuda_stage_download(qs_backend *be, int slot, void *dst, const void *
     QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "stage_download: slot %d", slot);
     if (!bytes) return 0;
     QS_CUDA_CALL(cudaStreamWaitEvent(c->copy, c->marks[slot], 0), "stage_download");
-    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->copy), "stage_download");
-    QS_CUDA_CALL(cudaStreamSynchronize(c->copy), "stage_download");
-    return 0;
+    return copy_wait(c->copy, dst, src, bytes, cudaMemcpyDeviceToHost, "stage_download", err);
 }
 
 static int cuda_host_register(qs_backend *be, void *p, size_t bytes, qs_error *err) {
@@ -120,11 +120,7 @@ static void cuda_host_unregister(qs_backend *be, void *p) {
 }
 
 static int cuda_download(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
-    if (!bytes) return 0;
-    qs_cuda_ctx *c = qs_cuda(be);
-    QS_CUDA_CALL(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream), "download");
-    QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "download");
-    return 0;
+    return copy_wait(qs_cuda(be)->stream, dst, src, bytes, cudaMemcpyDeviceToHost, "download", err);
 }
 
 static int cuda_copy(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {

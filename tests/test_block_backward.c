@@ -684,6 +684,35 @@ static void test_tuning(qs_backend *be) {
     block_free(&b, be);
 }
 
+/* A seeded block (with biases, maps) and its trainer on be, after one forward and backward of
+ * random x and dout over n_win windows of L tokens; the backend buffers kept for the caller */
+typedef struct fixture {
+    block b;
+    qs_llama_train tr;
+    float *d_x, *d_d, *d_o, *d_dx; /* x, dout, out, dx */
+} fixture;
+
+static void fixture_run(fixture *f, qs_backend *be, uint64_t seed, int bias, int maps, const qs_llama_train_opts *o,
+                        int n_win, int L) {
+    const size_t n = (size_t)n_win * L * 16; /* hidden 16 */
+    qs_test_seed = seed;
+    block_make(&f->b, be, bias);
+    if (maps) block_add_maps(&f->b, be);
+    float *xh = malloc(sizeof(float) * n), *dh = malloc(sizeof(float) * n);
+    rfill(xh, n, 1, 0), rfill(dh, n, 1, 0);
+    f->d_x = up_new(be, xh, n), f->d_d = up_new(be, dh, n);
+    f->d_o = be->ops->alloc(be, sizeof(float) * n), f->d_dx = be->ops->alloc(be, sizeof(float) * n);
+    train_setup(&f->tr, &f->b, o, n_win * L, be, 1);
+    run_fwd_bwd(&f->tr, f->d_x, f->d_o, f->d_d, f->d_dx, n_win, L);
+    free(xh), free(dh);
+}
+
+static void fixture_free(fixture *f, qs_backend *be) {
+    qs_llama_train_free(&f->tr);
+    be->ops->free(be, f->d_x), be->ops->free(be, f->d_d), be->ops->free(be, f->d_o), be->ops->free(be, f->d_dx);
+    block_free(&f->b, be);
+}
+
 /* 1 and 2 threads: the same gradients */
 static void test_threads(int maps) {
     const int n_win = 2, L = 37, T = 74, H = 16;
@@ -693,28 +722,16 @@ static void test_threads(int maps) {
         qs_backend *be;
         qs_error err = {0};
         CHECKF(qs_backend_create(&be, "cpu", th + 1, &err) == 0, "%s", err.msg);
-        qs_test_seed = 99;
-        block b;
-        block_make(&b, be, 0);
-        if (maps) block_add_maps(&b, be);
-        float *xh = malloc(sizeof(float) * T * H), *dh = malloc(sizeof(float) * T * H);
-        rfill(xh, (size_t)T * H, 1, 0), rfill(dh, (size_t)T * H, 1, 0);
-        float *d_x = up_new(be, xh, (size_t)T * H), *d_d = up_new(be, dh, (size_t)T * H);
-        float *d_o = be->ops->alloc(be, sizeof(float) * T * H), *d_dx = be->ops->alloc(be, sizeof(float) * T * H);
         qs_llama_train_opts o;
         qs_llama_train_opts_default(&o);
         o.wbits = 4, o.abits = 8, o.form = QS_LORA_MERGED;
-        qs_llama_train tr;
-        train_setup(&tr, &b, &o, T, be, 1);
-        run_fwd_bwd(&tr, d_x, d_o, d_d, d_dx, n_win, L);
-        nres = tr.n_param + (size_t)T * H;
+        fixture f;
+        fixture_run(&f, be, 99, 0, maps, &o, n_win, L);
+        nres = f.tr.n_param + (size_t)T * H;
         res[th] = malloc(sizeof(float) * nres);
-        CHECK(be->ops->download(be, res[th], tr.grad, sizeof(float) * tr.n_param, &err) == 0);
-        CHECK(be->ops->download(be, res[th] + tr.n_param, d_dx, sizeof(float) * T * H, &err) == 0);
-        qs_llama_train_free(&tr);
-        be->ops->free(be, d_x), be->ops->free(be, d_d), be->ops->free(be, d_o), be->ops->free(be, d_dx);
-        free(xh), free(dh);
-        block_free(&b, be);
+        CHECK(be->ops->download(be, res[th], f.tr.grad, sizeof(float) * f.tr.n_param, &err) == 0);
+        CHECK(be->ops->download(be, res[th] + f.tr.n_param, f.d_dx, sizeof(float) * T * H, &err) == 0);
+        fixture_free(&f, be);
         qs_backend_free(be);
     }
     CHECK(memcmp(res[0], res[1], sizeof(float) * nres) == 0);
@@ -751,31 +768,19 @@ static void test_device(const char *name, int quant, int maps, double tol) {
         qs_backend *be;
         qs_error err = {0};
         CHECKF(qs_backend_create(&be, d ? name : "cpu", 0, &err) == 0, "%s", err.msg);
-        qs_test_seed = 4242;
-        block b;
-        block_make(&b, be, 1);
-        if (maps) block_add_maps(&b, be);
-        float *xh = malloc(sizeof(float) * T * H), *dh = malloc(sizeof(float) * T * H);
-        rfill(xh, (size_t)T * H, 1, 0), rfill(dh, (size_t)T * H, 1, 0);
-        float *d_x = up_new(be, xh, (size_t)T * H), *d_d = up_new(be, dh, (size_t)T * H);
-        float *d_o = be->ops->alloc(be, sizeof(float) * T * H), *d_dx = be->ops->alloc(be, sizeof(float) * T * H);
         qs_llama_train_opts o;
         qs_llama_train_opts_default(&o);
         if (quant) o.wbits = 4, o.group = 8, o.abits = 8;
-        qs_llama_train tr;
-        train_setup(&tr, &b, &o, T, be, 1);
-        run_fwd_bwd(&tr, d_x, d_o, d_d, d_dx, n_win, L);
-        n[2] = tr.n_param;
-        res[d][0] = down_new(be, d_o, n[0]);
-        res[d][1] = down_new(be, d_dx, n[1]);
-        res[d][2] = down_new(be, tr.grad, n[2]);
-        CHECKF(qs_llama_train_step(&tr, 1e-2f, &err) == 0, "%s", err.msg);
-        CHECKF(qs_llama_train_forward(&tr, d_x, d_o, n_win, L, &err) == 0, "%s", err.msg);
-        res[d][3] = down_new(be, d_o, n[3]);
-        qs_llama_train_free(&tr);
-        be->ops->free(be, d_x), be->ops->free(be, d_d), be->ops->free(be, d_o), be->ops->free(be, d_dx);
-        free(xh), free(dh);
-        block_free(&b, be);
+        fixture f;
+        fixture_run(&f, be, 4242, 1, maps, &o, n_win, L);
+        n[2] = f.tr.n_param;
+        res[d][0] = down_new(be, f.d_o, n[0]);
+        res[d][1] = down_new(be, f.d_dx, n[1]);
+        res[d][2] = down_new(be, f.tr.grad, n[2]);
+        CHECKF(qs_llama_train_step(&f.tr, 1e-2f, &err) == 0, "%s", err.msg);
+        CHECKF(qs_llama_train_forward(&f.tr, f.d_x, f.d_o, n_win, L, &err) == 0, "%s", err.msg);
+        res[d][3] = down_new(be, f.d_o, n[3]);
+        fixture_free(&f, be);
         qs_backend_free(be);
     }
     const char *what[4] = {"forward", "dx", "gradients", "forward after a step"};
