@@ -5,9 +5,10 @@
 # 1. ops: test_backend_ops cuda with QS_CUDA_GEMM fp32, tf32 and bf16 (every op against the
 #    CPU), test_gptq cuda (a layer's GPTQ on the device against the host's), test_block_backward
 #    cuda (a block's forward, backward and step against the CPU);
-# 2. e2e: the CUDA end-to-end test (tests/cli_cuda.sh) on stories260k with the carried data
-#    (SmolLM2 does not fit the transfer; QS_SMOLLM_DIR overrides the model where one is present),
-#    and tests/cli_gpumem.sh on cuda (every accepted --gpu-mem's peak within it);
+# 2. e2e: the CUDA end-to-end test (tests/cli_cuda.sh) with the carried data on SmolLM2, when
+#    both halves of its GGUF (.devgguf/1, .devgguf/2: carried by two earlier calls) are there and
+#    their checksum holds, else on stories260k (QS_SMOLLM_DIR overrides either), and
+#    tests/cli_gpumem.sh on cuda (every accepted --gpu-mem's peak within it);
 # 3. bench: bench_gemm on cuda (bf16), and bench/block70b.sh (NS x SL calibration tokens,
 #    default 16 x 2048 so that it fits a short lease; NS=128 for the figure).
 # STEPS (default "ops e2e bench") picks some of them: one device call is at most 10 minutes.
@@ -34,8 +35,18 @@ if has ops; then
   grep -E "FAIL|CHECK|on cuda|^ok" "$out/gptq.log" | head -20
 fi
 if has e2e; then
-  echo "== cli_cuda"
-  QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$d/models/stories260k} QS_TMP=/tmp/qs-tmp \
+  model=$d/models/stories260k
+  if [ -s .devgguf/1/part ] && [ -s .devgguf/2/part ]; then
+    if [ "$(cat .devgguf/1/part .devgguf/2/part | sha256sum | cut -d' ' -f1)" = "$(cat .devgguf/2/sha256)" ]; then
+      [ -s /tmp/qs-smol/model.safetensors ] || { cat .devgguf/1/part .devgguf/2/part > /tmp/qs-smol.gguf &&
+        "$d/bin/qstream" import-gguf /tmp/qs-smol.gguf -o /tmp/qs-smol; }
+      [ -s /tmp/qs-smol/model.safetensors ] && model=/tmp/qs-smol
+    else
+      echo "the halves of the SmolLM2 GGUF in .devgguf do not match its checksum: stories260k instead"
+    fi
+  fi
+  echo "== cli_cuda on ${QS_SMOLLM_DIR:-$model}"
+  QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$model} QS_TMP=/tmp/qs-tmp \
     timeout 300 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
   grep -v "^block" "$out/cli_cuda.log" | tail -15
   echo "== cli_gpumem on cuda"
