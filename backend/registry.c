@@ -63,12 +63,27 @@ size_t qs_backend_peak_bytes(qs_backend *be) {
 }
 
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
-                                int tokens) {
+                                int tokens, int factor_n) {
 #ifdef QS_HAVE_CUDA
-    if (name && !strcmp(name, "cuda")) return qs_cuda_reserve_bytes(seqlen, n_heads, n_kv_heads, head_dim, max_dim, tokens);
+    if (name && !strcmp(name, "cuda"))
+        return qs_cuda_reserve_bytes(seqlen, n_heads, n_kv_heads, head_dim, max_dim, tokens) +
+               qs_cuda_factor_allowance(factor_n);
 #endif
-    (void)name, (void)seqlen, (void)n_heads, (void)n_kv_heads, (void)head_dim, (void)max_dim, (void)tokens;
+    (void)name, (void)seqlen, (void)n_heads, (void)n_kv_heads, (void)head_dim, (void)max_dim, (void)tokens, (void)factor_n;
     return 0;
+}
+
+int qs_backend_factor_workspace(qs_backend *be, long long n, size_t *need, size_t *allowance, qs_error *err) {
+#ifdef QS_HAVE_CUDA
+    if (be && !strcmp(be->ops->name, "cuda")) {
+        size_t host = 0;
+        *allowance = qs_cuda_factor_allowance(n);
+        return qs_cuda_factor_workspace(be, n, need, &host, err);
+    }
+#endif
+    (void)be, (void)n, (void)err;
+    *need = *allowance = 0;
+    return 1;
 }
 
 int qs_backend_stages(const char *name) { return name && (!strcmp(name, "cuda") || !strcmp(name, "cpu-fenced")); }

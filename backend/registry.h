@@ -22,10 +22,15 @@ int qs_backend_check(const char *name, qs_error *err);
  * what --gpu-mem plans; the CPU ops' own scratch is not counted). */
 size_t qs_backend_peak_bytes(qs_backend *be);
 /* Backend memory a device's ops keep for themselves (scratch, library workspaces) when blocks of
- * this shape run with up to `tokens` rows per call and channels up to max_dim: --gpu-mem plans
- * it beside the pipeline's allocations. 0 for cpu and cpu-fenced (their scratch is host memory). */
+ * this shape run with up to `tokens` rows per call and channels up to max_dim, and (factor_n >
+ * 0) cholesky_inverse runs on orders up to factor_n: --gpu-mem plans it beside the pipeline's
+ * allocations. 0 for cpu and cpu-fenced (their scratch is host memory). */
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
-                                int tokens);
+                                int tokens, int factor_n);
+/* cholesky_inverse's library workspace at order n on this device: *need what the library asks
+ * for now, *allowance what qs_backend_reserve_bytes plans for it. 0, or 1 when the backend's
+ * factor needs no workspace of its own (cpu), or an error. */
+int qs_backend_factor_workspace(qs_backend *be, long long n, size_t *need, size_t *allowance, qs_error *err);
 /* 1 when the device stages the loader's uploads (its ops have stage_upload: cuda, and cpu-fenced
  * so that the staged path runs without a GPU); 0 for cpu, whose memory is host memory. */
 int qs_backend_stages(const char *name);

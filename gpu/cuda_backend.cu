@@ -140,7 +140,9 @@ static void cuda_destroy(qs_backend *be) {
     qs_cuda_ctx *c = qs_cuda(be);
     if (c) {
         qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv, &c->solve};
+        if (c->solver_params) cusolverDnDestroyParams(c->solver_params);
         if (c->solver) cusolverDnDestroy(c->solver);
+        free(c->solve_host);
         for (size_t i = 0; i < sizeof s / sizeof *s; i++)
             if (s[i]->p) cudaFreeAsync(s[i]->p, c->stream);
         if (c->blas) cublasDestroy(c->blas);

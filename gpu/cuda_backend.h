@@ -9,6 +9,8 @@
 #ifndef QS_GPU_CUDA_BACKEND_H
 #define QS_GPU_CUDA_BACKEND_H
 
+#include <stdint.h>
+
 #include "backend/backend.h"
 
 #ifdef __cplusplus
@@ -21,10 +23,12 @@ int qs_cuda_backend_create(qs_backend **out, qs_error *err);
 size_t qs_cuda_peak_bytes(qs_backend *be);
 /* Device memory the ops keep for themselves beside the callers' allocations, for blocks of this
  * shape with up to `tokens` rows per call and channels up to max_dim: the cuBLAS workspace and
- * the attention, rmsnorm_backward, mse_grad and gather_backward scratch. cuSOLVER's workspace
- * (GPTQ's factor) is not in it: it is allocated when the factor runs, and an out-of-memory
- * error there gives its size. */
+ * the attention, rmsnorm_backward, mse_grad and gather_backward scratch. */
 size_t qs_cuda_reserve_bytes(int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim, int tokens);
+/* cholesky_inverse (GPTQ's factor) at order n: the plan's allowance for cuSOLVER's workspace
+ * (0 for n <= 0), and what cuSOLVER asks for on this device (device and host bytes). */
+size_t qs_cuda_factor_allowance(int64_t n);
+int qs_cuda_factor_workspace(qs_backend *be, int64_t n, size_t *dev_bytes, size_t *host_bytes, qs_error *err);
 #ifdef __cplusplus
 }
 #endif

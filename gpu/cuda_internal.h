@@ -44,9 +44,13 @@ typedef struct qs_cuda_ctx {
     double *part_host; /* pinned copy of mse_grad's partial sums */
     /* gather_backward: the inverse of the reassembly maps (CSR) */
     qs_cuda_scratch inv;
-    /* cholesky_inverse: cuSOLVER (created on first use), its workspace and info */
+    /* cholesky_inverse: cuSOLVER (created on first use), its 64-bit API's parameters, its
+     * device workspace and info, its host workspace */
     cusolverDnHandle_t solver;
+    cusolverDnParams_t solver_params;
     qs_cuda_scratch solve;
+    void *solve_host;
+    size_t solve_host_cap;
 } qs_cuda_ctx;
 
 static inline qs_cuda_ctx *qs_cuda(qs_backend *be) { return (qs_cuda_ctx *)be->ctx; }
@@ -77,6 +81,10 @@ int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const
 #define QS_CUDA_NORM_RB 256
 #define QS_CUDA_MSE_CHUNKS 1024
 #define QS_CUDA_BLAS_WS ((size_t)32 << 20)
+/* the --gpu-mem plan's allowance for cuSOLVER's workspace in cholesky_inverse of order n:
+ * QS_CUDA_SOLVE_COLS floats per row + 4 MiB (qs_cuda_factor_allowance; test_backend_ops holds
+ * the workspace cuSOLVER asks for below it at the orders of real models) */
+#define QS_CUDA_SOLVE_COLS 1024
 
 /* threads per block of the row kernels (the reductions' tree shape depends on it: fixed) */
 #define QS_CUDA_ROW_THREADS 256

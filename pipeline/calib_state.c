@@ -62,11 +62,12 @@ static size_t reassembly_bytes(const qs_qrun *q) {
     return sizeof(float) * ((most > s2 ? most : s2) + 3 * (H > I ? H : I));
 }
 
-/* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch) */
+/* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch,
+ * and with GPTQ cuSOLVER's workspace for the largest factor) */
 static size_t reserve_bytes(const qs_qrun *q, int per) {
     const qs_model_config *c = &q->cfg;
     return qs_backend_reserve_bytes(q->o ? q->o->device : NULL, q->calib.seqlen, c->n_heads, c->n_kv_heads, c->head_dim,
-                                    max_in(c), per * q->calib.seqlen);
+                                    max_in(c), per * q->calib.seqlen, gptq_bytes(q) ? max_in(c) : 0);
 }
 
 #define STAGED_UNITS 3 /* one per pipeline slot: LOAD may stage two units ahead of COMPUTE's */

@@ -9,10 +9,11 @@
 
 #include "backend/backend.h"
 
-/* LAPACK (OpenBLAS provides it), Fortran interface, column-major: on our row-major symmetric
- * matrices uplo "L" in column-major is the upper triangle in row-major. */
+/* LAPACK (OpenBLAS provides it), Fortran interface, column-major: on our row-major matrices uplo
+ * "U" in column-major is the lower triangle in row-major, and a triangular matrix is seen
+ * transposed. */
 extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
-extern void spotri_(const char *uplo, const int *n, float *a, const int *lda, int *info);
+extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, const int *lda, int *info);
 
 int qs_hessian_init(qs_hessian *h, int n, qs_error *err) {
     memset(h, 0, sizeof *h);
@@ -50,17 +51,34 @@ void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zer
         }
 }
 
-/* U (upper, row-major) with U^T U = (H + damp)^-1; 0 or the LAPACK info */
+/* J A J, J the reversal: a row-major square matrix's n^2 floats in reverse order */
+static void reverse_square(float *a, int n) {
+    const size_t len = (size_t)n * n;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < len / 2; i++) {
+        float t = a[i];
+        a[i] = a[len - 1 - i];
+        a[len - 1 - i] = t;
+    }
+}
+
+/* U (upper, row-major) with U^T U = H^-1, read from H's upper triangle; 0 or the LAPACK info.
+ * The factor is unique, so it is computed without forming H^-1: factor J H J = L L^T, then
+ * U = J L^-1 J (U^T U = J L^-T L^-1 J = H^-1, and J (lower) J is upper). One potrf and one
+ * trtri, 2/3 n^3 flops, where potrf, potri (trtri + lauum) and potrf again take 4/3 n^3; the
+ * CUDA backend's cholesky_inverse takes the same road. */
 static int inverse_cholesky_upper(float *a, int n) {
     int info = 0;
-    spotrf_("L", &n, a, &n, &info); /* H = U^T U */
+    reverse_square(a, n); /* H's upper triangle is now the lower one: column-major "U" */
+    spotrf_("U", &n, a, &n, &info); /* J H J = L L^T, L in the lower triangle */
     if (info) return info;
-    spotri_("L", &n, a, &n, &info); /* upper triangle of H^-1 */
+    strtri_("U", "N", &n, a, &n, &info); /* L^-1 */
     if (info) return info;
+    reverse_square(a, n);
+#pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++)
         for (int j = 0; j < i; j++) a[(size_t)i * n + j] = 0.0f;
-    spotrf_("L", &n, a, &n, &info); /* H^-1 = U^T U */
-    return info;
+    return 0;
 }
 
 /* the same factor on a backend (a GPU's solver): hp goes there and back */

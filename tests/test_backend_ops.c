@@ -318,12 +318,8 @@ static void test_lse_mse_adamw(void) {
  * U^T U A = I for a well-conditioned random A = X^T X / m + 0.5 I (eigenvalues in about
  * [0.5, 4]: fp32 factor residuals ~ 1e-6 x cond; limit 1e-4), and a matrix that is not positive
  * definite gives info > 0 */
-static void test_cholesky(void) {
-    if (!dev->ops->cholesky_inverse) {
-        printf("%-34s not on %s (GPTQ uses the host's LAPACK)\n", "cholesky_inverse", dev->ops->name);
-        return;
-    }
-    const int n = 150, m = 400;
+static void cholesky_case(int n) {
+    const int m = 400;
     float *x = qs_test_rvec((size_t)m * n, 1), *A = calloc((size_t)n * n, sizeof(float));
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) {
@@ -353,12 +349,34 @@ static void test_cholesky(void) {
         }
     CHECKF(lower_ok, "cholesky_inverse: U has non-zeros below the diagonal");
     CHECKF(worst <= 1e-4, "cholesky_inverse: max |U^T U A - I| = %.3g", worst);
-    printf("%-34s max |U^T U A - I| %.2e\n", "cholesky_inverse", worst);
+    printf("%-34s n %d: max |U^T U A - I| %.2e\n", "cholesky_inverse", n, worst);
     for (int i = 0; i < n; i++) A[(size_t)i * n + i] -= 3.0f; /* indefinite now */
     CHECK(dev->ops->upload(dev, d, A, sizeof(float) * n * n, &err) == 0);
     CHECKF(dev->ops->cholesky_inverse(dev, d, n, &info, &err) == 0 && info > 0, "cholesky_inverse: info %d on an indefinite matrix", info);
     dev->ops->free(dev, d);
     free(x), free(A), free(U);
+}
+
+static void test_cholesky(void) {
+    if (!dev->ops->cholesky_inverse) {
+        printf("%-34s not on %s (GPTQ uses the host's LAPACK)\n", "cholesky_inverse", dev->ops->name);
+        return;
+    }
+    cholesky_case(150); /* n^2 even and odd: the factor reverses the matrix in place */
+    cholesky_case(151);
+    /* the --gpu-mem plan's allowance holds the library's workspace at real models' orders (up
+     * to Llama 3.1 405B's intermediate 53248, past the 32-bit API's 46340) */
+    const long long orders[] = {576, 4096, 8192, 11008, 14336, 28672, 53248};
+    for (size_t i = 0; i < sizeof orders / sizeof *orders; i++) {
+        size_t need = 0, allow = 0;
+        qs_error err = {0};
+        int rc = qs_backend_factor_workspace(dev, orders[i], &need, &allow, &err);
+        CHECKF(rc >= 0, "factor workspace at n %lld: %s", orders[i], err.msg);
+        if (rc) break; /* no library workspace on this backend */
+        CHECKF(need <= allow, "factor workspace at n %lld: the library asks for %zu bytes, the plan allows %zu", orders[i],
+               need, allow);
+        printf("%-34s n %lld: workspace %zu bytes (plan allows %zu)\n", "cholesky_inverse", orders[i], need, allow);
+    }
 }
 
 static void compare_bytes(const char *op, pair out, size_t bytes);
