@@ -3,9 +3,11 @@
 # 8192, intermediate 28672, 64 heads / 8 KV heads, bf16 weights, 2 blocks) with 128 x 2048
 # calibration tokens, for RTN, GPTQ (W4 g128) and QLLM (W4A4, CR + EEC, 10 epochs, K = 1), on
 # DEVICE (default cuda); the device memory peak of each run; the GEMM FLOPs each method's block
-# costs (a model of its products, below) over its compute seconds, against the backend's own
-# GEMM rate (bench_gemm 8192^3, the same math) measured in the same run; and the hours 80 blocks
-# would take. Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
+# costs (a model of its products, below) over its compute seconds, against the cuBLAS bf16 GEMM
+# rate (bench_cublas 8192^3: bf16 operands, fp32 accumulation) measured in the same run, with
+# the backend's own gemm op on fp32 operands (bench_gemm, the same shape) beside it (on a CPU,
+# where there is no bench_cublas, bench_gemm is the baseline); and the hours 80 blocks would
+# take. Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
 # (70b; gen_model's tiny to try the script on a CPU).
 # FLOP model per block, T = NS x SL tokens, P = the linears' weights, A = 4 nh hd (SL + 1) / 2
 # (causal scores and outputs per token): a forward F = T (2 P + A); GPTQ = its four truncated
@@ -20,7 +22,13 @@ dev=${3:-cuda}
 NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} METHODS=${METHODS:-"rtn gptq qllm"} SHAPE=${SHAPE:-70b}
 model=$work/llama-$SHAPE-2blocks
 [ -e "$model/config.json" ] || "$build/bench/gen_model" "$model" --shape "$SHAPE" --layers 2 --shards 1 --dtype bf16
-rate=$("$build/bench/bench_gemm" "$dev" 8192 8192 8192 5 | tee /dev/stderr | sed -n 's/.*best \([0-9.]*\) TFLOP.*/\1/p')
+best() { sed -n 's/.*best \([0-9.]*\) TFLOP.*/\1/p'; }
+oprate=$("$build/bench/bench_gemm" "$dev" 8192 8192 8192 5 | tee /dev/stderr | best)
+rate=$oprate base="the backend's gemm op (bench_gemm 8192^3, best of 5)"
+if [ "$dev" = cuda ] && [ -x "$build/bench/bench_cublas" ]; then
+  rate=$("$build/bench/bench_cublas" 8192 8192 8192 10 | tee /dev/stderr | best)
+  base="cuBLAS bf16 (bench_cublas 8192^3, best of 10; the backend's gemm op on fp32 operands: $oprate)"
+fi
 cal=(--calib random --nsamples "$NS" --seqlen "$SL")
 for m in $METHODS; do
   case $m in
@@ -32,9 +40,10 @@ for m in $METHODS; do
   /usr/bin/time -v "$build/qstream" quantize "$model" -o "$work/out-$m" --device "$dev" "${args[@]}" --progress-lines \
     > "$work/$m.log" 2>&1 || { cat "$work/$m.log"; exit 1; }
 done
-python3 - "$work" "$rate" "$NS" "$SL" "$EPOCHS" "$METHODS" "$dev" "$model" <<'PY'
+python3 - "$work" "$rate" "$NS" "$SL" "$EPOCHS" "$METHODS" "$dev" "$model" "$base" <<'PY'
 import json, re, sys
 work, rate, NS, SL, E, methods, dev = sys.argv[1], float(sys.argv[2] or 0), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6].split(), sys.argv[7]
+base = sys.argv[9]
 cfg = json.load(open(sys.argv[8] + "/config.json"))
 H, I, nh = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
 nkv, hd = cfg.get("num_key_value_heads", nh), H // nh
@@ -45,7 +54,7 @@ F = f_qkv + f_att + f_o + f_gu + f_down
 flops = {"rtn": 0,
          "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
          "qllm": (2 + 3 * E) * F}
-print(f"device {dev}; GEMM rate (bench_gemm 8192^3, best of 5): {rate:.2f} TFLOP/s; calibration {NS} x {SL} tokens")
+print(f"device {dev}; GEMM rate {rate:.2f} TFLOP/s: {base}; calibration {NS} x {SL} tokens")
 print("| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks |")
 print("| --- | --- | --- | --- | --- | --- |")
 for m in methods:

@@ -9,7 +9,8 @@
 #    both halves of its GGUF (.devgguf/1, .devgguf/2: carried by two earlier calls) are there and
 #    their checksum holds, else on stories260k (QS_SMOLLM_DIR overrides either), and
 #    tests/cli_gpumem.sh on cuda (every accepted --gpu-mem's peak within it);
-# 3. bench: bench_gemm on cuda (bf16), and bench/block70b.sh (NS x SL calibration tokens,
+# 3. bench: bench_cublas (the cuBLAS bf16 rate), bench_gemm on cuda (bf16, tf32 and fp32 math),
+#    and bench/block70b.sh (NS x SL calibration tokens,
 #    default 16 x 2048 so that it fits a short lease; NS=128 for the figure).
 # STEPS (default "ops e2e bench") picks some of them: one device call is at most 10 minutes.
 set -uo pipefail
@@ -56,9 +57,12 @@ if has e2e; then
 fi
 has bench || exit 0
 echo "== bench"
-"$d/bin/bench_gemm" cuda 8192 8192 8192 10 | tee "$out/gemm.txt"
+{ "$d/bin/bench_cublas" 8192 8192 8192 10; "$d/bin/bench_gemm" cuda 8192 8192 8192 10
+  QS_CUDA_GEMM=tf32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; QS_CUDA_GEMM=fp32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; } |
+  tee "$out/gemm.txt"
 mkdir -p /tmp/qs-bench/build/bench && ln -sf "$d/bin/qstream" /tmp/qs-bench/build/qstream &&
-  ln -sf "$d/bin/gen_model" /tmp/qs-bench/build/bench/gen_model && ln -sf "$d/bin/bench_gemm" /tmp/qs-bench/build/bench/bench_gemm
+  ln -sf "$d/bin/gen_model" /tmp/qs-bench/build/bench/gen_model && ln -sf "$d/bin/bench_gemm" /tmp/qs-bench/build/bench/bench_gemm &&
+  ln -sf "$d/bin/bench_cublas" /tmp/qs-bench/build/bench/bench_cublas
 NS=${NS:-16} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} timeout 500 bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda \
   > "$out/block70b.txt" 2>&1; echo "rc=$?"
 tail -8 "$out/block70b.txt"

@@ -16,7 +16,7 @@ scripts/build.sh build-cuda -DQS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/nul
 d=.devlibs
 rm -rf "$d"; mkdir -p "$d/bin" "$d/lib" "$d/models" "$d/data"
 cp build-cuda/qstream build-cuda/tests/test_backend_ops build-cuda/tests/test_block_backward build-cuda/tests/test_gptq \
-   build-cuda/bench/bench_gemm \
+   build-cuda/bench/bench_gemm build-cuda/bench/bench_cublas \
    build-cuda/bench/gen_model "$d/bin/"
 for b in "$d"/bin/*; do
   ldd "$b" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas[^/]*|libcusolver[^/]*|libcusparse|libnvJitLink[^/]*|libstdc\+\+|libgcc_s)\.so' |
