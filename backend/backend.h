@@ -246,6 +246,10 @@ typedef struct qs_backend_ops {
      * y must not alias x. The bits of quant/reassembly.c's qs_reasm_apply / qs_reasm_weight. */
     int (*gather)(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
                   const int32_t *src_b, const float *coef, qs_error *err);
+    /* Returns when the ops issued before mark `slot` have finished (not the ones issued since):
+     * the host may then refill, with stage_upload, backend memory that only those ops used.
+     * NULL where mark is. */
+    int (*wait_mark)(qs_backend *be, int slot, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

@@ -8,7 +8,8 @@
  * A second stream carries the loader's staged copies (stage_alloc / stage_upload, from the
  * LOAD thread), so that the next block's bytes cross the bus while this block's kernels run;
  * the loader waits for its copy before it hands the slot on, which orders it before the
- * compute stream's use. */
+ * compute stream's use. A third carries stage_download (the compute thread's results, after a
+ * mark), so that its wait for the compute stream never holds up the loader's copies. */
 #include "gpu/cuda_backend.h"
 
 #include <stdio.h>
@@ -103,14 +104,25 @@ static int cuda_stage_download(qs_backend *be, int slot, void *dst, const void *
     qs_cuda_ctx *c = qs_cuda(be);
     QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "stage_download: slot %d", slot);
     if (!bytes) return 0;
-    QS_CUDA_CALL(cudaStreamWaitEvent(c->copy, c->marks[slot], 0), "stage_download");
-    return copy_wait(c->copy, dst, src, bytes, cudaMemcpyDeviceToHost, "stage_download", err);
+    QS_CUDA_CALL(cudaStreamWaitEvent(c->down, c->marks[slot], 0), "stage_download");
+    return copy_wait(c->down, dst, src, bytes, cudaMemcpyDeviceToHost, "stage_download", err);
+}
+
+static int cuda_wait_mark(qs_backend *be, int slot, qs_error *err) {
+    qs_cuda_ctx *c = qs_cuda(be);
+    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "wait_mark: slot %d", slot);
+    QS_CUDA_CALL(cudaEventSynchronize(c->marks[slot]), "wait_mark");
+    return 0;
 }
 
 static int cuda_host_register(qs_backend *be, void *p, size_t bytes, qs_error *err) {
     (void)be;
     if (!p || !bytes) return 0;
-    QS_CUDA_CALL(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "host_register");
+    cudaError_t e = cudaHostRegister(p, bytes, cudaHostRegisterPortable);
+    if (e != cudaSuccess) {
+        cudaGetLastError(); /* not sticky: the caller goes on unpinned, and later checks must not see it */
+        return qs_cuda_fail(err, e, "host_register", "cudaHostRegister");
+    }
     return 0;
 }
 
@@ -150,6 +162,10 @@ static void cuda_destroy(qs_backend *be) {
         if (c->part_host) cudaFreeHost(c->part_host);
         for (int i = 0; i < 2; i++)
             if (c->marks[i]) cudaEventDestroy(c->marks[i]);
+        if (c->down) {
+            cudaStreamSynchronize(c->down);
+            cudaStreamDestroy(c->down);
+        }
         if (c->copy) {
             cudaStreamSynchronize(c->copy);
             cudaStreamDestroy(c->copy);
@@ -229,6 +245,7 @@ static const qs_backend_ops cuda_ops = {
     /* .stage_download */ cuda_stage_download,
     /* .to_f32 */ qs_cuda_to_f32,
     /* .gather */ qs_cuda_gather,
+    /* .wait_mark */ cuda_wait_mark,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */
@@ -279,7 +296,8 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     if ((e = cudaSetDevice(dev)) != cudaSuccess) rc = qs_cuda_fail(err, e, "init", "cudaSetDevice");
     else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate");
-    else if ((e = cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking)) != cudaSuccess)
+    else if ((e = cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking)) != cudaSuccess ||
+             (e = cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate (copies)");
     else if ((e = cudaDeviceGetDefaultMemPool(&c->pool, dev)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaDeviceGetDefaultMemPool");

@@ -26,6 +26,7 @@ typedef struct qs_cuda_ctx {
     int device;
     cudaStream_t stream;
     cudaStream_t copy; /* stage_alloc / stage_upload: the loader's copies beside the compute */
+    cudaStream_t down; /* stage_download: results after a mark, beside the compute and the loader */
     cudaEvent_t marks[2]; /* mark / stage_download */
     cublasHandle_t blas;
     void *blas_ws; /* cuBLAS workspace of our own: its kernels choice does not vary with what the pool holds */

@@ -92,8 +92,16 @@ void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
 
 int qs_calib_pin(qs_qrun *q, void *p, size_t bytes, qs_error *err) {
     qs_backend *be = q->lm.be;
+    (void)err;
     if (!p || !be || !be->ops->host_register) return 0;
-    return be->ops->host_register(be, p, bytes, err);
+    qs_error e = {0};
+    if (be->ops->host_register(be, p, bytes, &e)) { /* only slower: copies from pageable memory are staged by the driver */
+        if (!q->pin_warned)
+            fprintf(stderr, "qstream: warning: could not pin %.1f MiB of host memory (%s); its copies run unpinned\n",
+                    bytes / 1048576.0, e.msg);
+        q->pin_warned = 1;
+    }
+    return 0;
 }
 
 void qs_calib_unpin(qs_qrun *q, void *p) {
@@ -256,7 +264,7 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     if (p->out && q->xbuf2 && be->ops->mark && be->ops->stage_download) return run_overlapped(q, p, err);
     const int ns = q->calib.nsamples, per = q->per;
     const size_t win = sizeof(float) * (size_t)q->calib.seqlen * q->cfg.hidden_size;
-    const int two = q->xbuf2 != NULL;
+    const int two = q->xbuf2 && be->ops->mark && be->ops->wait_mark;
     float *buf[2] = {q->xbuf, two ? q->xbuf2 : q->xbuf}, *xs = NULL;
     int k = ns < per ? ns : per;
     QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, 0, k, &xs, err));
@@ -265,8 +273,12 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
         const int s1 = s0 + k, k1 = ns - s1 < per ? ns - s1 : per;
         float *x = buf[i & 1], *next = NULL;
         QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s0, k, x, err));
+        if (two) QS_FORWARD_IF_ERROR(be->ops->mark(be, i & 1, err));
         if (two && k1 > 0) { /* the next call crosses the bus while this one computes */
             QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
+            /* into the buffer of call i - 1, which may still run (a pass without host results
+             * never waits): after its ops, whose mark is the other slot */
+            if (i > 0) QS_FORWARD_IF_ERROR(be->ops->wait_mark(be, (i + 1) & 1, err));
             QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[(i + 1) & 1], next, win * (size_t)k1, err));
         }
         if (p->finish) QS_FORWARD_IF_ERROR(p->finish(q, p->ctx, s0, k, x, xs, err));

@@ -90,6 +90,7 @@ typedef struct qs_qrun {
      * overlapping the previous block's compute) and COMPUTE widens them there; 0: COMPUTE
      * converts on the host and uploads. stage_block: the largest block's staged bytes. */
     int stage;
+    int pin_warned; /* a host_register failed (warned once; copies run unpinned) */
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
@@ -167,7 +168,8 @@ int qs_calib_state_put(qs_qrun *q, int which, int s0, int k, const float *xs, qs
  * are uploaded into a backend buffer x, issue puts its ops on them (they may still run when it
  * returns), and finish (optional) does what needs their results on the host (downloads). Where
  * the backend stages (q->xbuf2), the next call's upload runs on the copy stream between the two,
- * overlapping this call's ops. xs is the host copy of the call's windows (in the states, or the
+ * overlapping this call's ops, into the buffer of the call before, once that call's ops have
+ * finished (its mark: a pass without finish never waits for its calls otherwise). xs is the host copy of the call's windows (in the states, or the
  * spill slab); finish may write it (and put it back), but with staging and spilled states it no
  * longer holds the input. out = 1 instead of finish: the call's x is the result, written back
  * into the state (download and put), and where the backend stages that download overlaps the

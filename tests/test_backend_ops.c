@@ -513,6 +513,43 @@ static void test_to_f32(void) {
     free(h);
 }
 
+/* the order of the two streams: after mark + wait_mark, a staged copy into a buffer lands after
+ * the ops before the mark (long enough on a GPU that a copy that did not wait would meet them:
+ * 16 passes of scale over 64 MiB), so the buffer holds exactly the copy; on cpu-fenced, a staged
+ * copy into a buffer that ops may still use, or a stage_download of a buffer that ops after the
+ * mark use, is reported as the race it would be on a GPU */
+static void test_stream_order(void) {
+    if (!dev->ops->stage_upload || !dev->ops->mark || !dev->ops->wait_mark) return;
+    const size_t n = (size_t)16 << 20;
+    float *x = qs_test_rvec(n, 1), *y = qs_test_rvec(n, 1), *back = malloc(sizeof(float) * n);
+    float *d = put(dev, x, sizeof(float) * n);
+    qs_error err = {0};
+    for (int i = 0; i < 16; i++) CHECK(dev->ops->scale(dev, d, d, 1.5f, n, &err) == 0);
+    CHECK(dev->ops->mark(dev, 0, &err) == 0);
+    CHECK(dev->ops->wait_mark(dev, 0, &err) == 0);
+    CHECKF(dev->ops->stage_upload(dev, d, y, sizeof(float) * n, &err) == 0, "stage_upload after wait_mark: %s", err.msg);
+    CHECK(dev->ops->download(dev, back, d, sizeof(float) * n, &err) == 0);
+    CHECKF(!memcmp(back, y, sizeof(float) * n), "%s: a staged copy after wait_mark met the ops before the mark",
+           dev->ops->name);
+    if (exact) {
+        CHECK(dev->ops->scale(dev, d, d, 1.5f, n, &err) == 0);
+        qs_error e2 = {0};
+        CHECKF(dev->ops->stage_upload(dev, d, y, sizeof(float) * n, &e2) != 0 && strstr(e2.msg, "races"),
+               "cpu-fenced: a staged copy into a buffer an op may still use was not reported (%s)", e2.msg);
+        CHECK(dev->ops->mark(dev, 1, &err) == 0);
+        CHECK(dev->ops->scale(dev, d, d, 1.5f, n, &err) == 0); /* after the mark */
+        qs_error e3 = {0};
+        CHECKF(dev->ops->stage_download(dev, 1, back, d, sizeof(float) * n, &e3) != 0 && strstr(e3.msg, "races"),
+               "cpu-fenced: a stage_download of a buffer used after its mark was not reported (%s)", e3.msg);
+        CHECK(dev->ops->synchronize(dev, &err) == 0);
+        CHECKF(dev->ops->stage_upload(dev, d, y, sizeof(float) * n, &err) == 0, "stage_upload after synchronize: %s",
+               err.msg);
+    }
+    printf("%-34s staged copies after the ops before a mark%s\n", "mark + wait_mark", exact ? "; races reported" : "");
+    dev->ops->free(dev, d);
+    free(x), free(y), free(back);
+}
+
 /* cpu-fenced: a host read of its memory must fault (else the fence checks nothing) */
 static void test_fence_faults(void) {
     pid_t pid = fork();
@@ -559,6 +596,7 @@ int main(int argc, char **argv) {
     test_gptq_batch();
     test_gptq_hessian();
     test_to_f32();
+    test_stream_order();
     qs_backend_free(dev);
     qs_backend_free(cpu);
     return qs_test_result();
