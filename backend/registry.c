@@ -88,6 +88,8 @@ int qs_backend_factor_workspace(qs_backend *be, long long n, size_t *need, size_
 
 int qs_backend_stages(const char *name) { return name && (!strcmp(name, "cuda") || !strcmp(name, "cpu-fenced")); }
 
+int qs_backend_host_memory(const char *name) { return !name || !strcmp(name, "cpu") || !strcmp(name, "cpu-fenced"); }
+
 void qs_backend_free(qs_backend *be) {
     if (be) be->ops->destroy(be);
 }

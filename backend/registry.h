@@ -34,6 +34,9 @@ int qs_backend_factor_workspace(qs_backend *be, long long n, size_t *need, size_
 /* 1 when the device stages the loader's uploads (its ops have stage_upload: cuda, and cpu-fenced
  * so that the staged path runs without a GPU); 0 for cpu, whose memory is host memory. */
 int qs_backend_stages(const char *name);
+/* 1 when the device's memory is the host's (cpu, and cpu-fenced, which stands in for a GPU but
+ * allocates host memory): --host-mem then holds what --gpu-mem plans too. 0 for cuda. */
+int qs_backend_host_memory(const char *name);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);
 

@@ -10,7 +10,11 @@
  * a window start (set_window_rows; windows of seqlen rows are the pipeline's unit) or a multiple
  * of GEMM_ALIGN rows after one, and never cross a window's end. Each chunk is computed from a
  * copy of its rows of op(a), padded with zero rows to a multiple of GEMM_GROUP rows, so that no
- * real row is in a partial group. The copies cost O(m (k + n)) against the GEMM's O(m n k). */
+ * real row is in a partial group. The copies cost O(m (k + n)) against the GEMM's O(m n k), which
+ * is much when k is small (GPTQ's lazy updates: k = 128), so a chunk that is already whole
+ * groups (every chunk but a window's last, usually) runs in place: OpenBLAS packs a and b into
+ * its own buffers, so where the rows come from does not change their bits (the tests that
+ * compare runs with different windows per call hold this). */
 #include <cblas.h>
 #include <errno.h>
 #include <omp.h>
@@ -55,6 +59,11 @@ int qs_cpu_gemm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha
         const int r0 = w * P + (ch % per_win) * piece, r1 = r0 + piece < wend ? r0 + piece : wend, mr = r1 - r0;
         if (mr <= 0) continue;
         const int mp = (mr + GEMM_GROUP - 1) / GEMM_GROUP * GEMM_GROUP, pad = mp - mr;
+        if (pad == 0 && !ta) { /* whole groups: in place */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, mr, n, k, alpha,
+                        a + (size_t)r0 * lda, lda, b, ldb, beta, c + (size_t)r0 * ldc, ldc);
+            continue;
+        }
         const int tid = omp_get_thread_num();
         const size_t need = (size_t)mp * ((size_t)k + n);
         if (qs_cpu_scratch_grow(&cx->gemm_scr[tid], &cx->gemm_cap[tid], need)) {

@@ -137,8 +137,8 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     size_t mi = (size_t)max_in(c);
     const size_t ns = q->n_states > 1 ? 2 : 1;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
-                            + call * (c->hidden_size + mi) /* xbuf, hx */
-                            + 2 * mi * mi)                 /* a Hessian and its working copy */
+                            + call * (c->hidden_size + mi)    /* xbuf, hx */
+                            + (gptq_bytes(q) ? 2 * mi * mi : 0)) /* GPTQ: a Hessian and its working copy */
            + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c);
 }
 

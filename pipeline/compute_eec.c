@@ -48,12 +48,14 @@ static size_t group_bytes(const qs_qrun *q, int K) {
 }
 
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
-    *bytes = group_bytes(q, q->K);
-    const size_t fwd = qs_calib_device_bytes(q, 1); /* the forward of one window beside it */
+    /* beside the forward of one window, which counts one block's float weights: those are one
+     * of the group's, so the group adds the others' */
+    *bytes = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg);
+    const size_t fwd = qs_calib_device_bytes(q, 1);
     QS_RETURN_ERROR_IF(gpu_mem && fwd + *bytes > gpu_mem, QS_ENOMEMBUDGET,
-                       "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d block(s) (%.1f MiB: float "
-                       "weights, LoRA trainables, AdamW state and the tape of one %d-token window) beside the forward "
-                       "of one window (%.1f MiB); %s; nothing was written",
+                       "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d block(s) (%.1f MiB: the "
+                       "other blocks' float weights, LoRA trainables, AdamW state and the tape of one %d-token window) "
+                       "beside the forward of one window with one block's weights (%.1f MiB); %s; nothing was written",
                        gpu_mem / 1048576.0, q->K, *bytes / 1048576.0, q->calib.seqlen, fwd / 1048576.0,
                        q->K > 1 ? "lower --blocks-per-group or --seqlen" : "lower --seqlen or raise --gpu-mem");
     return 0;

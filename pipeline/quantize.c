@@ -418,7 +418,9 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     if (!rc) {
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one
          * slot and the calibration states do not fit, the states spill to disk */
-        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + eec_bytes, scratch = rows_scratch + calib_bytes;
+        /* EEC's training lives in the device's memory: host memory on the CPU */
+        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) ? eec_bytes : 0);
+        size_t scratch = rows_scratch + calib_bytes;
         q.spill = q.calibrated && o->spill;
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
         n_slots = 3;
