@@ -103,9 +103,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         qs_qlinear ql = {.rows = rows, .cols = cols, .bits = o->q.bits, .group = o->q.group, .codes = codes,
                          .scales = out->scales, .zeros = out->zeros, .g_idx = out->g_idx};
         qs_qlinear_dequant(&ql, wh);
-        double se = 0;
-        for (size_t k = 0; k < n; k++) se += ((double)wh[k] - orig[k]) * ((double)wh[k] - orig[k]);
-        out->mse = se / (double)n;
+        out->mse = qs_sq_err(wh, orig, rows, cols) / (double)n;
         size_t rp = qs_packed_size((size_t)cols, o->q.bits);
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);

@@ -319,11 +319,11 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
         if (!rc) rc = qs_quant_rtn(wh, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
         if (!rc) {
             size_t rp = qs_packed_size((size_t)cols, o->q.bits);
+#pragma omp parallel for schedule(static)
             for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
             qs_dequant(codes, out->scales, out->zeros, rows, cols, o->q.group, wr);
-            double se = 0; /* against the weights as given (reassembled, corrected): the rounding error */
-            for (size_t k = 0; k < (size_t)rows * cols; k++) se += ((double)wr[k] - wh[k]) * ((double)wr[k] - wh[k]);
-            out->mse = se / ((double)rows * cols);
+            /* against the weights as given (reassembled, corrected): the rounding error */
+            out->mse = qs_sq_err(wr, wh, rows, cols) / ((double)rows * cols);
             rc = be->ops->upload(be, *qs_lin_field(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
         }
         free(wh), free(wr), free(codes);

@@ -76,6 +76,7 @@ static int block_ranges(const qs_qrun *q, int layer, qs_qslot *s, qs_error *err)
 }
 
 void qs_qrun_to_f32(const qs_tensor_info *t, const uint8_t *src, size_t n, float *dst) {
+#pragma omp parallel for schedule(static) if (n >= 65536)
     for (size_t i = 0; i < n; i++) { /* memcpy: safetensors data need not be aligned */
         if (t->dtype == QS_DTYPE_F32) {
             memcpy(&dst[i], src + 4 * i, 4);
@@ -494,8 +495,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         free(paths);
         q.rows = malloc(sizeof(float) * ROWS_CHUNK * max_cols);
         q.codes = malloc(ROWS_CHUNK * max_cols);
-        q.deq = malloc(sizeof(float) * max_cols);
-        if (!rc && (!q.rows || !q.codes || !q.deq)) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!rc && (!q.rows || !q.codes)) rc = qs_error_set(err, -ENOMEM, "out of memory");
         for (int i = 0; !rc && i < n_slots; i++) {
             slots[i].slab = qs_reader_slab_alloc(slot_bytes);
             slots[i].cap = slot_bytes;
@@ -529,7 +529,6 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     qs_calib_free(&q.calib);
     free(q.rows);
     free(q.codes);
-    free(q.deq);
     free(fp);
     free(q.man_path);
     qs_manifest_free(&q.man);

@@ -71,7 +71,6 @@ typedef struct qs_qrun {
     /* RTN scratch */
     float *rows;    /* [ROWS_CHUNK, max cols] */
     uint8_t *codes; /* [ROWS_CHUNK, max cols] */
-    float *deq;     /* [max cols] */
     /* calibration (methods with data): the quantized path's hidden states, host memory */
     int calibrated;
     qs_llama_model lm;   /* backend + embedding of the source model */

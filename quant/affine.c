@@ -1,6 +1,7 @@
 #include "quant/affine.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 int qs_qconfig_groups(const qs_qconfig *q, int cols) {
     return q->group > 0 ? (cols + q->group - 1) / q->group : 1;
@@ -26,17 +27,26 @@ void qs_quant_params(const float *x, int n, const qs_qconfig *q, float *scale, f
     }
 }
 
+size_t qs_first_nonfinite(const float *x, size_t n) {
+    size_t first = n;
+#pragma omp parallel for schedule(static) reduction(min : first)
+    for (size_t k = 0; k < n; k++)
+        if (!isfinite(x[k]) && k < first) first = k;
+    return first;
+}
+
 int qs_quant_rtn(const float *w, int rows, int cols, const qs_qconfig *q, uint8_t *codes, float *scales, float *zeros,
                  const char *what, qs_error *err) {
     QS_RETURN_ERROR_IF(q->bits < 2 || q->bits > 8, QS_EUSAGE, "%d-bit weights are not supported (2..8)", q->bits);
+    const size_t C = (size_t)cols, bad = qs_first_nonfinite(w, (size_t)rows * C);
+    QS_RETURN_ERROR_IF(bad < (size_t)rows * C, QS_EFORMAT, "%s: weight [%zu, %zu] is %s", what, bad / C, bad % C,
+                       isnan(w[bad]) ? "NaN" : "infinite");
     int g = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols);
-    for (int r = 0; r < rows; r++)
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) /* rows are independent: the same bits for any thread count */
         for (int k = 0; k < ng; k++) {
             const float *x = w + (size_t)r * cols + (size_t)k * g;
             int n = cols - k * g < g ? cols - k * g : g;
-            for (int i = 0; i < n; i++)
-                if (!isfinite(x[i]))
-                    return qs_error_set(err, QS_EFORMAT, "%s: weight [%d, %d] is %s", what, r, k * g + i, isnan(x[i]) ? "NaN" : "infinite");
             float scale, zero;
             qs_quant_params(x, n, q, &scale, &zero);
             scales[(size_t)r * ng + k] = scale;
@@ -49,6 +59,7 @@ int qs_quant_rtn(const float *w, int rows, int cols, const qs_qconfig *q, uint8_
 
 void qs_dequant(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group, float *w) {
     int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
+#pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < cols; i++) {
             size_t s = (size_t)r * ng + (size_t)(i / g);
@@ -73,4 +84,21 @@ void qs_unpack_codes(const uint8_t *p, size_t n, int bits, uint8_t *codes) {
         return;
     }
     for (size_t i = 0; i < n; i++) codes[i] = i & 1 ? p[i / 2] >> 4 : p[i / 2] & 15;
+}
+
+double qs_sq_err(const float *a, const float *b, int rows, int cols) {
+    double *part = malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1)), total = 0;
+    if (!part) { /* in order, one thread */
+        for (size_t k = 0; k < (size_t)rows * cols; k++) total += ((double)a[k] - b[k]) * ((double)a[k] - b[k]);
+        return total;
+    }
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        double s = 0;
+        for (size_t c = 0, o = (size_t)r * cols; c < (size_t)cols; c++) s += ((double)a[o + c] - b[o + c]) * ((double)a[o + c] - b[o + c]);
+        part[r] = s;
+    }
+    for (int r = 0; r < rows; r++) total += part[r];
+    free(part);
+    return total;
 }

@@ -7,6 +7,7 @@
 #ifndef QS_QUANT_AFFINE_H
 #define QS_QUANT_AFFINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/error.h"
@@ -36,6 +37,13 @@ int qs_qconfig_groups(const qs_qconfig *q, int cols);
  * tensor). */
 int qs_quant_rtn(const float *w, int rows, int cols, const qs_qconfig *q, uint8_t *codes, float *scales,
                  float *zeros, const char *what, qs_error *err);
+
+/* the index of x's first NaN or infinity, or n when every value is finite */
+size_t qs_first_nonfinite(const float *x, size_t n);
+
+/* sum over [rows, cols] of (a - b)^2 in double: rows summed in parallel, then in row order (the
+ * same bits for any thread count) */
+double qs_sq_err(const float *a, const float *b, int rows, int cols);
 
 /* w [rows, cols] = (codes - zero) * scale */
 void qs_dequant(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group, float *w);

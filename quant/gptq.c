@@ -190,9 +190,9 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     QS_RETURN_ERROR_IF(q->bits < 2 || q->bits > 8, QS_EUSAGE, "%s: %d-bit weights are not supported (2..8)", what, q->bits);
     QS_RETURN_ERROR_IF(rows < 1 || cols < 1, QS_EUSAGE, "%s: shape [%d, %d]", what, rows, cols);
     const size_t n = (size_t)rows * cols, C = (size_t)cols;
-    for (size_t k = 0; k < n; k++)
-        QS_RETURN_ERROR_IF(!isfinite(w[k]), QS_EFORMAT, "%s: weight [%zu, %zu] is %s", what, k / C, k % C,
-                           isnan(w[k]) ? "NaN" : "infinite");
+    const size_t nf = qs_first_nonfinite(w, n);
+    QS_RETURN_ERROR_IF(nf < n, QS_EFORMAT, "%s: weight [%zu, %zu] is %s", what, nf / C, nf % C,
+                       isnan(w[nf]) ? "NaN" : "infinite");
     const int G = q->group > 0 ? q->group : cols, ng = qs_qconfig_groups(q, cols), B = batch_columns(o);
     qs_backend *be = o->be && o->be->ops->gptq_batch ? o->be : NULL; /* the batches run there */
     /* the Hessian stays in backend memory: the matrix to factor is made there */
