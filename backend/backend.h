@@ -185,8 +185,9 @@ typedef struct qs_backend_ops {
 
     /* ---- dense linear algebra (GPTQ) ----
      * a [n, n] row-major, symmetric positive definite (its upper triangle is read) becomes U,
-     * upper triangular with zeros below, U^T U = a^-1: GPTQ's factor (potrf, potri, potrf).
-     * *info_host = 0, or LAPACK's info (> 0: not positive definite; a is then undefined).
+     * upper triangular with zeros below, U^T U = a^-1: GPTQ's factor (quant/gptq.c: potrf of
+     * J a J and trtri, J the reversal). *info_host = 0, or the factorization's info (> 0: not
+     * positive definite, the order of the failing minor of J a J; a is then undefined).
      * Returns after *info_host is written. NULL where the host's LAPACK is as good (cpu: GPTQ
      * calls LAPACK itself). */
     int (*cholesky_inverse)(qs_backend *be, float *a, int n, int *info_host, qs_error *err);

@@ -55,7 +55,9 @@ static fence_buf *find(fence_ctx *c, uintptr_t a) {
     return a < b->base + (b->bytes ? b->bytes : 1) ? b : NULL;
 }
 
-static void track(qs_backend *be, void *p, size_t bytes) {
+/* a new allocation; last: the op that made it (alloc is ordered on a GPU's compute stream: a
+ * copy beside the compute must wait for it too), 0 for the copy stream's own (stage_alloc) */
+static void track(qs_backend *be, void *p, size_t bytes, int on_compute) {
     fence_ctx *c = fctx(be);
     pthread_mutex_lock(&c->mu);
     if (c->n == c->cap) {
@@ -70,7 +72,7 @@ static void track(qs_backend *be, void *p, size_t bytes) {
     size_t i = c->n;
     while (i > 0 && c->bufs[i - 1].base > (uintptr_t)p) i--;
     memmove(&c->bufs[i + 1], &c->bufs[i], (c->n - i) * sizeof *c->bufs);
-    c->bufs[i] = (fence_buf){(uintptr_t)p, bytes, 0};
+    c->bufs[i] = (fence_buf){(uintptr_t)p, bytes, on_compute ? c->seq : 0};
     c->n++;
     pthread_mutex_unlock(&c->mu);
 }
@@ -148,13 +150,15 @@ static void fence_destroy(qs_backend *be) {
     free(be);
 }
 
-static void *fence_alloc(qs_backend *be, size_t bytes) {
+static void *alloc_tracked(qs_backend *be, size_t bytes, int on_compute) {
     void *p = OPS->alloc(inner(be), bytes);
     if (!p) return NULL;
     p = (void *)((uintptr_t)p + FENCE);
-    track(be, p, bytes);
+    if (on_compute) begin(be);
+    track(be, p, bytes, on_compute);
     return p;
 }
+static void *fence_alloc(qs_backend *be, size_t bytes) { return alloc_tracked(be, bytes, 1); }
 static void fence_free(qs_backend *be, void *p) { /* stream-ordered on a GPU: after the ops before it */
     if (!p) return;
     untrack(be, p);
@@ -296,7 +300,7 @@ static int fence_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1
 
 /* staging: the CPU has no copy stream, but the fenced device stages like a GPU so that the
  * pipeline's staged path runs (and faults where it touches backend memory) without one */
-static void *fence_stage_alloc(qs_backend *be, size_t bytes) { return fence_alloc(be, bytes); }
+static void *fence_stage_alloc(qs_backend *be, size_t bytes) { return alloc_tracked(be, bytes, 0); }
 /* on the copy stream: waits for nothing on the compute stream */
 static int fence_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     QS_FORWARD_IF_ERROR(check_done(be, dst, 0, "stage_upload", err));

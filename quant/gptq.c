@@ -289,7 +289,8 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         if (rc) goto done;
         if (!info) break;
         if (attempt == 3) {
-            rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian is not positive definite even with %g dampening (LAPACK info %d)",
+            rc = qs_error_set(err, QS_EFORMAT, "%s: the Hessian is not positive definite even with %g dampening (the factor's info %d: "
+                              "its trailing minor of that order)",
                               what, (double)damp, info);
             goto done;
         }
