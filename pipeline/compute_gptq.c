@@ -77,6 +77,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     qs_qlin_out *out = &s->lin[i];
     float *wh = malloc(sizeof(float) * n), *orig = malloc(sizeof(float) * n);
     uint8_t *codes = malloc(n);
+    int w_be_done = 0;
     out->scales = malloc(sizeof(float) * (size_t)rows * ng);
     out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
     out->g_idx = malloc(sizeof(int32_t) * (size_t)cols);
@@ -89,10 +90,11 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     if (!rc) {
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
-                           .static_groups = o->static_groups, .be = be, .h_be = hd};
+                           .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_lin_field(w, i)};
         qs_gptq_stats st = {0};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
+        w_be_done = st.w_be_done;
     }
     if (!rc) {
         /* the weights the next stages and blocks see are exactly what the shard dequantizes to */
@@ -100,14 +102,12 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         int g = o->q.group > 0 ? o->q.group : cols;
         for (int c = 0; c < cols && in_order; c++) in_order = out->g_idx[c] == c / g;
         if (in_order) free(out->g_idx), out->g_idx = NULL;
-        qs_qlinear ql = {.rows = rows, .cols = cols, .bits = o->q.bits, .group = o->q.group, .codes = codes,
-                         .scales = out->scales, .zeros = out->zeros, .g_idx = out->g_idx};
-        qs_qlinear_dequant(&ql, wh);
+        /* wh holds the dequantized weights (qs_gptq_quantize: qs_qlinear_dequant's formula) */
         out->mse = qs_sq_err(wh, orig, rows, cols) / (double)n;
         size_t rp = qs_packed_size((size_t)cols, o->q.bits);
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-        rc = be->ops->upload(be, *qs_lin_field(w, i), wh, sizeof(float) * n, err);
+        if (!w_be_done) rc = be->ops->upload(be, *qs_lin_field(w, i), wh, sizeof(float) * n, err);
     }
     free(wh), free(orig), free(codes);
     return rc;

@@ -147,7 +147,7 @@ size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o) {
     const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
     size_t B = (size_t)batch_columns(o);
     if (B > C) B = C;
-    return sizeof(float) * (R * C + C * C + R * B + 2 * R * ng) + R * C + sizeof(int32_t) * C + sizeof(double) * R;
+    return sizeof(float) * (R * C + C * C + R * B + 2 * R * ng) + R * C + sizeof(int32_t) * 3 * C + sizeof(double) * R;
 }
 
 /* the layer's buffers in backend memory (gptq_batch) */
@@ -184,6 +184,33 @@ static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_g
                         what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o));
 }
 
+/* After the batches dm->w holds the dequantized weights in processing order (each column's
+ * ((code - zero) * scale), as the host's dequantization computes it): into dst in the original
+ * order, a copy or (act-order) a gather by the inverse order, where they are */
+static int weights_back(qs_backend *be, float *dst, const gptq_mem *dm, int rows, int cols, const int32_t *perm,
+                        int *done, qs_error *err) {
+    int ident = 1;
+    for (int j = 0; j < cols && ident; j++) ident = perm[j] == j;
+    if (ident) {
+        QS_FORWARD_IF_ERROR(be->ops->copy(be, dst, dm->w, sizeof(float) * (size_t)rows * cols, err));
+        *done = 1;
+        return 0;
+    }
+    if (!be->ops->gather) return 0; /* the caller uploads them */
+    const size_t ib = sizeof(int32_t) * (size_t)cols;
+    int32_t *h = malloc(2 * ib), *d = be->ops->alloc(be, 2 * ib);
+    int rc = h && d ? 0 : qs_error_set(err, -ENOMEM, "out of memory for GPTQ's inverse order (%d columns)", cols);
+    if (!rc) {
+        for (int j = 0; j < cols; j++) h[perm[j]] = j, h[cols + j] = -1; /* y[:, c] = w[:, j] with perm[j] = c */
+        rc = be->ops->upload(be, d, h, 2 * ib, err);
+    }
+    if (!rc) rc = be->ops->gather(be, dst, dm->w, rows, cols, d, d + cols, NULL, err);
+    if (!rc) *done = 1;
+    if (d) be->ops->free(be, d);
+    free(h);
+    return rc;
+}
+
 int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts *o, uint8_t *codes, float *scales,
                      float *zeros, int32_t *g_idx, qs_gptq_stats *stats, const char *what, qs_error *err) {
     const qs_qconfig *q = &o->q;
@@ -200,6 +227,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     QS_RETURN_ERROR_IF(!h_be && !H, QS_EUSAGE, "%s: no Hessian (a backend Hessian needs a backend with gptq_hessian)", what);
     float damp = o->damp > 0 ? o->damp : 0.01f;
     gptq_mem dm = {0};
+    int w_be_done = 0;
     int32_t *perm = malloc(sizeof(int32_t) * C);
     float *wp = malloc(sizeof(float) * n), *hp = h_be ? NULL : malloc(sizeof(float) * C * C), *diag = malloc(sizeof(float) * C);
     float *err1 = be ? NULL : malloc(sizeof(float) * (size_t)rows * B);
@@ -313,6 +341,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             rc = be->ops->gptq_batch(be, dm.w, rows, cols, i1, i2, dm.u, dm.perm, q->group, q->bits, q->sym,
                                      o->static_groups, dm.sc, dm.ze, dm.codes, dm.e, dm.loss, err);
         }
+        if (!rc && o->w_be) rc = weights_back(be, o->w_be, &dm, rows, cols, perm, &w_be_done, err);
         if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
         if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
         if (!rc) rc = be->ops->download(be, zeros, dm.ze, qb, err);
@@ -334,6 +363,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         stats->loss = 0;
         for (int r = 0; r < rows; r++) stats->loss += loss[r];
         stats->damp_used = damp;
+        stats->w_be_done = w_be_done;
     }
 done:
     mem_free(be, &dm);

@@ -32,6 +32,10 @@ typedef struct qs_gptq_opts {
     /* optional, with such a backend and its gptq_hessian op: the Hessian in backend memory (upper
      * triangle, [cols, cols], not changed); the H argument is then not read (may be NULL) */
     const float *h_be;
+    /* optional, with such a backend: the layer's weights in its memory [rows, cols], which then
+     * receive the dequantized weights there too (the same bits as w: the batches' own results,
+     * back in the original column order, with no host upload); stats->w_be_done says so */
+    float *w_be;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {
@@ -48,6 +52,7 @@ void qs_hessian_free(qs_hessian *h); /* a zeroed or freed *h is fine */
 typedef struct qs_gptq_stats {
     double loss;     /* sum over weights of (w - q)^2 / U_ii^2 / 2, the reference's Losses */
     float damp_used; /* the dampening fraction that made H positive definite */
+    int w_be_done;   /* o->w_be holds the dequantized weights */
 } qs_gptq_stats;
 
 /* GPTQ of W [rows = out, cols = in] (row-major) in place: on return w holds the dequantized
