@@ -307,7 +307,7 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
     for (int i = 0; i < QS_N_LINEAR && !rc; i++) {
         const qs_tensor_info *t = s->t[i];
         const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
-        float *wh = host_weight(be, w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
+        float *wh = host_weight(be, w, t, i, err);
         uint8_t *codes = malloc((size_t)rows * cols);
         qs_qlin_out *out = &s->lin[i];
         out->scales = malloc(sizeof(float) * (size_t)rows * ng);
@@ -315,18 +315,20 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
         out->packed_bytes = qs_packed_size((size_t)cols, o->q.bits) * (size_t)rows;
         out->packed = malloc(out->packed_bytes);
         out->own_packed = 1;
-        if (!wh || !wr || !codes || !out->scales || !out->zeros || !out->packed) rc = qs_error_set(err, -ENOMEM, "out of memory");
+        if (!wh || !codes || !out->scales || !out->zeros || !out->packed) rc = qs_error_set(err, -ENOMEM, "out of memory");
         if (!rc) rc = qs_quant_rtn(wh, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
+        /* the weights the next forward sees, where they are: fake_quant_weight gives the bits of
+         * qs_quant_rtn + qs_dequant, so nothing goes up */
+        if (!rc) rc = be->ops->fake_quant_weight(be, *qs_lin_field(w, i), *qs_lin_field(w, i), rows, cols, o->q.group,
+                                                 o->q.bits, o->q.sym, err);
         if (!rc) {
             size_t rp = qs_packed_size((size_t)cols, o->q.bits);
 #pragma omp parallel for schedule(static)
             for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-            qs_dequant(codes, out->scales, out->zeros, rows, cols, o->q.group, wr);
             /* against the weights as given (reassembled, corrected): the rounding error */
-            out->mse = qs_sq_err(wr, wh, rows, cols) / ((double)rows * cols);
-            rc = be->ops->upload(be, *qs_lin_field(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
+            out->mse = qs_dequant_sq_err(codes, out->scales, out->zeros, rows, cols, o->q.group, wh) / ((double)rows * cols);
         }
-        free(wh), free(wr), free(codes);
+        free(wh), free(codes);
     }
     return rc;
 }

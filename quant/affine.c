@@ -102,3 +102,26 @@ double qs_sq_err(const float *a, const float *b, int rows, int cols) {
     free(part);
     return total;
 }
+
+double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
+                         const float *ref) {
+    const int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
+    double *part = malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1)), total = 0;
+#pragma omp parallel for schedule(static) if (part)
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * cols;
+        const float *sc = scales + (size_t)r * ng, *ze = zeros + (size_t)r * ng;
+        double e = 0;
+        for (int c0 = 0, k = 0; c0 < cols; c0 += g, k++)
+            for (int c = c0; c < cols && c < c0 + g; c++) {
+                double d = (double)(((float)codes[o + c] - ze[k]) * sc[k]) - ref[o + c];
+                e += d * d;
+            }
+        if (part) part[r] = e;
+        else total += e;
+    }
+    if (part)
+        for (int r = 0; r < rows; r++) total += part[r];
+    free(part);
+    return total;
+}

@@ -44,6 +44,10 @@ size_t qs_first_nonfinite(const float *x, size_t n);
 /* sum over [rows, cols] of (a - b)^2 in double: rows summed in parallel, then in row order (the
  * same bits for any thread count) */
 double qs_sq_err(const float *a, const float *b, int rows, int cols);
+/* the same for the dequantized codes ((codes - zero) * scale, as qs_dequant) against ref, without
+ * the dequantized copy */
+double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
+                         const float *ref);
 
 /* w [rows, cols] = (codes - zero) * scale */
 void qs_dequant(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group, float *w);
