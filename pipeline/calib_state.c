@@ -137,11 +137,11 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     size_t mi = (size_t)max_in(c);
     const size_t ns = q->n_states > 1 ? 2 : 1;
     /* QLLM's final quantization of the largest linear (gate / up / down: I x H) on the host: the
-     * layer and its dequantized copy, codes and packed codes (10 bytes a weight); and where the
-     * device's memory is the host's, the reassembly search's buffers too */
+     * layer, its codes and packed codes (6 bytes a weight); and where the device's memory is the
+     * host's, the reassembly search's buffers too */
     const int qllm = q->o && q->o->method && !strcmp(q->o->method, "qllm");
     const size_t lin = (size_t)c->intermediate_size * c->hidden_size;
-    const size_t qllm_host = qllm ? 10 * lin + (qs_backend_host_memory(q->o->device) ? reassembly_bytes(q) : 0) : 0;
+    const size_t qllm_host = qllm ? 6 * lin + (qs_backend_host_memory(q->o->device) ? reassembly_bytes(q) : 0) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
                             + call * (c->hidden_size + mi)                    /* xbuf, hx */
                             + (gptq_bytes(q) ? 2 * mi * mi : 0)) /* GPTQ: a Hessian and its working copy */
