@@ -85,9 +85,12 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     out->packed = malloc(out->packed_bytes);
     out->own_packed = 1;
     int rc = wh && orig && codes && out->scales && out->zeros && out->g_idx && out->packed
-                 ? be->ops->download(be, wh, *qs_lin_field(w, i), sizeof(float) * n, err)
+                 ? 0
                  : qs_error_set(err, -ENOMEM, "block %d: out of memory for GPTQ of %s", w->layer, t->name);
     if (!rc) {
+        /* the layer as stored, widened on the host: the bits of the backend's copy (to_f32 or
+         * this same conversion uploaded), which GPTQ has not touched yet, without a download */
+        qs_qrun_to_f32(t, s->r[i].data, n, wh);
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
                            .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_lin_field(w, i)};
