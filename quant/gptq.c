@@ -184,6 +184,29 @@ static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_g
                         what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o));
 }
 
+/* The batches' input, the layer in processing order: from the layer's own backend copy where
+ * that holds the same values (src: no dead input was zeroed on the host), a copy or
+ * (act-order) a gather by the order, which is exact; else uploaded from the host's wp */
+static int weights_in(qs_backend *be, const gptq_mem *dm, const float *src, const float *wp, int rows, int cols,
+                      const int32_t *perm, qs_error *err) {
+    const size_t n = (size_t)rows * cols;
+    int ident = 1;
+    for (int j = 0; j < cols && ident; j++) ident = perm[j] == j;
+    if (src && ident) return be->ops->copy(be, dm->w, src, sizeof(float) * n, err);
+    if (!src || !be->ops->gather) return be->ops->upload(be, dm->w, wp, sizeof(float) * n, err);
+    const size_t ib = sizeof(int32_t) * (size_t)cols;
+    int32_t *h = malloc(ib), *d = be->ops->alloc(be, ib);
+    int rc = h && d ? 0 : qs_error_set(err, -ENOMEM, "out of memory for GPTQ's order (%d columns)", cols);
+    if (!rc) {
+        for (int j = 0; j < cols; j++) h[j] = -1; /* y[:, j] = w[:, perm[j]] alone */
+        rc = be->ops->upload(be, d, h, ib, err);
+    }
+    if (!rc) rc = be->ops->gather(be, dm->w, src, rows, cols, dm->perm, d, NULL, err);
+    if (d) be->ops->free(be, d);
+    free(h);
+    return rc;
+}
+
 /* After the batches dm->w holds the dequantized weights in processing order (each column's
  * ((code - zero) * scale), as the host's dequantization computes it): into dst in the original
  * order, a copy or (act-order) a gather by the inverse order, where they are */
@@ -254,8 +277,10 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         for (size_t j = 0; j < C; j++) diag[j] = H[j * C + j];
     }
     /* dead inputs */
+    int any_dead = 0;
     for (size_t j = 0; j < C; j++)
         if (diag[j] == 0.0f) {
+            any_dead = 1;
             diag[j] = 1.0f;
             if (H && !h_be) H[j * C + j] = 1.0f;
             for (int r = 0; r < rows; r++) w[(size_t)r * C + j] = 0.0f;
@@ -331,7 +356,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     if (be) {
         const size_t qb = sizeof(float) * (size_t)rows * ng;
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
-        rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
+        rc = weights_in(be, &dm, any_dead ? NULL : o->w_be, wp, rows, cols, perm, err);
         free(wp), wp = NULL;
         if (!rc) rc = be->ops->upload(be, dm.loss, loss, sizeof(double) * (size_t)rows, err);
         if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.sc, scales, qb, err);
