@@ -252,10 +252,10 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     gptq_mem dm = {0};
     int w_be_done = 0;
     int32_t *perm = malloc(sizeof(int32_t) * C);
-    float *wp = malloc(sizeof(float) * n), *hp = h_be ? NULL : malloc(sizeof(float) * C * C), *diag = malloc(sizeof(float) * C);
+    float *wp = NULL, *hp = h_be ? NULL : malloc(sizeof(float) * C * C), *diag = malloc(sizeof(float) * C);
     float *err1 = be ? NULL : malloc(sizeof(float) * (size_t)rows * B);
     double *loss = calloc((size_t)rows, sizeof(double));
-    int rc = perm && wp && (h_be || hp) && diag && (be || err1) && loss ? 0
+    int rc = perm && (h_be || hp) && diag && (be || err1) && loss ? 0
                                                                      : qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
     if (!rc && be) rc = mem_alloc(be, &dm, rows, cols, o, what, err);
     if (rc) goto done;
@@ -306,9 +306,20 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     } else {
         for (size_t j = 0; j < C; j++) perm[j] = (int32_t)j;
     }
+    /* the host's copy in processing order: for the host's batches, an upload, or per-channel
+     * quantizers in that order (a tie of -0 and +0 keeps the first); not when the backend
+     * copies or gathers the layer itself and the quantizers come from elsewhere */
+    int ident = 1;
+    for (size_t j = 0; j < C && ident; j++) ident = perm[j] == (int32_t)j;
+    const int wp_needed = !be || !o->w_be || any_dead || (!ident && !be->ops->gather) || (q->group <= 0 && !ident);
+    if (wp_needed && !(wp = malloc(sizeof(float) * n))) {
+        rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+        goto done;
+    }
+    if (wp_needed)
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++)
-        for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
+        for (int r = 0; r < rows; r++)
+            for (size_t j = 0; j < C; j++) wp[(size_t)r * C + j] = w[(size_t)r * C + perm[j]];
     double mean = 0;
     for (size_t j = 0; j < C; j++) mean += diag[j];
     mean /= (double)C;
@@ -352,7 +363,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     /* per-channel quantizer from the whole (dead-zeroed) row */
     if (q->group <= 0)
 #pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) qs_quant_params(wp + (size_t)r * C, cols, q, &scales[r], &zeros[r]);
+        for (int r = 0; r < rows; r++) qs_quant_params((wp ? wp : w) + (size_t)r * C, cols, q, &scales[r], &zeros[r]);
     if (be) {
         const size_t qb = sizeof(float) * (size_t)rows * ng;
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
