@@ -48,8 +48,17 @@ done
 # shellcheck disable=SC2086
 "$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-cuda2" --device cuda --quiet || die "second gptq on cuda"
 same "$tmp/gptq-cuda" "$tmp/gptq-cuda2" || die "two GPTQ runs on cuda differ"
+# the smallest budget the planner takes (the parts its refusal of 1 MiB names, + 3 MiB): one
+# window per call, so the comparison below is between different windows per call
 # shellcheck disable=SC2086
-"$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-win" --device cuda --gpu-mem 400M --blocks-per-group 1 --quiet || die "qllm --gpu-mem 400M"
+need=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-probe" --device cuda --gpu-mem 1M --blocks-per-group 1 2>&1 |
+  grep -o '([0-9.]* MiB' | tr -d '(' | awk '{s += $1} END {printf "%d", s + 2.999}')
+# shellcheck disable=SC2086
+out=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-win" --device cuda --gpu-mem "${need}M" --blocks-per-group 1 \
+  --progress-lines 2>&1) || die "qllm --gpu-mem ${need}M: $(tail -2 <<<"$out")"
+win=$(grep -o "[0-9]* of 8 calibration windows per call" <<<"$out")
+echo "qllm --gpu-mem ${need}M: $win"
+[ "${win%% *}" -lt 8 ] 2>/dev/null || die "qllm --gpu-mem ${need}M did not split the calibration windows: '$win'"
 # shellcheck disable=SC2086
 "$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-k1" --device cuda --blocks-per-group 1 --quiet || die "qllm K=1"
 same "$tmp/qllm-k1" "$tmp/qllm-win" || die "cuda QLLM differs with fewer windows per call"
