@@ -6,13 +6,16 @@
 # issue's bar: bf16 GEMM inputs move a perplexity by far less, a wrong kernel by far more. The
 # GPU is deterministic too: a second GPTQ run and a QLLM run with one window per call
 # (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them.
+# QS_E2E_DEVICE=cpu-fenced runs the same script with the fenced CPU device standing in for the
+# GPU (ctest: cli_cuda_standin), so that the script itself is exercised on every machine.
 set -u
 bin=${QS_BIN:?run through ctest}
 shared=${QS_SHARED:?}
 smol=${QS_SMOLLM_DIR:?}
-tmp=${QS_TMP:-/tmp}/cli_cuda
+dev=${QS_E2E_DEVICE:-cuda}
+tmp=${QS_TMP:-/tmp}/cli_cuda-$dev
 rm -rf "$tmp"; mkdir -p "$tmp"
-out=$("$bin" quantize "$smol" -o "$tmp/probe" --device cuda --method rtn 2>&1 >/dev/null)
+out=$("$bin" quantize "$smol" -o "$tmp/probe" --device "$dev" --method rtn 2>&1 >/dev/null)
 if grep -q "no usable CUDA device\|no CUDA backend" <<<"$out"; then echo "skipped: $out"; exit 77; fi
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
@@ -33,44 +36,44 @@ declare -A args=(
   [rtn]="--method rtn --wbits 4 --group 128"
   [gptq]="--method gptq --wbits 4 --group 128 ${cal[*]}"
   [qllm]="--method qllm --wbits 4 --group -1 --abits 4 --cr-tokens 256 --cr-candidates 8 --epochs 2 ${cal[*]}")
-f_cpu=$(ppl "$smol" cpu); f_cuda=$(ppl "$smol" cuda)
-echo "FP: cpu $f_cpu, cuda $f_cuda"
-close "$f_cuda" "$f_cpu" || die "FP perplexity on cuda $f_cuda vs cpu $f_cpu"
+f_cpu=$(ppl "$smol" cpu); f_cuda=$(ppl "$smol" "$dev")
+echo "FP: cpu $f_cpu, $dev $f_cuda"
+close "$f_cuda" "$f_cpu" || die "FP perplexity on $dev $f_cuda vs cpu $f_cpu"
 for m in rtn gptq qllm; do
   # shellcheck disable=SC2086
   "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cpu" --device cpu --quiet || die "$m on cpu"
   # shellcheck disable=SC2086
-  "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda" --device cuda --progress-lines 2> "$tmp/$m-cuda.log" || die "$m on cuda: $(tail -2 "$tmp/$m-cuda.log")"
-  a=$(ppl "$tmp/$m-cpu" cpu); b=$(ppl "$tmp/$m-cuda" cuda)
-  echo "$m: cpu $a, cuda $b ($(grep -o 'cuda memory peak.*' "$tmp/$m-cuda.log"))"
-  close "$b" "$a" || die "$m: cuda perplexity $b is not within 1% of cpu $a"
+  "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda" --device "$dev" --progress-lines 2> "$tmp/$m-cuda.log" || die "$m on $dev: $(tail -2 "$tmp/$m-cuda.log")"
+  a=$(ppl "$tmp/$m-cpu" cpu); b=$(ppl "$tmp/$m-cuda" "$dev")
+  echo "$m: cpu $a, $dev $b ($(grep -o "$dev memory peak.*" "$tmp/$m-cuda.log"))"
+  close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
 done
 # shellcheck disable=SC2086
-"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-cuda2" --device cuda --quiet || die "second gptq on cuda"
-same "$tmp/gptq-cuda" "$tmp/gptq-cuda2" || die "two GPTQ runs on cuda differ"
+"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-cuda2" --device "$dev" --quiet || die "second gptq on $dev"
+same "$tmp/gptq-cuda" "$tmp/gptq-cuda2" || die "two GPTQ runs on $dev differ"
 # the smallest budget the planner takes (the parts its refusal of 1 MiB names, + 3 MiB): one
 # window per call, so the comparison below is between different windows per call
 # shellcheck disable=SC2086
-need=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-probe" --device cuda --gpu-mem 1M --blocks-per-group 1 2>&1 |
+need=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-probe" --device "$dev" --gpu-mem 1M --blocks-per-group 1 2>&1 |
   grep -o '([0-9.]* MiB' | tr -d '(' | awk '{s += $1} END {printf "%d", s + 2.999}')
 # shellcheck disable=SC2086
-out=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-win" --device cuda --gpu-mem "${need}M" --blocks-per-group 1 \
+out=$("$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-win" --device "$dev" --gpu-mem "${need}M" --blocks-per-group 1 \
   --progress-lines 2>&1) || die "qllm --gpu-mem ${need}M: $(tail -2 <<<"$out")"
 win=$(grep -o "[0-9]* of 8 calibration windows per call" <<<"$out")
 echo "qllm --gpu-mem ${need}M: $win"
 [ "${win%% *}" -lt 8 ] 2>/dev/null || die "qllm --gpu-mem ${need}M did not split the calibration windows: '$win'"
 # shellcheck disable=SC2086
-"$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-k1" --device cuda --blocks-per-group 1 --quiet || die "qllm K=1"
-same "$tmp/qllm-k1" "$tmp/qllm-win" || die "cuda QLLM differs with fewer windows per call"
+"$bin" quantize "$smol" ${args[qllm]} -o "$tmp/qllm-k1" --device "$dev" --blocks-per-group 1 --quiet || die "qllm K=1"
+same "$tmp/qllm-k1" "$tmp/qllm-win" || die "$dev QLLM differs with fewer windows per call"
 t0=$(date +%s%N)
 # shellcheck disable=SC2086
-"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-time" --device cuda --quiet
+"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-time" --device "$dev" --quiet
 run_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 # shellcheck disable=SC2086
-kill_resume 4 "$run_ms" "$nb" "$tmp/gptq-killed" "$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-killed" --device cuda --quiet
+kill_resume 4 "$run_ms" "$nb" "$tmp/gptq-killed" "$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-killed" --device "$dev" --quiet
 # shellcheck disable=SC2086
-"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-killed" --device cuda --quiet || die "final resume"
+"$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-killed" --device "$dev" --quiet || die "final resume"
 echo "kills mid-run: $mid of $runs"
-same "$tmp/gptq-cuda" "$tmp/gptq-killed" || die "a killed and resumed cuda GPTQ run differs"
+same "$tmp/gptq-cuda" "$tmp/gptq-killed" || die "a killed and resumed $dev GPTQ run differs"
 [ $fail -eq 0 ] && echo ok
 exit $fail
