@@ -34,28 +34,18 @@ int qs_compute_rtn(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
         if (!out->scales || !out->zeros) return qs_error_set(err, -ENOMEM, "out of memory");
         double se = 0, row_se[ROWS_CHUNK];
-        const int g = qc->group > 0 ? qc->group : cols;
         for (int r0 = 0; r0 < rows; r0 += ROWS_CHUNK) {
             int nr = rows - r0 < ROWS_CHUNK ? rows - r0 : ROWS_CHUNK;
             qs_qrun_to_f32(t, src + (size_t)r0 * cols * es, (size_t)nr * cols, q->rows);
             QS_FORWARD_IF_ERROR(qs_quant_rtn(q->rows, nr, cols, qc, q->codes, out->scales + (size_t)r0 * ng,
                                              out->zeros + (size_t)r0 * ng, t->name, err));
+            qs_dequant_row_sq_err(q->codes, out->scales + (size_t)r0 * ng, out->zeros + (size_t)r0 * ng, nr, cols,
+                                  qc->group, q->rows, row_se);
             /* the chunk's rows are all converted: their packed codes (which end at or before the
              * next row of the source) may be written in any order */
 #pragma omp parallel for schedule(static)
-            for (int r = 0; r < nr; r++) {
-                const float *x = q->rows + (size_t)r * cols, *sc = out->scales + (size_t)(r0 + r) * ng,
-                            *ze = out->zeros + (size_t)(r0 + r) * ng;
-                const uint8_t *cd = q->codes + (size_t)r * cols;
-                double e = 0;
-                for (int c0 = 0, k = 0; c0 < cols; c0 += g, k++)
-                    for (int c = c0; c < cols && c < c0 + g; c++) { /* qs_dequant's value */
-                        double d = (double)(((float)cd[c] - ze[k]) * sc[k]) - x[c];
-                        e += d * d;
-                    }
-                row_se[r] = e;
-                qs_pack_codes(cd, (size_t)cols, qc->bits, packed + (size_t)(r0 + r) * row_packed);
-            }
+            for (int r = 0; r < nr; r++)
+                qs_pack_codes(q->codes + (size_t)r * cols, (size_t)cols, qc->bits, packed + (size_t)(r0 + r) * row_packed);
             for (int r = 0; r < nr; r++) se += row_se[r];
         }
         out->packed = packed;

@@ -103,11 +103,10 @@ double qs_sq_err(const float *a, const float *b, int rows, int cols) {
     return total;
 }
 
-double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
-                         const float *ref) {
+void qs_dequant_row_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
+                           const float *ref, double *row_err) {
     const int g = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
-    double *part = malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1)), total = 0;
-#pragma omp parallel for schedule(static) if (part)
+#pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const size_t o = (size_t)r * cols;
         const float *sc = scales + (size_t)r * ng, *ze = zeros + (size_t)r * ng;
@@ -117,11 +116,22 @@ double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float 
                 double d = (double)(((float)codes[o + c] - ze[k]) * sc[k]) - ref[o + c];
                 e += d * d;
             }
-        if (part) part[r] = e;
-        else total += e;
+        row_err[r] = e;
     }
-    if (part)
-        for (int r = 0; r < rows; r++) total += part[r];
+}
+
+double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
+                         const float *ref) {
+    const int ng = group > 0 ? (cols + group - 1) / group : 1;
+    double *part = malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1)), total = 0, one;
+    for (int r = 0; !part && r < rows; r++) { /* one row at a time, one thread */
+        qs_dequant_row_sq_err(codes + (size_t)r * cols, scales + (size_t)r * ng, zeros + (size_t)r * ng, 1, cols, group,
+                              ref + (size_t)r * cols, &one);
+        total += one;
+    }
+    if (!part) return total;
+    qs_dequant_row_sq_err(codes, scales, zeros, rows, cols, group, ref, part);
+    for (int r = 0; r < rows; r++) total += part[r];
     free(part);
     return total;
 }

@@ -48,6 +48,9 @@ double qs_sq_err(const float *a, const float *b, int rows, int cols);
  * the dequantized copy */
 double qs_dequant_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
                          const float *ref);
+/* the same per row: row_err [rows] (rows in parallel) */
+void qs_dequant_row_sq_err(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group,
+                           const float *ref, double *row_err);
 
 /* w [rows, cols] = (codes - zero) * scale */
 void qs_dequant(const uint8_t *codes, const float *scales, const float *zeros, int rows, int cols, int group, float *w);

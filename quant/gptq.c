@@ -184,50 +184,26 @@ static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_g
                         what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o));
 }
 
-/* The batches' input, the layer in processing order: from the layer's own backend copy where
- * that holds the same values (src: no dead input was zeroed on the host), a copy or
- * (act-order) a gather by the order, which is exact; else uploaded from the host's wp */
-static int weights_in(qs_backend *be, const gptq_mem *dm, const float *src, const float *wp, int rows, int cols,
-                      const int32_t *perm, qs_error *err) {
-    const size_t n = (size_t)rows * cols;
-    int ident = 1;
-    for (int j = 0; j < cols && ident; j++) ident = perm[j] == j;
-    if (src && ident) return be->ops->copy(be, dm->w, src, sizeof(float) * n, err);
-    if (!src || !be->ops->gather) return be->ops->upload(be, dm->w, wp, sizeof(float) * n, err);
-    const size_t ib = sizeof(int32_t) * (size_t)cols;
-    int32_t *h = malloc(ib), *d = be->ops->alloc(be, ib);
-    int rc = h && d ? 0 : qs_error_set(err, -ENOMEM, "out of memory for GPTQ's order (%d columns)", cols);
-    if (!rc) {
-        for (int j = 0; j < cols; j++) h[j] = -1; /* y[:, j] = w[:, perm[j]] alone */
-        rc = be->ops->upload(be, d, h, ib, err);
-    }
-    if (!rc) rc = be->ops->gather(be, dm->w, src, rows, cols, dm->perm, d, NULL, err);
-    if (d) be->ops->free(be, d);
-    free(h);
-    return rc;
-}
-
-/* After the batches dm->w holds the dequantized weights in processing order (each column's
- * ((code - zero) * scale), as the host's dequantization computes it): into dst in the original
- * order, a copy or (act-order) a gather by the inverse order, where they are */
-static int weights_back(qs_backend *be, float *dst, const gptq_mem *dm, int rows, int cols, const int32_t *perm,
-                        int *done, qs_error *err) {
-    int ident = 1;
-    for (int j = 0; j < cols && ident; j++) ident = perm[j] == j;
-    if (ident) {
-        QS_FORWARD_IF_ERROR(be->ops->copy(be, dst, dm->w, sizeof(float) * (size_t)rows * cols, err));
+/* dst[:, k] = src[:, map[k]], both [rows, cols] in backend memory (map: host, [cols]; NULL: a
+ * copy): a gather with nothing added and no factor, which is exact. 0 with *done = 1, or 0 with
+ * *done = 0 where the backend has no gather (the caller moves the weights through the host). */
+static int move_columns(qs_backend *be, float *dst, const float *src, int rows, int cols, const int32_t *map, int *done,
+                        qs_error *err) {
+    *done = 0;
+    if (!map) {
+        QS_FORWARD_IF_ERROR(be->ops->copy(be, dst, src, sizeof(float) * (size_t)rows * cols, err));
         *done = 1;
         return 0;
     }
-    if (!be->ops->gather) return 0; /* the caller uploads them */
+    if (!be->ops->gather) return 0;
     const size_t ib = sizeof(int32_t) * (size_t)cols;
     int32_t *h = malloc(2 * ib), *d = be->ops->alloc(be, 2 * ib);
-    int rc = h && d ? 0 : qs_error_set(err, -ENOMEM, "out of memory for GPTQ's inverse order (%d columns)", cols);
+    int rc = h && d ? 0 : qs_error_set(err, -ENOMEM, "out of memory for GPTQ's column order (%d columns)", cols);
     if (!rc) {
-        for (int j = 0; j < cols; j++) h[perm[j]] = j, h[cols + j] = -1; /* y[:, c] = w[:, j] with perm[j] = c */
+        for (int k = 0; k < cols; k++) h[k] = map[k], h[cols + k] = -1;
         rc = be->ops->upload(be, d, h, 2 * ib, err);
     }
-    if (!rc) rc = be->ops->gather(be, dst, dm->w, rows, cols, d, d + cols, NULL, err);
+    if (!rc) rc = be->ops->gather(be, dst, src, rows, cols, d, d + cols, NULL, err);
     if (!rc) *done = 1;
     if (d) be->ops->free(be, d);
     free(h);
@@ -251,7 +227,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     float damp = o->damp > 0 ? o->damp : 0.01f;
     gptq_mem dm = {0};
     int w_be_done = 0;
-    int32_t *perm = malloc(sizeof(int32_t) * C);
+    int32_t *perm = malloc(sizeof(int32_t) * C), *inv = NULL;
     float *wp = NULL, *hp = h_be ? NULL : malloc(sizeof(float) * C * C), *diag = malloc(sizeof(float) * C);
     float *err1 = be ? NULL : malloc(sizeof(float) * (size_t)rows * B);
     double *loss = calloc((size_t)rows, sizeof(double));
@@ -367,7 +343,11 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     if (be) {
         const size_t qb = sizeof(float) * (size_t)rows * ng;
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
-        rc = weights_in(be, &dm, any_dead ? NULL : o->w_be, wp, rows, cols, perm, err);
+        /* the batches' input, the layer in processing order: the layer's own backend copy where
+         * it holds the same values (no dead input zeroed on the host), else the host's wp */
+        int moved = 0;
+        if (o->w_be && !any_dead) rc = move_columns(be, dm.w, o->w_be, rows, cols, ident ? NULL : perm, &moved, err);
+        if (!rc && !moved) rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
         free(wp), wp = NULL;
         if (!rc) rc = be->ops->upload(be, dm.loss, loss, sizeof(double) * (size_t)rows, err);
         if (!rc && (q->group <= 0 || o->static_groups)) rc = be->ops->upload(be, dm.sc, scales, qb, err);
@@ -377,7 +357,13 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
             rc = be->ops->gptq_batch(be, dm.w, rows, cols, i1, i2, dm.u, dm.perm, q->group, q->bits, q->sym,
                                      o->static_groups, dm.sc, dm.ze, dm.codes, dm.e, dm.loss, err);
         }
-        if (!rc && o->w_be) rc = weights_back(be, o->w_be, &dm, rows, cols, perm, &w_be_done, err);
+        /* dm.w holds the dequantized weights in processing order (each column's
+         * (code - zero) * scale, the host's dequantization): back into the layer in the original
+         * order, by the inverse order */
+        if (!rc && o->w_be && !ident && !(inv = malloc(sizeof(int32_t) * C)))
+            rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
+        for (size_t j = 0; !rc && inv && j < C; j++) inv[perm[j]] = (int32_t)j;
+        if (!rc && o->w_be) rc = move_columns(be, o->w_be, dm.w, rows, cols, ident ? NULL : inv, &w_be_done, err);
         if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
         if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
         if (!rc) rc = be->ops->download(be, zeros, dm.ze, qb, err);
@@ -403,6 +389,6 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     }
 done:
     mem_free(be, &dm);
-    free(perm), free(wp), free(hp), free(diag), free(err1), free(loss);
+    free(perm), free(inv), free(wp), free(hp), free(diag), free(err1), free(loss);
     return rc;
 }
