@@ -28,7 +28,8 @@ static int max_in(const qs_model_config *c) {
 
 /* GPTQ's backend memory beside the block's weights and activations: a stage's Hessian while it
  * accumulates, then beside it a layer's working set (quant/gptq.h: its weights, factor, codes),
- * the largest of the block's linears */
+ * the largest of the block's linears; with the Hessians on the host (q->gptq_h_host) the larger
+ * of a Hessian and a layer's working set */
 static size_t gptq_bytes(const qs_qrun *q) {
     if (!q->o || !q->o->method || strcmp(q->o->method, "gptq")) return 0;
     const qs_model_config *c = &q->cfg;
@@ -36,11 +37,25 @@ static size_t gptq_bytes(const qs_qrun *q) {
     const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
     const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block};
     size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
-    for (int i = 0; i < 5; i++) { /* the stage's Hessian stays beside the layer's working set */
-        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go) + sizeof(float) * shapes[i][1] * shapes[i][1];
+    for (int i = 0; i < 5; i++) {
+        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go);
+        if (!q->gptq_h_host) b += sizeof(float) * shapes[i][1] * shapes[i][1]; /* the stage's Hessian stays beside */
         most = b > most ? b : most;
     }
     return most;
+}
+
+/* GPTQ's host memory: a stage's Hessian, the copy the stage's linears but the last work on, and
+ * the matrix to factor (quant/gptq.c): 2 n^2 for the one-linear stages (o, down), 3 n^2 for
+ * {q, k, v} and {gate, up} (n = hidden) */
+static size_t gptq_host_bytes(const qs_qrun *q) {
+    if (!gptq_bytes(q)) return 0;
+    const qs_model_config *c = &q->cfg;
+    const size_t H = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, I = (size_t)c->intermediate_size;
+    size_t b = 3 * H * H;
+    if (2 * qd * qd > b) b = 2 * qd * qd;
+    if (2 * I * I > b) b = 2 * I * I;
+    return sizeof(float) * b;
 }
 
 /* QLLM's channel reassembly search beside them: a site's output on the search sample
@@ -87,7 +102,14 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
     q->stage_block = stage_block;
     q->stage = qs_backend_stages(q->o->device);
-    if (q->stage && gpu_mem && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0; /* the slower path fits */
+    q->gptq_h_host = 0;
+    if (!gpu_mem) return;
+    if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0; /* the slower path fits */
+    if (gptq_bytes(q) && qs_calib_device_bytes(q, 1) > gpu_mem) {
+        q->gptq_h_host = 1; /* one n x n on the device at a time */
+        q->stage = qs_backend_stages(q->o->device);
+        if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0;
+    }
 }
 
 int qs_calib_pin(qs_qrun *q, void *p, size_t bytes, qs_error *err) {
@@ -116,8 +138,10 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
     const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
     const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
-    char hs[96] = "", rs[80] = "";
-    if (hess) snprintf(hs, sizeof hs, ", GPTQ's largest layer with its Hessian and factor (%.1f MiB)", hess / 1048576.0);
+    char hs[128] = "", rs[80] = "";
+    if (hess)
+        snprintf(hs, sizeof hs, ", GPTQ's largest layer with %s (%.1f MiB)",
+                 q->gptq_h_host ? "its factor, its Hessian on the host" : "its Hessian and factor", hess / 1048576.0);
     if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
     if (res) snprintf(rs, sizeof rs, ", the %s ops' own scratch (%.1f MiB)", q->o->device, res / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
@@ -144,8 +168,7 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const size_t qllm_host = qllm ? 6 * lin + (qs_backend_host_memory(q->o->device) ? reassembly_bytes(q) : 0) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
                             + call * (c->hidden_size + mi)                    /* xbuf, hx */
-                            + (gptq_bytes(q) ? 2 * mi * mi : 0)) /* GPTQ: a Hessian and its working copy */
-           + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;
+                            ) + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;
 }
 
 static size_t chunk_bytes(const qs_qrun *q, int k) {

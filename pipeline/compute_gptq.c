@@ -157,8 +157,9 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
          * sees the calibration activations); the same running mean as qs_hessian_add, one window
          * at a time so that the rounding does not depend on windows per call (the first with
          * beta 0, which ignores what the buffer held). Where the backend makes GPTQ's matrix to
-         * factor itself (gptq_hessian), H never leaves it; else it is downloaded once. */
-        const int h_stays = be->ops->gptq_hessian && be->ops->gptq_batch;
+         * factor itself (gptq_hessian), H never leaves it unless --gpu-mem cannot hold it beside
+         * a layer's factor (q->gptq_h_host); else it is downloaded once. */
+        const int h_stays = be->ops->gptq_hessian && be->ops->gptq_batch && !q->gptq_h_host;
         qs_hessian hs = {.n = in};
         const size_t hbytes = sizeof(float) * (size_t)in * in;
         float *hd = be->ops->alloc(be, hbytes);

@@ -515,6 +515,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                                      .n_slots = n_slots, .slot_bytes = slot_bytes, .seconds = qs_now() - q.t_start,
                                      .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
                                      .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0, .staged = q.stage,
+                                     .gptq_h_host = q.gptq_h_host,
                                      .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0};
     }
     for (int i = 0; i < 3; i++) {

@@ -90,6 +90,10 @@ typedef struct qs_qrun {
      * converts on the host and uploads. stage_block: the largest block's staged bytes. */
     int stage;
     int pin_warned; /* a host_register failed (warned once; copies run unpinned) */
+    /* GPTQ under a --gpu-mem that cannot hold a stage's Hessian beside a layer's factor: each
+     * Hessian goes to the host once accumulated, and each layer's matrix to factor is made there
+     * and uploaded into the factor's place (the same bits; the device holds one n x n at a time) */
+    int gptq_h_host;
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
@@ -142,7 +146,9 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err);
 size_t qs_calib_device_bytes(const qs_qrun *q, int per);
 /* q->stage: on where the device stages uploads (qs_backend_stages) and one window's step and
- * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes */
+ * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes.
+ * GPTQ: q->gptq_h_host when one window's step does not fit with the Hessian on the device (the
+ * staging goes first: it saves only an upload per block) */
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem);
 /* the staged bytes of a block's tensors: each at a 256-byte aligned offset (NULL off: size only) */
 size_t qs_qslot_stage_layout(const qs_qslot *s, size_t *off);

@@ -6,6 +6,10 @@
 # plan is tight enough to matter). stories260k on the CPU backend, whose allocations are counted
 # the way the CUDA pool's are, and on cpu-fenced, which also stages the next blocks' stored
 # weights in backend memory as a GPU does; DEVICES=cuda in the environment runs it on a GPU.
+# GPTQ's plan moves the Hessians to the host where the budget cannot hold one beside a layer's
+# factor: every accepted GPTQ run gives the same shards byte for byte (the plan changes where
+# things are and how many windows share a call, never the bits), and the ladder has runs both
+# with the Hessians on the device and on the host.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
@@ -31,7 +35,7 @@ if [ "$dev" = cuda ]; then
   off=$((40 << 20))
 fi
 for m in gptq qllm-cr qllm-eec; do
-  acc=0; ref=0; line=""
+  acc=0; ref=0; line=""; first=""; hh=0; hd=0
   for b in "${budgets[@]}"; do
     d=$tmp/$dev-$m-$b
     budget=$(( $(bytes "$b") + off ))
@@ -41,6 +45,14 @@ for m in gptq qllm-cr qllm-eec; do
       [ -n "$peak" ] || { die "$dev $m --gpu-mem $b: no memory peak printed"; continue; }
       [ "$peak" -le "$budget" ] || die "$dev $m --gpu-mem $budget: peak $peak bytes is over the budget"
       acc=$((acc + 1)); line+=" $b:$((peak >> 10))K"
+      if [ "$m" = gptq ]; then
+        if grep -q "GPTQ's Hessians on the host" <<<"$out"; then hh=$((hh + 1)); line+="(H host)"; else hd=$((hd + 1)); fi
+        if [ -z "$first" ]; then first=$d
+        else for f in "$first"/blocks/*.qsh; do
+            cmp -s "$f" "$d/blocks/$(basename "$f")" || die "$dev gptq --gpu-mem $b: $(basename "$f") differs from $(basename "$first")'s"
+          done
+        fi
+      fi
     else
       grep -q -- "--gpu-mem" <<<"$out" || die "$dev $m --gpu-mem $b refused without naming it: $out"
       [ -e "$d" ] && die "$dev $m --gpu-mem $b: the refusal left $d behind"
@@ -49,6 +61,8 @@ for m in gptq qllm-cr qllm-eec; do
   done
   echo "$dev $m (budget:peak)$line"
   [ $acc -ge 1 ] && [ $ref -ge 1 ] || die "$dev $m: $acc accepted and $ref refused on the ladder ${budgets[*]}"
+  [ "$m" != gptq ] || { [ $hh -ge 1 ] && [ $hd -ge 1 ]; } ||
+    die "$dev gptq: $hh runs with the Hessians on the host and $hd on the device on the ladder (want both)"
 done
 done
 [ $fail -eq 0 ] && echo ok
