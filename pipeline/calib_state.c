@@ -35,10 +35,10 @@ static size_t gptq_bytes(const qs_qrun *q) {
     const qs_model_config *c = &q->cfg;
     const int H = c->hidden_size, qd = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
     const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
-    const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block};
+    const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block, .act_order = q->o->act_order};
     size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
     for (int i = 0; i < 5; i++) {
-        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go);
+        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go, 1); /* compute_gptq passes the layer */
         if (!q->gptq_h_host) b += sizeof(float) * shapes[i][1] * shapes[i][1]; /* the stage's Hessian stays beside */
         most = b > most ? b : most;
     }

@@ -143,11 +143,16 @@ void qs_gptq_batch_rows(float *w, int rows, int cols, int i1, int i2, const floa
     }
 }
 
-size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o) {
+/* the batches run in the layer's own backend copy: it is there (w_be) and in processing order
+ * already (no act-order) */
+static int in_place(const qs_gptq_opts *o, int w_be) { return w_be && !o->act_order; }
+
+size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o, int w_be) {
     const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
     size_t B = (size_t)batch_columns(o);
     if (B > C) B = C;
-    return sizeof(float) * (R * C + C * C + R * B + 2 * R * ng) + R * C + sizeof(int32_t) * 3 * C + sizeof(double) * R;
+    const size_t wcopy = in_place(o, w_be) ? 0 : R * C;
+    return sizeof(float) * (wcopy + C * C + R * B + 2 * R * ng) + R * C + sizeof(int32_t) * 3 * C + sizeof(double) * R;
 }
 
 /* the layer's buffers in backend memory (gptq_batch) */
@@ -156,11 +161,13 @@ typedef struct gptq_mem {
     int32_t *perm;
     uint8_t *codes;
     double *loss;
+    int w_borrowed; /* w is the layer's own copy (o->w_be) */
 } gptq_mem;
 
 static void mem_free(qs_backend *be, gptq_mem *m) {
     if (!be) return;
-    be->ops->free(be, m->w), be->ops->free(be, m->u), be->ops->free(be, m->sc), be->ops->free(be, m->ze);
+    if (!m->w_borrowed) be->ops->free(be, m->w);
+    be->ops->free(be, m->u), be->ops->free(be, m->sc), be->ops->free(be, m->ze);
     be->ops->free(be, m->e), be->ops->free(be, m->perm), be->ops->free(be, m->codes), be->ops->free(be, m->loss);
     memset(m, 0, sizeof *m);
 }
@@ -170,7 +177,8 @@ static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_g
     const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
     size_t B = (size_t)batch_columns(o);
     if (B > C) B = C;
-    m->w = be->ops->alloc(be, sizeof(float) * R * C);
+    m->w_borrowed = in_place(o, o->w_be != NULL);
+    m->w = m->w_borrowed ? o->w_be : be->ops->alloc(be, sizeof(float) * R * C);
     m->u = be->ops->alloc(be, sizeof(float) * C * C);
     m->sc = be->ops->alloc(be, sizeof(float) * R * ng);
     m->ze = be->ops->alloc(be, sizeof(float) * R * ng);
@@ -181,7 +189,7 @@ static int mem_alloc(qs_backend *be, gptq_mem *m, int rows, int cols, const qs_g
     if (m->w && m->u && m->sc && m->ze && m->e && m->perm && m->codes && m->loss) return 0;
     mem_free(be, m);
     return qs_error_set(err, -ENOMEM, "%s: out of %s memory for GPTQ of [%d, %d] (%zu bytes: weights, factor, codes)",
-                        what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o));
+                        what, be->ops->name, rows, cols, qs_gptq_backend_bytes(rows, cols, o, o->w_be != NULL));
 }
 
 /* dst[:, k] = src[:, map[k]], both [rows, cols] in backend memory (map: host, [cols]; NULL: a
@@ -345,8 +353,9 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
         /* the batches' input, the layer in processing order: the layer's own backend copy where
          * it holds the same values (no dead input zeroed on the host), else the host's wp */
-        int moved = 0;
-        if (o->w_be && !any_dead) rc = move_columns(be, dm.w, o->w_be, rows, cols, ident ? NULL : perm, &moved, err);
+        int moved = dm.w_borrowed && !any_dead; /* the batches run in the layer itself */
+        if (!moved && o->w_be && !any_dead && !dm.w_borrowed)
+            rc = move_columns(be, dm.w, o->w_be, rows, cols, ident ? NULL : perm, &moved, err);
         if (!rc && !moved) rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
         free(wp), wp = NULL;
         if (!rc) rc = be->ops->upload(be, dm.loss, loss, sizeof(double) * (size_t)rows, err);
@@ -363,7 +372,8 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         if (!rc && o->w_be && !ident && !(inv = malloc(sizeof(int32_t) * C)))
             rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
         for (size_t j = 0; !rc && inv && j < C; j++) inv[perm[j]] = (int32_t)j;
-        if (!rc && o->w_be) rc = move_columns(be, o->w_be, dm.w, rows, cols, ident ? NULL : inv, &w_be_done, err);
+        if (!rc && dm.w_borrowed) w_be_done = 1;
+        else if (!rc && o->w_be) rc = move_columns(be, o->w_be, dm.w, rows, cols, ident ? NULL : inv, &w_be_done, err);
         if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
         if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
         if (!rc) rc = be->ops->download(be, zeros, dm.ze, qb, err);

@@ -34,7 +34,8 @@ typedef struct qs_gptq_opts {
     const float *h_be;
     /* optional, with such a backend: the layer's weights in its memory [rows, cols], which then
      * receive the dequantized weights there too (the same bits as w: the batches' own results,
-     * back in the original column order, with no host upload); stats->w_be_done says so */
+     * back in the original column order, with no host upload; without act-order the batches
+     * run in them); stats->w_be_done says so */
     float *w_be;
 } qs_gptq_opts;
 
@@ -74,9 +75,10 @@ void qs_gptq_batch_rows(float *w, int rows, int cols, int i1, int i2, const floa
                         float *err1, double *loss);
 
 /* Backend memory qs_gptq_quantize takes on a backend with gptq_batch for a [rows, cols] layer:
- * the weights, the factor, codes, quantizers, a batch's errors, the order and the losses (the
- * --gpu-mem plan counts the largest layer's). */
-size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o);
+ * the weights in processing order, the factor, codes, quantizers, a batch's errors, the order
+ * and the losses (the --gpu-mem plan counts the largest layer's). w_be: the layer's weights will
+ * be in backend memory (o->w_be); without act-order the batches then run in them, no copy. */
+size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o, int w_be);
 
 /* w [rows, cols] from codes, scales, zeros and g_idx (NULL g_idx: c / group) */
 void qs_dequant_gidx(const uint8_t *codes, const float *scales, const float *zeros, const int32_t *g_idx, int rows,
