@@ -77,7 +77,7 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
     for (int p = 0; p < QS_PROJ_N; p++) {
         size_t wn = (size_t)tr->in[p] * tr->out[p];
         if (tr->opts.form == QS_LORA_PAPER && wq) BUF(tr->wq_own[p], wn);
-        BUF(tr->weff[p], wn);
+        if (tr->opts.form == QS_LORA_MERGED) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
     }
     BUF(tr->tape.x, T * H);
     BUF(tr->tape.rstd1, T);
@@ -239,20 +239,35 @@ fail:
     return rc;
 }
 
-/* W_eff = base + s B A, then Q() in the merged form */
+/* the merged form's W_eff = Q(base + s B A) (the paper form forms no W_eff: proj_forward) */
 static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank;
+    if (tr->opts.form != QS_LORA_MERGED) return 0;
     for (int p = 0; p < QS_PROJ_N; p++) {
         int in = tr->in[p], out = tr->out[p];
         QS_FORWARD_IF_ERROR(o->copy(be, tr->weff[p], tr->base[p], sizeof(float) * (size_t)in * out, err));
         QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, tr->weff[p], in, err));
-        if (tr->opts.form == QS_LORA_MERGED && quant_bits(tr->opts.wbits))
+        if (quant_bits(tr->opts.wbits))
             QS_FORWARD_IF_ERROR(o->fake_quant_weight(be, tr->weff[p], tr->weff[p], out, in, tr->opts.group,
                                                      tr->opts.wbits, tr->opts.sym, err));
     }
     return 0;
+}
+
+/* Y [T, out] = X W_eff^T + beta Y for projection p, X [T, in]: over the merged form's rebuilt
+ * W_eff, or in the paper form X base^T + s (X A^T) B^T, the low-rank path on its own through
+ * xa: no [out, in] W_eff is formed or stored (a copy of the block's weights less in memory, and
+ * no pass over them per step) */
+static int proj_forward(qs_llama_train *tr, int p, const float *X, int T, float beta, float *Y, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->weff[p], in, beta, Y, out, err);
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->base[p], in, beta, Y, out, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, r, in, 1.0f, X, in, tr->a[p], in, 0.0f, tr->xa, r, err));
+    return o->gemm(be, 0, 1, T, out, r, tr->s, tr->xa, r, tr->b[p], r, 1.0f, Y, out, err);
 }
 
 /* xn [T, hidden] = norm i of x with the trained gamma i, gathered with the maps of site i when
@@ -304,14 +319,13 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     tr->tape_tokens = 0; /* no valid tape until this forward completes */
     QS_FORWARD_IF_ERROR(rebuild_weights(tr, err));
     if (o->set_window_rows) QS_FORWARD_IF_ERROR(o->set_window_rows(be, L, err)); /* token rows are windows of L */
-    float *const *W = tr->weff;
     QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.x, x, sizeof(float) * (size_t)T * H, err));
     /* attention: h = x + o_proj(attn(rope(q), rope(k), v)) */
     QS_FORWARD_IF_ERROR(norm_forward(tr, 0, tr->tape.xn1, tr->tape.x, tr->tape.rstd1, T, err));
     AQ(tr->tape.xn1, H, H);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_Q], H, 0.0f, tr->tape.q, Q, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_K], H, 0.0f, tr->tape.k, KV, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, tr->tape.xn1, H, W[QS_PROJ_V], H, 0.0f, tr->tape.v, KV, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_Q, tr->tape.xn1, T, 0.0f, tr->tape.q, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_K, tr->tape.xn1, T, 0.0f, tr->tape.k, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_V, tr->tape.xn1, T, 0.0f, tr->tape.v, err));
     if (w->bq) {
         QS_FORWARD_IF_ERROR(o->add_bias(be, tr->tape.q, w->bq, T, Q, err));
         QS_FORWARD_IF_ERROR(o->add_bias(be, tr->tape.k, w->bk, T, KV, err));
@@ -329,13 +343,12 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
         AQ(tr->tape.attq, Q, Q);
     }
     QS_FORWARD_IF_ERROR(o->copy(be, tr->tape.h, tr->tape.x, sizeof(float) * (size_t)T * H, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, tr->tape.attq, Q, W[QS_PROJ_O], Q, 1.0f, tr->tape.h, H, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_O, tr->tape.attq, T, 1.0f, tr->tape.h, err));
     /* SwiGLU MLP: out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
     QS_FORWARD_IF_ERROR(norm_forward(tr, 1, tr->tape.xn2, tr->tape.h, tr->tape.rstd2, T, err));
     AQ(tr->tape.xn2, H, H);
-    QS_FORWARD_IF_ERROR(
-        o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_GATE], H, 0.0f, tr->tape.gate, I, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, tr->tape.xn2, H, W[QS_PROJ_UP], H, 0.0f, tr->tape.up, I, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_GATE, tr->tape.xn2, T, 0.0f, tr->tape.gate, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_UP, tr->tape.xn2, T, 0.0f, tr->tape.up, err));
     if (w->ra[2].src_a) /* act[k] = coef (act[a] + act[b]), as qs_llama_block_forward */
         QS_FORWARD_IF_ERROR(o->swiglu_gather(be, tr->tape.act, tr->tape.gate, tr->tape.up, T, I, w->ra[2].src_a,
                                              w->ra[2].src_b, w->ra[2].coef, err));
@@ -344,7 +357,7 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
     AQ(tr->tape.act, I, I);
 #undef AQ
     QS_FORWARD_IF_ERROR(o->copy(be, out, tr->tape.h, sizeof(float) * (size_t)T * H, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, tr->tape.act, I, W[QS_PROJ_DOWN], I, 1.0f, out, H, err));
+    QS_FORWARD_IF_ERROR(proj_forward(tr, QS_PROJ_DOWN, tr->tape.act, T, 1.0f, out, err));
     tr->tape_tokens = T, tr->tape_win = n_win, tr->tape_len = L, tr->tape_step = tr->step;
     return 0;
 }
@@ -362,6 +375,19 @@ static int lora_grads(qs_llama_train *tr, int p, const float *X, const float *dY
     return 0;
 }
 
+/* Backward of proj_forward p: the LoRA gradients (lora_grads, which leaves dY B in dyb), then
+ * dX [T, in] = dY W_eff + beta dX: over the merged form's W_eff, or dY base + s (dY B) A */
+static int proj_backward(qs_llama_train *tr, int p, const float *X, const float *dY, int T, float beta, float *dX,
+                         qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(lora_grads(tr, p, X, dY, T, err));
+    if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->weff[p], in, beta, dX, in, err);
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->base[p], in, beta, dX, in, err));
+    return o->gemm(be, 0, 0, T, in, r, tr->s, tr->dyb, r, tr->a[p], in, 1.0f, dX, in, err);
+}
+
 int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
@@ -372,12 +398,10 @@ int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs
     QS_RETURN_ERROR_IF(tr->tape_step != tr->step, QS_EUSAGE,
                        "block %d training backward: an optimizer step came after the forward", tr->w->layer);
     if (o->set_window_rows) QS_FORWARD_IF_ERROR(o->set_window_rows(be, L, err));
-    float *const *W = tr->weff;
     const qs_llama_weights *w = tr->w;
     const size_t TH = (size_t)T * H;
     /* MLP: out = h + down(act); the residual passes dout to h */
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_DOWN, tr->tape.act, dout, T, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, I, H, 1.0f, dout, H, W[QS_PROJ_DOWN], I, 0.0f, tr->d_gate, I, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_DOWN, tr->tape.act, dout, T, 0.0f, tr->d_gate, err));
     /* d_act (in d_gate; straight-through act_quant) -> dgate, dup; with maps d_act is of the
      * gathered product: its transpose into d_up gives that of silu(gate) * up first */
     const float *d_prod = tr->d_gate;
@@ -388,27 +412,21 @@ int qs_llama_train_backward(qs_llama_train *tr, const float *dout, float *dx, qs
     }
     QS_FORWARD_IF_ERROR(
         o->swiglu_backward(be, tr->d_gate, tr->d_up, d_prod, tr->tape.gate, tr->tape.up, (size_t)T * I, err));
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_GATE, tr->tape.xn2, tr->d_gate, T, err));
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_UP, tr->tape.xn2, tr->d_up, T, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_gate, I, W[QS_PROJ_GATE], H, 0.0f, tr->d_xn, H, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, I, 1.0f, tr->d_up, I, W[QS_PROJ_UP], H, 1.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_GATE, tr->tape.xn2, tr->d_gate, T, 0.0f, tr->d_xn, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_UP, tr->tape.xn2, tr->d_up, T, 1.0f, tr->d_xn, err));
     QS_FORWARD_IF_ERROR(norm_backward(tr, 1, tr->d_x, tr->d_xn, tr->tape.h, tr->tape.rstd2, T, err));
     QS_FORWARD_IF_ERROR(o->add(be, tr->d_h, dout, tr->d_x, TH, err));
     /* attention: h = x + o(attq) */
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_O, tr->tape.attq, tr->d_h, T, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, Q, H, 1.0f, tr->d_h, H, W[QS_PROJ_O], Q, 0.0f, tr->d_att, Q, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_O, tr->tape.attq, tr->d_h, T, 0.0f, tr->d_att, err));
     QS_FORWARD_IF_ERROR(o->attention_backward(be, tr->d_q, tr->d_k, tr->d_v, tr->d_att, tr->tape.q, tr->tape.k,
                                               tr->tape.v, tr->tape.att, tr->tape.lse, n_win, L, c->n_heads,
                                               c->n_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), err));
     /* straight-through Q/K/V fake-quant; RoPE's backward is the inverse rotation */
     QS_FORWARD_IF_ERROR(o->rope(be, tr->d_q, n_win, L, 0, c->n_heads, hd, Q, tr->inv_freq, 1, err));
     QS_FORWARD_IF_ERROR(o->rope(be, tr->d_k, n_win, L, 0, c->n_kv_heads, hd, KV, tr->inv_freq, 1, err));
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_Q, tr->tape.xn1, tr->d_q, T, err));
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_K, tr->tape.xn1, tr->d_k, T, err));
-    QS_FORWARD_IF_ERROR(lora_grads(tr, QS_PROJ_V, tr->tape.xn1, tr->d_v, T, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, Q, 1.0f, tr->d_q, Q, W[QS_PROJ_Q], H, 0.0f, tr->d_xn, H, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_k, KV, W[QS_PROJ_K], H, 1.0f, tr->d_xn, H, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, H, KV, 1.0f, tr->d_v, KV, W[QS_PROJ_V], H, 1.0f, tr->d_xn, H, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_Q, tr->tape.xn1, tr->d_q, T, 0.0f, tr->d_xn, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_K, tr->tape.xn1, tr->d_k, T, 1.0f, tr->d_xn, err));
+    QS_FORWARD_IF_ERROR(proj_backward(tr, QS_PROJ_V, tr->tape.xn1, tr->d_v, T, 1.0f, tr->d_xn, err));
     QS_FORWARD_IF_ERROR(norm_backward(tr, 0, tr->d_x, tr->d_xn, tr->tape.x, tr->tape.rstd1, T, err));
     if (dx) QS_FORWARD_IF_ERROR(o->add(be, dx, tr->d_h, tr->d_x, TH, err));
     return 0;

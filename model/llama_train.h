@@ -29,7 +29,9 @@
  *                   qs_llama_train_step(&tr, lr, err);               (AdamW, then zero gradients)
  *   qs_llama_train_merge(&tr, &w_out, err);   W + s B A and the gammas; the caller re-quantizes
  *   qs_llama_train_free(&tr);
- * The effective weights are rebuilt from the trainables at every forward, so a caller may write
+ * The paper form computes each linear as x Q(W)^T + s (x A^T) B^T, never forming Q(W) + s B A
+ * (and its backward dx = dy Q(W) + s (dy B) A); the merged form's effective weights are rebuilt
+ * from the trainables at every forward. Either way a caller may write
  * the trainables (upload into a[p], b[p], gamma[i]) between steps. A forward's tape serves the
  * backwards that follow it until the next step. Steady state (forward, backward, step) allocates
  * nothing. */
@@ -87,7 +89,8 @@ typedef struct qs_llama_train {
     float *gamma[2], *dgamma[2];            /* [hidden]: input_layernorm, post_attention_layernorm */
     int step;                               /* AdamW steps taken */
     /* frozen base weights: Q(W) (own copies) in the paper form with weight quantization, else
-     * W itself (borrowed); the effective weights rebuilt at each forward (own) */
+     * W itself (borrowed); the merged form's effective weights rebuilt at each forward (own;
+     * the paper form adds s (x A^T) B^T on its own and forms none: weff[p] NULL) */
     const float *base[QS_PROJ_N];
     float *wq_own[QS_PROJ_N];
     float *weff[QS_PROJ_N];

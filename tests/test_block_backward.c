@@ -581,8 +581,18 @@ static void test_gradients(qs_backend *be, int quant, int maps) {
             CHECKF(acc <= 1e-5, "a second backward does not double the gradients (%.3g)", acc);
             grads_free(&g2);
             first_dx = g.dx, g.dx = NULL;
-        } else { /* without quantization both forms are the same computation */
-            CHECK(memcmp(first_dx, g.dx, sizeof(float) * T * H) == 0);
+        } else {
+            /* without quantization both forms are the same function, computed in two ways (the
+             * paper form adds s (x A^T) B^T on its own, the merged one forms W + s B A): their dx
+             * agree to fp32 rounding of sums over <= intermediate_size terms (each form's error
+             * against the float64 reference above is ~3e-7 of its scale) */
+            double d = 0, dsc = 0;
+            for (size_t i = 0; i < (size_t)T * H; i++) {
+                d = fmax(d, fabs((double)first_dx[i] - g.dx[i]));
+                dsc = fmax(dsc, fabs((double)first_dx[i]));
+            }
+            CHECKF(d <= 1e-5 * dsc, "the paper and merged forms' dx differ by %.3g (scale %.3g)", d, dsc);
+            printf("paper vs merged form without quantization: dx differs by %.2e of its scale\n", d / dsc);
         }
         free(out), free(got);
         grads_free(&g);
