@@ -76,7 +76,7 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
     BUF(tr->adam_v, tr->n_param);
     for (int p = 0; p < QS_PROJ_N; p++) {
         size_t wn = (size_t)tr->in[p] * tr->out[p];
-        if (tr->opts.form == QS_LORA_PAPER && wq) BUF(tr->wq_own[p], wn);
+        if (tr->opts.form == QS_LORA_PAPER && wq && !tr->opts.base_in_place) BUF(tr->wq_own[p], wn);
         if (tr->opts.form == QS_LORA_MERGED) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
     }
     BUF(tr->tape.x, T * H);
@@ -223,10 +223,11 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     if (!rc) rc = ops->upload(be, tr->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
     for (int p = 0; p < QS_PROJ_N && !rc; p++) {
         tr->base[p] = proj_weight(w, p);
-        if (tr->wq_own[p]) {
-            rc = ops->fake_quant_weight(be, tr->wq_own[p], tr->base[p], tr->out[p], tr->in[p], o.group, o.wbits, o.sym,
-                                        err);
-            tr->base[p] = tr->wq_own[p];
+        float *qw = tr->wq_own[p] ? tr->wq_own[p]
+                    : o.form == QS_LORA_PAPER && quant_bits(o.wbits) && o.base_in_place ? proj_weight(w, p) : NULL;
+        if (qw) { /* fake_quant_weight may write over its input: the same bits either way */
+            rc = ops->fake_quant_weight(be, qw, tr->base[p], tr->out[p], tr->in[p], o.group, o.wbits, o.sym, err);
+            tr->base[p] = qw;
         }
     }
     free(host);

@@ -65,6 +65,10 @@ typedef struct qs_llama_train_opts {
     float beta1, beta2;    /* AdamW; default 0.9, 0.999 */
     float eps;             /* default 1e-8 */
     float weight_decay;    /* default 0 (QLLM) */
+    /* paper form with weight quantization: Q(W) is made in W's own buffers instead of copies (W
+     * is not read again until qs_llama_train_merge, before which the caller puts W back); one
+     * copy of the block's weights less. Default 0 */
+    int base_in_place;
 } qs_llama_train_opts;
 
 /* the defaults above */

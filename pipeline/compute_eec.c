@@ -35,6 +35,7 @@ static void train_opts(const qs_qrun *q, qs_llama_train_opts *to) {
     to->group = o->q.group > 0 ? o->q.group : -1;
     to->sym = o->q.sym;
     to->abits = o->abits;
+    to->base_in_place = q->eec_w_host;
 }
 
 /* backend bytes of one group's training: K blocks' float weights and trainers (trainables,
@@ -50,13 +51,21 @@ static size_t group_bytes(const qs_qrun *q, int K) {
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
     /* beside the forward of one window, which counts one block's float weights: those are one
      * of the group's, so the group adds the others' */
+    q->eec_w_host = 0;
     *bytes = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg);
     const size_t fwd = qs_calib_device_bytes(q, 1);
+    /* too tight: the float weights wait on the host while Q(W) trains in their place (the paper
+     * form with quantized weights, which reads W only at the merge) */
+    if (gpu_mem && fwd + *bytes > gpu_mem && !q->o->eec_form && q->o->q.bits < 16) {
+        q->eec_w_host = 1;
+        *bytes = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg);
+    }
     QS_RETURN_ERROR_IF(gpu_mem && fwd + *bytes > gpu_mem, QS_ENOMEMBUDGET,
                        "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d block(s) (%.1f MiB: the "
-                       "other blocks' float weights, LoRA trainables, AdamW state and the tape of one %d-token window) "
+                       "other blocks' weights, LoRA trainables, AdamW state and the tape of one %d-token window%s) "
                        "beside the forward of one window with one block's weights (%.1f MiB); %s; nothing was written",
-                       gpu_mem / 1048576.0, q->K, *bytes / 1048576.0, q->calib.seqlen, fwd / 1048576.0,
+                       gpu_mem / 1048576.0, q->K, *bytes / 1048576.0, q->calib.seqlen,
+                       q->eec_w_host ? ", the float weights on the host while it trains" : "", fwd / 1048576.0,
                        q->K > 1 ? "lower --blocks-per-group or --seqlen" : "lower --seqlen or raise --gpu-mem");
     return 0;
 }
@@ -111,6 +120,30 @@ static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double los
     return rc;
 }
 
+/* the seven linears of w (backend memory) to one host buffer *h (down = 1, allocated), or back
+ * from it (down = 0, then freed) */
+static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_model_config *c = &q->cfg;
+    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
+                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
+    const size_t n[QS_N_LINEAR] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
+    size_t total = 0;
+    for (int i = 0; i < QS_N_LINEAR; i++) total += n[i];
+    if (down && !(*h = malloc(sizeof(float) * total)))
+        return qs_error_set(err, -ENOMEM, "block %d: out of host memory for its float weights during training (%zu bytes)",
+                            w->layer, sizeof(float) * total);
+    float *p = *h;
+    for (int i = 0; i < QS_N_LINEAR; i++) {
+        float *d = *qs_lin_field(w, i);
+        QS_FORWARD_IF_ERROR(down ? be->ops->download(be, p, d, sizeof(float) * n[i], err)
+                                 : be->ops->upload(be, d, p, sizeof(float) * n[i], err));
+        p += n[i];
+    }
+    if (!down) free(*h), *h = NULL;
+    return 0;
+}
+
 int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_quantize_opts *o = q->o;
@@ -132,7 +165,9 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
         w[j].abits = abits;
         if (!rc && o->cr) rc = qs_qllm_cr_apply(q, s, &w[j], err);
     }
-    /* 2. training */
+    /* 2. training (q->eec_w_host: the float weights to the host first; Q(W) takes their place) */
+    float *wh[QS_GROUP_MAX] = {0};
+    for (int j = 0; j < K && !rc && q->eec_w_host; j++) rc = weights_to_host(q, &w[j], &wh[j], 1, err);
     qs_llama_train_opts to;
     train_opts(q, &to);
     for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_init(&tr[j], &q->cfg, &w[j], &to, q->calib.seqlen, be, err);
@@ -141,7 +176,8 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
     /* 3. merge, quantize, advance the quantized path */
     for (int j = 0; j < K && !rc; j++) {
         qs_qslot *s = &u->blk[j];
-        rc = qs_llama_train_merge(&tr[j], &w[j], err);
+        if (wh[j]) rc = weights_to_host(q, &w[j], &wh[j], 0, err);
+        if (!rc) rc = qs_llama_train_merge(&tr[j], &w[j], err);
         if (!rc) rc = be->ops->download(be, s->other[0], w[j].attn_norm, hb, err);
         if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);
         qs_llama_train_free(&tr[j]);
@@ -153,6 +189,7 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
     for (int j = 0; j < K; j++) {
         qs_llama_train_free(&tr[j]);
         qs_llama_weights_free(&w[j], be);
+        free(wh[j]);
     }
     return rc;
 }

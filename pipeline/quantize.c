@@ -420,7 +420,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one
          * slot and the calibration states do not fit, the states spill to disk */
         /* EEC's training lives in the device's memory: host memory on the CPU */
-        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) ? eec_bytes : 0);
+        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) ? eec_bytes : 0) +
+                              (q.eec_w_host ? (size_t)q.K * qs_llama_weights_bytes(&q.cfg) : 0); /* compute_eec.c */
         size_t scratch = rows_scratch + calib_bytes;
         q.spill = q.calibrated && o->spill;
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
@@ -515,7 +516,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                                      .n_slots = n_slots, .slot_bytes = slot_bytes, .seconds = qs_now() - q.t_start,
                                      .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
                                      .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0, .staged = q.stage,
-                                     .gptq_h_host = q.gptq_h_host,
+                                     .gptq_h_host = q.gptq_h_host, .eec_w_host = q.eec_w_host,
                                      .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0};
     }
     for (int i = 0; i < 3; i++) {

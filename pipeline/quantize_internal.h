@@ -94,6 +94,10 @@ typedef struct qs_qrun {
      * Hessian goes to the host once accumulated, and each layer's matrix to factor is made there
      * and uploaded into the factor's place (the same bits; the device holds one n x n at a time) */
     int gptq_h_host;
+    /* EEC (paper form, quantized weights) under a --gpu-mem that cannot hold Q(W) beside W: the
+     * group's float weights wait on the host during training, Q(W) made in their place on the
+     * device (the same bits) */
+    int eec_w_host;
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;

@@ -10,7 +10,9 @@
 # factor: every accepted GPTQ run gives the same shards byte for byte (the plan changes where
 # things are and how many windows share a call, never the bits), and the ladder has runs both
 # with the Hessians on the device and on the host. Without act-order (gptq-in-place) the column
-# batches run in the layer's own backend copy, which the plan counts as such.
+# batches run in the layer's own backend copy, which the plan counts as such. Likewise EEC's plan
+# keeps the float weights on the host while it trains where the budget cannot hold Q(W) beside
+# them: every accepted qllm-eec run gives the same shards, and the ladder has both.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
@@ -47,8 +49,10 @@ for m in gptq gptq-in-place qllm-cr qllm-eec; do
       [ -n "$peak" ] || { die "$dev $m --gpu-mem $b: no memory peak printed"; continue; }
       [ "$peak" -le "$budget" ] || die "$dev $m --gpu-mem $budget: peak $peak bytes is over the budget"
       acc=$((acc + 1)); line+=" $b:$((peak >> 10))K"
-      if [ "${m%-in-place}" = gptq ]; then
-        if grep -q "GPTQ's Hessians on the host" <<<"$out"; then hh=$((hh + 1)); line+="(H host)"; else hd=$((hd + 1)); fi
+      if [ "${m%-in-place}" = gptq ] || [ "$m" = qllm-eec ]; then
+        if grep -q "GPTQ's Hessians on the host\|EEC's float weights on the host" <<<"$out"; then
+          hh=$((hh + 1)); line+="(host)"
+        else hd=$((hd + 1)); fi
         if [ -z "$first" ]; then first=$d
         else for f in "$first"/blocks/*.qsh; do
             cmp -s "$f" "$d/blocks/$(basename "$f")" || die "$dev $m --gpu-mem $b: $(basename "$f") differs from $(basename "$first")'s"
@@ -63,8 +67,8 @@ for m in gptq gptq-in-place qllm-cr qllm-eec; do
   done
   echo "$dev $m (budget:peak)$line"
   [ $acc -ge 1 ] && [ $ref -ge 1 ] || die "$dev $m: $acc accepted and $ref refused on the ladder ${budgets[*]}"
-  [ "${m%-in-place}" != gptq ] || { [ $hh -ge 1 ] && [ $hd -ge 1 ]; } ||
-    die "$dev $m: $hh runs with the Hessians on the host and $hd on the device on the ladder (want both)"
+  [ "${m%-in-place}" != gptq ] && [ "$m" != qllm-eec ] || { [ $hh -ge 1 ] && [ $hd -ge 1 ]; } ||
+    die "$dev $m: $hh runs with the Hessians / float weights on the host and $hd on the device on the ladder (want both)"
 done
 done
 [ $fail -eq 0 ] && echo ok
