@@ -35,6 +35,7 @@ int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const
     s->p = NULL;
     s->cap = 0;
     cudaError_t e = cudaMallocAsync(&s->p, bytes, c->stream);
+    if (e != cudaSuccess && e != cudaErrorMemoryAllocation) return qs_cuda_fail(err, e, op, "cudaMallocAsync (scratch)");
     if (e != cudaSuccess) {
         cudaGetLastError();
         s->p = NULL;
@@ -49,8 +50,14 @@ int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const
 
 static void *cuda_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
-    if (cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->stream) != cudaSuccess) {
-        cudaGetLastError(); /* out of memory is not sticky: clear it, the caller reports the size */
+    cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->stream);
+    if (e != cudaSuccess) {
+        /* out of memory is not sticky: clear it, the caller reports the size; anything else
+         * (an earlier kernel's fault) would be reported as out of memory too: say what it is */
+        if (e != cudaErrorMemoryAllocation)
+            fprintf(stderr, "qstream: cuda: cudaMallocAsync of %zu bytes failed: %s (%s)\n", bytes, cudaGetErrorString(e),
+                    cudaGetErrorName(e));
+        cudaGetLastError();
         return NULL;
     }
     return p;
@@ -259,6 +266,11 @@ static cudaError_t stage_pool_create(qs_cuda_ctx *c, int dev) {
     uint64_t keep = UINT64_MAX;
     cudaError_t e = cudaMemPoolCreate(&c->stage_pool, &pp);
     if (e == cudaSuccess) e = cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    /* staged blocks are freed on the compute stream: without this the pool could hand such a
+     * block to the copy stream with a wait on that compute inserted, and the upload would no
+     * longer overlap it */
+    int no = 0;
+    if (e == cudaSuccess) e = cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolReuseAllowInternalDependencies, &no);
     return e;
 }
 
