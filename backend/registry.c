@@ -1,5 +1,6 @@
 #include "backend/registry.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu/cpu_backend.h"
@@ -84,6 +85,22 @@ int qs_backend_factor_workspace(qs_backend *be, long long n, size_t *need, size_
     (void)be, (void)n, (void)err;
     *need = *allowance = 0;
     return 1;
+}
+
+size_t qs_backend_default_gpu_mem(const char *name, size_t *free_bytes) {
+    *free_bytes = 0;
+#ifdef QS_HAVE_CUDA
+    if (name && !strcmp(name, "cuda")) {
+        const char *dv = getenv("QS_CUDA_DEVICE");
+        size_t fr = 0, tot = 0;
+        if (qs_cuda_device_memory(dv && *dv ? atoi(dv) : 0, &fr, &tot)) return 0;
+        *free_bytes = fr;
+        const size_t keep = fr / 20 + ((size_t)256 << 20);
+        return fr > keep ? fr - keep : 1;
+    }
+#endif
+    (void)name;
+    return 0;
 }
 
 int qs_backend_stages(const char *name) { return name && (!strcmp(name, "cuda") || !strcmp(name, "cpu-fenced")); }

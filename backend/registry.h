@@ -37,6 +37,11 @@ int qs_backend_stages(const char *name);
 /* 1 when the device's memory is the host's (cpu, and cpu-fenced, which stands in for a GPU but
  * allocates host memory): --host-mem then holds what --gpu-mem plans too. 0 for cuda. */
 int qs_backend_host_memory(const char *name);
+/* The --gpu-mem a run on this device gets when none is given: on cuda the device's free memory
+ * now (QS_CUDA_DEVICE's) less 5% and 256 MiB (the libraries' handles and the pool's
+ * fragmentation), with *free_bytes what was free; 0 (no budget) for cpu and cpu-fenced, whose
+ * memory --host-mem bounds. */
+size_t qs_backend_default_gpu_mem(const char *name, size_t *free_bytes);
 /* Frees a backend and its context; NULL is fine. Memory it allocated must be freed first. */
 void qs_backend_free(qs_backend *be);
 

@@ -19,3 +19,11 @@ extern "C" int qs_cuda_device_describe(int dev, char *buf, int len) {
              (size_t)(p.totalGlobalMem >> 20));
     return 0;
 }
+
+extern "C" int qs_cuda_device_memory(int dev, size_t *free_bytes, size_t *total_bytes) {
+    if (cudaSetDevice(dev) != cudaSuccess || cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}

@@ -10,6 +10,8 @@
  * L and L^-1; the stale half is cleared after the last reversal. cuSOLVER runs in deterministic
  * mode. */
 #include "gpu/cuda_backend.h"
+#include <stdio.h>
+
 #include "gpu/cuda_internal.h"
 
 #include <stdlib.h>
@@ -77,6 +79,10 @@ extern "C" int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *in
     qs_cuda_ctx *c = qs_cuda(be);
     size_t dw = 0, hw = 0;
     QS_FORWARD_IF_ERROR(workspace(c, n, a, &dw, &hw, err));
+    static int warned; /* the plan's allowance is a bound test_backend_ops checks; say so if it does not hold */
+    if (dw + 256 > qs_cuda_factor_allowance(n) && !warned++)
+        fprintf(stderr, "qstream: warning: cuSOLVER's workspace for a %d x %d factor is %.1f MiB, more than the --gpu-mem "
+                "plan's allowance of %.1f MiB\n", n, n, (dw + 256) / 1048576.0, qs_cuda_factor_allowance(n) / 1048576.0);
     QS_FORWARD_IF_ERROR(qs_cuda_scratch_grow(be, &c->solve, dw + 256, "cholesky_inverse", err));
     if (hw > c->solve_host_cap) {
         void *p = realloc(c->solve_host, hw);

@@ -5,7 +5,8 @@
 # cuda run's perplexity (evaluated on cuda) within 1% of the cpu run's (evaluated on cpu), the
 # issue's bar: bf16 GEMM inputs move a perplexity by far less, a wrong kernel by far more. The
 # GPU is deterministic too: a second GPTQ run and a QLLM run with one window per call
-# (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them.
+# (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them. Without
+# --gpu-mem a cuda run plans for the GPU's free memory and prints that budget.
 # QS_E2E_DEVICE=cpu-fenced runs the same script with the fenced CPU device standing in for the
 # GPU (ctest: cli_cuda_standin), so that the script itself is exercised on every machine.
 set -u
@@ -48,6 +49,9 @@ for m in rtn gptq qllm; do
   echo "$m: cpu $a, $dev $b ($(grep -o "$dev memory peak.*" "$tmp/$m-cuda.log"))"
   close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
 done
+# without --gpu-mem a GPU run plans for the GPU's free memory (and says so)
+[ "$dev" != cuda ] || grep -q -- "--gpu-mem not given: planning for" "$tmp/gptq-cuda.log" ||
+  die "gptq on cuda without --gpu-mem printed no default budget: $(grep -m1 gpu-mem "$tmp/gptq-cuda.log")"
 # shellcheck disable=SC2086
 "$bin" quantize "$smol" ${args[gptq]} -o "$tmp/gptq-cuda2" --device "$dev" --quiet || die "second gptq on $dev"
 same "$tmp/gptq-cuda" "$tmp/gptq-cuda2" || die "two GPTQ runs on $dev differ"

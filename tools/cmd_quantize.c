@@ -37,6 +37,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
                           .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
+    int gpu_mem_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t bytes;
@@ -99,7 +100,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                 return 2;
             }
             if (!strcmp(a, "--host-mem")) o.host_mem = bytes;
-            else if (!strcmp(a, "--gpu-mem")) o.gpu_mem = bytes;
+            else if (!strcmp(a, "--gpu-mem")) o.gpu_mem = bytes, gpu_mem_given = 1;
             else o.reader.request_bytes = bytes;
             i++;
         } else if (a[0] != '-' && !o.model_dir) o.model_dir = a;
@@ -127,6 +128,13 @@ int qs_cmd_quantize(int argc, char **argv) {
     if (qs_backend_check(o.device, &err)) {
         fprintf(stderr, "qstream quantize: %s\n", err.msg);
         return 1;
+    }
+    if (!gpu_mem_given && strcmp(o.method, "rtn")) { /* the GPU's free memory, so that a run fits without flags */
+        size_t fr = 0;
+        o.gpu_mem = qs_backend_default_gpu_mem(o.device, &fr);
+        if (o.gpu_mem && o.progress)
+            fprintf(stderr, "qstream: --gpu-mem not given: planning for %.0f MiB (%.0f MiB free on the %s device, less 5%% and 256 MiB)\n",
+                    o.gpu_mem / 1048576.0, fr / 1048576.0, o.device);
     }
     qs_quantize_summary s;
     int rc = qs_quantize_run(&o, &s, &err);
