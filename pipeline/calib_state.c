@@ -35,7 +35,8 @@ static size_t gptq_bytes(const qs_qrun *q) {
     const qs_model_config *c = &q->cfg;
     const int H = c->hidden_size, qd = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
     const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
-    const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block, .act_order = q->o->act_order};
+    const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block, .act_order = q->o->act_order,
+                             .in_place_reorder = q->gptq_reorder_in_place};
     size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
     for (int i = 0; i < 5; i++) {
         size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go, 1); /* compute_gptq passes the layer */
@@ -101,12 +102,20 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
 
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
     q->stage_block = stage_block;
+    q->gptq_h_host = q->gptq_reorder_in_place = 0;
     q->stage = qs_backend_stages(q->o->device);
-    q->gptq_h_host = 0;
     if (!gpu_mem) return;
-    if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0; /* the slower path fits */
-    if (gptq_bytes(q) && qs_calib_device_bytes(q, 1) > gpu_mem) {
-        q->gptq_h_host = 1; /* one n x n on the device at a time */
+    /* given up in this order where one window's step does not fit, each costing more time than
+     * the one before and none changing a bit: the staging (an upload per block moves into
+     * COMPUTE), GPTQ's act-order copy of a layer (two uploads of it instead), GPTQ's Hessians
+     * on the device (the matrix to factor made on the host and uploaded); after each the staging
+     * is tried again */
+    int *gives[2] = {&q->gptq_reorder_in_place, &q->gptq_h_host};
+    const int applies[2] = {gptq_bytes(q) && q->o->act_order, gptq_bytes(q) != 0};
+    if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0;
+    for (int g = 0; g < 2; g++) {
+        if (!applies[g] || qs_calib_device_bytes(q, 1) <= gpu_mem) continue;
+        *gives[g] = 1;
         q->stage = qs_backend_stages(q->o->device);
         if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0;
     }

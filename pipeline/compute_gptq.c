@@ -93,7 +93,8 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         qs_qrun_to_f32(t, s->r[i].data, n, wh);
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
-                           .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_lin_field(w, i)};
+                           .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_lin_field(w, i),
+                           .in_place_reorder = q->gptq_reorder_in_place};
         qs_gptq_stats st = {0};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;

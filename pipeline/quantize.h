@@ -59,6 +59,7 @@ typedef struct qs_quantize_summary {
     size_t device_peak; /* the backend's peak memory (0: no backend, e.g. RTN) */
     int staged;         /* 1: the loader staged the stored weights in backend memory (a copy stream) */
     int gptq_h_host;    /* 1: GPTQ's Hessians went to the host (--gpu-mem held one n x n at a time) */
+    int gptq_reorder_in_place; /* 1: GPTQ's act-order batches ran in the layers themselves (--gpu-mem) */
     int eec_w_host;     /* 1: EEC's float weights waited on the host during training (--gpu-mem) */
     int per, windows;   /* calibration windows per backend call (the --gpu-mem plan), of all */
 } qs_quantize_summary;

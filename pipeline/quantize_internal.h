@@ -94,6 +94,9 @@ typedef struct qs_qrun {
      * Hessian goes to the host once accumulated, and each layer's matrix to factor is made there
      * and uploaded into the factor's place (the same bits; the device holds one n x n at a time) */
     int gptq_h_host;
+    /* and if that is not enough either, with act-order: the column batches run in the layer's
+     * own copy (quant/gptq.h in_place_reorder) */
+    int gptq_reorder_in_place;
     /* EEC (paper form, quantized weights) under a --gpu-mem that cannot hold Q(W) beside W: the
      * group's float weights wait on the host during training, Q(W) made in their place on the
      * device (the same bits) */
@@ -152,7 +155,7 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per);
 /* q->stage: on where the device stages uploads (qs_backend_stages) and one window's step and
  * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes.
  * GPTQ: q->gptq_h_host when one window's step does not fit with the Hessian on the device (the
- * staging goes first: it saves only an upload per block) */
+ * staging goes first: it saves only an upload per block), then q->gptq_reorder_in_place */
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem);
 /* the staged bytes of a block's tensors: each at a 256-byte aligned offset (NULL off: size only) */
 size_t qs_qslot_stage_layout(const qs_qslot *s, size_t *off);

@@ -143,9 +143,9 @@ void qs_gptq_batch_rows(float *w, int rows, int cols, int i1, int i2, const floa
     }
 }
 
-/* the batches run in the layer's own backend copy: it is there (w_be) and in processing order
- * already (no act-order) */
-static int in_place(const qs_gptq_opts *o, int w_be) { return w_be && !o->act_order; }
+/* the batches run in the layer's own backend copy (w_be): in processing order already (no
+ * act-order), or with in_place_reorder the host's permuted copy uploaded into it */
+static int in_place(const qs_gptq_opts *o, int w_be) { return w_be && (!o->act_order || o->in_place_reorder); }
 
 size_t qs_gptq_backend_bytes(int rows, int cols, const qs_gptq_opts *o, int w_be) {
     const size_t R = (size_t)rows, C = (size_t)cols, ng = (size_t)qs_qconfig_groups(&o->q, cols);
@@ -295,7 +295,8 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
      * copies or gathers the layer itself and the quantizers come from elsewhere */
     int ident = 1;
     for (size_t j = 0; j < C && ident; j++) ident = perm[j] == (int32_t)j;
-    const int wp_needed = !be || !o->w_be || any_dead || (!ident && !be->ops->gather) || (q->group <= 0 && !ident);
+    const int wp_needed = !be || !o->w_be || any_dead || (!ident && !be->ops->gather) || (q->group <= 0 && !ident) ||
+                          (!ident && dm.w_borrowed);
     if (wp_needed && !(wp = malloc(sizeof(float) * n))) {
         rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
         goto done;
@@ -353,7 +354,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         free(hp), hp = NULL; /* U is in backend memory now, and soon the weights */
         /* the batches' input, the layer in processing order: the layer's own backend copy where
          * it holds the same values (no dead input zeroed on the host), else the host's wp */
-        int moved = dm.w_borrowed && !any_dead; /* the batches run in the layer itself */
+        int moved = dm.w_borrowed && !any_dead && ident; /* the batches run in the layer itself */
         if (!moved && o->w_be && !any_dead && !dm.w_borrowed)
             rc = move_columns(be, dm.w, o->w_be, rows, cols, ident ? NULL : perm, &moved, err);
         if (!rc && !moved) rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
@@ -372,7 +373,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         if (!rc && o->w_be && !ident && !(inv = malloc(sizeof(int32_t) * C)))
             rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
         for (size_t j = 0; !rc && inv && j < C; j++) inv[perm[j]] = (int32_t)j;
-        if (!rc && dm.w_borrowed) w_be_done = 1;
+        if (!rc && dm.w_borrowed) w_be_done = ident; /* else the host's result goes up below */
         else if (!rc && o->w_be) rc = move_columns(be, o->w_be, dm.w, rows, cols, ident ? NULL : inv, &w_be_done, err);
         if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
         if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
@@ -391,6 +392,11 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     for (size_t i = 0; i < C; i++)
         g_idx[perm[i]] = q->group <= 0 ? 0 : o->static_groups ? perm[i] / G : (int)(i / (size_t)G);
     qs_dequant_gidx(codes, scales, zeros, g_idx, rows, cols, q->group, w);
+    if (dm.w_borrowed && !w_be_done) { /* the layer held them in processing order: the same values, in order */
+        rc = be->ops->upload(be, o->w_be, w, sizeof(float) * n, err);
+        w_be_done = !rc;
+        if (rc) goto done;
+    }
     if (stats) {
         stats->loss = 0;
         for (int r = 0; r < rows; r++) stats->loss += loss[r];

@@ -37,6 +37,10 @@ typedef struct qs_gptq_opts {
      * back in the original column order, with no host upload; without act-order the batches
      * run in them); stats->w_be_done says so */
     float *w_be;
+    /* with w_be and act-order: the batches run in w_be too (the host's permuted copy uploaded
+     * into it, the host's dequantized weights uploaded back): no second copy of the layer in
+     * backend memory, two uploads of it instead (a tight --gpu-mem) */
+    int in_place_reorder;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {

@@ -50,7 +50,7 @@ for m in gptq gptq-in-place qllm-cr qllm-eec; do
       [ "$peak" -le "$budget" ] || die "$dev $m --gpu-mem $budget: peak $peak bytes is over the budget"
       acc=$((acc + 1)); line+=" $b:$((peak >> 10))K"
       if [ "${m%-in-place}" = gptq ] || [ "$m" = qllm-eec ]; then
-        if grep -q "GPTQ's Hessians on the host\|EEC's float weights on the host" <<<"$out"; then
+        if grep -q "GPTQ's Hessians on the host\|EEC's float weights on the host\|act-order batches in the layers" <<<"$out"; then
           hh=$((hh + 1)); line+="(host)"
         else hd=$((hd + 1)); fi
         if [ -z "$first" ]; then first=$d

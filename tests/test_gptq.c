@@ -231,19 +231,29 @@ int main(int argc, char **argv) {
         float *hback = malloc(sizeof(float) * C * C);
         CHECK(be->ops->download(be, hback, hd, sizeof(float) * C * C, &err) == 0 && !memcmp(hback, hs.h, sizeof(float) * C * C));
         /* the layer in backend memory too (the pipeline's case): the batches start from it (a
-         * copy, or gathered into the act-order order) and leave the dequantized weights there,
-         * the same bits as the host's result, and the same codes */
+         * copy, or gathered into the act-order order; without act-order, or with act-order and
+         * in_place_reorder, they run in it) and leave the dequantized weights there, the same
+         * bits as the host's result, and the same codes */
         float *wd = be->ops->alloc(be, sizeof(float) * R * C), *wback = malloc(sizeof(float) * R * C);
-        CHECK(wd && be->ops->upload(be, wd, W, sizeof(float) * R * C, &err) == 0);
-        ob.w_be = wd;
-        memcpy(back, W, sizeof(float) * R * C);
         uint8_t *codes4 = malloc(R * C);
-        CHECKF(qs_gptq_quantize(back, R, C, NULL, &ob, codes4, sc2, ze2, gi2, &stb, "layer", &err) == 0, "%s: %s", device, err.msg);
-        CHECKF(stb.w_be_done, "case %zu on %s: the dequantized weights were not left in backend memory", k, device);
-        CHECKF(!memcmp(codes3, codes4, R * C), "case %zu on %s: the layer's backend copy gives other codes", k, device);
-        CHECK(be->ops->download(be, wback, wd, sizeof(float) * R * C, &err) == 0);
-        CHECKF(!memcmp(wback, back, sizeof(float) * R * C), "case %zu on %s: the backend's dequantized weights differ from the host's", k, device);
+        for (int reorder = 0; reorder <= o.act_order; reorder++) {
+            CHECK(wd && be->ops->upload(be, wd, W, sizeof(float) * R * C, &err) == 0);
+            ob.w_be = wd;
+            ob.in_place_reorder = reorder;
+            memcpy(back, W, sizeof(float) * R * C);
+            CHECKF(qs_gptq_quantize(back, R, C, NULL, &ob, codes4, sc2, ze2, gi2, &stb, "layer", &err) == 0, "%s: %s", device,
+                   err.msg);
+            CHECKF(stb.w_be_done, "case %zu on %s%s: the dequantized weights were not left in backend memory", k, device,
+                   reorder ? " (reordered in place)" : "");
+            CHECKF(!memcmp(codes3, codes4, R * C), "case %zu on %s%s: the layer's backend copy gives other codes", k, device,
+                   reorder ? " (reordered in place)" : "");
+            CHECK(be->ops->download(be, wback, wd, sizeof(float) * R * C, &err) == 0);
+            CHECKF(!memcmp(wback, back, sizeof(float) * R * C),
+                   "case %zu on %s%s: the backend's dequantized weights differ from the host's", k, device,
+                   reorder ? " (reordered in place)" : "");
+        }
         ob.w_be = NULL;
+        ob.in_place_reorder = 0;
         be->ops->free(be, wd);
         free(wback), free(codes4);
         be->ops->free(be, hd);

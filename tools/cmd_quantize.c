@@ -146,10 +146,11 @@ int qs_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "quantized %d blocks (%d kept from an earlier run, %d slots of %.1f MB) in %.1f s: %.1f MB -> %.1f MB in %s\n",
                 s.n_blocks, s.done_before, s.n_slots, s.slot_bytes / 1e6, s.seconds, s.raw_bytes / 1e6, s.shard_bytes / 1e6, o.out_dir);
     if (o.progress && s.device_peak)
-        fprintf(stderr, "%s memory peak %.1f MiB (%zu bytes); %d of %d calibration windows per call%s%s%s\n", o.device,
+        fprintf(stderr, "%s memory peak %.1f MiB (%zu bytes); %d of %d calibration windows per call%s%s%s%s\n", o.device,
                 s.device_peak / 1048576.0, s.device_peak, s.per, s.windows,
                 s.staged ? "; stored weights staged there by the loader" : "",
                 s.gptq_h_host ? "; GPTQ's Hessians on the host" : "",
-                s.eec_w_host ? "; EEC's float weights on the host while it trains" : "");
+                s.eec_w_host ? "; EEC's float weights on the host while it trains" : "",
+                s.gptq_reorder_in_place ? "; GPTQ's act-order batches in the layers themselves" : "");
     return 0;
 }
