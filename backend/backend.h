@@ -251,6 +251,18 @@ typedef struct qs_backend_ops {
      * the host may then refill, with stage_upload, backend memory that only those ops used.
      * NULL where mark is. */
     int (*wait_mark)(qs_backend *be, int slot, qs_error *err);
+
+    /* ---- bf16 weights (a GPU whose GEMMs round their operands to bf16 keeps frozen linears
+     * so, at half the memory: backend/registry.h qs_backend_bf16_weights) ----
+     * dst [n] bf16 (uint16 bits) = src [n] fp32 rounded to nearest even, NaN quieted: the bits
+     * of base/half.h's qs_f32_to_bf16. dst and src do not overlap. */
+    int (*to_bf16)(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err);
+    /* The linear layer on bf16 weights: y [m, n] = x w^T + beta y, x [m, k] fp32 (ldx >= k), w
+     * [n, k] bf16 bits (ldw >= k), y fp32 (ldy >= n); beta = 0 ignores what y held. Within the
+     * backend's bf16 GEMM tolerance of gemm on the widened w (the CPU backends: exactly that),
+     * with gemm's window hint (set_window_rows). */
+    int (*linear_bf16)(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+                       float beta, float *y, int ldy, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

@@ -64,13 +64,27 @@ size_t qs_backend_peak_bytes(qs_backend *be) {
 }
 
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
-                                int tokens, int factor_n) {
+                                int tokens, int factor_n, int bf16_linear) {
 #ifdef QS_HAVE_CUDA
     if (name && !strcmp(name, "cuda"))
         return qs_cuda_reserve_bytes(seqlen, n_heads, n_kv_heads, head_dim, max_dim, tokens) +
-               qs_cuda_factor_allowance(factor_n);
+               qs_cuda_factor_allowance(factor_n) + (bf16_linear ? sizeof(uint16_t) * (size_t)tokens * max_dim : 0);
 #endif
     (void)name, (void)seqlen, (void)n_heads, (void)n_kv_heads, (void)head_dim, (void)max_dim, (void)tokens, (void)factor_n;
+    (void)bf16_linear;
+    return 0;
+}
+
+int qs_backend_bf16_weights(const char *name) {
+    if (!name) return 0;
+    if (!strcmp(name, "cuda")) {
+        const char *m = getenv("QS_CUDA_GEMM");
+        return !m || !*m || !strcmp(m, "bf16");
+    }
+    if (!strcmp(name, "cpu-fenced")) {
+        const char *f = getenv("QS_FENCED_BF16");
+        return f && !strcmp(f, "1");
+    }
     return 0;
 }
 

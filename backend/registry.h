@@ -26,7 +26,12 @@ size_t qs_backend_peak_bytes(qs_backend *be);
  * 0) cholesky_inverse runs on orders up to factor_n: --gpu-mem plans it beside the pipeline's
  * allocations. 0 for cpu and cpu-fenced (their scratch is host memory). */
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
-                                int tokens, int factor_n);
+                                int tokens, int factor_n, int bf16_linear);
+/* 1 when frozen linears are better kept as bf16 on this device (linear_bf16): cuda with its
+ * default bf16 GEMM math (which rounds fp32 operands to bf16 anyway), and cpu-fenced with
+ * QS_FENCED_BF16=1 in the environment (the same road without a GPU, for the tests); 0 for cpu.
+ * bf16_linear above: linear_bf16's own scratch (the input in bf16) is planned too. */
+int qs_backend_bf16_weights(const char *name);
 /* cholesky_inverse's library workspace at order n on this device: *need what the library asks
  * for now, *allowance what qs_backend_reserve_bytes plans for it. 0, or 1 when the backend's
  * factor needs no workspace of its own (cpu), or an error. */

@@ -111,6 +111,8 @@ static const qs_backend_ops cpu_ops = {
     .gptq_hessian = qs_cpu_gptq_hessian,
     .to_f32 = qs_cpu_to_f32, /* no staging ops: its memory is host memory */
     .gather = qs_cpu_gather,
+    .to_bf16 = qs_cpu_to_bf16,
+    .linear_bf16 = qs_cpu_linear_bf16,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -1,5 +1,8 @@
-/* cpu/cpu_convert.c - stored weights to fp32 on the CPU backend (backend.h to_f32): base/half.h's
+/* cpu/cpu_convert.c - stored weights to fp32 on the CPU backend (backend.h to_f32), fp32 to bf16
+ * (to_bf16) and the linear layer on bf16 weights (linear_bf16: widened, then gemm): base/half.h's
  * conversions, elements in parallel. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/half.h"
@@ -17,4 +20,25 @@ int qs_cpu_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dty
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) dst[i] = dtype == QS_BE_F16 ? qs_f16_to_f32(h[i]) : qs_bf16_to_f32(h[i]);
     return 0;
+}
+
+int qs_cpu_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err) {
+    (void)be, (void)err;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) dst[i] = qs_f32_to_bf16(src[i]);
+    return 0;
+}
+
+int qs_cpu_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+                       float beta, float *y, int ldy, qs_error *err) {
+    QS_RETURN_ERROR_IF(m < 0 || n < 0 || k < 0 || ldw < k, QS_EUSAGE, "linear_bf16: shape [%d, %d] x [%d] (ldw %d)", m,
+                       n, k, ldw);
+    float *wf = malloc(sizeof(float) * ((size_t)n * k + 1));
+    QS_RETURN_ERROR_IF(!wf, -ENOMEM, "linear_bf16: out of memory widening [%d, %d] weights", n, k);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < (size_t)n; r++)
+        for (size_t c = 0; c < (size_t)k; c++) wf[r * k + c] = qs_bf16_to_f32(w[r * (size_t)ldw + c]);
+    int rc = qs_cpu_gemm(be, 0, 1, m, n, k, 1.0f, x, ldx, wf, k > 0 ? k : 1, beta, y, ldy, err);
+    free(wf);
+    return rc;
 }

@@ -354,6 +354,16 @@ static int fence_gather(qs_backend *be, float *y, const float *x, int rows, int 
     return OPS->gather(inner(be), FH(y), CFH(x), rows, dim, CIH(a), CIH(b), CFH(coef), err);
 }
 
+static int fence_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err) {
+    begin(be);
+    return OPS->to_bf16(inner(be), (uint16_t *)H(dst), CFH(src), n, err);
+}
+static int fence_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+                             float beta, float *y, int ldy, qs_error *err) {
+    begin(be);
+    return OPS->linear_bf16(inner(be), m, n, k, CFH(x), ldx, (const uint16_t *)H(w), ldw, beta, FH(y), ldy, err);
+}
+
 static const qs_backend_ops fence_ops = {
     .name = "cpu-fenced",
     .destroy = fence_destroy,
@@ -394,6 +404,8 @@ static const qs_backend_ops fence_ops = {
     .wait_mark = fence_wait_mark,
     .to_f32 = fence_to_f32,
     .gather = fence_gather,
+    .to_bf16 = fence_to_bf16,
+    .linear_bf16 = fence_linear_bf16,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

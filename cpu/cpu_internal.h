@@ -72,6 +72,9 @@ int qs_cpu_gptq_hessian(qs_backend *be, float *hp, const float *h, int n, const 
 int qs_cpu_gather(qs_backend *be, float *y, const float *x, int rows, int dim, const int32_t *src_a,
                   const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
+int qs_cpu_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err);
+int qs_cpu_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+                       float beta, float *y, int ldy, qs_error *err);
 int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                     qs_error *err);
 int qs_cpu_adamw_step(qs_backend *be, float *param, const float *grad, float *m, float *v, size_t n, float lr,

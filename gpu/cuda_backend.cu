@@ -158,7 +158,7 @@ static void cuda_destroy(qs_backend *be) {
     if (!be) return;
     qs_cuda_ctx *c = qs_cuda(be);
     if (c) {
-        qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv, &c->solve};
+        qs_cuda_scratch *s[] = {&c->attn, &c->part, &c->inv, &c->solve, &c->xb};
         if (c->solver_params) cusolverDnDestroyParams(c->solver_params);
         if (c->solver) cusolverDnDestroy(c->solver);
         free(c->solve_host);
@@ -253,6 +253,8 @@ static const qs_backend_ops cuda_ops = {
     /* .to_f32 */ qs_cuda_to_f32,
     /* .gather */ qs_cuda_gather,
     /* .wait_mark */ cuda_wait_mark,
+    /* .to_bf16 */ qs_cuda_to_bf16,
+    /* .linear_bf16 */ qs_cuda_linear_bf16,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */

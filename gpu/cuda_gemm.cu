@@ -62,3 +62,29 @@ extern "C" int qs_cuda_gemm(qs_backend *be, int ta, int tb, int m, int n, int k,
     }
     return 0;
 }
+
+/* y = x w^T + beta y with w bf16: x rounded to bf16 (to_bf16's rounding) into scratch, then
+ * cublasGemmEx on bf16 operands with fp32 accumulation and output, window by window as gemm */
+extern "C" int qs_cuda_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w,
+                                   int ldw, float beta, float *y, int ldy, qs_error *err) {
+    QS_RETURN_ERROR_IF(m < 0 || n < 0 || k < 0, QS_EUSAGE, "linear_bf16: negative size [%d, %d] x [%d]", m, n, k);
+    QS_RETURN_ERROR_IF(ldx < k || ldw < k || ldy < n, QS_EUSAGE,
+                       "linear_bf16: a leading dimension is smaller than its row (ldx %d, ldw %d, ldy %d for m %d n %d k %d)",
+                       ldx, ldw, ldy, m, n, k);
+    qs_cuda_ctx *cx = qs_cuda(be);
+    if (m == 0 || n == 0) return 0;
+    if (k == 0) return qs_cuda_gemm_rm(be, 0, 1, m, n, 0, 1.0f, x, ldx, NULL, 1, beta, y, ldy, "linear_bf16", err);
+    QS_FORWARD_IF_ERROR(qs_cuda_scratch_grow(be, &cx->xb, sizeof(uint16_t) * (size_t)m * k, "linear_bf16", err));
+    uint16_t *xb = (uint16_t *)cx->xb.p;
+    QS_FORWARD_IF_ERROR(qs_cuda_rows_to_bf16(be, xb, x, m, k, ldx, err));
+    const float one = 1.0f;
+    const int P = cx->window_rows > 0 && cx->window_rows < m ? cx->window_rows : m;
+    for (int r0 = 0; r0 < m; r0 += P) {
+        const int mr = m - r0 < P ? m - r0 : P;
+        cublasStatus_t s = cublasGemmEx(cx->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, mr, k, &one, w, CUDA_R_16BF, ldw,
+                                        xb + (size_t)r0 * k, CUDA_R_16BF, k, &beta, y + (size_t)r0 * ldy, CUDA_R_32F, ldy,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s != CUBLAS_STATUS_SUCCESS) return qs_cuda_blas_fail(err, s, "linear_bf16");
+    }
+    return 0;
+}

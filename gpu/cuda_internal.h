@@ -45,6 +45,8 @@ typedef struct qs_cuda_ctx {
     double *part_host; /* pinned copy of mse_grad's partial sums */
     /* gather_backward: the inverse of the reassembly maps (CSR) */
     qs_cuda_scratch inv;
+    /* linear_bf16: the input rounded to bf16 */
+    qs_cuda_scratch xb;
     /* cholesky_inverse: cuSOLVER (created on first use), its 64-bit API's parameters, its
      * device workspace and info, its host workspace */
     cusolverDnHandle_t solver;
@@ -178,6 +180,12 @@ int qs_cuda_adamw_step(qs_backend *be, float *param, const float *grad, float *m
 int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *info_host, qs_error *err);
 /* cuda_convert.cu */
 int qs_cuda_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
+int qs_cuda_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err);
+/* dst [rows, cols] bf16 (packed) = src [rows, cols] fp32 (leading dimension lds), as to_bf16 */
+int qs_cuda_rows_to_bf16(qs_backend *be, uint16_t *dst, const float *src, int rows, int cols, int lds, qs_error *err);
+/* cuda_gemm.cu */
+int qs_cuda_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+                        float beta, float *y, int ldy, qs_error *err);
 /* cuda_gptq.cu */
 int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                        int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,

@@ -56,6 +56,16 @@ int qs_llama_block_forward(qs_backend *be, const qs_model_config *c, const qs_ll
     return qs_llama_block_forward_until(be, c, w, x, n_win, L, s, QS_STOP_NONE, err);
 }
 
+/* y [T, out] = x [T, in] W_i^T + beta y for linear i of w, float or bf16 (w->bf16[i]) */
+static int linear(qs_backend *be, const qs_llama_weights *w, int i, const float *wf, int T, int out, int in,
+                  const float *x, float beta, float *y, qs_error *err) {
+    if (w->bf16[i]) {
+        QS_RETURN_ERROR_IF(!be->ops->linear_bf16, QS_EUNSUPPORTED, "bf16 weights are not implemented on %s", be->ops->name);
+        return be->ops->linear_bf16(be, T, out, in, x, in, w->bf16[i], in, beta, y, out, err);
+    }
+    return be->ops->gemm(be, 0, 1, T, out, in, 1.0f, x, in, wf, in, beta, y, out, err);
+}
+
 int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const qs_llama_weights *w, float *x,
                                  int n_win, int L, qs_llama_scratch *s, qs_llama_stop stop, qs_error *err) {
     const qs_backend_ops *o = be->ops;
@@ -80,9 +90,9 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
         QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->attn_norm, T, H, eps, NULL, err));
     if (stop == QS_STOP_QKV_IN) return 0;
     AQ(s->xn, H, H);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, Q, H, 1.0f, s->xn, H, w->wq, H, 0.0f, s->q, Q, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wk, H, 0.0f, s->k, KV, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, KV, H, 1.0f, s->xn, H, w->wv, H, 0.0f, s->v, KV, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 0, w->wq, T, Q, H, s->xn, 0.0f, s->q, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 1, w->wk, T, KV, H, s->xn, 0.0f, s->k, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 2, w->wv, T, KV, H, s->xn, 0.0f, s->v, err));
     if (w->bq) {
         QS_FORWARD_IF_ERROR(o->add_bias(be, s->q, w->bq, T, Q, err));
         QS_FORWARD_IF_ERROR(o->add_bias(be, s->k, w->bk, T, KV, err));
@@ -97,7 +107,7 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
                                      (float)(1.0 / sqrt((double)hd)), NULL, err));
     if (stop == QS_STOP_O_IN) return 0;
     AQ(s->att, Q, Q);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, Q, 1.0f, s->att, Q, w->wo, Q, 1.0f, x, H, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 3, w->wo, T, H, Q, s->att, 1.0f, x, err));
     /* SwiGLU MLP: x += down_proj(silu(gate_proj(n2)) * up_proj(n2)) */
     if (w->ra[1].src_a)
         QS_FORWARD_IF_ERROR(o->rmsnorm_gather(be, s->xn, x, w->ffn_norm, T, H, eps, w->ra[1].src_a, w->ra[1].src_b,
@@ -106,8 +116,8 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
         QS_FORWARD_IF_ERROR(o->rmsnorm(be, s->xn, x, w->ffn_norm, T, H, eps, NULL, err));
     if (stop == QS_STOP_GU_IN) return 0;
     AQ(s->xn, H, H);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_gate, H, 0.0f, s->gate, I, err));
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, I, H, 1.0f, s->xn, H, w->w_up, H, 0.0f, s->up, I, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 4, w->w_gate, T, I, H, s->xn, 0.0f, s->gate, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 5, w->w_up, T, I, H, s->xn, 0.0f, s->up, err));
     if (w->ra[2].src_a) /* reassembly fused into the product: act[k] = coef (act[a] + act[b]) */
         QS_FORWARD_IF_ERROR(o->swiglu_gather(be, s->act, s->gate, s->up, T, I, w->ra[2].src_a, w->ra[2].src_b,
                                              w->ra[2].coef, err));
@@ -116,6 +126,6 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
     if (stop == QS_STOP_DOWN_IN) return 0;
     AQ(s->act, I, I);
 #undef AQ
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, H, I, 1.0f, s->act, I, w->w_down, I, 1.0f, x, H, err));
+    QS_FORWARD_IF_ERROR(linear(be, w, 6, w->w_down, T, H, I, s->act, 1.0f, x, err));
     return 0;
 }

@@ -56,6 +56,28 @@ void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be) {
         be->ops->free(be, w->ra[k].src_a), be->ops->free(be, w->ra[k].src_b), be->ops->free(be, w->ra[k].coef);
         w->ra[k].src_a = w->ra[k].src_b = NULL, w->ra[k].coef = NULL;
     }
+    for (int i = 0; i < 7; i++) {
+        if (w->bf16[i]) be->ops->free(be, w->bf16[i]);
+        w->bf16[i] = NULL;
+    }
+}
+
+int qs_llama_weights_to_bf16(qs_llama_weights *w, int i, size_t n, qs_backend *be, qs_error *err) {
+    float **f[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+    QS_RETURN_ERROR_IF(i < 0 || i > 6 || !*f[i] || !be->ops->to_bf16 || !be->ops->linear_bf16, QS_EUSAGE,
+                       "block %d: linear %d cannot be kept as bf16 on %s", w->layer, i, be->ops->name);
+    uint16_t *h = be->ops->alloc(be, sizeof(uint16_t) * n);
+    QS_RETURN_ERROR_IF(!h, -ENOMEM, "block %d: out of %s memory for a bf16 copy of linear %d (%zu bytes)", w->layer,
+                       be->ops->name, i, sizeof(uint16_t) * n);
+    int rc = be->ops->to_bf16(be, h, *f[i], n, err);
+    if (rc) {
+        be->ops->free(be, h);
+        return rc;
+    }
+    be->ops->free(be, *f[i]); /* stream-ordered: after the conversion */
+    *f[i] = NULL;
+    w->bf16[i] = h;
+    return 0;
 }
 
 /* the catalogue entry of "model.layers.L.<suffix>", checked against the expected shape */

@@ -25,6 +25,9 @@ typedef struct qs_llama_weights {
     float *bk;        /* [n_kv_heads*head_dim] or NULL */
     float *bv;        /* [n_kv_heads*head_dim] or NULL */
     int abits;        /* < 16: weight-activation simulation at this width (qs_llama_block_forward) */
+    /* linear i (wq .. w_down in this order) kept as bf16 instead (its float pointer then NULL):
+     * the forward reads it through the backend's linear_bf16 (qs_llama_weights_to_bf16) */
+    uint16_t *bf16[7];
     /* channel reassembly (QLLM) in backend memory, or src_a NULL: site 0 the input norm -> q, k, v;
      * site 1 the post-attention norm -> gate, up; site 2 silu(gate) * up -> down.
      * Output channel k = coef[k] * (in[src_a[k]] + (src_b[k] >= 0 ? in[src_b[k]] : 0)). */
@@ -41,6 +44,10 @@ int qs_llama_weights_load(qs_llama_weights *w, const qs_catalog *cat, const qs_m
                           qs_backend *be, qs_error *err);
 /* Frees what was loaded; a zeroed or already freed *w is fine. */
 void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be);
+/* Linear i of w (0..6: wq .. w_down) from float to bf16 in new backend memory (to_bf16), the
+ * float copy freed: a frozen layer at half the memory. 0 or an error (out of memory: w is
+ * unchanged). */
+int qs_llama_weights_to_bf16(qs_llama_weights *w, int i, size_t n, qs_backend *be, qs_error *err);
 /* Bytes the weights of one block take as float32 (for memory planning and reports). */
 size_t qs_llama_weights_bytes(const qs_model_config *cfg);
 

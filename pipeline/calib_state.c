@@ -26,31 +26,51 @@ static int max_in(const qs_model_config *c) {
     return m;
 }
 
-/* GPTQ's backend memory beside the block's weights and activations: a stage's Hessian while it
- * accumulates, then beside it a layer's working set (quant/gptq.h: its weights, factor, codes),
- * the largest of the block's linears; with the Hessians on the host (q->gptq_h_host) the larger
- * of a Hessian and a layer's working set */
-static size_t gptq_bytes(const qs_qrun *q) {
-    if (!q->o || !q->o->method || strcmp(q->o->method, "gptq")) return 0;
+static int is_gptq(const qs_qrun *q) { return q->o && q->o->method && !strcmp(q->o->method, "gptq"); }
+
+/* GPTQ's backend memory at its largest stage ({q, k, v}, {o}, {gate, up}, {down}): *weights the
+ * block's weights then (the earlier stages' linears in bf16 where q->bf16_weights, the rest
+ * float, and the norms and biases), and the return value the stage's own: its Hessian while it
+ * accumulates, then a layer's working set (quant/gptq.h: its factor, codes, with act-order a
+ * copy of it) with the Hessian beside it unless q->gptq_h_host, and (bf16) the layer's bf16
+ * copy made once the working set is freed */
+static size_t gptq_stage_bytes(const qs_qrun *q, size_t *weights) {
+    *weights = qs_llama_weights_bytes(&q->cfg);
+    if (!is_gptq(q)) return 0;
     const qs_model_config *c = &q->cfg;
     const int H = c->hidden_size, qd = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
-    const int shapes[5][2] = {{qd, H}, {kv, H}, {H, qd}, {I, H}, {H, I}}; /* [out, in] */
+    const int shapes[7][2] = {{qd, H}, {kv, H}, {kv, H}, {H, qd}, {I, H}, {I, H}, {H, I}}; /* [out, in] */
+    const int stage_of[7] = {0, 0, 0, 1, 2, 2, 3}, in_of[4] = {H, qd, H, I};
     const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block, .act_order = q->o->act_order,
                              .in_place_reorder = q->gptq_reorder_in_place};
-    size_t mi = (size_t)max_in(c), most = sizeof(float) * mi * mi;
-    for (int i = 0; i < 5; i++) {
-        size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go, 1); /* compute_gptq passes the layer */
-        if (!q->gptq_h_host) b += sizeof(float) * shapes[i][1] * shapes[i][1]; /* the stage's Hessian stays beside */
-        most = b > most ? b : most;
+    size_t lin = 0;
+    for (int i = 0; i < 7; i++) lin += sizeof(float) * (size_t)shapes[i][0] * shapes[i][1];
+    const size_t other = *weights - lin;
+    size_t best = 0, best_w = *weights, best_work = 0;
+    for (int st = 0; st < 4; st++) {
+        size_t w = other, ws = 0;
+        const size_t hess = sizeof(float) * (size_t)in_of[st] * in_of[st];
+        for (int i = 0; i < 7; i++) {
+            const size_t n = (size_t)shapes[i][0] * shapes[i][1];
+            w += (stage_of[i] < st && q->bf16_weights ? sizeof(uint16_t) : sizeof(float)) * n;
+            if (stage_of[i] != st) continue;
+            size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go, 1); /* compute_gptq passes the layer */
+            if (q->bf16_weights && sizeof(uint16_t) * n > b) b = sizeof(uint16_t) * n;
+            ws = b > ws ? b : ws;
+        }
+        size_t work = (q->gptq_h_host ? 0 : hess) + ws;
+        if (work < hess) work = hess;
+        if (w + work > best) best = w + work, best_w = w, best_work = work;
     }
-    return most;
+    *weights = best_w;
+    return best_work;
 }
 
 /* GPTQ's host memory: a stage's Hessian, the copy the stage's linears but the last work on, and
  * the matrix to factor (quant/gptq.c): 2 n^2 for the one-linear stages (o, down), 3 n^2 for
  * {q, k, v} and {gate, up} (n = hidden) */
 static size_t gptq_host_bytes(const qs_qrun *q) {
-    if (!gptq_bytes(q)) return 0;
+    if (!is_gptq(q)) return 0;
     const qs_model_config *c = &q->cfg;
     const size_t H = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, I = (size_t)c->intermediate_size;
     size_t b = 3 * H * H;
@@ -83,7 +103,7 @@ static size_t reassembly_bytes(const qs_qrun *q) {
 static size_t reserve_bytes(const qs_qrun *q, int per) {
     const qs_model_config *c = &q->cfg;
     return qs_backend_reserve_bytes(q->o ? q->o->device : NULL, q->calib.seqlen, c->n_heads, c->n_kv_heads, c->head_dim,
-                                    max_in(c), per * q->calib.seqlen, gptq_bytes(q) ? max_in(c) : 0);
+                                    max_in(c), per * q->calib.seqlen, is_gptq(q) ? max_in(c) : 0, q->bf16_weights);
 }
 
 #define STAGED_UNITS 3 /* one per pipeline slot: LOAD may stage two units ahead of COMPUTE's */
@@ -95,9 +115,10 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t call = (size_t)per * q->calib.seqlen;
     /* the staged units, and the next call's windows */
     size_t staged = q->stage ? (size_t)STAGED_UNITS * q->K * q->stage_block + sizeof(float) * call * q->cfg.hidden_size : 0;
-    return qs_llama_weights_bytes(&q->cfg) + qs_llama_scratch_bytes(&q->cfg, (int)call) +
-           sizeof(float) * call * q->cfg.hidden_size + gptq_bytes(q) + reassembly_bytes(q) + reserve_bytes(q, per) +
-           staged;
+    size_t weights;
+    const size_t gptq = gptq_stage_bytes(q, &weights);
+    return weights + qs_llama_scratch_bytes(&q->cfg, (int)call) + sizeof(float) * call * q->cfg.hidden_size + gptq +
+           reassembly_bytes(q) + reserve_bytes(q, per) + staged;
 }
 
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
@@ -111,7 +132,7 @@ void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
      * on the device (the matrix to factor made on the host and uploaded); after each the staging
      * is tried again */
     int *gives[2] = {&q->gptq_reorder_in_place, &q->gptq_h_host};
-    const int applies[2] = {gptq_bytes(q) && q->o->act_order, gptq_bytes(q) != 0};
+    const int applies[2] = {is_gptq(q) && q->o->act_order, is_gptq(q)};
     if (q->stage && qs_calib_device_bytes(q, 1) > gpu_mem) q->stage = 0;
     for (int g = 0; g < 2; g++) {
         if (!applies[g] || qs_calib_device_bytes(q, 1) <= gpu_mem) continue;
@@ -145,18 +166,20 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     if (per < 1) per = 1;
     if (per > q->calib.nsamples) per = q->calib.nsamples;
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
-    const size_t wb = qs_llama_weights_bytes(&q->cfg), one = qs_calib_device_bytes(q, 1);
-    const size_t hess = gptq_bytes(q), ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
-    char hs[128] = "", rs[80] = "";
+    size_t wb;
+    const size_t hess = gptq_stage_bytes(q, &wb), one = qs_calib_device_bytes(q, 1);
+    const size_t ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
+    char hs[128] = "", rs[80] = "", ws[64] = "float weights";
+    if (hess && q->bf16_weights) snprintf(ws, sizeof ws, "weights at GPTQ's largest stage, the earlier ones in bf16");
     if (hess)
         snprintf(hs, sizeof hs, ", GPTQ's largest layer with %s (%.1f MiB)",
                  q->gptq_h_host ? "its factor, its Hessian on the host" : "its Hessian and factor", hess / 1048576.0);
     if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
     if (res) snprintf(rs, sizeof rs, ", the %s ops' own scratch (%.1f MiB)", q->o->device, res / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
-                       "--gpu-mem %.1f MiB cannot hold one block's float weights (%.1f MiB)%s%s and the activations of "
+                       "--gpu-mem %.1f MiB cannot hold one block's %s (%.1f MiB)%s%s and the activations of "
                        "one calibration window of %d tokens (%.1f MiB); nothing was written",
-                       gpu_mem / 1048576.0, wb / 1048576.0, hs, rs, q->calib.seqlen,
+                       gpu_mem / 1048576.0, ws, wb / 1048576.0, hs, rs, q->calib.seqlen,
                        (one - wb - hess - ra - res) / 1048576.0);
     q->per = per;
     return 0;
@@ -389,6 +412,7 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
         for (int b = 0; b < first && !rc; b++) {
             qs_llama_weights w;
             rc = qs_qmodel_load_block(&qm, b, &w, q->lm.be, err);
+            if (!rc && q->bf16_weights) rc = qs_gptq_weights_bf16(q, &w, err); /* as the run that wrote it */
             if (!rc) rc = qs_calib_advance(q, &w, err);
             qs_llama_weights_free(&w, q->lm.be);
             if (rc || q->n_states < 2) continue;

@@ -66,6 +66,15 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
     return rc;
 }
 
+int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err) {
+    const qs_model_config *c = &q->cfg;
+    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
+                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
+    const size_t n[QS_N_LINEAR] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
+    for (int i = 0; i < QS_N_LINEAR; i++) QS_FORWARD_IF_ERROR(qs_llama_weights_to_bf16(w, i, n[i], q->lm.be, err));
+    return 0;
+}
+
 /* GPTQ of linear i with Hessian h (host, consumed) or hd (backend memory, kept); the dequantized
  * result replaces the float weights */
 static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, float *h, const float *hd, qs_error *err) {
@@ -184,6 +193,8 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
                 h = hcopy;
             }
             rc = quantize_linear(q, s, &w, st->lin[j], h, hd, err);
+            /* frozen from here on: the later stages' and the next block's forwards read it */
+            if (!rc && q->bf16_weights) rc = qs_llama_weights_to_bf16(&w, st->lin[j], s->t[st->lin[j]]->n_elems, be, err);
         }
         be->ops->free(be, hd);
         free(hcopy);

@@ -376,6 +376,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     memset(slots, 0, sizeof slots);
     void *ptrs[3];
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
+    q.bf16_weights = is_gptq(o) && qs_backend_bf16_weights(o->device);
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;

@@ -97,6 +97,9 @@ typedef struct qs_qrun {
     /* and if that is not enough either, with act-order: the column batches run in the layer's
      * own copy (quant/gptq.h in_place_reorder) */
     int gptq_reorder_in_place;
+    /* GPTQ on a device that keeps frozen linears in bf16 (qs_backend_bf16_weights): each layer
+     * once quantized, and on resume each replayed block's, becomes bf16 there */
+    int bf16_weights;
     /* EEC (paper form, quantized weights) under a --gpu-mem that cannot hold Q(W) beside W: the
      * group's float weights wait on the host during training, Q(W) made in their place on the
      * device (the same bits) */
@@ -123,6 +126,8 @@ void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab *
  * kept on the host in s->other for STORE */
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
 float **qs_lin_field(qs_llama_weights *w, int i); /* &w->wq, ... in qs_linear_names order */
+/* all seven linears of w to bf16 (q->bf16_weights: a replayed GPTQ block, as COMPUTE left it) */
+int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err);
 
 /* COMPUTE of one block, by method */
 int qs_compute_rtn(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);

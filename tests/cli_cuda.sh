@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # The CUDA backend end to end on SmolLM2-135M (QS_SMOLLM_DIR; a model without a tokenizer, such as
 # stories260k, is calibrated and evaluated on seeded random ids) (exits 77 without a usable CUDA device):
-# RTN W4 g128, GPTQ W4 g128 and QLLM W4A4 (CR + EEC, 2 epochs) quantized on cpu and on cuda; each
-# cuda run's perplexity (evaluated on cuda) within 1% of the cpu run's (evaluated on cpu), the
-# issue's bar: bf16 GEMM inputs move a perplexity by far less, a wrong kernel by far more. The
-# GPU is deterministic too: a second GPTQ run and a QLLM run with one window per call
-# (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them. Without
-# --gpu-mem a cuda run plans for the GPU's free memory and prints that budget.
+# RTN W4 g128, GPTQ W4 g128 and QLLM W4A4 (CR + EEC, 2 epochs) quantized on cpu and on cuda.
+# - The issue's bar: each cuda run's perplexity (evaluated on cuda) within 1% of the cpu run's
+#   (evaluated on cpu). FP and RTN with the default bf16 GEMM math; GPTQ and QLLM with
+#   QS_CUDA_GEMM=fp32, because calibrated methods amplify any rounding change: on the CPU alone,
+#   rounding only GPTQ's frozen weights to bf16 (cpu-fenced, QS_FENCED_BF16=1) moved SmolLM2's
+#   GPTQ W4 g128 perplexity by 4.6% (8 x 128 calibration tokens) and by 1.7% (32 x 256), and
+#   another calibration seed moved it by 5.6%. With the default math (bf16 GEMMs, GPTQ's
+#   frozen layers kept in bf16) they must be within QS_E2E_WIDE (default 10%): a wrong kernel
+#   gives perplexities in the thousands.
+# - The GPU is deterministic too: a second GPTQ run and a QLLM run with one window per call
+#   (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them (the
+#   replayed blocks' layers in bf16 as the run left them). Without --gpu-mem a cuda run plans
+#   for the GPU's free memory and prints that budget.
 # QS_E2E_DEVICE=cpu-fenced runs the same script with the fenced CPU device standing in for the
-# GPU (ctest: cli_cuda_standin), so that the script itself is exercised on every machine.
+# GPU (ctest: cli_cuda_standin, and cli_cuda_standin_bf16 with QS_FENCED_BF16=1: GPTQ's bf16
+# road), so that the script itself is exercised on every machine.
 set -u
 bin=${QS_BIN:?run through ctest}
 shared=${QS_SHARED:?}
@@ -31,7 +39,10 @@ else # a model without a tokenizer (stories260k): seeded random ids
   src=(--ids-file "$tmp/ids.txt"); cal=(--calib random --nsamples 8 --seqlen 128)
 fi
 ppl() { "$bin" eval "$1" "${src[@]}" --seqlen 256 --max-windows 8 --json --device "$2" | sed -E 's/.*"ppl": ([0-9.]+).*/\1/'; }
-close() { awk -v a="$1" -v b="$2" 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(a > 1 && b > 1 && d <= 0.01 * b)}'; }
+# close A B [TOL]: A within TOL (default 1%) of B
+close() { awk -v a="$1" -v b="$2" -v t="${3:-0.01}" 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(a > 1 && b > 1 && d <= t * b)}'; }
+wide=${QS_E2E_WIDE:-0.10}
+exact=(env QS_CUDA_GEMM=fp32 QS_FENCED_BF16=0) # fp32 GEMMs, no bf16 weights
 same() { for f in "$1"/blocks/*.qsh; do cmp -s "$f" "$2/blocks/$(basename "$f")" || return 1; done; }
 declare -A args=(
   [rtn]="--method rtn --wbits 4 --group 128"
@@ -47,7 +58,16 @@ for m in rtn gptq qllm; do
   "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda" --device "$dev" --progress-lines 2> "$tmp/$m-cuda.log" || die "$m on $dev: $(tail -2 "$tmp/$m-cuda.log")"
   a=$(ppl "$tmp/$m-cpu" cpu); b=$(ppl "$tmp/$m-cuda" "$dev")
   echo "$m: cpu $a, $dev $b ($(grep -o "$dev memory peak.*" "$tmp/$m-cuda.log"))"
-  close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
+  if [ "$m" = rtn ]; then
+    close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
+    continue
+  fi
+  close "$b" "$a" "$wide" || die "$m: $dev perplexity $b (default math) is not within $wide of cpu $a"
+  # shellcheck disable=SC2086
+  "${exact[@]}" "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda32" --device "$dev" --quiet || die "$m on $dev, fp32 math"
+  c=$(export QS_CUDA_GEMM=fp32 QS_FENCED_BF16=0; ppl "$tmp/$m-cuda32" "$dev")
+  echo "$m with fp32 GEMMs: $dev $c"
+  close "$c" "$a" || die "$m: $dev perplexity $c (fp32 math) is not within 1% of cpu $a"
 done
 # without --gpu-mem a GPU run plans for the GPU's free memory (and says so)
 [ "$dev" != cuda ] || grep -q -- "--gpu-mem not given: planning for" "$tmp/gptq-cuda.log" ||

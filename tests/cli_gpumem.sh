@@ -13,11 +13,13 @@
 # batches run in the layer's own backend copy, which the plan counts as such. Likewise EEC's plan
 # keeps the float weights on the host while it trains where the budget cannot hold Q(W) beside
 # them: every accepted qllm-eec run gives the same shards, and the ladder has both.
+# cpu-fenced-bf16: cpu-fenced with GPTQ's frozen layers in bf16 as on a GPU (QS_FENCED_BF16=1;
+# the GPTQ ladders only), whose plan counts them so.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
 tmp=${QS_TMP:-/tmp}/cli_gpumem
-devices=${DEVICES:-cpu cpu-fenced}
+devices=${DEVICES:-cpu cpu-fenced cpu-fenced-bf16}
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
@@ -28,9 +30,11 @@ declare -A args=(
   [qllm-cr]="--method qllm --abits 4 --eec off --cr-tokens 128 --cr-candidates 4"
   [qllm-eec]="--method qllm --abits 4 --cr-tokens 128 --cr-candidates 4 --epochs 1 --blocks-per-group 2"
 )
-budgets=(200K 400K 600K 800K 1M 1500K 2M 3M 6M)
+budgets=(200K 400K 500K 600K 800K 1M 1500K 2M 3M 6M)
 bytes() { local v=${1%[KMG]}; case $1 in *K) echo $((v << 10));; *M) echo $((v << 20));; *G) echo $((v << 30));; esac; }
 for dev in $devices; do
+devarg=$dev; envs=(env); methods="gptq gptq-in-place qllm-cr qllm-eec"
+[ "$dev" = cpu-fenced-bf16 ] && devarg=cpu-fenced envs=(env QS_FENCED_BF16=1) methods="gptq gptq-in-place"
 # a GPU's own memory (the cuBLAS workspace, 32 MiB, and scratch) comes on top of the ladder
 off=0
 if [ "$dev" = cuda ]; then
@@ -38,13 +42,13 @@ if [ "$dev" = cuda ]; then
   grep -qE "no usable CUDA device|no CUDA backend" <<<"$out" && { echo "no usable CUDA device: skipped"; exit 77; }
   off=$((40 << 20))
 fi
-for m in gptq gptq-in-place qllm-cr qllm-eec; do
+for m in $methods; do
   acc=0; ref=0; line=""; first=""; hh=0; hd=0
   for b in "${budgets[@]}"; do
     d=$tmp/$dev-$m-$b
     budget=$(( $(bytes "$b") + off ))
     # shellcheck disable=SC2086
-    if out=$("$bin" "${base[@]}" ${args[$m]} --device "$dev" -o "$d" --gpu-mem "$budget" 2>&1); then
+    if out=$("${envs[@]}" "$bin" "${base[@]}" ${args[$m]} --device "$devarg" -o "$d" --gpu-mem "$budget" 2>&1); then
       peak=$(sed -nE 's/.*memory peak .*\(([0-9]+) bytes\).*/\1/p' <<<"$out")
       [ -n "$peak" ] || { die "$dev $m --gpu-mem $b: no memory peak printed"; continue; }
       [ "$peak" -le "$budget" ] || die "$dev $m --gpu-mem $budget: peak $peak bytes is over the budget"

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "backend/registry.h"
+#include "base/half.h"
 #include "quant/affine.h"
 #include "tests/testutil.h"
 
@@ -515,6 +516,85 @@ static void test_to_f32(void) {
     free(h);
 }
 
+/* to_bf16 bit for bit on every backend (base/half.c's integer rounding: ties to even, NaN
+ * quieted, infinities, subnormals, overflow to infinity), over random bit patterns and the edge
+ * values; linear_bf16 against gemm on the widened weights: the CPU backends' bits exactly, a GPU
+ * within its bf16 GEMM tolerance (its input is rounded to bf16 too), with padded leading
+ * dimensions, beta 0 over NaN and beta 1, and three windows */
+static void test_bf16(void) {
+    if (!dev->ops->to_bf16 || !dev->ops->linear_bf16) {
+        printf("%-34s not on %s\n", "to_bf16, linear_bf16", dev->ops->name);
+        return;
+    }
+    const size_t n = 70000;
+    uint32_t *bits = malloc(sizeof(uint32_t) * n);
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    for (size_t i = 0; i < n; i++) s = s * 6364136223846793005ull + 1442695040888963407ull, bits[i] = (uint32_t)(s >> 32);
+    const uint32_t edge[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u, 0xffbfffffu,
+                             0x00000001u, 0x007fffffu, 0x3f808000u, 0x3f818000u, 0x3f808001u, 0x7f7fffffu, 0xff7fffffu};
+    memcpy(bits, edge, sizeof edge);
+    pair f = both(bits, sizeof(uint32_t) * n);
+    pair h = both(bits, sizeof(uint16_t) * n); /* overwritten */
+    RUN(cpu->ops->to_bf16(cpu, h.c, f.c, n, E1), dev->ops->to_bf16(dev, h.d, f.d, n, E2));
+    compare_bytes("to_bf16 (random bits + edges)", h, sizeof(uint16_t) * n);
+    /* the edges' values, worked by hand: signed zeros and infinities kept, NaNs quieted (0x40
+     * set), the smallest subnormal and the largest one round to 0 and 0x0080, ties go to even
+     * (1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6, just above a tie rounds up), the largest float
+     * to infinity */
+    const uint16_t want[] = {0x0000, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0x7fc0, 0xffff,
+                             0x0000, 0x0080, 0x3f80, 0x3f82, 0x3f81, 0x7f80, 0xff80};
+    uint16_t got[sizeof want / sizeof want[0]];
+    qs_error eg = {0};
+    CHECK(dev->ops->download(dev, got, h.d, sizeof got, &eg) == 0);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        CHECKF(got[i] == want[i], "%s to_bf16 of 0x%08x: 0x%04x, want 0x%04x", dev->ops->name, edge[i], got[i], want[i]);
+    pfree(f), pfree(h), free(bits);
+    /* the linear layer: x [m, k] (ldx k + 3), w [nn, k] bf16 (ldw k + 5), y [m, nn] (ldy nn + 2) */
+    const int P = 64, m = 3 * P, nn = 45, k = 77, ldx = k + 3, ldw = k + 5, ldy = nn + 2;
+    float *wf = qs_test_rvec((size_t)nn * ldw, 1);
+    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)nn * ldw);
+    float *ww = malloc(sizeof(float) * (size_t)nn * k); /* the widened weights, packed */
+    for (int r = 0; r < nn; r++)
+        for (int c = 0; c < ldw; c++) {
+            wh[(size_t)r * ldw + c] = qs_f32_to_bf16(wf[(size_t)r * ldw + c]);
+            if (c < k) ww[(size_t)r * k + c] = qs_bf16_to_f32(wh[(size_t)r * ldw + c]);
+        }
+    pair x = rboth((size_t)m * ldx, 1), w = both(wh, sizeof(uint16_t) * (size_t)nn * ldw);
+    pair wref = both(ww, sizeof(float) * (size_t)nn * k);
+    float *nan = malloc(sizeof(float) * (size_t)m * ldy);
+    for (size_t i = 0; i < (size_t)m * ldy; i++) nan[i] = NAN;
+    for (int beta = 0; beta <= 1; beta++)
+        for (int win = 0; win <= 1; win++) {
+            pair y = beta ? rboth((size_t)m * ldy, 1) : both(nan, sizeof(float) * (size_t)m * ldy);
+            qs_error e0 = {0};
+            if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, P, &e0) == 0);
+            if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, P, &e0) == 0);
+            /* the reference: cpu gemm on the widened weights */
+            RUN(cpu->ops->gemm(cpu, 0, 1, m, nn, k, 1.0f, x.c, ldx, wref.c, k, (float)beta, y.c, ldy, E1),
+                dev->ops->linear_bf16(dev, m, nn, k, x.d, ldx, w.d, ldw, (float)beta, y.d, ldy, E2));
+            if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, 0, &e0) == 0);
+            if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, 0, &e0) == 0);
+            char name[48];
+            snprintf(name, sizeof name, "linear_bf16 beta=%d%s", beta, win ? " (3 windows)" : "");
+            /* the padding columns of y are not written: compare the rows' first nn values only */
+            float *a = get(cpu, y.c, (size_t)m * ldy), *b = get(dev, y.d, (size_t)m * ldy);
+            double worst = 0, ss = 0;
+            for (int r = 0; r < m; r++)
+                for (int c = 0; c < nn; c++) {
+                    double av = a[(size_t)r * ldy + c], bv = b[(size_t)r * ldy + c], e = fabs(av - bv);
+                    ss += av * av;
+                    if (e > worst || e != e) worst = e;
+                }
+            double rel = worst / (sqrt(ss / ((double)m * nn)) + 1e-30), lim = exact || !strcmp(dev->ops->name, "cpu") ? 0 : 2e-2;
+            CHECKF(rel <= lim && rel == rel, "%s: error %.3g of rms (limit %.1g)", name, rel, lim);
+            printf("%-34s error/rms %.2e\n", name, rel);
+            free(a), free(b);
+            pfree(y);
+        }
+    pfree(x), pfree(w), pfree(wref);
+    free(wf), free(wh), free(ww), free(nan);
+}
+
 /* the order of the two streams: after mark + wait_mark, a staged copy into a buffer lands after
  * the ops before the mark (long enough on a GPU that a copy that did not wait would meet them:
  * 16 passes of scale over 64 MiB), so the buffer holds exactly the copy; on cpu-fenced, a staged
@@ -598,6 +678,7 @@ int main(int argc, char **argv) {
     test_gptq_batch();
     test_gptq_hessian();
     test_to_f32();
+    test_bf16();
     test_stream_order();
     qs_backend_free(dev);
     qs_backend_free(cpu);
