@@ -49,7 +49,7 @@ if has e2e; then
   fi
   echo "== cli_cuda on ${QS_SMOLLM_DIR:-$model}"
   QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$model} QS_TMP=/tmp/qs-tmp \
-    timeout 300 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
+    timeout 420 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
   grep -v "^block" "$out/cli_cuda.log" | tail -15
   echo "== cli_gpumem on cuda"
   DEVICES=cuda QS_BIN=$d/bin/qstream QS_SHARED=$d QS_TMP=/tmp/qs-tmp timeout 120 bash tests/cli_gpumem.sh \
