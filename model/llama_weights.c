@@ -37,6 +37,13 @@ static int block_specs(const qs_model_config *c, spec *s) {
 
 static float **slot(qs_llama_weights *w, size_t field) { return (float **)((char *)w + field); }
 
+void qs_llama_linear_sizes(const qs_model_config *c, size_t n[7]) {
+    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
+                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
+    const size_t v[7] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
+    memcpy(n, v, sizeof v);
+}
+
 size_t qs_llama_weights_bytes(const qs_model_config *c) {
     spec s[12];
     int n = block_specs(c, s);

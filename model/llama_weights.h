@@ -48,6 +48,8 @@ void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be);
  * float copy freed: a frozen layer at half the memory. 0 or an error (out of memory: w is
  * unchanged). */
 int qs_llama_weights_to_bf16(qs_llama_weights *w, int i, size_t n, qs_backend *be, qs_error *err);
+/* Elements of the seven linears (wq .. w_down), from the config's shapes. */
+void qs_llama_linear_sizes(const qs_model_config *cfg, size_t n[7]);
 /* Bytes the weights of one block take as float32 (for memory planning and reports). */
 size_t qs_llama_weights_bytes(const qs_model_config *cfg);
 

@@ -124,11 +124,8 @@ static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double los
  * from it (down = 0, then freed) */
 static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down, qs_error *err) {
     qs_backend *be = q->lm.be;
-    const qs_model_config *c = &q->cfg;
-    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
-                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    const size_t n[QS_N_LINEAR] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
-    size_t total = 0;
+    size_t n[QS_N_LINEAR], total = 0;
+    qs_llama_linear_sizes(&q->cfg, n);
     for (int i = 0; i < QS_N_LINEAR; i++) total += n[i];
     if (down && !(*h = malloc(sizeof(float) * total)))
         return qs_error_set(err, -ENOMEM, "block %d: out of host memory for its float weights during training (%zu bytes)",

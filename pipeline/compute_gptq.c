@@ -67,10 +67,8 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
 }
 
 int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err) {
-    const qs_model_config *c = &q->cfg;
-    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
-                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    const size_t n[QS_N_LINEAR] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
+    size_t n[QS_N_LINEAR];
+    qs_llama_linear_sizes(&q->cfg, n);
     for (int i = 0; i < QS_N_LINEAR; i++) QS_FORWARD_IF_ERROR(qs_llama_weights_to_bf16(w, i, n[i], q->lm.be, err));
     return 0;
 }
