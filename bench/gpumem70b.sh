@@ -21,6 +21,7 @@ for m in $METHODS; do
     gptq) args=(--method gptq --wbits 4 --group 128) ;;
     qllm-eec) args=(--method qllm --wbits 4 --abits 4 --cr off --epochs 1 --blocks-per-group 1) ;;
     qllm-cr) args=(--method qllm --wbits 4 --abits 4 --eec off) ;;
+    qllm-cr-eec) args=(--method qllm --wbits 4 --abits 4 --cr-candidates 4 --epochs 1 --blocks-per-group 1) ;;
   esac
   args+=(--calib random --nsamples "$NS" --seqlen "$SL" --device "$dev")
   rm -rf "$work/out-$m"

@@ -98,6 +98,8 @@ static size_t reassembly_bytes(const qs_qrun *q) {
     return sizeof(float) * ((most > s2 ? most : s2) + 3 * (H > I ? H : I));
 }
 
+size_t qs_calib_reassembly_bytes(const qs_qrun *q) { return reassembly_bytes(q); }
+
 /* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch,
  * and with GPTQ cuSOLVER's workspace for the largest factor) */
 static size_t reserve_bytes(const qs_qrun *q, int per) {

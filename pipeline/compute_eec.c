@@ -48,24 +48,33 @@ static size_t group_bytes(const qs_qrun *q, int K) {
            3 * sizeof(float) * (size_t)L * q->cfg.hidden_size;
 }
 
+/* what the training adds to the forward's plan: the group's blocks but one (the forward counts
+ * one block's weights), less the channel reassembly search's memory, which the forward's plan
+ * counts and which is free again before the training allocates (qs_compute_qllm_eec's phases:
+ * search, then training) */
+static size_t eec_extra(const qs_qrun *q) {
+    size_t b = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg), cr = qs_calib_reassembly_bytes(q);
+    return b > cr ? b - cr : 0;
+}
+
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
-    /* beside the forward of one window, which counts one block's float weights: those are one
-     * of the group's, so the group adds the others' */
     q->eec_w_host = 0;
-    *bytes = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg);
+    *bytes = eec_extra(q);
     const size_t fwd = qs_calib_device_bytes(q, 1);
     /* too tight: the float weights wait on the host while Q(W) trains in their place (the paper
      * form with quantized weights, which reads W only at the merge) */
     if (gpu_mem && fwd + *bytes > gpu_mem && !q->o->eec_form && q->o->q.bits < 16) {
         q->eec_w_host = 1;
-        *bytes = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg);
+        *bytes = eec_extra(q);
     }
     QS_RETURN_ERROR_IF(gpu_mem && fwd + *bytes > gpu_mem, QS_ENOMEMBUDGET,
                        "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d block(s) (%.1f MiB: the "
-                       "other blocks' weights, LoRA trainables, AdamW state and the tape of one %d-token window%s) "
+                       "other blocks' weights, LoRA trainables, AdamW state and the tape of one %d-token window%s%s) "
                        "beside the forward of one window with one block's weights (%.1f MiB); %s; nothing was written",
                        gpu_mem / 1048576.0, q->K, *bytes / 1048576.0, q->calib.seqlen,
-                       q->eec_w_host ? ", the float weights on the host while it trains" : "", fwd / 1048576.0,
+                       q->eec_w_host ? ", the float weights on the host while it trains" : "",
+                       qs_calib_reassembly_bytes(q) ? ", less the reassembly search's memory, free again by then" : "",
+                       fwd / 1048576.0,
                        q->K > 1 ? "lower --blocks-per-group or --seqlen" : "lower --seqlen or raise --gpu-mem");
     return 0;
 }

@@ -157,6 +157,8 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
  * does not fit. Then the host bytes of the calibration state. */
 int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err);
 size_t qs_calib_device_bytes(const qs_qrun *q, int per);
+/* the part of it that QLLM's channel reassembly search holds while it runs (0 without CR) */
+size_t qs_calib_reassembly_bytes(const qs_qrun *q);
 /* q->stage: on where the device stages uploads (qs_backend_stages) and one window's step and
  * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes.
  * GPTQ: q->gptq_h_host when one window's step does not fit with the Hessian on the device (the

@@ -30,7 +30,7 @@ declare -A args=(
   [qllm-cr]="--method qllm --abits 4 --eec off --cr-tokens 128 --cr-candidates 4"
   [qllm-eec]="--method qllm --abits 4 --cr-tokens 128 --cr-candidates 4 --epochs 1 --blocks-per-group 2"
 )
-budgets=(200K 400K 500K 600K 800K 1M 1500K 2M 3M 6M)
+budgets=(200K 400K 500K 600K 800K 1M 1500K 1750K 2M 3M 6M)
 bytes() { local v=${1%[KMG]}; case $1 in *K) echo $((v << 10));; *M) echo $((v << 20));; *G) echo $((v << 30));; esac; }
 for dev in $devices; do
 devarg=$dev; envs=(env); methods="gptq gptq-in-place qllm-cr qllm-eec"
