@@ -48,13 +48,15 @@ static size_t group_bytes(const qs_qrun *q, int K) {
            3 * sizeof(float) * (size_t)L * q->cfg.hidden_size;
 }
 
-/* what the training adds to the forward's plan: the group's blocks but one (the forward counts
- * one block's weights), less the channel reassembly search's memory, which the forward's plan
- * counts and which is free again before the training allocates (qs_compute_qllm_eec's phases:
- * search, then training) */
+/* what the training adds to the forward's plan: the weights of the group's blocks but one (the
+ * forward counts one block's; they are all there while the last one's search runs), and the
+ * trainers less the channel reassembly search's memory, which the forward's plan counts and
+ * which is free again before the trainers are allocated (qs_compute_qllm_eec: every block's
+ * search, then the training) */
 static size_t eec_extra(const qs_qrun *q) {
-    size_t b = group_bytes(q, q->K) - qs_llama_weights_bytes(&q->cfg), cr = qs_calib_reassembly_bytes(q);
-    return b > cr ? b - cr : 0;
+    const size_t wb = qs_llama_weights_bytes(&q->cfg), others = (size_t)(q->K - 1) * wb;
+    const size_t train = group_bytes(q, q->K) - (size_t)q->K * wb, cr = qs_calib_reassembly_bytes(q);
+    return others + (train > cr ? train - cr : 0);
 }
 
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
