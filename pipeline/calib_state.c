@@ -201,8 +201,8 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const size_t lin = (size_t)c->intermediate_size * c->hidden_size;
     const size_t qllm_host = qllm ? 6 * lin + (qs_backend_host_memory(q->o->device) ? reassembly_bytes(q) : 0) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
-                            + call * (c->hidden_size + mi)                    /* xbuf, hx */
-                            ) + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;
+                            + call * (c->hidden_size + mi))                   /* xbuf, hx */
+           + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;
 }
 
 static size_t chunk_bytes(const qs_qrun *q, int k) {
