@@ -38,19 +38,12 @@ static float *proj_weight(const qs_llama_weights *w, int p) {
     return all[p];
 }
 
-static void proj_shapes(const qs_model_config *c, int *in, int *out) {
-    int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
-    int ins[QS_PROJ_N] = {H, H, H, Q, H, H, I}, outs[QS_PROJ_N] = {Q, KV, KV, H, I, I, H};
-    memcpy(in, ins, sizeof ins);
-    memcpy(out, outs, sizeof outs);
-}
-
 /* 64-byte offsets inside the packed trainables */
 static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static size_t n_param_of(const qs_model_config *c, int rank) {
     int in[QS_PROJ_N], out[QS_PROJ_N];
-    proj_shapes(c, in, out);
+    qs_llama_linear_shapes(c, out, in);
     size_t n = 0;
     for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)rank * in[p]) + pad16((size_t)out[p] * rank);
     return n + 2 * pad16((size_t)c->hidden_size);
@@ -115,7 +108,7 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
     qs_llama_train_opts_default(&t.opts);
     if (opts) t.opts = *opts;
     t.max_tokens = max_tokens;
-    proj_shapes(cfg, t.in, t.out);
+    qs_llama_linear_shapes(cfg, t.out, t.in);
     t.n_param = n_param_of(cfg, t.opts.rank);
     buf_slot b[MAX_BUFS];
     int n = buffers(&t, cfg, b);
@@ -185,7 +178,7 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     tr->opts = o;
     tr->max_tokens = max_tokens;
     tr->s = o.alpha / (float)o.rank;
-    proj_shapes(c, tr->in, tr->out);
+    qs_llama_linear_shapes(c, tr->out, tr->in);
     tr->n_param = n_param_of(c, o.rank);
     buf_slot b[MAX_BUFS];
     int nb = buffers(tr, c, b), rc = 0;

@@ -37,11 +37,22 @@ static int block_specs(const qs_model_config *c, spec *s) {
 
 static float **slot(qs_llama_weights *w, size_t field) { return (float **)((char *)w + field); }
 
+void qs_llama_linear_shapes(const qs_model_config *c, int out[7], int in[7]) {
+    const int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
+    const int outs[7] = {Q, KV, KV, H, I, I, H}, ins[7] = {H, H, H, Q, H, H, I};
+    memcpy(out, outs, sizeof outs);
+    memcpy(in, ins, sizeof ins);
+}
+
 void qs_llama_linear_sizes(const qs_model_config *c, size_t n[7]) {
-    const size_t H = (size_t)c->hidden_size, Qd = (size_t)c->n_heads * c->head_dim,
-                 KV = (size_t)c->n_kv_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    const size_t v[7] = {Qd * H, KV * H, KV * H, H * Qd, I * H, I * H, H * I};
-    memcpy(n, v, sizeof v);
+    int out[7], in[7];
+    qs_llama_linear_shapes(c, out, in);
+    for (int i = 0; i < 7; i++) n[i] = (size_t)out[i] * (size_t)in[i];
+}
+
+float **qs_llama_linear_slot(qs_llama_weights *w, int i) {
+    float **f[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+    return f[i];
 }
 
 size_t qs_llama_weights_bytes(const qs_model_config *c) {
@@ -70,19 +81,19 @@ void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be) {
 }
 
 int qs_llama_weights_to_bf16(qs_llama_weights *w, int i, size_t n, qs_backend *be, qs_error *err) {
-    float **f[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-    QS_RETURN_ERROR_IF(i < 0 || i > 6 || !*f[i] || !be->ops->to_bf16 || !be->ops->linear_bf16, QS_EUSAGE,
+    QS_RETURN_ERROR_IF(i < 0 || i > 6 || !*qs_llama_linear_slot(w, i) || !be->ops->to_bf16 || !be->ops->linear_bf16, QS_EUSAGE,
                        "block %d: linear %d cannot be kept as bf16 on %s", w->layer, i, be->ops->name);
     uint16_t *h = be->ops->alloc(be, sizeof(uint16_t) * n);
     QS_RETURN_ERROR_IF(!h, -ENOMEM, "block %d: out of %s memory for a bf16 copy of linear %d (%zu bytes)", w->layer,
                        be->ops->name, i, sizeof(uint16_t) * n);
-    int rc = be->ops->to_bf16(be, h, *f[i], n, err);
+    float **f = qs_llama_linear_slot(w, i);
+    int rc = be->ops->to_bf16(be, h, *f, n, err);
     if (rc) {
         be->ops->free(be, h);
         return rc;
     }
-    be->ops->free(be, *f[i]); /* stream-ordered: after the conversion */
-    *f[i] = NULL;
+    be->ops->free(be, *f); /* stream-ordered: after the conversion */
+    *f = NULL;
     w->bf16[i] = h;
     return 0;
 }

@@ -48,8 +48,11 @@ void qs_llama_weights_free(qs_llama_weights *w, qs_backend *be);
  * float copy freed: a frozen layer at half the memory. 0 or an error (out of memory: w is
  * unchanged). */
 int qs_llama_weights_to_bf16(qs_llama_weights *w, int i, size_t n, qs_backend *be, qs_error *err);
-/* Elements of the seven linears (wq .. w_down), from the config's shapes. */
+/* The seven linears (wq .. w_down, in this order everywhere): their [out, in] shapes from the
+ * config, their elements, and the field that holds linear i as float. */
+void qs_llama_linear_shapes(const qs_model_config *cfg, int out[7], int in[7]);
 void qs_llama_linear_sizes(const qs_model_config *cfg, size_t n[7]);
+float **qs_llama_linear_slot(qs_llama_weights *w, int i);
 /* Bytes the weights of one block take as float32 (for memory planning and reports). */
 size_t qs_llama_weights_bytes(const qs_model_config *cfg);
 

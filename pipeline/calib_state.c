@@ -37,24 +37,23 @@ static int is_gptq(const qs_qrun *q) { return q->o && q->o->method && !strcmp(q-
 static size_t gptq_stage_bytes(const qs_qrun *q, size_t *weights) {
     *weights = qs_llama_weights_bytes(&q->cfg);
     if (!is_gptq(q)) return 0;
-    const qs_model_config *c = &q->cfg;
-    const int H = c->hidden_size, qd = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
-    const int shapes[7][2] = {{qd, H}, {kv, H}, {kv, H}, {H, qd}, {I, H}, {I, H}, {H, I}}; /* [out, in] */
-    const int stage_of[7] = {0, 0, 0, 1, 2, 2, 3}, in_of[4] = {H, qd, H, I};
+    int out[7], in[7];
+    qs_llama_linear_shapes(&q->cfg, out, in);
+    const int stage_of[7] = {0, 0, 0, 1, 2, 2, 3}, in_of[4] = {in[0], in[3], in[4], in[6]}; /* each stage's input */
     const qs_gptq_opts go = {.q = q->o->q, .block_size = q->o->gptq_block, .act_order = q->o->act_order,
                              .in_place_reorder = q->gptq_reorder_in_place};
     size_t lin = 0;
-    for (int i = 0; i < 7; i++) lin += sizeof(float) * (size_t)shapes[i][0] * shapes[i][1];
+    for (int i = 0; i < 7; i++) lin += sizeof(float) * (size_t)out[i] * in[i];
     const size_t other = *weights - lin;
     size_t best = 0, best_w = *weights, best_work = 0;
     for (int st = 0; st < 4; st++) {
         size_t w = other, ws = 0;
         const size_t hess = sizeof(float) * (size_t)in_of[st] * in_of[st];
         for (int i = 0; i < 7; i++) {
-            const size_t n = (size_t)shapes[i][0] * shapes[i][1];
+            const size_t n = (size_t)out[i] * in[i];
             w += (stage_of[i] < st && q->bf16_weights ? sizeof(uint16_t) : sizeof(float)) * n;
             if (stage_of[i] != st) continue;
-            size_t b = qs_gptq_backend_bytes(shapes[i][0], shapes[i][1], &go, 1); /* compute_gptq passes the layer */
+            size_t b = qs_gptq_backend_bytes(out[i], in[i], &go, 1); /* compute_gptq passes the layer */
             if (q->bf16_weights && sizeof(uint16_t) * n > b) b = sizeof(uint16_t) * n;
             ws = b > ws ? b : ws;
         }

@@ -143,7 +143,7 @@ static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down,
                             w->layer, sizeof(float) * total);
     float *p = *h;
     for (int i = 0; i < QS_N_LINEAR; i++) {
-        float *d = *qs_lin_field(w, i);
+        float *d = *qs_llama_linear_slot(w, i);
         QS_FORWARD_IF_ERROR(down ? be->ops->download(be, p, d, sizeof(float) * n[i], err)
                                  : be->ops->upload(be, d, p, sizeof(float) * n[i], err));
         p += n[i];

@@ -19,11 +19,6 @@ typedef struct stage {
 static const stage stages[4] = {
     {QS_STOP_QKV_IN, {0, 1, 2}, 3}, {QS_STOP_O_IN, {3}, 1}, {QS_STOP_GU_IN, {4, 5}, 2}, {QS_STOP_DOWN_IN, {6}, 1}};
 
-float **qs_lin_field(qs_llama_weights *w, int i) {
-    float **f[QS_N_LINEAR] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
-    return f[i];
-}
-
 static float **other_field(qs_llama_weights *w, int k) {
     float **f[QS_N_OTHER] = {&w->attn_norm, &w->ffn_norm, &w->bq, &w->bk, &w->bv};
     return f[k];
@@ -54,7 +49,7 @@ int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, 
         if (s->staged) rc = be->ops->to_f32(be, dev, (char *)s->staged + s->staged_off[i], t->n_elems, be_dtype(t->dtype), err);
         else rc = be->ops->upload(be, dev, host, bytes, err);
         if (i < QS_N_LINEAR) {
-            *qs_lin_field(w, (int)i) = dev;
+            *qs_llama_linear_slot(w, (int)i) = dev;
             free(host);
         } else {
             for (int k = 0; k < QS_N_OTHER; k++)
@@ -100,7 +95,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         qs_qrun_to_f32(t, s->r[i].data, n, wh);
         memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
-                           .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_lin_field(w, i),
+                           .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_llama_linear_slot(w, i),
                            .in_place_reorder = q->gptq_reorder_in_place};
         qs_gptq_stats st = {0};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
@@ -118,7 +113,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
         size_t rp = qs_packed_size((size_t)cols, o->q.bits);
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-        if (!w_be_done) rc = be->ops->upload(be, *qs_lin_field(w, i), wh, sizeof(float) * n, err);
+        if (!w_be_done) rc = be->ops->upload(be, *qs_llama_linear_slot(w, i), wh, sizeof(float) * n, err);
     }
     free(wh), free(orig), free(codes);
     return rc;

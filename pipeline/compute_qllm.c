@@ -56,7 +56,7 @@ static float *host_weight(qs_backend *be, qs_llama_weights *w, const qs_tensor_i
         qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
         return NULL;
     }
-    if (be->ops->download(be, h, *qs_lin_field(w, i), sizeof(float) * n, err)) {
+    if (be->ops->download(be, h, *qs_llama_linear_slot(w, i), sizeof(float) * n, err)) {
         free(h);
         return NULL;
     }
@@ -103,7 +103,7 @@ static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, qs_
     for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
         int li = site_lins[site][j];
         const int R = li == 0 ? Qd : li == 1 || li == 2 ? KV : li == 6 ? c->hidden_size : I;
-        const float *wsrc = *qs_lin_field(w, li);
+        const float *wsrc = *qs_llama_linear_slot(w, li);
         rows[j] = R;
         dw[j] = o->alloc(be, sizeof(float) * (size_t)R * C);
         dy[j] = o->alloc(be, sizeof(float) * (size_t)T * R);
@@ -283,7 +283,7 @@ int qs_qllm_cr_apply(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
         float *wh = host_weight(be, w, t, i, err), *wr = malloc(sizeof(float) * (size_t)rows * cols);
         if (!wh || !wr) rc = qs_error_set(err, -ENOMEM, "out of memory");
         if (!rc) qs_reasm_weight(&s->ra[site], wh, rows, wr);
-        if (!rc) rc = be->ops->upload(be, *qs_lin_field(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
+        if (!rc) rc = be->ops->upload(be, *qs_llama_linear_slot(w, i), wr, sizeof(float) * (size_t)rows * cols, err);
         free(wh), free(wr);
     }
     for (int site = 0; site < 3 && !rc; site++) {
@@ -319,7 +319,7 @@ int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
         if (!rc) rc = qs_quant_rtn(wh, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
         /* the weights the next forward sees, where they are: fake_quant_weight gives the bits of
          * qs_quant_rtn + qs_dequant, so nothing goes up */
-        if (!rc) rc = be->ops->fake_quant_weight(be, *qs_lin_field(w, i), *qs_lin_field(w, i), rows, cols, o->q.group,
+        if (!rc) rc = be->ops->fake_quant_weight(be, *qs_llama_linear_slot(w, i), *qs_llama_linear_slot(w, i), rows, cols, o->q.group,
                                                  o->q.bits, o->q.sym, err);
         if (!rc) {
             size_t rp = qs_packed_size((size_t)cols, o->q.bits);

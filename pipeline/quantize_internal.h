@@ -125,7 +125,6 @@ void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab *
 /* the slot's tensors as float in backend memory (w->abits = --abits); norms and biases also
  * kept on the host in s->other for STORE */
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
-float **qs_lin_field(qs_llama_weights *w, int i); /* &w->wq, ... in qs_linear_names order */
 /* all seven linears of w to bf16 (q->bf16_weights: a replayed GPTQ block, as COMPUTE left it) */
 int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err);
 

@@ -355,7 +355,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         /* the batches' input, the layer in processing order: the layer's own backend copy where
          * it holds the same values (no dead input zeroed on the host), else the host's wp */
         int moved = dm.w_borrowed && !any_dead && ident; /* the batches run in the layer itself */
-        if (!moved && o->w_be && !any_dead && !dm.w_borrowed)
+        if (o->w_be && !any_dead && !dm.w_borrowed)
             rc = move_columns(be, dm.w, o->w_be, rows, cols, ident ? NULL : perm, &moved, err);
         if (!rc && !moved) rc = be->ops->upload(be, dm.w, wp, sizeof(float) * n, err);
         free(wp), wp = NULL;
@@ -370,7 +370,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         /* dm.w holds the dequantized weights in processing order (each column's
          * (code - zero) * scale, the host's dequantization): back into the layer in the original
          * order, by the inverse order */
-        if (!rc && o->w_be && !ident && !(inv = malloc(sizeof(int32_t) * C)))
+        if (!rc && o->w_be && !ident && !dm.w_borrowed && !(inv = malloc(sizeof(int32_t) * C)))
             rc = qs_error_set(err, -ENOMEM, "%s: out of memory for GPTQ", what);
         for (size_t j = 0; !rc && inv && j < C; j++) inv[perm[j]] = (int32_t)j;
         if (!rc && dm.w_borrowed) w_be_done = ident; /* else the host's result goes up below */
