@@ -257,11 +257,12 @@ typedef struct qs_backend_ops {
      * dst [n] bf16 (uint16 bits) = src [n] fp32 rounded to nearest even, NaN quieted: the bits
      * of base/half.h's qs_f32_to_bf16. dst and src do not overlap. */
     int (*to_bf16)(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err);
-    /* The linear layer on bf16 weights: y [m, n] = x w^T + beta y, x [m, k] fp32 (ldx >= k), w
-     * [n, k] bf16 bits (ldw >= k), y fp32 (ldy >= n); beta = 0 ignores what y held. Within the
-     * backend's bf16 GEMM tolerance of gemm on the widened w (the CPU backends: exactly that),
-     * with gemm's window hint (set_window_rows). */
-    int (*linear_bf16)(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+    /* Products on bf16 weights: tw = 1, the linear layer y [m, n] = x w^T + beta y with w [n, k]
+     * (ldw >= k); tw = 0, y [m, n] = x w + beta y with w [k, n] (ldw >= n: the linear's backward,
+     * dx = dy w). x [m, k] fp32 (ldx >= k), w bf16 bits, y fp32 (ldy >= n); beta = 0 ignores
+     * what y held. Within the backend's bf16 GEMM tolerance of gemm on the widened w (the CPU
+     * backends: exactly that), with gemm's window hint (set_window_rows). */
+    int (*linear_bf16)(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
                        float beta, float *y, int ldy, qs_error *err);
 } qs_backend_ops;
 

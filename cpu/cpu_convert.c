@@ -29,16 +29,17 @@ int qs_cpu_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs
     return 0;
 }
 
-int qs_cpu_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
-                       float beta, float *y, int ldy, qs_error *err) {
-    QS_RETURN_ERROR_IF(m < 0 || n < 0 || k < 0 || ldw < k, QS_EUSAGE, "linear_bf16: shape [%d, %d] x [%d] (ldw %d)", m,
+int qs_cpu_linear_bf16(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w,
+                       int ldw, float beta, float *y, int ldy, qs_error *err) {
+    const int wr = tw ? n : k, wc = tw ? k : n; /* w's stored shape */
+    QS_RETURN_ERROR_IF(m < 0 || n < 0 || k < 0 || ldw < wc, QS_EUSAGE, "linear_bf16: shape [%d, %d] x [%d] (ldw %d)", m,
                        n, k, ldw);
-    float *wf = malloc(sizeof(float) * ((size_t)n * k + 1));
-    QS_RETURN_ERROR_IF(!wf, -ENOMEM, "linear_bf16: out of memory widening [%d, %d] weights", n, k);
+    float *wf = malloc(sizeof(float) * ((size_t)wr * wc + 1));
+    QS_RETURN_ERROR_IF(!wf, -ENOMEM, "linear_bf16: out of memory widening [%d, %d] weights", wr, wc);
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < (size_t)n; r++)
-        for (size_t c = 0; c < (size_t)k; c++) wf[r * k + c] = qs_bf16_to_f32(w[r * (size_t)ldw + c]);
-    int rc = qs_cpu_gemm(be, 0, 1, m, n, k, 1.0f, x, ldx, wf, k > 0 ? k : 1, beta, y, ldy, err);
+    for (size_t r = 0; r < (size_t)wr; r++)
+        for (size_t c = 0; c < (size_t)wc; c++) wf[r * wc + c] = qs_bf16_to_f32(w[r * (size_t)ldw + c]);
+    int rc = qs_cpu_gemm(be, 0, tw, m, n, k, 1.0f, x, ldx, wf, wc > 0 ? wc : 1, beta, y, ldy, err);
     free(wf);
     return rc;
 }

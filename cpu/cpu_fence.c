@@ -358,10 +358,10 @@ static int fence_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t
     begin(be);
     return OPS->to_bf16(inner(be), (uint16_t *)H(dst), CFH(src), n, err);
 }
-static int fence_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+static int fence_linear_bf16(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
                              float beta, float *y, int ldy, qs_error *err) {
     begin(be);
-    return OPS->linear_bf16(inner(be), m, n, k, CFH(x), ldx, (const uint16_t *)H(w), ldw, beta, FH(y), ldy, err);
+    return OPS->linear_bf16(inner(be), tw, m, n, k, CFH(x), ldx, (const uint16_t *)H(w), ldw, beta, FH(y), ldy, err);
 }
 
 static const qs_backend_ops fence_ops = {

@@ -73,7 +73,7 @@ int qs_cpu_gather(qs_backend *be, float *y, const float *x, int rows, int dim, c
                   const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_to_f32(qs_backend *be, float *dst, const void *src, size_t n, int dtype, qs_error *err);
 int qs_cpu_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, qs_error *err);
-int qs_cpu_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+int qs_cpu_linear_bf16(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
                        float beta, float *y, int ldy, qs_error *err);
 int qs_cpu_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                     qs_error *err);

@@ -63,12 +63,14 @@ extern "C" int qs_cuda_gemm(qs_backend *be, int ta, int tb, int m, int n, int k,
     return 0;
 }
 
-/* y = x w^T + beta y with w bf16: x rounded to bf16 (to_bf16's rounding) into scratch, then
- * cublasGemmEx on bf16 operands with fp32 accumulation and output, window by window as gemm */
-extern "C" int qs_cuda_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w,
-                                   int ldw, float beta, float *y, int ldy, qs_error *err) {
+/* y = x w^T (tw) or x w + beta y with w bf16: x rounded to bf16 (to_bf16's rounding) into
+ * scratch, then cublasGemmEx on bf16 operands with fp32 accumulation and output, window by
+ * window as gemm. Column-major, w [n, k] row-major is [k, n] (op T gives n x k) and w [k, n] is
+ * [n, k] (op N). */
+extern "C" int qs_cuda_linear_bf16(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx,
+                                   const uint16_t *w, int ldw, float beta, float *y, int ldy, qs_error *err) {
     QS_RETURN_ERROR_IF(m < 0 || n < 0 || k < 0, QS_EUSAGE, "linear_bf16: negative size [%d, %d] x [%d]", m, n, k);
-    QS_RETURN_ERROR_IF(ldx < k || ldw < k || ldy < n, QS_EUSAGE,
+    QS_RETURN_ERROR_IF(ldx < k || ldw < (tw ? k : n) || ldy < n, QS_EUSAGE,
                        "linear_bf16: a leading dimension is smaller than its row (ldx %d, ldw %d, ldy %d for m %d n %d k %d)",
                        ldx, ldw, ldy, m, n, k);
     qs_cuda_ctx *cx = qs_cuda(be);
@@ -81,9 +83,9 @@ extern "C" int qs_cuda_linear_bf16(qs_backend *be, int m, int n, int k, const fl
     const int P = cx->window_rows > 0 && cx->window_rows < m ? cx->window_rows : m;
     for (int r0 = 0; r0 < m; r0 += P) {
         const int mr = m - r0 < P ? m - r0 : P;
-        cublasStatus_t s = cublasGemmEx(cx->blas, CUBLAS_OP_T, CUBLAS_OP_N, n, mr, k, &one, w, CUDA_R_16BF, ldw,
-                                        xb + (size_t)r0 * k, CUDA_R_16BF, k, &beta, y + (size_t)r0 * ldy, CUDA_R_32F, ldy,
-                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        cublasStatus_t s = cublasGemmEx(cx->blas, tw ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, n, mr, k, &one, w,
+                                        CUDA_R_16BF, ldw, xb + (size_t)r0 * k, CUDA_R_16BF, k, &beta,
+                                        y + (size_t)r0 * ldy, CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
         if (s != CUBLAS_STATUS_SUCCESS) return qs_cuda_blas_fail(err, s, "linear_bf16");
     }
     return 0;

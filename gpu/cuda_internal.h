@@ -184,7 +184,7 @@ int qs_cuda_to_bf16(qs_backend *be, uint16_t *dst, const float *src, size_t n, q
 /* dst [rows, cols] bf16 (packed) = src [rows, cols] fp32 (leading dimension lds), as to_bf16 */
 int qs_cuda_rows_to_bf16(qs_backend *be, uint16_t *dst, const float *src, int rows, int cols, int lds, qs_error *err);
 /* cuda_gemm.cu */
-int qs_cuda_linear_bf16(qs_backend *be, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
+int qs_cuda_linear_bf16(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
                         float beta, float *y, int ldy, qs_error *err);
 /* cuda_gptq.cu */
 int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,

@@ -61,7 +61,7 @@ static int linear(qs_backend *be, const qs_llama_weights *w, int i, const float 
                   const float *x, float beta, float *y, qs_error *err) {
     if (w->bf16[i]) {
         QS_RETURN_ERROR_IF(!be->ops->linear_bf16, QS_EUNSUPPORTED, "bf16 weights are not implemented on %s", be->ops->name);
-        return be->ops->linear_bf16(be, T, out, in, x, in, w->bf16[i], in, beta, y, out, err);
+        return be->ops->linear_bf16(be, 1, T, out, in, x, in, w->bf16[i], in, beta, y, out, err);
     }
     return be->ops->gemm(be, 0, 1, T, out, in, 1.0f, x, in, wf, in, beta, y, out, err);
 }

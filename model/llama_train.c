@@ -1,14 +1,15 @@
 /* model/llama_train.c - a trainable decoder block for EEC: the training forward with its tape,
  * the backward, AdamW and the merge, written on the backend ops.
  *
- * Both LoRA forms materialize the effective weight of each projection at every forward,
- * W_eff = Q(W) + s B A (paper) or Q(W + s B A) (merged), so each linear is one GEMM and the
- * backward of both forms is the same: with X the linear's (fake-quantized) input and dY its
- * output gradient,
+ * The merged form materializes W_eff = Q(W + s B A) at every forward; the paper form computes
+ * x Q(W)^T + s (x A^T) B^T (Q(W) made once, fp32 or with bf16_base as bf16 through
+ * linear_bf16), never forming Q(W) + s B A. With X the linear's (fake-quantized) input and dY
+ * its output gradient, both backwards are
  *   dX = dY W_eff,   dB += s dY^T (X A^T),   dA += s (dY B)^T X
- * (for the merged form dW_eff = dY^T X reaches W + s B A through the straight-through Q, and
- * dW_eff A^T = dY^T (X A^T): the full [out, in] gradient is never formed). Rebuilding W_eff costs
- * about 2 r flops per weight against 2 T per weight for the linear itself.
+ * (the paper form's dX = dY Q(W) + s (dY B) A; for the merged form dW_eff = dY^T X reaches
+ * W + s B A through the straight-through Q, and dW_eff A^T = dY^T (X A^T): the full [out, in]
+ * gradient is never formed). Rebuilding W_eff costs about 2 r flops per weight against 2 T per
+ * weight for the linear itself.
  *
  * Channel reassembly (w->ra, QLLM): the norms and the SwiGLU product are the deployed forward's
  * fused gathers (rmsnorm_gather, swiglu_gather: the same bits as qs_llama_block_forward), the
@@ -49,6 +50,26 @@ static size_t n_param_of(const qs_model_config *c, int rank) {
     return n + 2 * pad16((size_t)c->hidden_size);
 }
 
+/* Q(W) kept as bf16 (opts.bf16_base, paper form with weight quantization) */
+static int bf16_base(const qs_llama_train *tr) {
+    return tr->opts.bf16_base && tr->opts.form == QS_LORA_PAPER && quant_bits(tr->opts.wbits);
+}
+
+/* init's float scratch for Q(W) before bf16: whole rows, about opts.bf16_chunk floats (4 Mi,
+ * 16 MiB, by default) a chunk, no more than the largest projection */
+enum { CONV_FLOATS = 1 << 22 };
+static size_t conv_floats(const qs_llama_train *tr) {
+    size_t most = 0, in_max = 0;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        size_t wn = (size_t)tr->in[p] * tr->out[p];
+        most = wn > most ? wn : most;
+        in_max = (size_t)tr->in[p] > in_max ? (size_t)tr->in[p] : in_max;
+    }
+    size_t c = (tr->opts.bf16_chunk ? tr->opts.bf16_chunk : CONV_FLOATS) / in_max * in_max;
+    c = c ? c : in_max;
+    return c < most ? c : most;
+}
+
 /* Every buffer init allocates, with its size in floats (n_param of the trainables given).
  * Returns the count. tr's shapes and opts must be set. */
 typedef struct buf_slot {
@@ -67,11 +88,14 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
     BUF(tr->grad, tr->n_param);
     BUF(tr->adam_m, tr->n_param);
     BUF(tr->adam_v, tr->n_param);
+    const int b16 = bf16_base(tr);
     for (int p = 0; p < QS_PROJ_N; p++) {
         size_t wn = (size_t)tr->in[p] * tr->out[p];
-        if (tr->opts.form == QS_LORA_PAPER && wq && !tr->opts.base_in_place) BUF(tr->wq_own[p], wn);
+        if (b16) BUF(tr->wq16[p], (wn + 1) / 2); /* bf16 bits in float-sized allocations */
+        else if (tr->opts.form == QS_LORA_PAPER && wq && !tr->opts.base_in_place) BUF(tr->wq_own[p], wn);
         if (tr->opts.form == QS_LORA_MERGED) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
     }
+    if (b16) BUF(tr->conv, conv_floats(tr));
     BUF(tr->tape.x, T * H);
     BUF(tr->tape.rstd1, T);
     BUF(tr->tape.xn1, T * H);
@@ -117,6 +141,22 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
     return bytes;
 }
 
+size_t qs_llama_train_param_bytes(const qs_model_config *cfg, int rank) { return sizeof(float) * n_param_of(cfg, rank); }
+
+void qs_llama_train_release(qs_llama_train *tr) {
+    if (!tr->be) return;
+    if (tr->tape.attq == tr->tape.att) tr->tape.attq = NULL;
+    buf_slot b[MAX_BUFS];
+    int n = buffers(tr, tr->cfg, b);
+    for (int i = 0; i < n; i++)
+        if (*b[i].slot && b[i].slot != &tr->param) {
+            tr->be->ops->free(tr->be, *b[i].slot);
+            *b[i].slot = NULL;
+        }
+    for (int p = 0; p < QS_PROJ_N; p++) tr->base[p] = NULL, tr->base16[p] = NULL;
+    tr->tape_tokens = 0;
+}
+
 void qs_llama_train_free(qs_llama_train *tr) {
     if (!tr->be) {
         free(tr->zeros_host);
@@ -145,6 +185,28 @@ static void init_host(const qs_llama_train *tr, float *h) {
     }
 }
 
+/* base16[p] = bf16(Q(W_p)), row chunk by row chunk through conv: from W_p on the backend, or
+ * uploaded from o->base_host[p] where the linear is not there (fake_quant_weight is row-wise) */
+static int make_base16(qs_llama_train *tr, int p, const qs_llama_train_opts *o, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *ops = be->ops;
+    const float *wd = proj_weight(tr->w, p), *wh = o->base_host[p];
+    const int in = tr->in[p], out = tr->out[p];
+    QS_RETURN_ERROR_IF(!wd && !wh, QS_EUSAGE, "block %d training: projection %d has no weights", tr->w->layer, p);
+    uint16_t *dst = (uint16_t *)tr->wq16[p];
+    const int rows = (int)(conv_floats(tr) / (size_t)in);
+    for (int r0 = 0; r0 < out; r0 += rows) {
+        const int nr = out - r0 < rows ? out - r0 : rows;
+        const size_t off = (size_t)r0 * in, n = (size_t)nr * in;
+        const float *src = wd ? wd + off : tr->conv;
+        if (!wd) QS_FORWARD_IF_ERROR(ops->upload(be, tr->conv, wh + off, sizeof(float) * n, err));
+        QS_FORWARD_IF_ERROR(ops->fake_quant_weight(be, tr->conv, src, nr, in, o->group, o->wbits, o->sym, err));
+        QS_FORWARD_IF_ERROR(ops->to_bf16(be, dst + off, tr->conv, n, err));
+    }
+    tr->base16[p] = dst;
+    return 0;
+}
+
 int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_llama_weights *w,
                         const qs_llama_train_opts *opts, int max_tokens, qs_backend *be, qs_error *err) {
     memset(tr, 0, sizeof *tr);
@@ -169,6 +231,8 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     QS_RETURN_ERROR_IF(!ops->rmsnorm_backward || !ops->attention_backward || !ops->swiglu_backward ||
                            !ops->fake_quant_weight || !ops->adamw_step || (quant_bits(o.abits) && !ops->act_quant),
                        QS_EUNSUPPORTED, "block training is not implemented on %s", ops->name);
+    QS_RETURN_ERROR_IF(o.bf16_base && o.form == QS_LORA_PAPER && quant_bits(o.wbits) && (!ops->to_bf16 || !ops->linear_bf16),
+                       QS_EUNSUPPORTED, "block %d training: bf16 base weights are not implemented on %s", w->layer, ops->name);
     float inv_freq[1024];
     QS_FORWARD_IF_ERROR(qs_rope_inv_freq(c, inv_freq, err));
 
@@ -214,7 +278,9 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     if (!rc) rc = ops->copy(be, tr->gamma[0], w->attn_norm, hb, err);
     if (!rc) rc = ops->copy(be, tr->gamma[1], w->ffn_norm, hb, err);
     if (!rc) rc = ops->upload(be, tr->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
-    for (int p = 0; p < QS_PROJ_N && !rc; p++) {
+    for (int p = 0; p < QS_PROJ_N && !rc && bf16_base(tr); p++) rc = make_base16(tr, p, &o, err);
+    if (tr->conv) ops->free(be, tr->conv), tr->conv = NULL;
+    for (int p = 0; p < QS_PROJ_N && !rc && !bf16_base(tr); p++) {
         tr->base[p] = proj_weight(w, p);
         float *qw = tr->wq_own[p] ? tr->wq_own[p]
                     : o.form == QS_LORA_PAPER && quant_bits(o.wbits) && o.base_in_place ? proj_weight(w, p) : NULL;
@@ -259,7 +325,8 @@ static int proj_forward(qs_llama_train *tr, int p, const float *X, int T, float 
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
     if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->weff[p], in, beta, Y, out, err);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->base[p], in, beta, Y, out, err));
+    if (tr->base16[p]) QS_FORWARD_IF_ERROR(o->linear_bf16(be, 1, T, out, in, X, in, tr->base16[p], in, beta, Y, out, err));
+    else QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->base[p], in, beta, Y, out, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, r, in, 1.0f, X, in, tr->a[p], in, 0.0f, tr->xa, r, err));
     return o->gemm(be, 0, 1, T, out, r, tr->s, tr->xa, r, tr->b[p], r, 1.0f, Y, out, err);
 }
@@ -378,7 +445,8 @@ static int proj_backward(qs_llama_train *tr, int p, const float *X, const float 
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
     QS_FORWARD_IF_ERROR(lora_grads(tr, p, X, dY, T, err));
     if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->weff[p], in, beta, dX, in, err);
-    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->base[p], in, beta, dX, in, err));
+    if (tr->base16[p]) QS_FORWARD_IF_ERROR(o->linear_bf16(be, 0, T, in, out, dY, out, tr->base16[p], in, beta, dX, in, err));
+    else QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->base[p], in, beta, dX, in, err));
     return o->gemm(be, 0, 0, T, in, r, tr->s, tr->dyb, r, tr->a[p], in, 1.0f, dX, in, err);
 }
 

@@ -69,6 +69,15 @@ typedef struct qs_llama_train_opts {
      * is not read again until qs_llama_train_merge, before which the caller puts W back); one
      * copy of the block's weights less. Default 0 */
     int base_in_place;
+    /* paper form with weight quantization: Q(W) kept as bf16 (to_bf16), its products on bf16
+     * operands (linear_bf16): half an fp32 copy's memory, for a backend whose GEMMs round to
+     * bf16 anyway (backend/registry.h qs_backend_bf16_weights). base_in_place is then unused.
+     * Q(W) is made row chunk by row chunk from W on the backend or, where a linear of w is
+     * NULL (its float weights wait on the host), from base_host[p] (host, [out, in], read only
+     * during init). Default 0 */
+    int bf16_base;
+    const float *base_host[QS_PROJ_N];
+    size_t bf16_chunk; /* floats of init's row-chunk scratch for that (whole rows); 0: 4 Mi */
 } qs_llama_train_opts;
 
 /* the defaults above */
@@ -97,6 +106,10 @@ typedef struct qs_llama_train {
      * the paper form adds s (x A^T) B^T on its own and forms none: weff[p] NULL) */
     const float *base[QS_PROJ_N];
     float *wq_own[QS_PROJ_N];
+    /* opts.bf16_base: Q(W) as bf16 instead (base[p] NULL); wq16 holds the allocation, conv the
+     * row chunks' float scratch during init */
+    const uint16_t *base16[QS_PROJ_N];
+    float *wq16[QS_PROJ_N], *conv;
     float *weff[QS_PROJ_N];
     /* the tape of the last forward: tape_tokens = n_win * seqlen tokens (0: none) */
     int tape_tokens, tape_win, tape_len, tape_step;
@@ -128,6 +141,9 @@ typedef struct qs_llama_train {
  * weights, tape and scratch for max_tokens tokens), for memory planning. */
 size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts, int max_tokens);
 
+/* Bytes of the trainables alone (what qs_llama_train_release keeps) */
+size_t qs_llama_train_param_bytes(const qs_model_config *cfg, int rank);
+
 /* Sets up a trainable block over the frozen weights w (backend memory, borrowed: w and cfg
  * must outlive tr) for up to max_tokens tokens per forward. opts NULL: the defaults. Errors:
  * QS_EUSAGE for a bad rank / token count, QS_EUNSUPPORTED for a backend without the tuning ops
@@ -135,6 +151,11 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
  * -ENOMEM. On error nothing stays allocated and *tr is zeroed. */
 int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *cfg, const qs_llama_weights *w,
                         const qs_llama_train_opts *opts, int max_tokens, qs_backend *be, qs_error *err);
+
+/* After the last step: frees all but the trainables (base weights, optimizer state, tape,
+ * scratch), so that the caller can put W back before qs_llama_train_merge, which still works;
+ * nothing else does. */
+void qs_llama_train_release(qs_llama_train *tr);
 
 /* Frees what init allocated; a zeroed or freed *tr is fine. */
 void qs_llama_train_free(qs_llama_train *tr);

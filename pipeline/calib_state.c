@@ -104,7 +104,8 @@ size_t qs_calib_reassembly_bytes(const qs_qrun *q) { return reassembly_bytes(q);
 static size_t reserve_bytes(const qs_qrun *q, int per) {
     const qs_model_config *c = &q->cfg;
     return qs_backend_reserve_bytes(q->o ? q->o->device : NULL, q->calib.seqlen, c->n_heads, c->n_kv_heads, c->head_dim,
-                                    max_in(c), per * q->calib.seqlen, is_gptq(q) ? max_in(c) : 0, q->bf16_weights);
+                                    max_in(c), per * q->calib.seqlen, is_gptq(q) ? max_in(c) : 0,
+                                    q->bf16_weights || q->eec_bf16);
 }
 
 #define STAGED_UNITS 3 /* one per pipeline slot: LOAD may stage two units ahead of COMPUTE's */

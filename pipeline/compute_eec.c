@@ -11,6 +11,9 @@
  *    seeded permutation per epoch) through the K trainable blocks, MSE to the full-precision
  *    group output, backward from the last block to the first, AdamW with the learning rate
  *    decaying linearly to 0 over epochs x nsamples steps.
+ *    On a device that keeps frozen linears in bf16 (q->eec_bf16), Q(W) trains as bf16; where
+ *    --gpu-mem cannot hold Q(W) beside W (q->eec_w_host), W waits on the host: with bf16 it
+ *    leaves the device and Q(W) is made from the host's copy, else Q(W) is made in its place.
  * 3. W <- W + s B A and the trained gammas; all seven linears quantized (RTN at the run's
  *    setting); the quantized path's states advance through the merged, quantized blocks.
  * Everything is seeded (the LoRA init by seed and layer, the permutations by seed, group and
@@ -36,6 +39,15 @@ static void train_opts(const qs_qrun *q, qs_llama_train_opts *to) {
     to->sym = o->q.sym;
     to->abits = o->abits;
     to->base_in_place = q->eec_w_host;
+    to->bf16_base = q->eec_bf16;
+}
+
+/* bytes of a block's seven linears as float */
+static size_t linear_bytes(const qs_qrun *q) {
+    size_t n[QS_N_LINEAR], total = 0;
+    qs_llama_linear_sizes(&q->cfg, n);
+    for (int i = 0; i < QS_N_LINEAR; i++) total += n[i];
+    return sizeof(float) * total;
 }
 
 /* backend bytes of one group's training: K blocks' float weights and trainers (trainables,
@@ -52,10 +64,17 @@ static size_t group_bytes(const qs_qrun *q, int K) {
  * forward counts one block's; they are all there while the last one's search runs), and the
  * trainers less the channel reassembly search's memory, which the forward's plan counts and
  * which is free again before the trainers are allocated (qs_compute_qllm_eec: every block's
- * search, then the training) */
+ * search, then the training). With bf16 Q(W) and the float weights on the host, the group's
+ * linears are off the device while it trains, and only the trainables stay for the merge. */
 static size_t eec_extra(const qs_qrun *q) {
     const size_t wb = qs_llama_weights_bytes(&q->cfg), others = (size_t)(q->K - 1) * wb;
-    const size_t train = group_bytes(q, q->K) - (size_t)q->K * wb, cr = qs_calib_reassembly_bytes(q);
+    const size_t cr = qs_calib_reassembly_bytes(q);
+    size_t train = group_bytes(q, q->K) - (size_t)q->K * wb;
+    if (q->eec_bf16 && q->eec_w_host) {
+        const size_t gone = (size_t)q->K * linear_bytes(q), kept = (size_t)q->K * qs_llama_train_param_bytes(&q->cfg, q->o->eec_rank);
+        train = train > gone ? train - gone : 0;
+        train = train > kept ? train : kept;
+    }
     return others + (train > cr ? train - cr : 0);
 }
 
@@ -131,9 +150,11 @@ static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double los
     return rc;
 }
 
-/* the seven linears of w (backend memory) to one host buffer *h (down = 1, allocated), or back
- * from it (down = 0, then freed) */
-static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down, qs_error *err) {
+/* the seven linears of w (backend memory) to one host buffer *h (down = 1, allocated; with
+ * drop their backend memory is freed, the slots NULL, and to->base_host points into *h), or
+ * back from it (down = 0, allocating dropped slots; then freed) */
+static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down, int drop, qs_llama_train_opts *to,
+                           qs_error *err) {
     qs_backend *be = q->lm.be;
     size_t n[QS_N_LINEAR], total = 0;
     qs_llama_linear_sizes(&q->cfg, n);
@@ -143,9 +164,13 @@ static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down,
                             w->layer, sizeof(float) * total);
     float *p = *h;
     for (int i = 0; i < QS_N_LINEAR; i++) {
-        float *d = *qs_llama_linear_slot(w, i);
-        QS_FORWARD_IF_ERROR(down ? be->ops->download(be, p, d, sizeof(float) * n[i], err)
-                                 : be->ops->upload(be, d, p, sizeof(float) * n[i], err));
+        float **d = qs_llama_linear_slot(w, i);
+        if (!down && !*d && !(*d = be->ops->alloc(be, sizeof(float) * n[i])))
+            return qs_error_set(err, -ENOMEM, "block %d: out of %s memory for its float weights after training (%zu bytes)",
+                                w->layer, be->ops->name, sizeof(float) * n[i]);
+        QS_FORWARD_IF_ERROR(down ? be->ops->download(be, p, *d, sizeof(float) * n[i], err)
+                                 : be->ops->upload(be, *d, p, sizeof(float) * n[i], err));
+        if (down && drop) be->ops->free(be, *d), *d = NULL, to->base_host[i] = p;
         p += n[i];
     }
     if (!down) free(*h), *h = NULL;
@@ -173,18 +198,24 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
         w[j].abits = abits;
         if (!rc && o->cr) rc = qs_qllm_cr_apply(q, s, &w[j], err);
     }
-    /* 2. training (q->eec_w_host: the float weights to the host first; Q(W) takes their place) */
+    /* 2. training (q->eec_w_host: the float weights to the host first; Q(W) takes their place,
+     * or with q->eec_bf16 they leave the device and Q(W) is made in bf16 from the host's copy) */
     float *wh[QS_GROUP_MAX] = {0};
-    for (int j = 0; j < K && !rc && q->eec_w_host; j++) rc = weights_to_host(q, &w[j], &wh[j], 1, err);
     qs_llama_train_opts to;
     train_opts(q, &to);
-    for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_init(&tr[j], &q->cfg, &w[j], &to, q->calib.seqlen, be, err);
+    const int drop = q->eec_w_host && q->eec_bf16;
+    for (int j = 0; j < K && !rc; j++) {
+        if (q->eec_w_host) rc = weights_to_host(q, &w[j], &wh[j], 1, drop, &to, err);
+        if (!rc) rc = qs_llama_train_init(&tr[j], &q->cfg, &w[j], &to, q->calib.seqlen, be, err);
+    }
     double loss[2] = {0, 0};
     if (!rc) rc = train_group(q, b0, tr, K, loss, err);
-    /* 3. merge, quantize, advance the quantized path */
+    /* 3. merge, quantize, advance the quantized path (dropped float weights come back once
+     * every trainer is down to its trainables) */
+    for (int j = 0; j < K && !rc && drop; j++) qs_llama_train_release(&tr[j]);
     for (int j = 0; j < K && !rc; j++) {
         qs_qslot *s = &u->blk[j];
-        if (wh[j]) rc = weights_to_host(q, &w[j], &wh[j], 0, err);
+        if (wh[j]) rc = weights_to_host(q, &w[j], &wh[j], 0, drop, &to, err);
         if (!rc) rc = qs_llama_train_merge(&tr[j], &w[j], err);
         if (!rc) rc = be->ops->download(be, s->other[0], w[j].attn_norm, hb, err);
         if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/half.h"
 #include "pipeline/quantize_internal.h"
 #include "quant/gptq.h"
 
@@ -69,7 +70,7 @@ int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err) {
 }
 
 /* GPTQ of linear i with Hessian h (host, consumed) or hd (backend memory, kept); the dequantized
- * result replaces the float weights */
+ * result replaces the float weights; the codes wait in out->codes for STORE */
 static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, float *h, const float *hd, qs_error *err) {
     const qs_quantize_opts *o = q->o;
     qs_backend *be = q->lm.be;
@@ -77,46 +78,88 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
     const size_t n = (size_t)rows * cols;
     qs_qlin_out *out = &s->lin[i];
-    float *wh = malloc(sizeof(float) * n), *orig = malloc(sizeof(float) * n);
-    uint8_t *codes = malloc(n);
-    int w_be_done = 0;
+    float *wh = malloc(sizeof(float) * n);
+    out->codes = malloc(n);
     out->scales = malloc(sizeof(float) * (size_t)rows * ng);
     out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
     out->g_idx = malloc(sizeof(int32_t) * (size_t)cols);
-    out->packed_bytes = qs_packed_size((size_t)cols, o->q.bits) * (size_t)rows;
-    out->packed = malloc(out->packed_bytes);
-    out->own_packed = 1;
-    int rc = wh && orig && codes && out->scales && out->zeros && out->g_idx && out->packed
+    int rc = wh && out->codes && out->scales && out->zeros && out->g_idx
                  ? 0
                  : qs_error_set(err, -ENOMEM, "block %d: out of memory for GPTQ of %s", w->layer, t->name);
+    qs_gptq_stats st = {0};
     if (!rc) {
         /* the layer as stored, widened on the host: the bits of the backend's copy (to_f32 or
          * this same conversion uploaded), which GPTQ has not touched yet, without a download */
         qs_qrun_to_f32(t, s->r[i].data, n, wh);
-        memcpy(orig, wh, sizeof(float) * n);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
                            .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_llama_linear_slot(w, i),
-                           .in_place_reorder = q->gptq_reorder_in_place};
-        qs_gptq_stats st = {0};
-        rc = qs_gptq_quantize(wh, rows, cols, h, &go, codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
+                           .in_place_reorder = q->gptq_reorder_in_place, .w_be_only = 1};
+        rc = qs_gptq_quantize(wh, rows, cols, h, &go, out->codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
-        w_be_done = st.w_be_done;
     }
     if (!rc) {
-        /* the weights the next stages and blocks see are exactly what the shard dequantizes to */
         int in_order = 1;
         int g = o->q.group > 0 ? o->q.group : cols;
         for (int c = 0; c < cols && in_order; c++) in_order = out->g_idx[c] == c / g;
         if (in_order) free(out->g_idx), out->g_idx = NULL;
-        /* wh holds the dequantized weights (qs_gptq_quantize: qs_qlinear_dequant's formula) */
-        out->mse = qs_sq_err(wh, orig, rows, cols) / (double)n;
-        size_t rp = qs_packed_size((size_t)cols, o->q.bits);
-#pragma omp parallel for schedule(static)
-        for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-        if (!w_be_done) rc = be->ops->upload(be, *qs_llama_linear_slot(w, i), wh, sizeof(float) * n, err);
+        /* the weights the next stages and blocks see are exactly what the shard dequantizes to
+         * (wh holds them where the backend's copy does not: qs_qlinear_dequant's formula) */
+        if (!st.w_be_done) rc = be->ops->upload(be, *qs_llama_linear_slot(w, i), wh, sizeof(float) * n, err);
     }
-    free(wh), free(orig), free(codes);
+    free(wh);
     return rc;
+}
+
+/* a stored weight as float (F32 / F16 / BF16, unaligned) */
+static float stored_f32(const qs_tensor_info *t, const uint8_t *src, size_t i) {
+    if (t->dtype == QS_DTYPE_F32) {
+        float f;
+        memcpy(&f, src + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, src + 2 * i, 2);
+    return t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(h) : qs_bf16_to_f32(h);
+}
+
+int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
+    const qs_qconfig *qc = &q->o->q;
+    const qs_tensor_info *t = s->t[i];
+    const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(qc, cols);
+    const int g = qc->group > 0 ? qc->group : cols;
+    qs_qlin_out *out = &s->lin[i];
+    const size_t rp = qs_packed_size((size_t)cols, qc->bits);
+    out->packed_bytes = rp * (size_t)rows;
+    out->packed = malloc(out->packed_bytes);
+    out->own_packed = 1;
+    double *part = malloc(sizeof(double) * (size_t)rows);
+    if (!out->packed || !part) {
+        free(part);
+        return qs_error_set(err, -ENOMEM, "block %d: out of memory packing %s", blk, t->name);
+    }
+    const uint8_t *codes = out->codes, *src = s->r[i].data;
+    const int32_t *gi = out->g_idx;
+    /* per row in column order, then the rows in order: qs_sq_err's sums of the dequantized
+     * weights (qs_dequant_gidx's formula) against the stored ones */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * cols;
+        double e = 0;
+        for (int c = 0; c < cols; c++) {
+            const size_t k = (size_t)r * ng + (size_t)(gi ? gi[c] : c / g);
+            const float deq = ((float)codes[o + c] - out->zeros[k]) * out->scales[k];
+            const double d = (double)deq - stored_f32(t, src, o + c);
+            e += d * d;
+        }
+        part[r] = e;
+        qs_pack_codes(codes + o, (size_t)cols, qc->bits, out->packed + (size_t)r * rp);
+    }
+    double total = 0;
+    for (int r = 0; r < rows; r++) total += part[r];
+    out->mse = total / ((double)rows * cols);
+    free(part);
+    free(out->codes), out->codes = NULL;
+    return 0;
 }
 
 /* one call's windows into the stage's Hessian: the block up to the stage's input, quantized as

@@ -92,7 +92,7 @@ void qs_qslot_release(qs_qslot *s) {
     for (int k = 0; k < QS_N_LINEAR; k++) {
         qs_qlin_out *l = &s->lin[k];
         if (l->own_packed) free(l->packed);
-        free(l->scales), free(l->zeros), free(l->g_idx);
+        free(l->scales), free(l->zeros), free(l->g_idx), free(l->codes);
         memset(l, 0, sizeof *l);
     }
     for (int k = 0; k < QS_N_OTHER; k++) {
@@ -197,6 +197,8 @@ static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *t
     qs_shard_tensor ts[QS_N_LINEAR * 4 + QS_N_OTHER + 9];
     char names[QS_N_LINEAR * 4][96];
     size_t n = 0;
+    for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
+        if (s->lin[i].codes) QS_FORWARD_IF_ERROR(qs_gptq_finish_linear(q, s, (int)i, blk, err));
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++) {
         const qs_tensor_info *t = s->t[i];
         const qs_qlin_out *l = &s->lin[i];
@@ -377,6 +379,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     void *ptrs[3];
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
     q.bf16_weights = is_gptq(o) && qs_backend_bf16_weights(o->device);
+    q.eec_bf16 = eec && !o->eec_form && o->q.bits < 16 && qs_backend_bf16_weights(o->device);
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;

@@ -32,6 +32,10 @@ typedef struct qs_qlin_out {
     int32_t *g_idx;        /* [cols] or NULL */
     double mse;            /* mean squared weight error */
     double loss;           /* GPTQ: the error the Hessian weighs (sum err^2 / U_ii^2); 0 for RTN */
+    /* GPTQ: the codes [rows, cols] one a byte (malloc'd), which STORE packs and measures
+     * (qs_gptq_finish_linear: packed, mse) against the stored weights, off the compute thread;
+     * NULL once done */
+    uint8_t *codes;
 } qs_qlin_out;
 
 typedef struct qs_qslot {
@@ -104,6 +108,10 @@ typedef struct qs_qrun {
      * group's float weights wait on the host during training, Q(W) made in their place on the
      * device (the same bits) */
     int eec_w_host;
+    /* EEC (paper form, quantized weights) on a device that keeps frozen linears in bf16: Q(W)
+     * trains as bf16 (model/llama_train.h bf16_base); with eec_w_host the float weights leave
+     * the device during training instead of holding Q(W) */
+    int eec_bf16;
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
@@ -125,6 +133,9 @@ void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab *
 /* the slot's tensors as float in backend memory (w->abits = --abits); norms and biases also
  * kept on the host in s->other for STORE */
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
+/* STORE's part of GPTQ of linear i of s: out->codes packed into out->packed, and out->mse from
+ * them against the stored weights (the slab); codes freed */
+int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err);
 /* all seven linears of w to bf16 (q->bf16_weights: a replayed GPTQ block, as COMPUTE left it) */
 int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err);
 

@@ -391,7 +391,7 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
     }
     for (size_t i = 0; i < C; i++)
         g_idx[perm[i]] = q->group <= 0 ? 0 : o->static_groups ? perm[i] / G : (int)(i / (size_t)G);
-    qs_dequant_gidx(codes, scales, zeros, g_idx, rows, cols, q->group, w);
+    if (!(o->w_be_only && w_be_done)) qs_dequant_gidx(codes, scales, zeros, g_idx, rows, cols, q->group, w);
     if (dm.w_borrowed && !w_be_done) { /* the layer held them in processing order: the same values, in order */
         rc = be->ops->upload(be, o->w_be, w, sizeof(float) * n, err);
         w_be_done = !rc;

@@ -41,6 +41,9 @@ typedef struct qs_gptq_opts {
      * into it, the host's dequantized weights uploaded back): no second copy of the layer in
      * backend memory, two uploads of it instead (a tight --gpu-mem) */
     int in_place_reorder;
+    /* with w_be: w need not receive the dequantized weights where w_be does (stats->w_be_done;
+     * w's values are then undefined on return): the host skips a pass over the layer */
+    int w_be_only;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {

@@ -18,8 +18,9 @@
 #   replayed blocks' layers in bf16 as the run left them). Without --gpu-mem a cuda run plans
 #   for the GPU's free memory and prints that budget.
 # QS_E2E_DEVICE=cpu-fenced runs the same script with the fenced CPU device standing in for the
-# GPU (ctest: cli_cuda_standin, and cli_cuda_standin_bf16 with QS_FENCED_BF16=1: GPTQ's bf16
-# road), so that the script itself is exercised on every machine.
+# GPU (ctest: cli_cuda_standin, and cli_cuda_standin_bf16 with QS_FENCED_BF16=1: the bf16 roads
+# of GPTQ's quantized layers and EEC's Q(W)), so that the script itself is exercised on every
+# machine.
 set -u
 bin=${QS_BIN:?run through ctest}
 shared=${QS_SHARED:?}

@@ -549,50 +549,57 @@ static void test_bf16(void) {
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         CHECKF(got[i] == want[i], "%s to_bf16 of 0x%08x: 0x%04x, want 0x%04x", dev->ops->name, edge[i], got[i], want[i]);
     pfree(f), pfree(h), free(bits);
-    /* the linear layer: x [m, k] (ldx k + 3), w [nn, k] bf16 (ldw k + 5), y [m, nn] (ldy nn + 2) */
-    const int P = 64, m = 3 * P, nn = 45, k = 77, ldx = k + 3, ldw = k + 5, ldy = nn + 2;
-    float *wf = qs_test_rvec((size_t)nn * ldw, 1);
-    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)nn * ldw);
-    float *ww = malloc(sizeof(float) * (size_t)nn * k); /* the widened weights, packed */
-    for (int r = 0; r < nn; r++)
-        for (int c = 0; c < ldw; c++) {
-            wh[(size_t)r * ldw + c] = qs_f32_to_bf16(wf[(size_t)r * ldw + c]);
-            if (c < k) ww[(size_t)r * k + c] = qs_bf16_to_f32(wh[(size_t)r * ldw + c]);
-        }
-    pair x = rboth((size_t)m * ldx, 1), w = both(wh, sizeof(uint16_t) * (size_t)nn * ldw);
-    pair wref = both(ww, sizeof(float) * (size_t)nn * k);
+    /* the linear layer (tw 1): x [m, k] (ldx k + 3), w [nn, k] bf16 (ldw k + 5), y [m, nn] (ldy
+     * nn + 2); its backward's product (tw 0): w [k, nn] (ldw nn + 5) */
+    const int P = 64, m = 3 * P, nn = 45, k = 77, ldx = k + 3, ldy = nn + 2;
     float *nan = malloc(sizeof(float) * (size_t)m * ldy);
     for (size_t i = 0; i < (size_t)m * ldy; i++) nan[i] = NAN;
-    for (int beta = 0; beta <= 1; beta++)
-        for (int win = 0; win <= 1; win++) {
-            pair y = beta ? rboth((size_t)m * ldy, 1) : both(nan, sizeof(float) * (size_t)m * ldy);
-            qs_error e0 = {0};
-            if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, P, &e0) == 0);
-            if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, P, &e0) == 0);
-            /* the reference: cpu gemm on the widened weights */
-            RUN(cpu->ops->gemm(cpu, 0, 1, m, nn, k, 1.0f, x.c, ldx, wref.c, k, (float)beta, y.c, ldy, E1),
-                dev->ops->linear_bf16(dev, m, nn, k, x.d, ldx, w.d, ldw, (float)beta, y.d, ldy, E2));
-            if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, 0, &e0) == 0);
-            if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, 0, &e0) == 0);
-            char name[48];
-            snprintf(name, sizeof name, "linear_bf16 beta=%d%s", beta, win ? " (3 windows)" : "");
-            /* the padding columns of y are not written: compare the rows' first nn values only */
-            float *a = get(cpu, y.c, (size_t)m * ldy), *b = get(dev, y.d, (size_t)m * ldy);
-            double worst = 0, ss = 0;
-            for (int r = 0; r < m; r++)
-                for (int c = 0; c < nn; c++) {
-                    double av = a[(size_t)r * ldy + c], bv = b[(size_t)r * ldy + c], e = fabs(av - bv);
-                    ss += av * av;
-                    if (e > worst || e != e) worst = e;
-                }
-            double rel = worst / (sqrt(ss / ((double)m * nn)) + 1e-30), lim = exact || !strcmp(dev->ops->name, "cpu") ? 0 : 2e-2;
-            CHECKF(rel <= lim && rel == rel, "%s: error %.3g of rms (limit %.1g)", name, rel, lim);
-            printf("%-34s error/rms %.2e\n", name, rel);
-            free(a), free(b);
-            pfree(y);
-        }
-    pfree(x), pfree(w), pfree(wref);
-    free(wf), free(wh), free(ww), free(nan);
+    pair x = rboth((size_t)m * ldx, 1);
+    for (int tw = 1; tw >= 0; tw--) {
+        const int wr = tw ? nn : k, wc = tw ? k : nn, ldw = wc + 5;
+        float *wf = qs_test_rvec((size_t)wr * ldw, 1);
+        uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)wr * ldw);
+        float *ww = malloc(sizeof(float) * (size_t)wr * wc); /* the widened weights, packed */
+        for (int r = 0; r < wr; r++)
+            for (int c = 0; c < ldw; c++) {
+                wh[(size_t)r * ldw + c] = qs_f32_to_bf16(wf[(size_t)r * ldw + c]);
+                if (c < wc) ww[(size_t)r * wc + c] = qs_bf16_to_f32(wh[(size_t)r * ldw + c]);
+            }
+        pair w = both(wh, sizeof(uint16_t) * (size_t)wr * ldw), wref = both(ww, sizeof(float) * (size_t)wr * wc);
+        for (int beta = 0; beta <= 1; beta++)
+            for (int win = 0; win <= 1; win++) {
+                pair y = beta ? rboth((size_t)m * ldy, 1) : both(nan, sizeof(float) * (size_t)m * ldy);
+                qs_error e0 = {0};
+                if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, P, &e0) == 0);
+                if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, P, &e0) == 0);
+                /* the reference: cpu gemm on the widened weights */
+                RUN(cpu->ops->gemm(cpu, 0, tw, m, nn, k, 1.0f, x.c, ldx, wref.c, wc, (float)beta, y.c, ldy, E1),
+                    dev->ops->linear_bf16(dev, tw, m, nn, k, x.d, ldx, w.d, ldw, (float)beta, y.d, ldy, E2));
+                if (win && cpu->ops->set_window_rows) CHECK(cpu->ops->set_window_rows(cpu, 0, &e0) == 0);
+                if (win && dev->ops->set_window_rows) CHECK(dev->ops->set_window_rows(dev, 0, &e0) == 0);
+                char name[48];
+                snprintf(name, sizeof name, "linear_bf16 %s beta=%d%s", tw ? "x w^T" : "x w", beta, win ? " (3 windows)" : "");
+                /* the padding columns of y are not written: compare the rows' first nn values only */
+                float *a = get(cpu, y.c, (size_t)m * ldy), *b = get(dev, y.d, (size_t)m * ldy);
+                double worst = 0, ss = 0;
+                for (int r = 0; r < m; r++)
+                    for (int c = 0; c < nn; c++) {
+                        double av = a[(size_t)r * ldy + c], bv = b[(size_t)r * ldy + c], e = fabs(av - bv);
+                        ss += av * av;
+                        if (e > worst || e != e) worst = e;
+                    }
+                double rel = worst / (sqrt(ss / ((double)m * nn)) + 1e-30),
+                       lim = exact || !strcmp(dev->ops->name, "cpu") ? 0 : 2e-2;
+                CHECKF(rel <= lim && rel == rel, "%s: error %.3g of rms (limit %.1g)", name, rel, lim);
+                printf("%-34s error/rms %.2e\n", name, rel);
+                free(a), free(b);
+                pfree(y);
+            }
+        pfree(w), pfree(wref);
+        free(wf), free(wh), free(ww);
+    }
+    pfree(x);
+    free(nan);
 }
 
 /* the order of the two streams: after mark + wait_mark, a staged copy into a buffer lands after

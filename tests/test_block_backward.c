@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "backend/registry.h"
+#include "base/half.h"
 #include "model/llama_forward.h"
 #include "model/llama_train.h"
 #include "model/rope.h"
@@ -605,6 +606,89 @@ static void test_gradients(qs_backend *be, int quant, int maps) {
     block_free(&b, be);
 }
 
+/* Q(W) as bf16 (bf16_base) on the CPU: the same bits as an unquantized trainer over
+ * widen(bf16(Q(W))) (linear_bf16 there widens and calls the same gemm), forward, dx and every
+ * gradient; made in row chunks, from the backend's W or from the host's with W's linears off
+ * the backend (then released, W put back, and merged: the same merged weights) */
+static void test_bf16_base(qs_backend *be) {
+    const int n_win = 2, L = 7, T = 14, H = 16;
+    qs_error err = {0};
+    float *xh = malloc(sizeof(float) * T * H), *douth = malloc(sizeof(float) * T * H);
+    rfill(xh, (size_t)T * H, 1, 0);
+    rfill(douth, (size_t)T * H, 1, 0);
+    float *d_x = up_new(be, xh, (size_t)T * H), *d_dout = up_new(be, douth, (size_t)T * H);
+    float *d_out[3], *d_dx[3];
+    grads g[3];
+    qs_llama_train tr[3];
+    block b[3];
+    float *merged[2][QS_PROJ_N];
+    for (int v = 0; v < 3; v++) { /* 0: bf16 base from the backend's W; 1: from the host's; 2: the reference */
+        qs_test_seed = 555;
+        block_make(&b[v], be, 1);
+        qs_llama_train_opts o;
+        qs_llama_train_opts_default(&o);
+        o.seed = 9, o.abits = 6, o.wbits = 3, o.group = 8, o.bf16_base = v < 2, o.bf16_chunk = 40; /* 1 row a chunk */
+        float **slot[QS_PROJ_N] = {&b[v].dw.wq, &b[v].dw.wk, &b[v].dw.wv, &b[v].dw.wo, &b[v].dw.w_gate, &b[v].dw.w_up, &b[v].dw.w_down};
+        for (int p = 0; p < QS_PROJ_N; p++) {
+            size_t n = (size_t)b[v].in[p] * b[v].out[p];
+            if (v == 1) { /* W waits on the host */
+                be->ops->free(be, *slot[p]), *slot[p] = NULL;
+                o.base_host[p] = b[v].w[p];
+            } else if (v == 2) { /* the reference's W: bf16(Q(W)), unquantized from here */
+                float *h = malloc(n * sizeof(float));
+                memcpy(h, b[v].w[p], n * sizeof(float));
+                w_fq(h, b[v].out[p], b[v].in[p], &o);
+                for (size_t i = 0; i < n; i++) h[i] = qs_bf16_to_f32(qs_f32_to_bf16(h[i]));
+                CHECK(be->ops->upload(be, *slot[p], h, n * sizeof(float), &err) == 0);
+                free(h);
+            }
+        }
+        if (v == 2) o.wbits = 16;
+        qs_test_seed = 777; /* the same B */
+        train_setup(&tr[v], &b[v], &o, T, be, 1);
+        CHECK(v == 2 || (tr[v].base16[0] && !tr[v].base[0] && !tr[v].conv));
+        d_out[v] = be->ops->alloc(be, sizeof(float) * T * H), d_dx[v] = be->ops->alloc(be, sizeof(float) * T * H);
+        run_fwd_bwd(&tr[v], d_x, d_out[v], d_dout, d_dx[v], n_win, L);
+        grads_get(&g[v], &tr[v], d_dx[v], (size_t)T * H);
+    }
+    for (int v = 0; v < 2; v++) {
+        int same = !memcmp(d_out[v], d_out[2], sizeof(float) * T * H) && !memcmp(g[v].dx, g[2].dx, sizeof(float) * T * H);
+        for (int p = 0; p < QS_PROJ_N; p++)
+            same = same && !memcmp(g[v].da[p], g[2].da[p], sizeof(float) * tr[v].opts.rank * b[v].in[p]) &&
+                   !memcmp(g[v].db[p], g[2].db[p], sizeof(float) * tr[v].opts.rank * b[v].out[p]);
+        same = same && !memcmp(g[v].dg[0], g[2].dg[0], sizeof(float) * H) && !memcmp(g[v].dg[1], g[2].dg[1], sizeof(float) * H);
+        CHECKF(same, "bf16 Q(W) made from the %s's W: not the bits of the trainer over widen(bf16(Q(W)))", v ? "host" : "backend");
+    }
+    /* a step, then the merge: released with W put back, the same as without */
+    for (int v = 0; v < 2; v++) {
+        CHECK(qs_llama_train_step(&tr[v], 1e-2f, &err) == 0);
+        float **slot[QS_PROJ_N] = {&b[v].dw.wq, &b[v].dw.wk, &b[v].dw.wv, &b[v].dw.wo, &b[v].dw.w_gate, &b[v].dw.w_up, &b[v].dw.w_down};
+        if (v == 1) {
+            qs_llama_train_release(&tr[v]);
+            CHECK(tr[v].param && !tr[v].grad && !tr[v].tape.x && !tr[v].wq16[0] && !tr[v].base16[0]);
+            for (int p = 0; p < QS_PROJ_N; p++) *slot[p] = up_new(be, b[v].w[p], (size_t)b[v].in[p] * b[v].out[p]);
+        }
+        CHECKF(qs_llama_train_merge(&tr[v], &b[v].dw, &err) == 0, "%s", err.msg);
+        for (int p = 0; p < QS_PROJ_N; p++) merged[v][p] = down_new(be, *slot[p], (size_t)b[v].in[p] * b[v].out[p]);
+    }
+    int same = 1;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        same = same && !memcmp(merged[0][p], merged[1][p], sizeof(float) * b[0].in[p] * b[0].out[p]);
+        free(merged[0][p]), free(merged[1][p]);
+    }
+    CHECKF(same, "the released trainer's merge differs");
+    for (int v = 0; v < 3; v++) {
+        grads_free(&g[v]);
+        qs_llama_train_free(&tr[v]);
+        be->ops->free(be, d_out[v]), be->ops->free(be, d_dx[v]);
+        block_free(&b[v], be);
+    }
+    be->ops->free(be, d_x), be->ops->free(be, d_dout);
+    free(xh), free(douth);
+    printf("bf16 Q(W) (W3 g8 A6, biases; row chunks; from the backend's W and the host's): the bits of the trainer\n"
+           "  over widen(bf16(Q(W))); released and merged as without\n");
+}
+
 /* ======== 4. and 5. tuning ======== */
 
 /* steps of AdamW towards target; returns the first and last losses and the merged (deployed)
@@ -770,7 +854,7 @@ static double dev_err(const float *want, const float *got, size_t n) {
  * ~10 GEMMs and row ops; bf16 inputs carry ~2^-9 relative error per product, averaging over the
  * sums, tf32 ~2^-11, fp32 reordered sums ~1e-6: 5e-2, 1e-2, 1e-4 of the rms. A wrong transpose,
  * a missing term or a lost gradient is O(1). */
-static void test_device(const char *name, int quant, int maps, double tol) {
+static void test_device(const char *name, int quant, int maps, double tol, int bf16) {
     const int n_win = 2, L = 300, T = n_win * L, H = 16;
     float *res[2][4];
     size_t n[4] = {(size_t)T * H, (size_t)T * H, 0, (size_t)T * H};
@@ -781,6 +865,7 @@ static void test_device(const char *name, int quant, int maps, double tol) {
         qs_llama_train_opts o;
         qs_llama_train_opts_default(&o);
         if (quant) o.wbits = 4, o.group = 8, o.abits = 8;
+        o.bf16_base = bf16;
         fixture f;
         fixture_run(&f, be, 4242, 1, maps, &o, n_win, L);
         n[2] = f.tr.n_param;
@@ -796,9 +881,10 @@ static void test_device(const char *name, int quant, int maps, double tol) {
     const char *what[4] = {"forward", "dx", "gradients", "forward after a step"};
     for (int k = 0; k < 4; k++) {
         double e = dev_err(res[0][k], res[1][k], n[k]);
-        CHECKF(e <= tol && e == e, "%s%s%s: %s differs from cpu by %.3g of its rms (limit %.1g)", name,
-               quant ? " W4 g8 A8" : "", maps ? " maps" : "", what[k], e, tol);
-        printf("%s%s%s vs cpu: %-22s error/rms %.2e\n", name, quant ? " W4 g8 A8" : "", maps ? " maps" : "", what[k], e);
+        const char *q = quant ? bf16 ? " W4 g8 A8, bf16 Q(W)" : " W4 g8 A8" : "";
+        CHECKF(e <= tol && e == e, "%s%s%s: %s differs from cpu by %.3g of its rms (limit %.1g)", name, q,
+               maps ? " maps" : "", what[k], e, tol);
+        printf("%s%s%s vs cpu: %-22s error/rms %.2e\n", name, q, maps ? " maps" : "", what[k], e);
         free(res[0][k]), free(res[1][k]);
     }
 }
@@ -846,9 +932,11 @@ int main(int argc, char **argv) {
         }
         const char *m = getenv("QS_CUDA_GEMM");
         double tol = !strcmp(argv[1], "cpu-fenced") ? 0 : !m || !strcmp(m, "bf16") ? 5e-2 : !strcmp(m, "tf32") ? 1e-2 : 1e-4;
-        test_device(argv[1], 0, 0, tol);
-        test_device(argv[1], 0, 1, tol);
-        if (tol == 0) test_device(argv[1], 1, 1, 0);
+        test_device(argv[1], 0, 0, tol, 0);
+        test_device(argv[1], 0, 1, tol, 0);
+        if (tol == 0) test_device(argv[1], 1, 1, 0, 0);
+        /* Q(W) in bf16: linear_bf16 rounds its input to bf16 in every GEMM math */
+        test_device(argv[1], 1, 1, tol == 0 ? 0 : 5e-2, 1);
         return qs_test_result();
     }
     qs_backend *be;
@@ -860,11 +948,13 @@ int main(int argc, char **argv) {
     test_gradients(be, 1, 0);
     test_gradients(be, 0, 1);
     test_gradients(be, 1, 1);
+    test_bf16_base(be);
     test_tuning(be);
     test_errors(be);
     qs_backend_free(be);
     test_threads(0);
     test_threads(1);
-    test_device("cpu-fenced", 1, 1, 0); /* the device harness itself: bit for bit */
+    test_device("cpu-fenced", 1, 1, 0, 0); /* the device harness itself: bit for bit */
+    test_device("cpu-fenced", 1, 1, 0, 1);
     return qs_test_result();
 }
