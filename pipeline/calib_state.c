@@ -78,6 +78,21 @@ static size_t gptq_host_bytes(const qs_qrun *q) {
     return sizeof(float) * b;
 }
 
+/* the search sample's windows (compute_qllm.c qs_qllm_cr_search) */
+static int reassembly_windows(const qs_qrun *q) {
+    int n = q->o->cr_tokens / q->calib.seqlen;
+    if (n < 1) n = 1;
+    return n < q->calib.nsamples ? n : q->calib.nsamples;
+}
+
+/* a consumer's [rows, cols] weights for a candidate (compute_qllm.c consumer_weights), in floats:
+ * float, or bf16 (half) with a float row chunk beside it while it converts */
+static size_t consumer_floats(const qs_qrun *q, size_t rows, size_t cols) {
+    if (!q->cr_bf16) return rows * cols;
+    size_t chunk = (size_t)qs_qllm_cr_chunk_rows((int)cols);
+    return (rows * cols + 1) / 2 + (chunk < rows ? chunk : rows) * cols;
+}
+
 /* QLLM's channel reassembly search beside them: a site's output on the search sample
  * (compute_qllm.c site_output) holds the sample, a candidate's input, the site's weights
  * reassembled, their outputs and (attention) the attention output, the largest of the three
@@ -87,12 +102,14 @@ static size_t reassembly_bytes(const qs_qrun *q) {
     const qs_model_config *c = &q->cfg;
     const size_t L = (size_t)q->calib.seqlen, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     const size_t Qd = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
-    size_t n = (size_t)(q->o->cr_tokens / (int)L);
-    if (n < 1) n = 1;
-    if (n > (size_t)q->calib.nsamples) n = (size_t)q->calib.nsamples;
-    const size_t T = n * L;
-    /* per site: the sample kept there and a candidate's input (2 T C), its weights, outputs */
-    size_t s0 = 2 * T * H + (Qd + 2 * KV) * (H + T) + T * Qd, s1 = 2 * T * H + 2 * I * (H + T), s2 = 2 * T * I + H * (I + T);
+    const size_t T = (size_t)reassembly_windows(q) * L;
+    /* per site: the sample kept there and a candidate's input (2 T C), its weights (each
+     * consumer's stays until the site's output is taken; with bf16, each counted with a
+     * conversion chunk, though one is there at a time), outputs */
+    const size_t wq = consumer_floats(q, Qd, H), wkv = consumer_floats(q, KV, H), wi = consumer_floats(q, I, H),
+                 wd = consumer_floats(q, H, I);
+    size_t s0 = 2 * T * H + wq + 2 * wkv + (Qd + 2 * KV) * T + T * Qd, s1 = 2 * T * H + 2 * wi + 2 * I * T,
+           s2 = 2 * T * I + wd + H * T;
     size_t most = s0 > s1 ? s0 : s1;
     return sizeof(float) * ((most > s2 ? most : s2) + 3 * (H > I ? H : I));
 }
@@ -103,9 +120,11 @@ size_t qs_calib_reassembly_bytes(const qs_qrun *q) { return reassembly_bytes(q);
  * and with GPTQ cuSOLVER's workspace for the largest factor) */
 static size_t reserve_bytes(const qs_qrun *q, int per) {
     const qs_model_config *c = &q->cfg;
+    /* linear_bf16's input scratch grows to its largest call and stays: the search sample's too */
+    const int calls = q->cr_bf16 && reassembly_windows(q) > per ? reassembly_windows(q) : per;
     return qs_backend_reserve_bytes(q->o ? q->o->device : NULL, q->calib.seqlen, c->n_heads, c->n_kv_heads, c->head_dim,
-                                    max_in(c), per * q->calib.seqlen, is_gptq(q) ? max_in(c) : 0,
-                                    q->bf16_weights || q->eec_bf16);
+                                    max_in(c), calls * q->calib.seqlen, is_gptq(q) ? max_in(c) : 0,
+                                    q->bf16_weights || q->eec_bf16 || q->cr_bf16);
 }
 
 #define STAGED_UNITS 3 /* one per pipeline slot: LOAD may stage two units ahead of COMPUTE's */

@@ -76,6 +76,40 @@ static int maps_to_backend(qs_backend *be, const qs_reasm *r, int32_t **a, int32
     return *coef ? 0 : err && err->code ? err->code : -ENOMEM;
 }
 
+/* rows per chunk when a consumer's weights become bf16 (about 4 Mi floats, whole rows) */
+int qs_qllm_cr_chunk_rows(int cols) {
+    const int r = (1 << 22) / cols;
+    return r > 0 ? r : 1;
+}
+
+/* a consumer's weights for a candidate: wsrc [R, C] gathered by the maps (NULL ma: as they are)
+ * and fake-quantized (quant), into float *dw, or on a bf16 device (q->cr_bf16) into bf16 *dw16
+ * through a float scratch of whole row chunks (gather and fake-quant are row-wise) */
+static int consumer_weights(qs_qrun *q, const float *wsrc, int R, int C, const int32_t *ma, const int32_t *mb,
+                            int quant, float **dw, uint16_t **dw16, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_backend_ops *o = be->ops;
+    const qs_qconfig qc = q->o->q;
+    const int rows = q->cr_bf16 ? (qs_qllm_cr_chunk_rows(C) < R ? qs_qllm_cr_chunk_rows(C) : R) : R;
+    float *f = o->alloc(be, sizeof(float) * (size_t)rows * C);
+    uint16_t *h = q->cr_bf16 ? o->alloc(be, sizeof(uint16_t) * (size_t)R * C) : NULL;
+    if (!f || (q->cr_bf16 && !h)) {
+        o->free(be, f), o->free(be, h);
+        return qs_error_set(err, -ENOMEM, "out of %s memory for a candidate's [%d, %d] weights", o->name, R, C);
+    }
+    int rc = 0;
+    for (int r0 = 0; r0 < R && !rc; r0 += rows) {
+        const int nr = R - r0 < rows ? R - r0 : rows;
+        const float *src = wsrc + (size_t)r0 * C;
+        rc = ma ? o->gather(be, f, src, nr, C, ma, mb, NULL, err) : o->copy(be, f, src, sizeof(float) * (size_t)nr * C, err);
+        if (!rc && quant) rc = o->fake_quant_weight(be, f, f, nr, C, qc.group, qc.bits, qc.sym, err);
+        if (!rc && h) rc = o->to_bf16(be, h + (size_t)r0 * C, f, (size_t)nr * C, err);
+    }
+    if (h) o->free(be, f), f = NULL; /* stream-ordered: after the conversions */
+    *dw = f, *dw16 = h;
+    return rc;
+}
+
 /* The site's output on the sample with gather r (NULL: none) and weights quantized (quant = 1)
  * or float (0), all in backend memory: the sample (sd->dsample) and the block's float weights
  * are gathered there, the weights fake-quantized there (fake_quant_weight: the bits of RTN with
@@ -98,20 +132,17 @@ static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, qs_
     if (!rc && o->set_window_rows) rc = o->set_window_rows(be, L, err); /* rows are windows of L */
     /* the consumers' weights: reassembled and (for quant) fake-quantized per channel */
     float *dw[3] = {NULL, NULL, NULL}, *dy[3] = {NULL, NULL, NULL};
+    uint16_t *dw16[3] = {NULL, NULL, NULL};
     int rows[3] = {0, 0, 0};
-    const qs_qconfig qc = q->o->q;
     for (int j = 0; j < 3 && !rc && site_lins[site][j] >= 0; j++) {
         int li = site_lins[site][j];
         const int R = li == 0 ? Qd : li == 1 || li == 2 ? KV : li == 6 ? c->hidden_size : I;
-        const float *wsrc = *qs_llama_linear_slot(w, li);
         rows[j] = R;
-        dw[j] = o->alloc(be, sizeof(float) * (size_t)R * C);
-        dy[j] = o->alloc(be, sizeof(float) * (size_t)T * R);
-        if (!dw[j] || !dy[j]) rc = qs_error_set(err, -ENOMEM, "out of %s memory for the search of %s", o->name, qs_linear_names[li]);
-        if (!rc) rc = r ? o->gather(be, dw[j], wsrc, R, C, ma, mb, NULL, err)
-                        : o->copy(be, dw[j], wsrc, sizeof(float) * (size_t)R * C, err);
-        if (!rc && quant) rc = o->fake_quant_weight(be, dw[j], dw[j], R, C, qc.group, qc.bits, qc.sym, err);
-        if (!rc) rc = o->gemm(be, 0, 1, T, R, C, 1.0f, dx, C, dw[j], C, 0.0f, dy[j], R, err);
+        rc = consumer_weights(q, *qs_llama_linear_slot(w, li), R, C, r ? ma : NULL, mb, quant, &dw[j], &dw16[j], err);
+        dy[j] = rc ? NULL : o->alloc(be, sizeof(float) * (size_t)T * R);
+        if (!rc && !dy[j]) rc = qs_error_set(err, -ENOMEM, "out of %s memory for the search of %s", o->name, qs_linear_names[li]);
+        if (!rc) rc = dw16[j] ? o->linear_bf16(be, 1, T, R, C, dx, C, dw16[j], C, 0.0f, dy[j], R, err)
+                              : o->gemm(be, 0, 1, T, R, C, 1.0f, dx, C, dw[j], C, 0.0f, dy[j], R, err);
     }
     if (!rc && site == 0) { /* q, k, v -> biases, RoPE, quantization per head, attention */
         if (w->bq) {
@@ -134,7 +165,7 @@ static int site_output(qs_qrun *q, int site, const site_data *sd, int n_win, qs_
     } else if (!rc) {
         rc = o->download(be, out, dy[0], sizeof(float) * (size_t)T * c->hidden_size, err);
     }
-    for (int j = 0; j < 3; j++) o->free(be, dw[j]), o->free(be, dy[j]);
+    for (int j = 0; j < 3; j++) o->free(be, dw[j]), o->free(be, dw16[j]), o->free(be, dy[j]);
     o->free(be, dx), o->free(be, ma), o->free(be, mb), o->free(be, mc);
     return rc;
 }

@@ -380,6 +380,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
     q.bf16_weights = is_gptq(o) && qs_backend_bf16_weights(o->device);
     q.eec_bf16 = eec && !o->eec_form && o->q.bits < 16 && qs_backend_bf16_weights(o->device);
+    q.cr_bf16 = is_qllm(o) && o->cr && qs_backend_bf16_weights(o->device);
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;

@@ -112,6 +112,10 @@ typedef struct qs_qrun {
      * trains as bf16 (model/llama_train.h bf16_base); with eec_w_host the float weights leave
      * the device during training instead of holding Q(W) */
     int eec_bf16;
+    /* QLLM's channel reassembly search on such a device: a candidate's consumer weights are
+     * reassembled (and fake-quantized) in row chunks into bf16 (qs_qllm_cr_chunk_rows) and read
+     * through linear_bf16 */
+    int cr_bf16;
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
@@ -133,6 +137,8 @@ void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab *
 /* the slot's tensors as float in backend memory (w->abits = --abits); norms and biases also
  * kept on the host in s->other for STORE */
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
+/* the rows of a chunk of a [rows, cols] consumer's weights on their way to bf16 (q->cr_bf16) */
+int qs_qllm_cr_chunk_rows(int cols);
 /* STORE's part of GPTQ of linear i of s: out->codes packed into out->packed, and out->mse from
  * them against the stored weights (the slab); codes freed */
 int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err);

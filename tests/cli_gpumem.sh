@@ -14,8 +14,8 @@
 # keeps the float weights on the host while it trains where the budget cannot hold Q(W) beside
 # them: every accepted qllm-eec run gives the same shards, and the ladder has both.
 # cpu-fenced-bf16: cpu-fenced with frozen weights in bf16 as on a GPU (QS_FENCED_BF16=1: GPTQ's
-# quantized layers, and EEC's Q(W), whose float weights then leave the device while it trains
-# on the host road), whose plan counts them so.
+# quantized layers, EEC's Q(W), whose float weights then leave the device while it trains on
+# the host road, and the reassembly search's candidate weights), whose plan counts them so.
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
@@ -35,7 +35,7 @@ budgets=(200K 400K 500K 600K 800K 1M 1500K 1750K 2M 3M 6M)
 bytes() { local v=${1%[KMG]}; case $1 in *K) echo $((v << 10));; *M) echo $((v << 20));; *G) echo $((v << 30));; esac; }
 for dev in $devices; do
 devarg=$dev; envs=(env); methods="gptq gptq-in-place qllm-cr qllm-eec"
-[ "$dev" = cpu-fenced-bf16 ] && devarg=cpu-fenced envs=(env QS_FENCED_BF16=1) methods="gptq gptq-in-place qllm-eec"
+[ "$dev" = cpu-fenced-bf16 ] && devarg=cpu-fenced envs=(env QS_FENCED_BF16=1) methods="gptq gptq-in-place qllm-cr qllm-eec"
 # a GPU's own memory (the cuBLAS workspace, 32 MiB, and scratch) comes on top of the ladder
 off=0
 if [ "$dev" = cuda ]; then
