@@ -43,10 +43,13 @@ __device__ static uint16_t f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* dst [rows, cols] packed = src [rows, cols] (leading dimension lds); packed rows need no 64-bit
+ * division per element (linear_bf16 converts its whole input at every call) */
 __global__ static void k_rows_to_bf16(uint16_t *dst, const float *src, size_t rows, size_t cols, size_t lds) {
     const size_t n = rows * cols;
+    const bool packed = lds == cols;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = f32_to_bf16(src[(i / cols) * lds + i % cols]);
+        dst[i] = f32_to_bf16(src[packed ? i : (i / cols) * lds + i % cols]);
 }
 
 int qs_cuda_rows_to_bf16(qs_backend *be, uint16_t *dst, const float *src, int rows, int cols, int lds, qs_error *err) {

@@ -550,13 +550,13 @@ static void test_bf16(void) {
         CHECKF(got[i] == want[i], "%s to_bf16 of 0x%08x: 0x%04x, want 0x%04x", dev->ops->name, edge[i], got[i], want[i]);
     pfree(f), pfree(h), free(bits);
     /* the linear layer (tw 1): x [m, k] (ldx k + 3), w [nn, k] bf16 (ldw k + 5), y [m, nn] (ldy
-     * nn + 2); its backward's product (tw 0): w [k, nn] (ldw nn + 5) */
-    const int P = 64, m = 3 * P, nn = 45, k = 77, ldx = k + 3, ldy = nn + 2;
+     * nn + 2); its backward's product (tw 0): w [k, nn] (ldw nn + 5), x packed (ldx k) */
+    const int P = 64, m = 3 * P, nn = 45, k = 77, ldy = nn + 2;
     float *nan = malloc(sizeof(float) * (size_t)m * ldy);
     for (size_t i = 0; i < (size_t)m * ldy; i++) nan[i] = NAN;
-    pair x = rboth((size_t)m * ldx, 1);
+    pair x = rboth((size_t)m * (k + 3), 1);
     for (int tw = 1; tw >= 0; tw--) {
-        const int wr = tw ? nn : k, wc = tw ? k : nn, ldw = wc + 5;
+        const int wr = tw ? nn : k, wc = tw ? k : nn, ldw = wc + 5, ldx = tw ? k + 3 : k;
         float *wf = qs_test_rvec((size_t)wr * ldw, 1);
         uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)wr * ldw);
         float *ww = malloc(sizeof(float) * (size_t)wr * wc); /* the widened weights, packed */
