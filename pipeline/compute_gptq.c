@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/half.h"
 #include "pipeline/quantize_internal.h"
 #include "quant/gptq.h"
 
@@ -110,18 +109,6 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     return rc;
 }
 
-/* a stored weight as float (F32 / F16 / BF16, unaligned) */
-static float stored_f32(const qs_tensor_info *t, const uint8_t *src, size_t i) {
-    if (t->dtype == QS_DTYPE_F32) {
-        float f;
-        memcpy(&f, src + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, src + 2 * i, 2);
-    return t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(h) : qs_bf16_to_f32(h);
-}
-
 int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
     const qs_qconfig *qc = &q->o->q;
     const qs_tensor_info *t = s->t[i];
@@ -148,7 +135,7 @@ int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err
         for (int c = 0; c < cols; c++) {
             const size_t k = (size_t)r * ng + (size_t)(gi ? gi[c] : c / g);
             const float deq = ((float)codes[o + c] - out->zeros[k]) * out->scales[k];
-            const double d = (double)deq - stored_f32(t, src, o + c);
+            const double d = (double)deq - qs_qrun_stored_f32(t, src, o + c);
             e += d * d;
         }
         part[r] = e;

@@ -90,7 +90,7 @@ static int consumer_weights(qs_qrun *q, const float *wsrc, int R, int C, const i
     qs_backend *be = q->lm.be;
     const qs_backend_ops *o = be->ops;
     const qs_qconfig qc = q->o->q;
-    const int rows = q->cr_bf16 ? (qs_qllm_cr_chunk_rows(C) < R ? qs_qllm_cr_chunk_rows(C) : R) : R;
+    const int chunk = qs_qllm_cr_chunk_rows(C), rows = q->cr_bf16 && chunk < R ? chunk : R;
     float *f = o->alloc(be, sizeof(float) * (size_t)rows * C);
     uint16_t *h = q->cr_bf16 ? o->alloc(be, sizeof(uint16_t) * (size_t)R * C) : NULL;
     if (!f || (q->cr_bf16 && !h)) {

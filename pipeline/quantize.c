@@ -75,17 +75,20 @@ static int block_ranges(const qs_qrun *q, int layer, qs_qslot *s, qs_error *err)
     return 0;
 }
 
+float qs_qrun_stored_f32(const qs_tensor_info *t, const uint8_t *src, size_t i) {
+    if (t->dtype == QS_DTYPE_F32) { /* memcpy: safetensors data need not be aligned */
+        float f;
+        memcpy(&f, src + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, src + 2 * i, 2);
+    return t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(h) : qs_bf16_to_f32(h);
+}
+
 void qs_qrun_to_f32(const qs_tensor_info *t, const uint8_t *src, size_t n, float *dst) {
 #pragma omp parallel for schedule(static) if (n >= 65536)
-    for (size_t i = 0; i < n; i++) { /* memcpy: safetensors data need not be aligned */
-        if (t->dtype == QS_DTYPE_F32) {
-            memcpy(&dst[i], src + 4 * i, 4);
-        } else {
-            uint16_t h;
-            memcpy(&h, src + 2 * i, 2);
-            dst[i] = t->dtype == QS_DTYPE_F16 ? qs_f16_to_f32(h) : qs_bf16_to_f32(h);
-        }
-    }
+    for (size_t i = 0; i < n; i++) dst[i] = qs_qrun_stored_f32(t, src, i);
 }
 
 void qs_qslot_release(qs_qslot *s) {

@@ -132,6 +132,7 @@ typedef struct qs_qrun {
 
 /* F32 / F16 / BF16 bytes (unaligned) to float */
 void qs_qrun_to_f32(const qs_tensor_info *t, const uint8_t *src, size_t n, float *dst);
+float qs_qrun_stored_f32(const qs_tensor_info *t, const uint8_t *src, size_t i); /* element i of it */
 void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab */
 
 /* the slot's tensors as float in backend memory (w->abits = --abits); norms and biases also
