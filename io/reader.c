@@ -173,26 +173,35 @@ int qs_reader_register_slab(qs_reader *r, void *slab, size_t bytes) {
     return 0;
 }
 
-/* sorts range indices by (file, offset) */
-static const qs_read_range *g_sort_ranges;
+/* a range's sort key, (file, offset), with its index: qsort has no context argument in C11, and a global one
+ * would race (the loader and the calibration spill plan reads on two threads at once) */
+typedef struct range_key {
+    int file;
+    uint64_t offset;
+    size_t i;
+} range_key;
 static int cmp_range(const void *a, const void *b) {
-    const qs_read_range *x = &g_sort_ranges[*(const size_t *)a], *y = &g_sort_ranges[*(const size_t *)b];
+    const range_key *x = a, *y = b;
     if (x->file != y->file) return x->file < y->file ? -1 : 1;
-    return x->offset < y->offset ? -1 : x->offset > y->offset;
+    if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i; /* ties by index: one order on every run */
 }
 
 /* Builds merged aligned extents; returns their count (or -ENOMEM); *order is the sorted index. */
 static long plan(const qs_read_range *ranges, size_t n, extent **ext_out, size_t **order_out) {
     size_t *order = malloc(sizeof(size_t) * (n ? n : 1));
     extent *ext = malloc(sizeof(extent) * (n ? n : 1));
-    if (!order || !ext) {
+    range_key *keys = malloc(sizeof(range_key) * (n ? n : 1));
+    if (!order || !ext || !keys) {
         free(order);
         free(ext);
+        free(keys);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) order[i] = i;
-    g_sort_ranges = ranges; /* qsort has no context argument in C11 */
-    qsort(order, n, sizeof *order, cmp_range);
+    for (size_t i = 0; i < n; i++) keys[i] = (range_key){ranges[i].file, ranges[i].offset, i};
+    qsort(keys, n, sizeof *keys, cmp_range);
+    for (size_t i = 0; i < n; i++) order[i] = keys[i].i;
+    free(keys);
     long ne = 0;
     size_t slab = 0;
     for (size_t k = 0; k < n; k++) {

@@ -1,9 +1,11 @@
 /* tests/test_reader.c - the io_uring range reader against pread: unaligned and overlapping
  * ranges over two files, every mode (io_uring + O_DIRECT, io_uring buffered, pread), tmpfs
- * (O_DIRECT refused), injected short reads and EIO, truncated files; and every tensor of
+ * (O_DIRECT refused), injected short reads and EIO, truncated files; two threads planning reads
+ * at once (the loader and the calibration spill do); and every tensor of
  * stories260k and of the default model read through the reader equals the catalogue's pread. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -142,6 +144,37 @@ static void check_catalog(const char *model) {
     qs_catalog_free(c);
 }
 
+/* two threads plan reads at once (the loader's blocks, the calibration states' spill): each one's
+ * slab size must stay its own. One lists its ranges in file order, the other in reverse, so a
+ * sort that compared the other thread's ranges would leave them unmerged (a larger slab). */
+typedef struct plan_job {
+    qs_read_range rs[9];
+    size_t want, wrong;
+} plan_job;
+
+static void *plan_loop(void *arg) {
+    plan_job *j = arg;
+    for (int it = 0; it < 200000; it++) j->wrong += qs_reader_slab_bytes(NULL, j->rs, 9) != j->want;
+    return NULL;
+}
+
+static void check_threads(void) {
+    plan_job jobs[2];
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < 9; i++) /* adjacent 1000-byte ranges: thread 0 lists them from the last */
+            jobs[t].rs[i] = (qs_read_range){.file = 0, .offset = (uint64_t)(t * 7 + 1) * 1000000 + (uint64_t)(t ? i : 8 - i) * 1000,
+                                            .len = 1000, .what = "t"};
+        jobs[t].want = qs_reader_slab_bytes(NULL, jobs[t].rs, 9), jobs[t].wrong = 0;
+        CHECKF(jobs[t].want <= 3 * 4096, "thread %d: 9 kB in a %zu-byte slab", t, jobs[t].want);
+    }
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) CHECK(pthread_create(&th[t], NULL, plan_loop, &jobs[t]) == 0);
+    for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+    CHECKF(jobs[0].wrong + jobs[1].wrong == 0, "two threads planning at once: %zu and %zu wrong slab sizes",
+           jobs[0].wrong, jobs[1].wrong);
+    printf("two threads, 200000 plans each: slab sizes %zu and %zu every time\n", jobs[0].want, jobs[1].want);
+}
+
 int main(void) {
     char *dir = qs_test_tmpdir("reader");
     char *p0 = qs_path_join(dir, "a.bin"), *p1 = qs_path_join(dir, "b.bin");
@@ -151,6 +184,7 @@ int main(void) {
 
     qs_reader_opts o = {0};
     check_mode(paths, o, "default", -1);
+    check_threads();
     o = (qs_reader_opts){.request_bytes = 8192, .queue_depth = 4};
     check_mode(paths, o, "small requests, registered slab", -1);
     o = (qs_reader_opts){.no_direct = 1};
