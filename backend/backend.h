@@ -133,8 +133,9 @@ typedef struct qs_backend_ops {
      * with inverse = 1. Gradients are overwritten unless the comment says accumulated (+=). */
     /* RMSNorm backward from the forward's rstd [rows] (rmsnorm's output): y = x * rstd * gamma.
      * dx [rows, dim] = rstd * (gamma * dy) - rstd^3 / dim * x * sum(gamma * dy * x) per row
-     * (overwritten; dx may equal dy); dgamma [dim] += sum over rows of dy * x * rstd, in row
-     * order for every column whatever the thread count. */
+     * (overwritten; dx may equal dy); dgamma [dim] += sum over rows of dy * x * rstd, in double
+     * in a fixed order whatever the thread count (the CPU: row order; cuda: 256-row chunks, then
+     * the chunks in order), so the same bits run to run on one backend. */
     int (*rmsnorm_backward)(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
                             const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
     /* Causal GQA attention backward (shapes as attention), from the forward's q, k, v, its output
@@ -157,8 +158,9 @@ typedef struct qs_backend_ops {
                              int sym, qs_error *err);
     /* Mean squared error of a against b (n values) and its gradient with respect to a:
      * grad = 2 (a - b) / n (grad may be NULL or equal a); *loss_host (host memory, may be NULL)
-     * = sum (a - b)^2 / n, summed in double over fixed chunks, then the chunks in order. An
-     * asynchronous backend synchronizes before writing *loss_host. */
+     * = sum (a - b)^2 / n, summed in double over chunks fixed by n, then the chunks in order (the
+     * CPU: 64 chunks; cuda: 1024, each a fixed tree). An asynchronous backend synchronizes
+     * before writing *loss_host. */
     int (*mse_grad)(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                     qs_error *err);
     /* One AdamW step (PyTorch's AdamW, decoupled weight decay), n values, step >= 1 counting
@@ -264,6 +266,18 @@ typedef struct qs_backend_ops {
      * backends: exactly that), with gemm's window hint (set_window_rows). */
     int (*linear_bf16)(qs_backend *be, int tw, int m, int n, int k, const float *x, int ldx, const uint16_t *w, int ldw,
                        float beta, float *y, int ldy, qs_error *err);
+
+    /* ---- a finished layer's codes (QLLM's final quantization: 1 byte a weight crosses the bus,
+     * not 4) ----
+     * Round to nearest of w [rows, cols] with fake_quant_weight's quantizer (bits 2..8): codes
+     * [rows, cols] one a byte, scales and zeros [rows, ng] (ng = group > 0 ? ceil(cols / group) :
+     * 1), and row_err [rows] (double; NULL: not wanted) = the sum over the row's columns, in
+     * column order, of ((double)((code - zero) * scale) - w)^2, each square added as it comes:
+     * the bits of quant/affine.c's qs_quant_rtn and qs_dequant_row_sq_err. All backend memory; w
+     * is not changed. A NaN or infinite weight is not an error here: its code is some value in
+     * 0 .. 2^bits - 1 and its row's row_err is not finite (the caller names the weight). */
+    int (*quant_weight)(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym, uint8_t *codes,
+                        float *scales, float *zeros, double *row_err, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

@@ -63,6 +63,13 @@ size_t qs_backend_peak_bytes(qs_backend *be) {
     return be ? qs_cpu_peak_bytes(be) : 0;
 }
 
+size_t qs_backend_held_bytes(qs_backend *be) {
+#ifdef QS_HAVE_CUDA
+    if (be && !strcmp(be->ops->name, "cuda")) return qs_cuda_reserved_peak_bytes(be);
+#endif
+    return qs_backend_peak_bytes(be);
+}
+
 size_t qs_backend_reserve_bytes(const char *name, int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim,
                                 int tokens, int factor_n, int bf16_linear) {
 #ifdef QS_HAVE_CUDA

@@ -21,6 +21,10 @@ int qs_backend_check(const char *name, qs_error *err);
  * stream-ordered pool's high-water mark; cpu: the bytes allocated through ops->alloc, which is
  * what --gpu-mem plans; the CPU ops' own scratch is not counted). */
 size_t qs_backend_peak_bytes(qs_backend *be);
+/* The most memory the backend held from its device at once: cuda's pools keep what is freed
+ * into them and reserve in granules, so this can exceed the peak above (which --gpu-mem plans);
+ * the peak itself elsewhere. */
+size_t qs_backend_held_bytes(qs_backend *be);
 /* Backend memory a device's ops keep for themselves (scratch, library workspaces) when blocks of
  * this shape run with up to `tokens` rows per call and channels up to max_dim, and (factor_n >
  * 0) cholesky_inverse runs on orders up to factor_n: --gpu-mem plans it beside the pipeline's

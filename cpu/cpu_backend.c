@@ -113,6 +113,7 @@ static const qs_backend_ops cpu_ops = {
     .gather = qs_cpu_gather,
     .to_bf16 = qs_cpu_to_bf16,
     .linear_bf16 = qs_cpu_linear_bf16,
+    .quant_weight = qs_cpu_quant_weight,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -268,6 +268,12 @@ static int fence_fake_quant_weight(qs_backend *be, float *y, const float *w, int
     begin(be);
     return OPS->fake_quant_weight(inner(be), FH(y), CFH(w), rows, cols, group, bits, sym, err);
 }
+static int fence_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
+                              uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err) {
+    begin(be);
+    return OPS->quant_weight(inner(be), CFH(w), rows, cols, group, bits, sym, (uint8_t *)H(codes), FH(scales), FH(zeros),
+                             (double *)H(row_err), err);
+}
 static int fence_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                           qs_error *err) {
     begin(be);
@@ -406,6 +412,7 @@ static const qs_backend_ops fence_ops = {
     .gather = fence_gather,
     .to_bf16 = fence_to_bf16,
     .linear_bf16 = fence_linear_bf16,
+    .quant_weight = fence_quant_weight,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

@@ -64,6 +64,8 @@ int qs_cpu_swiglu_backward(qs_backend *be, float *dgate, float *dup, const float
                            const float *up, size_t n, qs_error *err);
 int qs_cpu_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,
                              int sym, qs_error *err);
+int qs_cpu_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym, uint8_t *codes,
+                        float *scales, float *zeros, double *row_err, qs_error *err);
 int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);

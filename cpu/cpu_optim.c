@@ -9,7 +9,30 @@
 static float clamp_scale(float s) { return s < 1e-5f ? 1e-5f : s > 1e4f ? 1e4f : s; }
 
 /* the formula of quant/affine.c (qs_quant_params, qs_quant_code, then (q - zero) * scale),
- * written out here so the op stays the backend's own; tests hold the two to the same bits */
+ * written out here so the ops stay the backend's own; tests hold the two to the same bits */
+static void quantizer(const float *x, int n, int bits, int sym, float *scale, float *zero) {
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    if (sym) {
+        float amax = fmaxf(fabsf(mn), fabsf(mx));
+        *scale = clamp_scale(amax / (float)((1 << (bits - 1)) - 1));
+        *zero = (float)(1 << (bits - 1));
+    } else {
+        *scale = clamp_scale((mx - mn) / (float)((1 << bits) - 1));
+        *zero = rintf(-mn / *scale);
+    }
+}
+
+/* a value's code as a float: clamp(round(x / scale) + zero, 0, maxq), a NaN's 0 (the cast of a
+ * NaN would be undefined) */
+static float code_of(float x, float scale, float zero, float maxq) {
+    float q = rintf(x / scale) + zero;
+    return q > maxq ? maxq : q >= 0 ? q : 0;
+}
+
 int qs_cpu_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,
                              int sym, qs_error *err) {
     (void)be;
@@ -23,26 +46,42 @@ int qs_cpu_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows,
             int n = cols - c0 < g ? cols - c0 : g;
             const float *x = w + (size_t)r * cols + c0;
             float *o = y + (size_t)r * cols + c0;
-            float mn = x[0], mx = x[0];
-            for (int i = 1; i < n; i++) {
-                mn = x[i] < mn ? x[i] : mn;
-                mx = x[i] > mx ? x[i] : mx;
-            }
             float scale, zero;
-            if (sym) {
-                float amax = fmaxf(fabsf(mn), fabsf(mx));
-                scale = clamp_scale(amax / (float)((1 << (bits - 1)) - 1));
-                zero = (float)(1 << (bits - 1));
-            } else {
-                scale = clamp_scale((mx - mn) / maxq);
-                zero = rintf(-mn / scale);
-            }
+            quantizer(x, n, bits, sym, &scale, &zero);
             for (int i = 0; i < n; i++) {
                 float q = rintf(x[i] / scale) + zero;
-                q = q < 0 ? 0 : q > maxq ? maxq : q;
+                q = q < 0 ? 0 : q > maxq ? maxq : q; /* NaN stays NaN */
                 o[i] = (q - zero) * scale;
             }
         }
+    return 0;
+}
+
+int qs_cpu_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym, uint8_t *codes,
+                        float *scales, float *zeros, double *row_err, qs_error *err) {
+    (void)be;
+    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || bits < 2 || bits > 8, QS_EUSAGE, "quant_weight: [%d, %d] at %d bits",
+                       rows, cols, bits);
+    const int g = group > 0 ? group : cols, ng = (cols + g - 1) / g;
+    const float maxq = (float)((1 << bits) - 1);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        double e = 0;
+        for (int k = 0; k < ng; k++) {
+            const int c0 = k * g, n = cols - c0 < g ? cols - c0 : g;
+            const float *x = w + (size_t)r * cols + c0;
+            uint8_t *c = codes + (size_t)r * cols + c0;
+            float scale, zero;
+            quantizer(x, n, bits, sym, &scale, &zero);
+            scales[(size_t)r * ng + k] = scale, zeros[(size_t)r * ng + k] = zero;
+            for (int i = 0; i < n; i++) {
+                c[i] = (uint8_t)code_of(x[i], scale, zero, maxq);
+                double d = (double)(((float)c[i] - zero) * scale) - x[i];
+                e += d * d;
+            }
+        }
+        if (row_err) row_err[r] = e;
+    }
     return 0;
 }
 

@@ -28,17 +28,33 @@ int qs_cuda_blas_fail(qs_error *err, cublasStatus_t s, const char *op) {
                         cublasGetStatusString(s));
 }
 
+/* cudaMallocAsync on the compute stream (stage = 0) or from the staging pool on the loader's
+ * stream (stage = 1). Each pool keeps what is freed into it (the next block's allocations are
+ * the same sizes), so memory one holds is not at the other's or cuBLAS's disposal: when an
+ * allocation finds the device full, the pools give back what they hold unused (the compute
+ * stream's pending frees first completed, from the compute thread) and it is tried once more. */
+static cudaError_t pool_alloc(qs_cuda_ctx *c, void **p, size_t bytes, int stage) {
+    cudaError_t e = stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, c->copy) : cudaMallocAsync(p, bytes, c->stream);
+    if (e != cudaErrorMemoryAllocation) return e;
+    cudaGetLastError();
+    if (!stage) cudaStreamSynchronize(c->stream);
+    cudaMemPoolTrimTo(c->pool, 0);
+    cudaMemPoolTrimTo(c->stage_pool, 0);
+    *p = NULL;
+    return stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, c->copy) : cudaMallocAsync(p, bytes, c->stream);
+}
+
 int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const char *op, qs_error *err) {
     if (bytes <= s->cap) return 0;
     qs_cuda_ctx *c = qs_cuda(be);
     if (s->p) cudaFreeAsync(s->p, c->stream);
     s->p = NULL;
     s->cap = 0;
-    cudaError_t e = cudaMallocAsync(&s->p, bytes, c->stream);
+    cudaError_t e = pool_alloc(c, &s->p, bytes, 0);
+    if (e != cudaSuccess) s->p = NULL;
     if (e != cudaSuccess && e != cudaErrorMemoryAllocation) return qs_cuda_fail(err, e, op, "cudaMallocAsync (scratch)");
     if (e != cudaSuccess) {
         cudaGetLastError();
-        s->p = NULL;
         size_t fr = 0, tot = 0;
         cudaMemGetInfo(&fr, &tot);
         return qs_error_set(err, -12, "cuda %s: out of device memory for %zu bytes of scratch (%zu of %zu MiB free)",
@@ -50,7 +66,7 @@ int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const
 
 static void *cuda_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
-    cudaError_t e = cudaMallocAsync(&p, bytes ? bytes : 64, qs_cuda(be)->stream);
+    cudaError_t e = pool_alloc(qs_cuda(be), &p, bytes ? bytes : 64, 0);
     if (e != cudaSuccess) {
         /* out of memory is not sticky: clear it, the caller reports the size; anything else
          * (an earlier kernel's fault) would be reported as out of memory too: say what it is */
@@ -86,8 +102,7 @@ static int cuda_upload(qs_backend *be, void *dst, const void *src, size_t bytes,
 static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
     qs_cuda_ctx *c = qs_cuda(be);
-    if (cudaSetDevice(c->device) != cudaSuccess ||
-        cudaMallocFromPoolAsync(&p, bytes ? bytes : 64, c->stage_pool, c->copy) != cudaSuccess) {
+    if (cudaSetDevice(c->device) != cudaSuccess || pool_alloc(c, &p, bytes ? bytes : 64, 1) != cudaSuccess) {
         cudaGetLastError();
         return NULL;
     }
@@ -97,7 +112,8 @@ static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
 static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     qs_cuda_ctx *c = qs_cuda(be);
     QS_CUDA_CALL(cudaSetDevice(c->device), "stage_upload");
-    return copy_wait(c->copy, dst, src, bytes, cudaMemcpyHostToDevice, "stage_upload", err);
+    cudaStream_t s = pthread_equal(pthread_self(), c->owner) ? c->copy_own : c->copy;
+    return copy_wait(s, dst, src, bytes, cudaMemcpyHostToDevice, "stage_upload", err);
 }
 
 static int cuda_mark(qs_backend *be, int slot, qs_error *err) {
@@ -173,10 +189,12 @@ static void cuda_destroy(qs_backend *be) {
             cudaStreamSynchronize(c->down);
             cudaStreamDestroy(c->down);
         }
-        if (c->copy) {
-            cudaStreamSynchronize(c->copy);
-            cudaStreamDestroy(c->copy);
-        }
+        cudaStream_t copies[2] = {c->copy, c->copy_own};
+        for (int i = 0; i < 2; i++)
+            if (copies[i]) {
+                cudaStreamSynchronize(copies[i]);
+                cudaStreamDestroy(copies[i]);
+            }
         if (c->stream) {
             cudaStreamSynchronize(c->stream);
             cudaStreamDestroy(c->stream);
@@ -190,13 +208,27 @@ static void cuda_destroy(qs_backend *be) {
     free(be);
 }
 
-size_t qs_cuda_peak_bytes(qs_backend *be) {
+/* a pool's high-water mark: of what its allocations used (attr UsedMemHigh), or of what it held
+ * from the device (ReservedMemHigh: the used memory in the pool's granules, and what it kept
+ * after frees) */
+static unsigned long long pool_high(cudaMemPool_t p, cudaMemPoolAttr attr) {
     unsigned long long v = 0;
-    unsigned long long st = 0;
-    if (cudaMemPoolGetAttribute(qs_cuda(be)->pool, cudaMemPoolAttrUsedMemHigh, &v) != cudaSuccess) return 0;
-    if (cudaMemPoolGetAttribute(qs_cuda(be)->stage_pool, cudaMemPoolAttrUsedMemHigh, &st) != cudaSuccess) st = 0;
+    if (p && cudaMemPoolGetAttribute(p, attr, &v) != cudaSuccess) cudaGetLastError(), v = 0;
+    return v;
+}
+
+size_t qs_cuda_peak_bytes(qs_backend *be) {
+    qs_cuda_ctx *c = qs_cuda(be);
     /* the two pools' high-water marks (an upper bound of their sum's) and the workspace */
-    return (size_t)v + (size_t)st + qs_cuda(be)->blas_ws_bytes;
+    return (size_t)(pool_high(c->pool, cudaMemPoolAttrUsedMemHigh) + pool_high(c->stage_pool, cudaMemPoolAttrUsedMemHigh)) +
+           c->blas_ws_bytes;
+}
+
+size_t qs_cuda_reserved_peak_bytes(qs_backend *be) {
+    qs_cuda_ctx *c = qs_cuda(be);
+    return (size_t)(pool_high(c->pool, cudaMemPoolAttrReservedMemHigh) +
+                    pool_high(c->stage_pool, cudaMemPoolAttrReservedMemHigh)) +
+           c->blas_ws_bytes;
 }
 
 size_t qs_cuda_reserve_bytes(int seqlen, int n_heads, int n_kv_heads, int head_dim, int max_dim, int tokens) {
@@ -255,6 +287,7 @@ static const qs_backend_ops cuda_ops = {
     /* .wait_mark */ cuda_wait_mark,
     /* .to_bf16 */ qs_cuda_to_bf16,
     /* .linear_bf16 */ qs_cuda_linear_bf16,
+    /* .quant_weight */ qs_cuda_quant_weight,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */
@@ -303,6 +336,7 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     be->ctx = c;
     c->device = dev;
     c->math = math;
+    c->owner = pthread_self();
     int rc = 0;
     cudaError_t e;
     cublasStatus_t s;
@@ -311,6 +345,7 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     else if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate");
     else if ((e = cudaStreamCreateWithFlags(&c->copy, cudaStreamNonBlocking)) != cudaSuccess ||
+             (e = cudaStreamCreateWithFlags(&c->copy_own, cudaStreamNonBlocking)) != cudaSuccess ||
              (e = cudaStreamCreateWithFlags(&c->down, cudaStreamNonBlocking)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaStreamCreate (copies)");
     else if ((e = cudaDeviceGetDefaultMemPool(&c->pool, dev)) != cudaSuccess)
@@ -342,6 +377,8 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
         unsigned long long zero = 0; /* the peak counts from this backend's start */
         cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrUsedMemHigh, &zero);
         cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolAttrUsedMemHigh, &zero);
+        cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReservedMemHigh, &zero);
+        cudaMemPoolSetAttribute(c->stage_pool, cudaMemPoolAttrReservedMemHigh, &zero);
     }
     if (rc) {
         cuda_destroy(be);

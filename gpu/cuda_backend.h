@@ -21,6 +21,9 @@ int qs_cuda_backend_create(qs_backend **out, qs_error *err);
 /* The most device memory the backend held at once since it was created: the stream-ordered
  * pool's high-water mark (every allocation and the ops' scratch) and the cuBLAS workspace. */
 size_t qs_cuda_peak_bytes(qs_backend *be);
+/* The same with the pools' reserved memory (what they held from the device, in granules, with
+ * what they kept after frees) in place of what their allocations used. */
+size_t qs_cuda_reserved_peak_bytes(qs_backend *be);
 /* Device memory the ops keep for themselves beside the callers' allocations, for blocks of this
  * shape with up to `tokens` rows per call and channels up to max_dim: the cuBLAS workspace and
  * the attention, rmsnorm_backward, mse_grad and gather_backward scratch. */

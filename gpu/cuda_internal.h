@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cusolverDn.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdint.h>
 
 extern "C" {
@@ -26,6 +27,10 @@ typedef struct qs_cuda_ctx {
     int device;
     cudaStream_t stream;
     cudaStream_t copy; /* stage_alloc / stage_upload: the loader's copies beside the compute */
+    /* stage_upload from the thread that made the backend (the compute thread's next windows):
+     * its own stream, so that it never waits behind the loader's block */
+    cudaStream_t copy_own;
+    pthread_t owner;
     cudaStream_t down; /* stage_download: results after a mark, beside the compute and the loader */
     cudaEvent_t marks[2]; /* mark / stage_download */
     cublasHandle_t blas;
@@ -151,6 +156,8 @@ int qs_cuda_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float
 int qs_cuda_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
                              const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
 int qs_cuda_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
+                         uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err);
 int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,
                               int sym, qs_error *err);
 int qs_cuda_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,

@@ -100,6 +100,8 @@ extern "C" int qs_cuda_cholesky_inverse(qs_backend *be, float *a, int n, int *in
     if (s != CUSOLVER_STATUS_SUCCESS) return solver_fail(err, s, "potrf");
     QS_CUDA_CALL(cudaMemcpyAsync(info_host, dinfo, sizeof(int), cudaMemcpyDeviceToHost, c->stream), "cholesky_inverse");
     QS_CUDA_CALL(cudaStreamSynchronize(c->stream), "cholesky_inverse");
+    QS_RETURN_ERROR_IF(*info_host < 0, QS_EUNSUPPORTED, "cuda cholesky_inverse: cuSOLVER potrf: parameter %d is invalid (n %d)",
+                       -*info_host, n);
     if (*info_host) return 0; /* > 0: a leading minor of J A J (a trailing one of A) is not positive definite */
     s = cusolverDnXtrtri(c->solver, up, CUBLAS_DIAG_NON_UNIT, n, CUDA_R_32F, a, n, c->solve.p, dw, c->solve_host, hw,
                          dinfo);

@@ -1,5 +1,5 @@
 /* gpu/cuda_rows.cu - the ops that reduce along a row: RMSNorm (plain, with the reassembly
- * gather, backward), per-token activation fake-quant, weight fake-quant and the LM head's
+ * gather, backward), per-token activation fake-quant, weight fake-quant and codes, and the LM head's
  * log-sum-exp chunk. One block of QS_CUDA_ROW_THREADS threads per row (or row segment); sums in
  * double over a fixed tree (gpu/cuda_internal.h), min / max exact: the same bits run to run. The
  * formulas are the CPU backend's, operation for operation (the library is built without FMA
@@ -181,6 +181,68 @@ extern "C" int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *
     if (!blocks) return 0;
     k_fake_quant_weight<<<(unsigned)blocks, NT, 0, qs_cuda(be)->stream>>>(y, w, cols, g, ng, bits, sym);
     QS_CUDA_LAUNCHED("fake_quant_weight");
+    return 0;
+}
+
+/* quant_weight: one block per (row, group) for the quantizer and the codes, then one thread per
+ * row for its squared error, column after column (the CPU's order of the double sum) */
+__global__ static void k_quant_weight(const float *w, int cols, int g, int ng, int bits, int sym, uint8_t *codes,
+                                      float *scales, float *zeros) {
+    __shared__ float sh[NT];
+    const int r = blockIdx.x / ng, k = blockIdx.x % ng, c0 = k * g, n = cols - c0 < g ? cols - c0 : g;
+    const float *x = w + (size_t)r * cols + c0;
+    uint8_t *c = codes + (size_t)r * cols + c0;
+    const float maxq = (float)((1 << bits) - 1);
+    float mn = x[0], mx = x[0];
+    for (int i = threadIdx.x; i < n; i += NT) mn = x[i] < mn ? x[i] : mn, mx = x[i] > mx ? x[i] : mx;
+    mn = qs_block_min(mn, sh);
+    mx = qs_block_max(mx, sh);
+    float scale, zero;
+    if (sym) {
+        float amax = fmaxf(fabsf(mn), fabsf(mx));
+        scale = amax / (float)((1 << (bits - 1)) - 1);
+        zero = (float)(1 << (bits - 1));
+    } else {
+        scale = (mx - mn) / maxq;
+    }
+    scale = scale < 1e-5f ? 1e-5f : scale > 1e4f ? 1e4f : scale;
+    if (!sym) zero = rintf(-mn / scale);
+    if (threadIdx.x == 0) scales[(size_t)r * ng + k] = scale, zeros[(size_t)r * ng + k] = zero;
+    for (int i = threadIdx.x; i < n; i += NT) {
+        float q = rintf(x[i] / scale) + zero;
+        c[i] = (uint8_t)(q > maxq ? maxq : q >= 0 ? q : 0); /* a NaN's 0 */
+    }
+}
+
+__global__ static void k_quant_row_err(const float *w, int rows, int cols, int g, int ng, const uint8_t *codes,
+                                       const float *scales, const float *zeros, double *row_err) {
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    const size_t o = (size_t)r * cols;
+    double e = 0;
+    for (int c = 0; c < cols; c++) {
+        const size_t k = (size_t)r * ng + c / g;
+        double d = (double)(((float)codes[o + c] - zeros[k]) * scales[k]) - (double)w[o + c];
+        e += d * d; /* no contraction (--fmad=false): the CPU's bits */
+    }
+    row_err[r] = e;
+}
+
+extern "C" int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
+                                    uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err) {
+    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || bits < 2 || bits > 8, QS_EUSAGE, "quant_weight: [%d, %d] at %d bits",
+                       rows, cols, bits);
+    const int g = group > 0 ? group : cols, ng = (cols + g - 1) / g;
+    size_t blocks = (size_t)rows * ng;
+    QS_RETURN_ERROR_IF(blocks > 0x7fffffff, QS_EUSAGE, "quant_weight: %zu groups in one call", blocks);
+    if (!blocks) return 0;
+    cudaStream_t st = qs_cuda(be)->stream;
+    k_quant_weight<<<(unsigned)blocks, NT, 0, st>>>(w, cols, g, ng, bits, sym, codes, scales, zeros);
+    QS_CUDA_LAUNCHED("quant_weight");
+    if (row_err) {
+        k_quant_row_err<<<(unsigned)((rows + 127) / 128), 128, 0, st>>>(w, rows, cols, g, ng, codes, scales, zeros, row_err);
+        QS_CUDA_LAUNCHED("quant_weight (row errors)");
+    }
     return 0;
 }
 

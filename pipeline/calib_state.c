@@ -116,6 +116,27 @@ static size_t reassembly_bytes(const qs_qrun *q) {
 
 size_t qs_calib_reassembly_bytes(const qs_qrun *q) { return reassembly_bytes(q); }
 
+/* QLLM's final quantization of its largest linear where it is (compute_qllm.c quantize_linear):
+ * the codes, quantizers and rows' errors; after the search, so the two share memory */
+static size_t qllm_codes_bytes(const qs_qrun *q) {
+    if (!q->o || !q->o->method || strcmp(q->o->method, "qllm")) return 0;
+    int out[7], in[7];
+    qs_llama_linear_shapes(&q->cfg, out, in);
+    size_t most = 0;
+    for (int i = 0; i < 7; i++) {
+        const size_t ng = (size_t)qs_qconfig_groups(&q->o->q, in[i]), b = (size_t)out[i] * in[i] + 8 * (size_t)out[i] * ng + 8 * (size_t)out[i];
+        most = b > most ? b : most;
+    }
+    return most;
+}
+
+/* what a block step holds beside its weights and activations for a while: QLLM's search, or its
+ * final quantization */
+static size_t qllm_bytes(const qs_qrun *q) {
+    const size_t ra = reassembly_bytes(q), co = qllm_codes_bytes(q);
+    return ra > co ? ra : co;
+}
+
 /* what the device's ops keep for themselves (cuda: the cuBLAS workspace, attention scratch,
  * and with GPTQ cuSOLVER's workspace for the largest factor) */
 static size_t reserve_bytes(const qs_qrun *q, int per) {
@@ -139,7 +160,7 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t weights;
     const size_t gptq = gptq_stage_bytes(q, &weights);
     return weights + qs_llama_scratch_bytes(&q->cfg, (int)call) + sizeof(float) * call * q->cfg.hidden_size + gptq +
-           reassembly_bytes(q) + reserve_bytes(q, per) + staged;
+           qllm_bytes(q) + reserve_bytes(q, per) + staged;
 }
 
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
@@ -189,13 +210,13 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
     while (gpu_mem && per > 1 && qs_calib_device_bytes(q, per) > gpu_mem) per--;
     size_t wb;
     const size_t hess = gptq_stage_bytes(q, &wb), one = qs_calib_device_bytes(q, 1);
-    const size_t ra = reassembly_bytes(q), res = reserve_bytes(q, 1);
+    const size_t ra = qllm_bytes(q), res = reserve_bytes(q, 1);
     char hs[128] = "", rs[80] = "", ws[64] = "float weights";
     if (hess && q->bf16_weights) snprintf(ws, sizeof ws, "weights at GPTQ's largest stage, the earlier ones in bf16");
     if (hess)
         snprintf(hs, sizeof hs, ", GPTQ's largest layer with %s (%.1f MiB)",
                  q->gptq_h_host ? "its factor, its Hessian on the host" : "its Hessian and factor", hess / 1048576.0);
-    if (ra) snprintf(hs, sizeof hs, ", the channel reassembly search (%.1f MiB)", ra / 1048576.0);
+    if (ra) snprintf(hs, sizeof hs, ", %s (%.1f MiB)", reassembly_bytes(q) >= ra ? "the channel reassembly search" : "a linear's codes", ra / 1048576.0);
     if (res) snprintf(rs, sizeof rs, ", the %s ops' own scratch (%.1f MiB)", q->o->device, res / 1048576.0);
     QS_RETURN_ERROR_IF(gpu_mem && one > gpu_mem, QS_ENOMEMBUDGET,
                        "--gpu-mem %.1f MiB cannot hold one block's %s (%.1f MiB)%s%s and the activations of "
@@ -213,12 +234,9 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)q->per * q->calib.seqlen;
     size_t mi = (size_t)max_in(c);
     const size_t ns = q->n_states > 1 ? 2 : 1;
-    /* QLLM's final quantization of the largest linear (gate / up / down: I x H) on the host: the
-     * layer, its codes and packed codes (6 bytes a weight); and where the device's memory is the
-     * host's, the reassembly search's buffers too */
-    const int qllm = q->o && q->o->method && !strcmp(q->o->method, "qllm");
-    const size_t lin = (size_t)c->intermediate_size * c->hidden_size;
-    const size_t qllm_host = qllm ? 6 * lin + (qs_backend_host_memory(q->o->device) ? reassembly_bytes(q) : 0) : 0;
+    /* where the device's memory is the host's, QLLM's reassembly search or final quantization
+     * (the codes each slot keeps for STORE are the slot's: quantize.c) */
+    const size_t qllm_host = qs_backend_host_memory(q->o->device) ? qllm_bytes(q) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
                             + call * (c->hidden_size + mi))                   /* xbuf, hx */
            + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;

@@ -95,6 +95,7 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
                            .in_place_reorder = q->gptq_reorder_in_place, .w_be_only = 1};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, out->codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
+        out->mse_at_store = 1;
     }
     if (!rc) {
         int in_order = 1;
@@ -107,46 +108,6 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     }
     free(wh);
     return rc;
-}
-
-int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
-    const qs_qconfig *qc = &q->o->q;
-    const qs_tensor_info *t = s->t[i];
-    const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(qc, cols);
-    const int g = qc->group > 0 ? qc->group : cols;
-    qs_qlin_out *out = &s->lin[i];
-    const size_t rp = qs_packed_size((size_t)cols, qc->bits);
-    out->packed_bytes = rp * (size_t)rows;
-    out->packed = malloc(out->packed_bytes);
-    out->own_packed = 1;
-    double *part = malloc(sizeof(double) * (size_t)rows);
-    if (!out->packed || !part) {
-        free(part);
-        return qs_error_set(err, -ENOMEM, "block %d: out of memory packing %s", blk, t->name);
-    }
-    const uint8_t *codes = out->codes, *src = s->r[i].data;
-    const int32_t *gi = out->g_idx;
-    /* per row in column order, then the rows in order: qs_sq_err's sums of the dequantized
-     * weights (qs_dequant_gidx's formula) against the stored ones */
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const size_t o = (size_t)r * cols;
-        double e = 0;
-        for (int c = 0; c < cols; c++) {
-            const size_t k = (size_t)r * ng + (size_t)(gi ? gi[c] : c / g);
-            const float deq = ((float)codes[o + c] - out->zeros[k]) * out->scales[k];
-            const double d = (double)deq - qs_qrun_stored_f32(t, src, o + c);
-            e += d * d;
-        }
-        part[r] = e;
-        qs_pack_codes(codes + o, (size_t)cols, qc->bits, out->packed + (size_t)r * rp);
-    }
-    double total = 0;
-    for (int r = 0; r < rows; r++) total += part[r];
-    out->mse = total / ((double)rows * cols);
-    free(part);
-    free(out->codes), out->codes = NULL;
-    return 0;
 }
 
 /* one call's windows into the stage's Hessian: the block up to the stage's input, quantized as

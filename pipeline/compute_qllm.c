@@ -331,36 +331,63 @@ int qs_qllm_cr_apply(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err
     return rc;
 }
 
-int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err) {
+/* a weight that is not finite, named as qs_quant_rtn names it (the layer comes to the host) */
+static int nonfinite_weight(qs_backend *be, qs_llama_weights *w, const qs_tensor_info *t, int i, qs_error *err) {
+    float *wh = host_weight(be, w, t, i, err);
+    if (!wh) return err && err->code ? err->code : -ENOMEM;
+    const size_t C = (size_t)t->shape[1], bad = qs_first_nonfinite(wh, (size_t)t->n_elems);
+    int rc = bad < (size_t)t->n_elems ? qs_error_set(err, QS_EFORMAT, "%s: weight [%zu, %zu] is %s", t->name, bad / C, bad % C,
+                                                     isnan(wh[bad]) ? "NaN" : "infinite")
+                                      : qs_error_set(err, QS_EFORMAT, "%s: the rounding error is not finite", t->name);
+    free(wh);
+    return rc;
+}
+
+/* RTN of linear i where it is (quant_weight): its codes (1 byte a weight), quantizers and rows'
+ * errors come down, not the layer; STORE packs the codes (quantize.c qlin_finish) */
+static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_quantize_opts *o = q->o;
+    const qs_tensor_info *t = s->t[i];
+    const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
+    const size_t n = (size_t)rows * cols, qb = sizeof(float) * (size_t)rows * ng, eb = sizeof(double) * (size_t)rows;
+    QS_RETURN_ERROR_IF(!be->ops->quant_weight, QS_EUNSUPPORTED, "quant_weight is not implemented on %s", be->ops->name);
+    qs_qlin_out *out = &s->lin[i];
+    out->codes = malloc(n);
+    out->scales = malloc(qb);
+    out->zeros = malloc(qb);
+    double *row_err = malloc(eb);
+    uint8_t *dc = be->ops->alloc(be, n);
+    float *ds = be->ops->alloc(be, qb), *dz = be->ops->alloc(be, qb);
+    double *de = be->ops->alloc(be, eb);
+    int rc = out->codes && out->scales && out->zeros && row_err
+                 ? 0
+                 : qs_error_set(err, -ENOMEM, "block %d: out of memory for the codes of %s", w->layer, t->name);
+    if (!rc && (!dc || !ds || !dz || !de))
+        rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for the codes of %s (%zu bytes)", w->layer,
+                          be->ops->name, t->name, n + 2 * qb + eb);
+    float *wd = *qs_llama_linear_slot(w, i);
+    if (!rc) rc = be->ops->quant_weight(be, wd, rows, cols, o->q.group, o->q.bits, o->q.sym, dc, ds, dz, de, err);
+    if (!rc) rc = be->ops->download(be, row_err, de, eb, err);
+    double total = 0;
+    for (int r = 0; !rc && r < rows; r++) total += row_err[r]; /* qs_dequant_sq_err's order */
+    if (!rc && !isfinite(total)) rc = nonfinite_weight(be, w, t, i, err);
+    if (!rc) rc = be->ops->download(be, out->codes, dc, n, err);
+    if (!rc) rc = be->ops->download(be, out->scales, ds, qb, err);
+    if (!rc) rc = be->ops->download(be, out->zeros, dz, qb, err);
+    /* against the weights as given (reassembled, corrected): the rounding error */
+    out->mse = total / ((double)rows * cols);
+    /* the weights the next forward sees, where they are: fake_quant_weight gives the bits of
+     * qs_quant_rtn + qs_dequant, so nothing goes up */
+    if (!rc) rc = be->ops->fake_quant_weight(be, wd, wd, rows, cols, o->q.group, o->q.bits, o->q.sym, err);
+    be->ops->free(be, dc), be->ops->free(be, ds), be->ops->free(be, dz), be->ops->free(be, de);
+    free(row_err);
+    return rc;
+}
+
+int qs_qllm_quantize(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, qs_error *err) {
     int rc = 0;
-    for (int i = 0; i < QS_N_LINEAR && !rc; i++) {
-        const qs_tensor_info *t = s->t[i];
-        const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(&o->q, cols);
-        float *wh = host_weight(be, w, t, i, err);
-        uint8_t *codes = malloc((size_t)rows * cols);
-        qs_qlin_out *out = &s->lin[i];
-        out->scales = malloc(sizeof(float) * (size_t)rows * ng);
-        out->zeros = malloc(sizeof(float) * (size_t)rows * ng);
-        out->packed_bytes = qs_packed_size((size_t)cols, o->q.bits) * (size_t)rows;
-        out->packed = malloc(out->packed_bytes);
-        out->own_packed = 1;
-        if (!wh || !codes || !out->scales || !out->zeros || !out->packed) rc = qs_error_set(err, -ENOMEM, "out of memory");
-        if (!rc) rc = qs_quant_rtn(wh, rows, cols, &o->q, codes, out->scales, out->zeros, t->name, err);
-        /* the weights the next forward sees, where they are: fake_quant_weight gives the bits of
-         * qs_quant_rtn + qs_dequant, so nothing goes up */
-        if (!rc) rc = be->ops->fake_quant_weight(be, *qs_llama_linear_slot(w, i), *qs_llama_linear_slot(w, i), rows, cols, o->q.group,
-                                                 o->q.bits, o->q.sym, err);
-        if (!rc) {
-            size_t rp = qs_packed_size((size_t)cols, o->q.bits);
-#pragma omp parallel for schedule(static)
-            for (size_t r = 0; r < (size_t)rows; r++) qs_pack_codes(codes + r * cols, (size_t)cols, o->q.bits, out->packed + r * rp);
-            /* against the weights as given (reassembled, corrected): the rounding error */
-            out->mse = qs_dequant_sq_err(codes, out->scales, out->zeros, rows, cols, o->q.group, wh) / ((double)rows * cols);
-        }
-        free(wh), free(codes);
-    }
+    for (int i = 0; i < QS_N_LINEAR && !rc; i++) rc = quantize_linear(q, s, w, i, err);
     return rc;
 }
 

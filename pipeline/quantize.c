@@ -116,6 +116,19 @@ static size_t block_slab_bytes(const qs_qslot *s) {
     return (b + QS_READER_ALIGN - 1) / QS_READER_ALIGN * QS_READER_ALIGN;
 }
 
+/* what a slot holds beside its slab until STORE has written it: each linear's quantizers, and
+ * for GPTQ and QLLM its codes one a byte, then packed (RTN packs into the slab), and g_idx */
+static size_t block_result_bytes(const qs_qrun *q, const qs_qslot *s) {
+    const int codes = q->o->method && strcmp(q->o->method, "rtn");
+    size_t b = 0;
+    for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++) {
+        const size_t rows = (size_t)s->t[i]->shape[0], cols = (size_t)s->t[i]->shape[1];
+        b += 2 * sizeof(float) * rows * (size_t)qs_qconfig_groups(&q->o->q, (int)cols);
+        if (codes) b += rows * cols + rows * qs_packed_size(cols, q->o->q.bits) + sizeof(int32_t) * cols;
+    }
+    return b;
+}
+
 size_t qs_qslot_stage_layout(const qs_qslot *s, size_t *off) {
     size_t b = 0;
     for (size_t i = 0; i < s->n; i++) {
@@ -194,6 +207,51 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
     snprintf(meta + m, cap - m, "}}");
 }
 
+/* STORE's part of linear i of s (GPTQ, QLLM): out->codes packed into out->packed, and with
+ * out->mse_at_store out->mse from them against the stored weights (the slab); codes freed */
+static int qlin_finish(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
+    const qs_qconfig *qc = &q->o->q;
+    const qs_tensor_info *t = s->t[i];
+    const int rows = (int)t->shape[0], cols = (int)t->shape[1], ng = qs_qconfig_groups(qc, cols);
+    const int g = qc->group > 0 ? qc->group : cols;
+    qs_qlin_out *out = &s->lin[i];
+    const size_t rp = qs_packed_size((size_t)cols, qc->bits);
+    out->packed_bytes = rp * (size_t)rows;
+    out->packed = malloc(out->packed_bytes);
+    out->own_packed = 1;
+    const int measure = out->mse_at_store;
+    double *part = measure ? malloc(sizeof(double) * (size_t)rows) : NULL;
+    if (!out->packed || (measure && !part)) {
+        free(part);
+        return qs_error_set(err, -ENOMEM, "block %d: out of memory packing %s", blk, t->name);
+    }
+    const uint8_t *codes = out->codes, *src = s->r[i].data;
+    const int32_t *gi = out->g_idx;
+    /* per row in column order, then the rows in order: qs_sq_err's sums of the dequantized
+     * weights (qs_dequant_gidx's formula) against the stored ones */
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * cols;
+        double e = 0;
+        for (int c = 0; c < cols && measure; c++) {
+            const size_t k = (size_t)r * ng + (size_t)(gi ? gi[c] : c / g);
+            const float deq = ((float)codes[o + c] - out->zeros[k]) * out->scales[k];
+            const double d = (double)deq - qs_qrun_stored_f32(t, src, o + c);
+            e += d * d;
+        }
+        if (measure) part[r] = e;
+        qs_pack_codes(codes + o, (size_t)cols, qc->bits, out->packed + (size_t)r * rp);
+    }
+    if (measure) {
+        double total = 0;
+        for (int r = 0; r < rows; r++) total += part[r];
+        out->mse = total / ((double)rows * cols);
+    }
+    free(part);
+    free(out->codes), out->codes = NULL;
+    return 0;
+}
+
 static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *tm, qs_error *err) {
     const qs_qconfig *qc = &q->o->q;
     const double t0 = qs_now();
@@ -201,7 +259,7 @@ static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *t
     char names[QS_N_LINEAR * 4][96];
     size_t n = 0;
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
-        if (s->lin[i].codes) QS_FORWARD_IF_ERROR(qs_gptq_finish_linear(q, s, (int)i, blk, err));
+        if (s->lin[i].codes) QS_FORWARD_IF_ERROR(qlin_finish(q, s, (int)i, blk, err));
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++) {
         const qs_tensor_info *t = s->t[i];
         const qs_qlin_out *l = &s->lin[i];
@@ -413,14 +471,16 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
     }
     /* plan: the largest unit (block or group of blocks) decides the slot size */
-    size_t unit_bytes = 0;
+    size_t unit_bytes = 0, unit_held = 0, slot_held = 0; /* held: the slab and the results for STORE */
     for (int L = 0; !rc && L < q.cfg.n_layers; L++) {
         qs_qslot tmp;
         rc = block_ranges(&q, L, &tmp, err);
         if (rc) break;
-        if (L % q.K == 0) unit_bytes = 0;
+        if (L % q.K == 0) unit_bytes = unit_held = 0;
         unit_bytes += block_slab_bytes(&tmp);
+        unit_held += block_slab_bytes(&tmp) + block_result_bytes(&q, &tmp);
         if (unit_bytes > slot_bytes) slot_bytes = unit_bytes;
+        if (unit_held > slot_held) slot_held = unit_held;
         for (size_t i = 0; i < QS_N_LINEAR; i++)
             if ((size_t)tmp.t[i]->shape[1] > max_cols) max_cols = (size_t)tmp.t[i]->shape[1];
     }
@@ -435,19 +495,20 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
         n_slots = 3;
         if (o->host_mem) {
-            while (n_slots > 0 && (size_t)n_slots * slot_bytes + scratch > o->host_mem) n_slots--;
+            while (n_slots > 0 && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
             if (n_slots == 0 && q.calibrated && !q.spill) {
                 q.spill = 1;
                 scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
                 n_slots = 3;
-                while (n_slots > 0 && (size_t)n_slots * slot_bytes + scratch > o->host_mem) n_slots--;
+                while (n_slots > 0 && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
             }
         }
         if (n_slots == 0)
             rc = qs_error_set(err, QS_ENOMEMBUDGET,
-                              "--host-mem %.2f GiB cannot hold one block of %s (%.2f GiB as stored) plus %.2f GiB of "
-                              "%sscratch; nothing was written",
-                              o->host_mem / 1073741824.0, o->model_dir, slot_bytes / 1073741824.0, scratch / 1073741824.0,
+                              "--host-mem %.2f GiB cannot hold one block of %s (%.2f GiB as stored, %.2f GiB with its "
+                              "quantized result) plus %.2f GiB of %sscratch; nothing was written",
+                              o->host_mem / 1073741824.0, o->model_dir, slot_bytes / 1073741824.0,
+                              slot_held / 1073741824.0, scratch / 1073741824.0,
                               q.calibrated ? "calibration buffers (states spilled to disk) and " : "");
     }
     /* output directory and manifest: resume or start */
@@ -523,7 +584,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         *sum = (qs_quantize_summary){.n_blocks = q.cfg.n_layers, .done_before = first, .done_now = q.done_now,
                                      .n_slots = n_slots, .slot_bytes = slot_bytes, .seconds = qs_now() - q.t_start,
                                      .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
-                                     .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0, .staged = q.stage,
+                                     .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0,
+                                     .device_held = q.lm.be ? qs_backend_held_bytes(q.lm.be) : 0, .staged = q.stage,
                                      .gptq_h_host = q.gptq_h_host, .eec_w_host = q.eec_w_host,
                                      .gptq_reorder_in_place = q.gptq_reorder_in_place,
                                      .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0};

@@ -57,6 +57,7 @@ typedef struct qs_quantize_summary {
     double seconds;
     unsigned long long raw_bytes, shard_bytes;
     size_t device_peak; /* the backend's peak memory (0: no backend, e.g. RTN) */
+    size_t device_held; /* the most it held from the device (cuda's pools: >= device_peak) */
     int staged;         /* 1: the loader staged the stored weights in backend memory (a copy stream) */
     int gptq_h_host;    /* 1: GPTQ's Hessians went to the host (--gpu-mem held one n x n at a time) */
     int gptq_reorder_in_place; /* 1: GPTQ's act-order batches ran in the layers themselves (--gpu-mem) */

@@ -32,10 +32,11 @@ typedef struct qs_qlin_out {
     int32_t *g_idx;        /* [cols] or NULL */
     double mse;            /* mean squared weight error */
     double loss;           /* GPTQ: the error the Hessian weighs (sum err^2 / U_ii^2); 0 for RTN */
-    /* GPTQ: the codes [rows, cols] one a byte (malloc'd), which STORE packs and measures
-     * (qs_gptq_finish_linear: packed, mse) against the stored weights, off the compute thread;
-     * NULL once done */
+    /* GPTQ and QLLM: the codes [rows, cols] one a byte (malloc'd), which STORE packs
+     * (quantize.c qlin_finish), off the compute thread; NULL once done. mse_at_store (GPTQ): STORE
+     * also measures mse, against the stored weights (QLLM's came with the codes) */
     uint8_t *codes;
+    int mse_at_store;
 } qs_qlin_out;
 
 typedef struct qs_qslot {
@@ -140,9 +141,6 @@ void qs_qslot_release(qs_qslot *s); /* frees what COMPUTE made; keeps the slab *
 int qs_weights_from_slot(qs_qrun *q, qs_qslot *s, int blk, qs_llama_weights *w, qs_error *err);
 /* the rows of a chunk of a [rows, cols] consumer's weights on their way to bf16 (q->cr_bf16) */
 int qs_qllm_cr_chunk_rows(int cols);
-/* STORE's part of GPTQ of linear i of s: out->codes packed into out->packed, and out->mse from
- * them against the stored weights (the slab); codes freed */
-int qs_gptq_finish_linear(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err);
 /* all seven linears of w to bf16 (q->bf16_weights: a replayed GPTQ block, as COMPUTE left it) */
 int qs_gptq_weights_bf16(qs_qrun *q, qs_llama_weights *w, qs_error *err);
 

@@ -424,6 +424,32 @@ static void compare_bytes(const char *op, pair out, size_t bytes) {
     free(a), free(b);
 }
 
+/* quant_weight: integer codes, quantizers and the rows' double sums in column order, the same
+ * IEEE operations on both: identical bytes. Rows of 300 columns (more than a block's threads),
+ * per channel and in groups with a partial last one, and more rows than one block of threads
+ * for the row errors. */
+static void test_quant_weight(void) {
+    const int rows = 140, cols = 300;
+    const size_t n = (size_t)rows * cols;
+    int cases[3][3] = {{4, -1, 0}, {3, 128, 1}, {8, 64, 0}}; /* bits, group, sym */
+    for (int i = 0; i < 3; i++) {
+        const int ng = cases[i][1] > 0 ? (cols + cases[i][1] - 1) / cases[i][1] : 1;
+        uint8_t *zc = calloc(n, 1);
+        pair w = rboth(n, 0.2f), c = both(zc, n), sc = rboth((size_t)rows * ng, 1), z = rboth((size_t)rows * ng, 1),
+             e = rboth(2 * (size_t)rows, 1);
+        RUN(cpu->ops->quant_weight(cpu, w.c, rows, cols, cases[i][1], cases[i][0], cases[i][2], c.c, sc.c, z.c, e.c, E1),
+            dev->ops->quant_weight(dev, w.d, rows, cols, cases[i][1], cases[i][0], cases[i][2], c.d, sc.d, z.d, e.d, E2));
+        char name[48];
+        snprintf(name, sizeof name, "quant_weight w%d g%d%s codes", cases[i][0], cases[i][1], cases[i][2] ? " sym" : "");
+        compare_bytes(name, c, n);
+        compare_bytes("quant_weight scales", sc, sizeof(float) * rows * ng);
+        compare_bytes("quant_weight zeros", z, sizeof(float) * rows * ng);
+        compare_bytes("quant_weight row errors", e, sizeof(double) * rows);
+        pfree(w), pfree(c), pfree(sc), pfree(z), pfree(e);
+        free(zc);
+    }
+}
+
 /* gptq_batch: one batch from random weights, a random upper factor (diagonal in [0.5, 1]) and a
  * random column order. The column loop is the same IEEE operations in the same order on both
  * (no FMA), so the batch's columns, codes, quantizers, errors and losses must be identical; the
@@ -683,6 +709,7 @@ int main(int argc, char **argv) {
     test_lse_mse_adamw();
     test_cholesky();
     test_gptq_batch();
+    test_quant_weight();
     test_gptq_hessian();
     test_to_f32();
     test_bf16();

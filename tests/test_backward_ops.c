@@ -302,6 +302,54 @@ static void test_fake_quant_weight(qs_backend *be) {
     free(w), free(y);
 }
 
+/* ---- a layer's codes: the bits of qs_quant_rtn and qs_dequant_row_sq_err ---- */
+
+static void test_quant_weight(qs_backend *be) {
+    const int rows = 9, cols = 40;
+    qs_error err = {0};
+    int cases = 0, mismatch = 0;
+    int bitss[4] = {2, 3, 4, 8}, groups[3] = {-1, 8, 16}; /* 16: a partial last group of 8 */
+    for (int bi = 0; bi < 4; bi++)
+        for (int gi = 0; gi < 3; gi++)
+            for (int sym = 0; sym < 2; sym++) {
+                const qs_qconfig qc = {.bits = bitss[bi], .group = groups[gi], .sym = sym};
+                const int ng = qs_qconfig_groups(&qc, cols);
+                float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *keep = malloc(sizeof(float) * rows * cols);
+                for (int c = 0; c < cols; c++) w[4 * cols + c] = -0.125f; /* a constant row */
+                memcpy(keep, w, sizeof(float) * rows * cols);
+                uint8_t c1[9 * 40], c2[9 * 40];
+                float s1[9 * 5], z1[9 * 5], s2[9 * 5], z2[9 * 5];
+                double e1[9], e2[9];
+                CHECK(be->ops->quant_weight(be, w, rows, cols, groups[gi], bitss[bi], sym, c1, s1, z1, e1, &err) == 0);
+                CHECK(memcmp(w, keep, sizeof(float) * rows * cols) == 0); /* w is not changed */
+                CHECK(qs_quant_rtn(w, rows, cols, &qc, c2, s2, z2, "w", &err) == 0);
+                qs_dequant_row_sq_err(c2, s2, z2, rows, cols, groups[gi], w, e2);
+                mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
+                mismatch += memcmp(s1, s2, sizeof(float) * rows * ng) != 0 || memcmp(z1, z2, sizeof(float) * rows * ng) != 0;
+                mismatch += memcmp(e1, e2, sizeof e1) != 0;
+                CHECK(e1[0] > 0); /* a random row does not round exactly */
+                /* without the errors: the same codes */
+                memset(c1, 0xff, sizeof c1);
+                CHECK(be->ops->quant_weight(be, w, rows, cols, groups[gi], bitss[bi], sym, c1, s1, z1, NULL, &err) == 0);
+                mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
+                cases++;
+                free(w), free(keep);
+            }
+    CHECKF(mismatch == 0, "quant_weight: %d outputs differ from quant/affine.c", mismatch);
+    /* a NaN and an infinity: codes in range, their rows' errors not finite, the others as before */
+    float *w = qs_test_rvec((size_t)rows * cols, 0.3f);
+    w[2 * cols + 7] = NAN, w[5 * cols + 30] = INFINITY;
+    uint8_t c[9 * 40];
+    float sc[9], z[9];
+    double e[9];
+    CHECK(be->ops->quant_weight(be, w, rows, cols, -1, 4, 0, c, sc, z, e, &err) == 0);
+    for (int i = 0; i < rows * cols; i++) CHECK(c[i] <= 15);
+    for (int r = 0; r < rows; r++) CHECKF(isfinite(e[r]) == (r != 2 && r != 5), "row %d error %g", r, e[r]);
+    CHECK(be->ops->quant_weight(be, w, rows, cols, -1, 9, 0, c, sc, z, e, &err) == QS_EUSAGE);
+    printf("quant_weight: %d cases bit-identical to qs_quant_rtn and qs_dequant_row_sq_err; NaN / Inf rows flagged\n", cases);
+    free(w);
+}
+
 /* ---- MSE and AdamW ---- */
 
 static void test_mse(qs_backend *be) {
@@ -416,6 +464,7 @@ int main(void) {
     test_gather_backward(be, 0);
     test_gather_backward(be, 1);
     test_fake_quant_weight(be);
+    test_quant_weight(be);
     test_mse(be);
     test_adamw(be);
     qs_backend_free(be);
