@@ -7,7 +7,8 @@
 # rate (bench_cublas 8192^3: bf16 operands, fp32 accumulation) measured in the same run, with
 # the backend's own gemm op on fp32 operands (bench_gemm, the same shape) beside it (on a CPU,
 # where there is no bench_cublas, bench_gemm is the baseline); and the hours 80 blocks would
-# take. Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
+# take (with at most 1/20 more for --act-checkpoints auto; the one written after the first block is
+# measured apart). Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
 # (70b; gen_model's tiny to try the script on a CPU).
 # FLOP model per block, T = NS x SL tokens, P = the linears' weights, A = 4 nh hd (SL + 1) / 2
 # (causal scores and outputs per token): a forward F = T (2 P + A); GPTQ = its four truncated
@@ -55,17 +56,23 @@ flops = {"rtn": 0,
          "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
          "qllm": (2 + 3 * E) * F}
 print(f"device {dev}; GEMM rate {rate:.2f} TFLOP/s: {base}; calibration {NS} x {SL} tokens")
-print("| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks |")
-print("| --- | --- | --- | --- | --- | --- |")
+print("| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks | activation checkpoints |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
 for m in methods:
     log = open(f"{work}/{m}.log").read()
     comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
     wall = [float(x) for x in re.findall(r"elapsed ([0-9.]+) s", log)]
     peak = re.search(r"memory peak ([0-9.]+) MiB", log)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
-    s = sum(comp) / len(comp) if comp else float("nan")
+    # the block's work without the activation checkpoint written after the first block (with
+    # --act-checkpoints auto a long run spends at most 1/20 of its time on them: the projection
+    # adds that)
+    ck = re.search(r"activation checkpoints: (\d+) written in ([0-9.]+) s", log)
+    ck_s = float(ck.group(2)) if ck else 0.0
+    s = (sum(comp) - ck_s) / len(comp) if comp else float("nan")
     tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
     print(f"| {m} | {s:.1f} | {peak.group(1) + ' MiB' if peak else 'n/a'} (host RSS {int(rss.group(1)) / 1e6:.1f} GB) | "
-          f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s / 3600:.2f} h |")
+          f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s * (1 + (1 / 20 if ck else 0)) / 3600:.2f} h | "
+          f"{ck.group(1) + ' in ' + ck.group(2) + ' s' if ck else 'none'} |")
 print("QLLM paper (Table: LLaMA-2-70B): 9.05 A100-hours")
 PY

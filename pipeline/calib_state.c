@@ -441,14 +441,26 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     if (!rc && q->spill && o->progress)
         fprintf(stderr, "calibration states (%.2f GiB) spill to %s\n", chunk_bytes(q, q->calib.nsamples) / 1073741824.0,
                 q->spill_path);
-    if (!rc && first > 0 && q->act_ckpt && checkpoint_load(q, first - 1) == 0) {
-        q->resumed_from_ckpt = 1;
-        if (o->progress) fprintf(stderr, "resumed the calibration states from acts/acts-%04d.qsh\n", first - 1);
-    } else if (!rc && first > 0) { /* replay the finished blocks from their shards */
-        q->replayed = first;
+    /* the latest intact checkpoint at or before the last finished block, then the blocks after
+     * it replayed from their shards */
+    q->ckpt_from = -1;
+    int touched = 0;
+    for (int b = first - 1; !rc && q->act_ckpt && b >= 0 && q->ckpt_from < 0; b--) {
+        int lr = checkpoint_load(q, b);
+        if (lr == 0) q->ckpt_from = b;
+        touched |= lr == -2;
+    }
+    if (!rc && q->ckpt_from < 0 && touched) { /* a checkpoint that failed half read: the embedding again */
+        rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
+        if (!rc && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H);
+    }
+    if (!rc && q->ckpt_from >= 0 && o->progress)
+        fprintf(stderr, "resumed the calibration states from acts/acts-%04d.qsh\n", q->ckpt_from);
+    if (!rc && q->ckpt_from < first - 1) { /* replay the finished blocks from their shards */
+        q->replayed = first - 1 - q->ckpt_from;
         qs_qmodel qm = {.dir = o->out_dir, .man = q->man, .cfg = q->cfg};
         double t0 = qs_now();
-        for (int b = 0; b < first && !rc; b++) {
+        for (int b = q->ckpt_from + 1; b < first && !rc; b++) {
             qs_llama_weights w;
             rc = qs_qmodel_load_block(&qm, b, &w, q->lm.be, err);
             if (!rc && q->bf16_weights) rc = qs_gptq_weights_bf16(q, &w, err); /* as the run that wrote it */
@@ -462,7 +474,7 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
             qs_llama_weights_free(&w, q->lm.be);
         }
         if (!rc && o->progress)
-            fprintf(stderr, "replayed %d finished blocks on the calibration data in %.1f s\n", first, qs_now() - t0);
+            fprintf(stderr, "replayed %d finished blocks on the calibration data in %.1f s\n", q->replayed, qs_now() - t0);
     }
     if (rc) qs_calib_teardown(q);
     return rc;
@@ -474,8 +486,21 @@ static char *ckpt_path(const qs_qrun *q, int blk) {
     return qs_path_join(q->o->out_dir, rel);
 }
 
-int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err) {
-    if (!q->act_ckpt) return 0;
+/* o->act_checkpoints: write one after this unit? */
+static int checkpoint_due(qs_qrun *q) {
+    const int every = q->o->act_checkpoints;
+    q->ckpt_units++;
+    if (every > 0) return q->ckpt_units >= every;
+    /* auto: after the first unit (which measures what one costs), then once the run has gone on
+     * QS_ACT_CKPT_RATIO times that long: at most 1 / RATIO of the time goes to them, and a resume
+     * replays at most the blocks computed since the last one */
+    return q->ckpt_cost < 0 || qs_now() - q->ckpt_end >= QS_ACT_CKPT_RATIO * q->ckpt_cost;
+}
+
+int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
+    s->ckpt = 0;
+    if (!q->act_ckpt || !checkpoint_due(q)) return 0;
+    const double t0 = qs_now();
     char *dir = qs_path_join(q->o->out_dir, "acts");
     int rc = qs_mkdir_p(dir, err);
     free(dir);
@@ -491,24 +516,31 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err) {
     char *p = ckpt_path(q, blk);
     rc = qs_shard_write(p, blk, meta, t, q->n_states > 1 ? 2 : 1, &so, NULL, err);
     free(p);
-    return rc;
+    if (rc) return rc;
+    s->ckpt = 1;
+    q->ckpt_units = 0;
+    q->ckpt_end = qs_now();
+    q->ckpt_cost = q->ckpt_end - t0;
+    q->ckpts++;
+    q->ckpt_s += q->ckpt_cost;
+    return 0;
 }
 
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
     if (!q->act_ckpt) return;
-    for (int b = keep_blk - 1; b >= 0; b--) { /* normally only the previous unit's last block's is there */
+    for (int b = keep_blk - 1; b >= 0; b--) { /* the older ones may be any number of blocks back */
         char *p = ckpt_path(q, b);
-        int gone = unlink(p) != 0;
+        unlink(p);
         free(p);
-        if (gone && b < keep_blk - 1 - q->K) break;
     }
 }
 
-/* loads the checkpoint after block blk into q->x; 0 when it was intact and of this run */
+/* loads the checkpoint after block blk into q->x (and q->x_fp); 0 when it was intact and of this
+ * run, -1 when it was not (or is not there), -2 when it failed after writing into the states */
 static int checkpoint_load(qs_qrun *q, int blk) {
     char *p = ckpt_path(q, blk);
     qs_shard *s = NULL;
-    int ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0;
+    int ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0, touched = 0;
     free(p);
     if (ok) {
         char want[64];
@@ -519,9 +551,9 @@ static int checkpoint_load(qs_qrun *q, int blk) {
             const qs_shard_entry *e = qs_shard_find(s, st ? "x_fp" : "x");
             ok = e && e->dtype == QS_DTYPE_F32 && e->size == want_bytes;
             for (size_t i = 0; ok && i < qs_shard_count(s); i++)
-                if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, st ? q->x_fp : q->x, NULL) == 0;
+                if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, st ? q->x_fp : q->x, NULL) == 0, touched = 1;
         }
     }
     qs_shard_close(s);
-    return ok ? 0 : -1;
+    return ok ? 0 : touched ? -2 : -1;
 }

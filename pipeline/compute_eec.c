@@ -224,7 +224,7 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
         s->eec_loss[0] = loss[0], s->eec_loss[1] = loss[1];
     }
     for (int j = 0; j < K && !rc; j++) rc = qs_calib_state_advance(q, QS_STATE_Q, &w[j], err);
-    if (!rc) rc = qs_calib_checkpoint_write(q, b0 + K - 1, err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, b0 + K - 1, &u->blk[K - 1], err);
     for (int j = 0; j < K; j++) {
         qs_llama_train_free(&tr[j]);
         qs_llama_weights_free(&w[j], be);

@@ -186,7 +186,7 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     }
     /* the quantized block's output is the next block's input */
     if (!rc) rc = qs_calib_advance(q, &w, err);
-    if (!rc) rc = qs_calib_checkpoint_write(q, blk, err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, blk, s, err);
     qs_llama_weights_free(&w, be);
     return rc;
 }

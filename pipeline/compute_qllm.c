@@ -398,7 +398,7 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     if (!rc && q->o->cr) rc = qs_qllm_cr_apply(q, s, &w, err);
     if (!rc) rc = qs_qllm_quantize(q, s, &w, err);
     if (!rc) rc = qs_calib_advance(q, &w, err);
-    if (!rc) rc = qs_calib_checkpoint_write(q, blk, err);
+    if (!rc) rc = qs_calib_checkpoint_write(q, blk, s, err);
     qs_llama_weights_free(&w, q->lm.be);
     return rc;
 }

@@ -103,6 +103,7 @@ void qs_qslot_release(qs_qslot *s) {
         s->other[k] = NULL;
     }
     for (int k = 0; k < 3; k++) qs_reasm_free(&s->ra[k]);
+    s->ckpt = 0;
 }
 
 static int unit_blocks(const qs_qrun *q, int unit, int *b0) {
@@ -346,8 +347,8 @@ static int st_store(void *ctx, int unit, void *slot_, const qs_block_times *tm, 
     qs_block_times per = *tm; /* a group's times, shared out evenly over its blocks */
     per.load /= u->nb, per.wait_load /= u->nb, per.compute /= u->nb;
     for (int j = 0; j < u->nb; j++) QS_FORWARD_IF_ERROR(store_block(q, u->b0 + j, &u->blk[j], &per, err));
-    /* the unit's last block is recorded: older activation checkpoints are stale */
-    qs_calib_checkpoint_prune(q, u->b0 + u->nb - 1);
+    /* the unit's last block is recorded: with a checkpoint after it, the older ones are stale */
+    if (u->blk[u->nb - 1].ckpt) qs_calib_checkpoint_prune(q, u->b0 + u->nb - 1);
     return 0;
 }
 
@@ -520,6 +521,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         fp = fingerprint(&q);
         q.fp_hash = XXH3_64bits(fp, strlen(fp));
         q.act_ckpt = q.calibrated && o->act_checkpoints && !q.spill; /* a spilled run resumes by replay */
+        q.ckpt_cost = -1;
     }
     int fresh = 0;
     if (!rc) {
@@ -588,7 +590,9 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                                      .device_held = q.lm.be ? qs_backend_held_bytes(q.lm.be) : 0, .staged = q.stage,
                                      .gptq_h_host = q.gptq_h_host, .eec_w_host = q.eec_w_host,
                                      .gptq_reorder_in_place = q.gptq_reorder_in_place,
-                                     .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0};
+                                     .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0,
+                                     .act_ckpts = q.ckpts, .act_ckpt_s = q.ckpt_s, .ckpt_from = q.ckpt_from,
+                                     .replayed = q.replayed};
     }
     for (int i = 0; i < 3; i++) {
         qs_calib_unpin(&q, slots[i].slab);

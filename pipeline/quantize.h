@@ -45,11 +45,18 @@ typedef struct qs_quantize_opts {
     size_t gpu_mem;         /* backend (device) bytes for a block step; 0 = no limit */
     int restart;            /* 1: discard an existing run in out_dir */
     int spill;              /* 1: calibration states on disk even when --host-mem would hold them */
-    int act_checkpoints;    /* 1: activation checkpoint after every block (methods with data) */
+    /* activation checkpoints (methods with data: the calibration states after a unit, so that a
+     * resume need not replay the finished blocks): QS_ACT_CKPT_AUTO (-1) when the time since the
+     * last one is at least QS_ACT_CKPT_RATIO times what that one took to write (and after the
+     * first unit); 0 none; N >= 1 after every N-th unit */
+    int act_checkpoints;
     int zstd_level, zstd_threads;
     int progress;           /* 0 quiet, 1 bar on a terminal / lines otherwise, 2 JSON lines, 3 lines */
     qs_reader_opts reader;
 } qs_quantize_opts;
+
+#define QS_ACT_CKPT_AUTO (-1)
+#define QS_ACT_CKPT_RATIO 20
 
 typedef struct qs_quantize_summary {
     int n_blocks, done_before, done_now, n_slots;
@@ -63,6 +70,9 @@ typedef struct qs_quantize_summary {
     int gptq_reorder_in_place; /* 1: GPTQ's act-order batches ran in the layers themselves (--gpu-mem) */
     int eec_w_host;     /* 1: EEC's float weights waited on the host during training (--gpu-mem) */
     int per, windows;   /* calibration windows per backend call (the --gpu-mem plan), of all */
+    int act_ckpts;      /* activation checkpoints written, and the seconds they took */
+    double act_ckpt_s;
+    int ckpt_from, replayed; /* the resume: the checkpoint after block ckpt_from (-1: none), then blocks replayed */
 } qs_quantize_summary;
 
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err);

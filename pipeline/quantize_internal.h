@@ -49,6 +49,7 @@ typedef struct qs_qslot {
     float *other[QS_N_OTHER]; /* norms and biases as F32 (NULL when absent) */
     qs_reasm ra[3];           /* QLLM channel reassembly per site (src_a NULL: none) */
     double eec_loss[2];       /* QLLM EEC: the group's mean training loss in the first and last epoch */
+    int ckpt;                 /* COMPUTE wrote the activation checkpoint after this block */
     /* staged (q->stage): the tensors as stored, copied into backend memory by LOAD at
      * staged_off[i]; COMPUTE widens them there and frees them */
     void *staged;
@@ -124,8 +125,12 @@ typedef struct qs_qrun {
     float *xbuf2;        /* the same, the next call's (q->stage: uploaded while this one computes) */
     float *hx;           /* host [per * seqlen, max input dim] */
     unsigned long long fp_hash; /* XXH3 of the fingerprint JSON: tags activation checkpoints */
-    int act_ckpt;               /* 1: write activation checkpoints */
-    int replayed, resumed_from_ckpt;
+    int act_ckpt;               /* 1: write activation checkpoints (o->act_checkpoints says when) */
+    int ckpt_units;             /* units computed since the last one (or the start) */
+    double ckpt_cost, ckpt_end; /* the last one's seconds (-1: none yet) and when it ended */
+    int ckpts;                  /* written, in ckpt_s seconds */
+    double ckpt_s;
+    int replayed, ckpt_from;    /* the resume: blocks replayed, after the checkpoint of block ckpt_from (-1: none) */
     double t_start;
     int done_now;
     unsigned long long raw_bytes, shard_bytes, read_bytes;
@@ -221,12 +226,14 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);
 /* the same for state `which` */
 int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err);
 
-/* Activation checkpoint OUT_DIR/acts/acts-NNNN.qsh: the calibration states after block blk, in
- * the shard format (one tensor "x", hashed), tagged with the run fingerprint's hash. Written
- * durably by COMPUTE after the block; STORE removes older ones once block blk is recorded. On
- * resume qs_calib_setup loads the one after block first-1 when it is intact, and otherwise
- * replays the finished blocks. */
-int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_error *err);
+/* Activation checkpoint OUT_DIR/acts/acts-NNNN.qsh: the calibration states after block blk (the
+ * last of its unit, in slot s), in the shard format (tensors "x" and with EEC "x_fp", hashed),
+ * tagged with the run fingerprint's hash. Written durably by COMPUTE after the unit when
+ * o->act_checkpoints says so (s->ckpt = 1 then); once the unit is recorded STORE removes the
+ * older ones (qs_calib_checkpoint_prune: every one before keep_blk). On resume qs_calib_setup
+ * loads the latest intact one at or before block first-1 and replays the finished blocks after
+ * it from their shards (all of them without one): the same bits either way. */
+int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk);
 
 #endif

@@ -48,6 +48,37 @@ g -o "$tmp/killed" || die "final resume"
 for f in "$tmp/ref/blocks/"*.qsh; do
   cmp -s "$f" "$tmp/killed/blocks/$(basename "$f")" || die "$(basename "$f") differs after kill/resume"
 done
+# a run that dies at block 3 (a NaN weight there) with a checkpoint after every second block:
+# blocks 0-2 are kept, the resume (the weight mended) loads the states after block 1 and replays
+# block 2 only, and ends byte-identical to the reference
+cp -r "$st" "$tmp/nan-model"
+python3 - "$tmp/nan-model/model.safetensors" <<'PY' || die "could not patch the model"
+import json, struct, sys
+f = open(sys.argv[1], "r+b"); n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n))
+o = 8 + n + h["model.layers.3.mlp.up_proj.weight"]["data_offsets"][0] + 4 * 100
+f.seek(o); keep = f.read(4); open(sys.argv[1] + ".keep", "wb").write(struct.pack("<Q", o) + keep)
+f.seek(o); f.write(struct.pack("<f", float("nan")))
+PY
+gn() { "$bin" quantize "$tmp/nan-model" --method gptq --wbits 4 --group 32 --calib random --nsamples 8 --seqlen 128 \
+         --act-checkpoints 2 -o "$tmp/died" "$@"; }
+out=$(gn --quiet 2>&1) && die "a NaN weight was accepted"
+grep -q "up_proj.weight: weight \[.*\] is NaN" <<<"$out" || die "the NaN weight is not named: $out"
+python3 - "$tmp/nan-model/model.safetensors" <<'PY'
+import struct, sys
+k = open(sys.argv[1] + ".keep", "rb").read(); f = open(sys.argv[1], "r+b"); f.seek(struct.unpack("<Q", k[:8])[0]); f.write(k[8:])
+PY
+kept=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["blocks"]))' "$tmp/died/manifest.json")
+echo "the run that died at block 3 kept $kept blocks; checkpoints: $(ls "$tmp/died/acts" 2>/dev/null | tr '\n' ' ')"
+out=$(gn --progress-lines 2>&1) || die "resume after the death: $out"
+if [ "$kept" = 3 ]; then
+  grep -q "resumed the calibration states from acts/acts-0001.qsh" <<<"$out" || die "the resume did not load block 1's states: $out"
+  grep -q "replayed 1 finished blocks" <<<"$out" || die "the resume did not replay block 2 only: $out"
+fi
+grep -q "activation checkpoints: 1 written" <<<"$out" || die "the resumed run should write one checkpoint (after its second block, 4): $out"
+[ -e "$tmp/died/acts" ] && [ -n "$(ls "$tmp/died/acts")" ] && die "checkpoints left after the run finished"
+for f in "$tmp/ref/blocks/"*.qsh; do
+  cmp -s "$f" "$tmp/died/blocks/$(basename "$f")" || die "$(basename "$f") differs after the partial replay"
+done
 # damaged middle block: resume recomputes it (replaying blocks 0-1) to the same bytes
 cp -r "$tmp/ref" "$tmp/damaged"
 printf '\x55' | dd of="$tmp/damaged/blocks/block-0002.qsh" bs=1 seek=5000 conv=notrunc status=none

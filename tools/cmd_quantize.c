@@ -17,7 +17,7 @@
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
     "         [--lr 5e-4] [--blocks-per-group 4] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
-    "         [--restart] [--act-checkpoints on|off] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
+    "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
 
 static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
@@ -33,7 +33,7 @@ static int int_arg(const char *flag, const char *v, int lo, int hi, int *out) {
 
 int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
-                          .gptq_block = 128, .device = "cpu", .act_checkpoints = 1,
+                          .gptq_block = 128, .device = "cpu", .act_checkpoints = QS_ACT_CKPT_AUTO,
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
                           .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
@@ -83,8 +83,9 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--threads") && v) bad = int_arg(a, v, 0, 4096, &o.threads), i++;
         else if (!strcmp(a, "--restart")) o.restart = 1;
         else if (!strcmp(a, "--spill")) o.spill = 1;
-        else if (!strcmp(a, "--act-checkpoints") && v && (!strcmp(v, "on") || !strcmp(v, "off")))
-            o.act_checkpoints = !strcmp(v, "on"), i++;
+        else if (!strcmp(a, "--act-checkpoints") && v && (!strcmp(v, "auto") || !strcmp(v, "on") || !strcmp(v, "off")))
+            o.act_checkpoints = !strcmp(v, "auto") ? QS_ACT_CKPT_AUTO : !strcmp(v, "on"), i++;
+        else if (!strcmp(a, "--act-checkpoints") && v) bad = int_arg(a, v, 1, 1 << 20, &o.act_checkpoints), i++;
         else if (!strcmp(a, "--zstd-level") && v) bad = int_arg(a, v, -7, 22, &o.zstd_level), i++;
         else if (!strcmp(a, "--zstd-threads") && v) bad = int_arg(a, v, 0, 256, &o.zstd_threads), i++;
         else if (!strcmp(a, "--queue-depth") && v) bad = int_arg(a, v, 1, 4096, &tmp), o.reader.queue_depth = (unsigned)tmp, i++;
@@ -155,5 +156,8 @@ int qs_cmd_quantize(int argc, char **argv) {
                 s.gptq_h_host ? "; GPTQ's Hessians on the host" : "",
                 s.eec_w_host ? "; EEC's float weights on the host while it trains" : "",
                 s.gptq_reorder_in_place ? "; GPTQ's act-order batches in the layers themselves" : "");
+    if (o.progress && s.act_ckpts)
+        fprintf(stderr, "activation checkpoints: %d written in %.1f s (%.1f%% of the run)\n", s.act_ckpts, s.act_ckpt_s,
+                s.seconds > 0 ? 100.0 * s.act_ckpt_s / s.seconds : 0.0);
     return 0;
 }
