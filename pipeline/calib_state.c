@@ -228,6 +228,7 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err) {
 }
 
 static int checkpoint_load(qs_qrun *q, int blk);
+static int ckpt_parts(const qs_qrun *q);
 
 size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const qs_model_config *c = &q->cfg;
@@ -239,7 +240,8 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     const size_t qllm_host = qs_backend_host_memory(q->o->device) ? qllm_bytes(q) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
                             + call * (c->hidden_size + mi))                   /* xbuf, hx */
-           + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host;
+           + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host +
+           (!spill && q->o->act_checkpoints ? qs_calib_checkpoint_scratch(q) : 0); /* a checkpoint's part */
 }
 
 static size_t chunk_bytes(const qs_qrun *q, int k) {
@@ -455,7 +457,8 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
         if (!rc && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H);
     }
     if (!rc && q->ckpt_from >= 0 && o->progress)
-        fprintf(stderr, "resumed the calibration states from acts/acts-%04d.qsh\n", q->ckpt_from);
+        fprintf(stderr, "resumed the calibration states from the checkpoint after block %d (acts/acts-%04d-*.qsh, %d part%s)\n",
+                q->ckpt_from, q->ckpt_from, ckpt_parts(q), ckpt_parts(q) > 1 ? "s" : "");
     if (!rc && q->ckpt_from < first - 1) { /* replay the finished blocks from their shards */
         q->replayed = first - 1 - q->ckpt_from;
         qs_qmodel qm = {.dir = o->out_dir, .man = q->man, .cfg = q->cfg};
@@ -480,9 +483,27 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     return rc;
 }
 
-static char *ckpt_path(const qs_qrun *q, int blk) {
+/* A checkpoint is written in parts of whole windows, each a shard of at most QS_CKPT_PART_BYTES
+ * per state: writing or reading one part at a time holds a few of its sizes beside the states
+ * (a shuffle copy and the compressed frames), not a few of the states' (8.6 GB each at 70B). */
+static int ckpt_part_windows(const qs_qrun *q) {
+    const size_t win = sizeof(float) * (size_t)q->calib.seqlen * q->cfg.hidden_size;
+    const char *e = getenv("QS_ACT_CKPT_PART_BYTES"); /* the tests' small parts */
+    size_t w = (e && *e ? strtoull(e, NULL, 10) : QS_CKPT_PART_BYTES) / win;
+    return w < 1 ? 1 : w > (size_t)q->calib.nsamples ? q->calib.nsamples : (int)w;
+}
+static int ckpt_parts(const qs_qrun *q) { return (q->calib.nsamples + ckpt_part_windows(q) - 1) / ckpt_part_windows(q); }
+
+size_t qs_calib_checkpoint_scratch(const qs_qrun *q) {
+    /* a part's shuffle copy of one state and the compressed frames of both (qs_shard_write), or
+     * its compressed and unshuffled copies (qs_shard_read) */
+    const size_t part = sizeof(float) * (size_t)ckpt_part_windows(q) * q->calib.seqlen * q->cfg.hidden_size;
+    return part + 2 * (part + part / 128 + 4096);
+}
+
+static char *ckpt_path(const qs_qrun *q, int blk, int part) {
     char rel[64];
-    snprintf(rel, sizeof rel, "acts/acts-%04d.qsh", blk);
+    snprintf(rel, sizeof rel, "acts/acts-%04d-%04d.qsh", blk, part);
     return qs_path_join(q->o->out_dir, rel);
 }
 
@@ -505,17 +526,25 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     int rc = qs_mkdir_p(dir, err);
     free(dir);
     if (rc) return rc;
-    char meta[160];
-    snprintf(meta, sizeof meta, "{\"kind\":\"activations\",\"after_block\":%d,\"run_xxh3\":\"%016llx\"}", blk, q->fp_hash);
-    const int64_t rows = (int64_t)q->calib.nsamples * q->calib.seqlen;
-    qs_shard_tensor t[2] = {{.name = "x", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
-                             .shape = {rows, q->cfg.hidden_size}, .data = q->x},
-                            {.name = "x_fp", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
-                             .shape = {rows, q->cfg.hidden_size}, .data = q->x_fp}};
+    const int wpp = ckpt_part_windows(q), parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
     qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
-    char *p = ckpt_path(q, blk);
-    rc = qs_shard_write(p, blk, meta, t, q->n_states > 1 ? 2 : 1, &so, NULL, err);
-    free(p);
+    /* each part durable on its own; the checkpoint counts only with all of them (checkpoint_load) */
+    for (int k = 0; k < parts && !rc; k++) {
+        const int w0 = k * wpp, nw = q->calib.nsamples - w0 < wpp ? q->calib.nsamples - w0 : wpp;
+        const size_t off = (size_t)w0 * L * H;
+        char meta[200];
+        snprintf(meta, sizeof meta,
+                 "{\"kind\":\"activations\",\"after_block\":%d,\"run_xxh3\":\"%016llx\",\"part\":%d,\"parts\":%d,"
+                 "\"windows\":[%d,%d]}",
+                 blk, q->fp_hash, k, parts, w0, w0 + nw);
+        qs_shard_tensor t[2] = {{.name = "x", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
+                                 .shape = {(int64_t)nw * L, H}, .data = q->x + off},
+                                {.name = "x_fp", .role = "activations", .dtype = QS_DTYPE_F32, .n_dims = 2,
+                                 .shape = {(int64_t)nw * L, H}, .data = q->x_fp ? q->x_fp + off : NULL}};
+        char *p = ckpt_path(q, blk, k);
+        rc = qs_shard_write(p, blk, meta, t, q->n_states > 1 ? 2 : 1, &so, NULL, err);
+        free(p);
+    }
     if (rc) return rc;
     s->ckpt = 1;
     q->ckpt_units = 0;
@@ -528,32 +557,38 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
 
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
     if (!q->act_ckpt) return;
-    for (int b = keep_blk - 1; b >= 0; b--) { /* the older ones may be any number of blocks back */
-        char *p = ckpt_path(q, b);
-        unlink(p);
-        free(p);
-    }
+    for (int b = keep_blk - 1; b >= 0; b--) /* the older ones may be any number of blocks back */
+        for (int k = 0; k < ckpt_parts(q); k++) {
+            char *p = ckpt_path(q, b, k);
+            unlink(p);
+            free(p);
+        }
 }
 
-/* loads the checkpoint after block blk into q->x (and q->x_fp); 0 when it was intact and of this
- * run, -1 when it was not (or is not there), -2 when it failed after writing into the states */
+/* loads the checkpoint after block blk into q->x (and q->x_fp), part by part; 0 when every part
+ * was intact and of this run, -1 when one was not (or is not there) before any state was
+ * written, -2 after */
 static int checkpoint_load(qs_qrun *q, int blk) {
-    char *p = ckpt_path(q, blk);
-    qs_shard *s = NULL;
-    int ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0, touched = 0;
-    free(p);
-    if (ok) {
-        char want[64];
-        snprintf(want, sizeof want, "\"run_xxh3\":\"%016llx\"", q->fp_hash);
-        const size_t want_bytes = sizeof(float) * (size_t)q->calib.nsamples * q->calib.seqlen * q->cfg.hidden_size;
-        ok = strstr(qs_shard_meta_json(s), want) != NULL;
+    const int wpp = ckpt_part_windows(q), parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
+    int ok = 1, touched = 0;
+    for (int k = 0; k < parts && ok; k++) {
+        const int w0 = k * wpp, nw = q->calib.nsamples - w0 < wpp ? q->calib.nsamples - w0 : wpp;
+        char *p = ckpt_path(q, blk, k);
+        qs_shard *s = NULL;
+        ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0;
+        free(p);
+        char want[200];
+        snprintf(want, sizeof want, "\"run_xxh3\":\"%016llx\",\"part\":%d,\"parts\":%d,\"windows\":[%d,%d]", q->fp_hash,
+                 k, parts, w0, w0 + nw);
+        ok = ok && strstr(qs_shard_meta_json(s), want) != NULL;
+        const size_t want_bytes = sizeof(float) * (size_t)nw * L * H, off = (size_t)w0 * L * H;
         for (int st = 0; ok && st < (q->n_states > 1 ? 2 : 1); st++) {
             const qs_shard_entry *e = qs_shard_find(s, st ? "x_fp" : "x");
             ok = e && e->dtype == QS_DTYPE_F32 && e->size == want_bytes;
             for (size_t i = 0; ok && i < qs_shard_count(s); i++)
-                if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, st ? q->x_fp : q->x, NULL) == 0, touched = 1;
+                if (qs_shard_at(s, i) == e) ok = qs_shard_read(s, i, (st ? q->x_fp : q->x) + off, NULL) == 0, touched = 1;
         }
+        qs_shard_close(s);
     }
-    qs_shard_close(s);
     return ok ? 0 : touched ? -2 : -1;
 }

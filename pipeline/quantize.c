@@ -118,15 +118,23 @@ static size_t block_slab_bytes(const qs_qslot *s) {
 }
 
 /* what a slot holds beside its slab until STORE has written it: each linear's quantizers, and
- * for GPTQ and QLLM its codes one a byte, then packed (RTN packs into the slab), and g_idx */
-static size_t block_result_bytes(const qs_qrun *q, const qs_qslot *s) {
+ * for GPTQ and QLLM its codes one a byte, then packed (RTN packs into the slab), and g_idx.
+ * STORE's shard writer holds the compressed frames of them all, and a shuffle copy of the
+ * largest float tensor (checkpoint/shard_write.c): *store */
+static size_t block_result_bytes(const qs_qrun *q, const qs_qslot *s, size_t *store) {
     const int codes = q->o->method && strcmp(q->o->method, "rtn");
-    size_t b = 0;
+    size_t b = 0, out = 0, big = 0;
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++) {
         const size_t rows = (size_t)s->t[i]->shape[0], cols = (size_t)s->t[i]->shape[1];
-        b += 2 * sizeof(float) * rows * (size_t)qs_qconfig_groups(&q->o->q, (int)cols);
-        if (codes) b += rows * cols + rows * qs_packed_size(cols, q->o->q.bits) + sizeof(int32_t) * cols;
+        const size_t qz = sizeof(float) * rows * (size_t)qs_qconfig_groups(&q->o->q, (int)cols);
+        const size_t packed = rows * qs_packed_size(cols, q->o->q.bits);
+        b += 2 * qz;
+        if (codes) b += rows * cols + packed + sizeof(int32_t) * cols;
+        out += packed + 2 * qz + sizeof(int32_t) * cols;
+        big = qz > big ? qz : big;
     }
+    for (size_t i = QS_N_LINEAR; i < s->n; i++) out += s->t[i]->n_elems * sizeof(float); /* norms, biases */
+    *store = out + out / 128 + (s->n + 4) * 65536 + big; /* zstd's bound, per frame */
     return b;
 }
 
@@ -472,14 +480,16 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         if (!rc) q.calibrated = 1, calib_bytes = qs_calib_plan_bytes(&q, 0);
     }
     /* plan: the largest unit (block or group of blocks) decides the slot size */
-    size_t unit_bytes = 0, unit_held = 0, slot_held = 0; /* held: the slab and the results for STORE */
+    size_t unit_bytes = 0, unit_held = 0, slot_held = 0, store_bytes = 0; /* held: the slab and the results for STORE */
     for (int L = 0; !rc && L < q.cfg.n_layers; L++) {
         qs_qslot tmp;
         rc = block_ranges(&q, L, &tmp, err);
         if (rc) break;
         if (L % q.K == 0) unit_bytes = unit_held = 0;
         unit_bytes += block_slab_bytes(&tmp);
-        unit_held += block_slab_bytes(&tmp) + block_result_bytes(&q, &tmp);
+        size_t st = 0;
+        unit_held += block_slab_bytes(&tmp) + block_result_bytes(&q, &tmp, &st);
+        if (st > store_bytes) store_bytes = st;
         if (unit_bytes > slot_bytes) slot_bytes = unit_bytes;
         if (unit_held > slot_held) slot_held = unit_held;
         for (size_t i = 0; i < QS_N_LINEAR; i++)
@@ -490,7 +500,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
          * slot and the calibration states do not fit, the states spill to disk */
         /* EEC's training lives in the device's memory: host memory on the CPU */
         size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) ? eec_bytes : 0) +
-                              (q.eec_w_host ? (size_t)q.K * qs_llama_weights_bytes(&q.cfg) : 0); /* compute_eec.c */
+                              (q.eec_w_host ? (size_t)q.K * qs_llama_weights_bytes(&q.cfg) : 0) /* compute_eec.c */ +
+                              store_bytes;
         size_t scratch = rows_scratch + calib_bytes;
         q.spill = q.calibrated && o->spill;
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);

@@ -226,14 +226,19 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);
 /* the same for state `which` */
 int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_error *err);
 
-/* Activation checkpoint OUT_DIR/acts/acts-NNNN.qsh: the calibration states after block blk (the
- * last of its unit, in slot s), in the shard format (tensors "x" and with EEC "x_fp", hashed),
+/* Activation checkpoint OUT_DIR/acts/acts-NNNN-KKKK.qsh (parts K of whole windows): the
+ * calibration states after block blk (the last of its unit, in slot s), in the shard format
+ * (tensors "x" and with EEC "x_fp", hashed),
  * tagged with the run fingerprint's hash. Written durably by COMPUTE after the unit when
  * o->act_checkpoints says so (s->ckpt = 1 then); once the unit is recorded STORE removes the
  * older ones (qs_calib_checkpoint_prune: every one before keep_blk). On resume qs_calib_setup
  * loads the latest intact one at or before block first-1 and replays the finished blocks after
  * it from their shards (all of them without one): the same bits either way. */
 int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+/* a checkpoint is written and read in parts of at most this many bytes per state; the host
+ * memory the writer or the reader holds beside the states for a part */
+#define QS_CKPT_PART_BYTES ((size_t)64 << 20)
+size_t qs_calib_checkpoint_scratch(const qs_qrun *q);
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk);
 
 #endif

@@ -48,9 +48,10 @@ g -o "$tmp/killed" || die "final resume"
 for f in "$tmp/ref/blocks/"*.qsh; do
   cmp -s "$f" "$tmp/killed/blocks/$(basename "$f")" || die "$(basename "$f") differs after kill/resume"
 done
-# a run that dies at block 3 (a NaN weight there) with a checkpoint after every second block:
-# blocks 0-2 are kept, the resume (the weight mended) loads the states after block 1 and replays
-# block 2 only, and ends byte-identical to the reference
+# a run that dies at block 3 (a NaN weight there) with a checkpoint after every second block,
+# written in parts of 3 windows (of 8): blocks 0-2 are kept, the resume (the weight mended) loads
+# the states after block 1 and replays block 2 only, and ends byte-identical to the reference;
+# with one part of that checkpoint damaged the resume replays blocks 0-2 instead, to the same bytes
 cp -r "$st" "$tmp/nan-model"
 python3 - "$tmp/nan-model/model.safetensors" <<'PY' || die "could not patch the model"
 import json, struct, sys
@@ -59,7 +60,7 @@ o = 8 + n + h["model.layers.3.mlp.up_proj.weight"]["data_offsets"][0] + 4 * 100
 f.seek(o); keep = f.read(4); open(sys.argv[1] + ".keep", "wb").write(struct.pack("<Q", o) + keep)
 f.seek(o); f.write(struct.pack("<f", float("nan")))
 PY
-gn() { "$bin" quantize "$tmp/nan-model" --method gptq --wbits 4 --group 32 --calib random --nsamples 8 --seqlen 128 \
+gn() { QS_ACT_CKPT_PART_BYTES=100000 "$bin" quantize "$tmp/nan-model" --method gptq --wbits 4 --group 32 --calib random --nsamples 8 --seqlen 128 \
          --act-checkpoints 2 -o "$tmp/died" "$@"; }
 out=$(gn --quiet 2>&1) && die "a NaN weight was accepted"
 grep -q "up_proj.weight: weight \[.*\] is NaN" <<<"$out" || die "the NaN weight is not named: $out"
@@ -69,11 +70,21 @@ k = open(sys.argv[1] + ".keep", "rb").read(); f = open(sys.argv[1], "r+b"); f.se
 PY
 kept=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["blocks"]))' "$tmp/died/manifest.json")
 echo "the run that died at block 3 kept $kept blocks; checkpoints: $(ls "$tmp/died/acts" 2>/dev/null | tr '\n' ' ')"
+[ -s "$tmp/died/acts/acts-0001-0002.qsh" ] || die "the checkpoint after block 1 is not in 3 parts"
+cp -r "$tmp/died" "$tmp/died2"
 out=$(gn --progress-lines 2>&1) || die "resume after the death: $out"
 if [ "$kept" = 3 ]; then
-  grep -q "resumed the calibration states from acts/acts-0001.qsh" <<<"$out" || die "the resume did not load block 1's states: $out"
+  grep -q "resumed the calibration states from the checkpoint after block 1 (acts/acts-0001-\*.qsh, 3 parts)" <<<"$out" ||
+    die "the resume did not load block 1's states: $out"
   grep -q "replayed 1 finished blocks" <<<"$out" || die "the resume did not replay block 2 only: $out"
 fi
+printf '\x55' | dd of="$tmp/died2/acts/acts-0001-0001.qsh" bs=1 seek=5000 conv=notrunc status=none
+out=$(QS_ACT_CKPT_PART_BYTES=100000 "$bin" quantize "$tmp/nan-model" --method gptq --wbits 4 --group 32 --calib random \
+  --nsamples 8 --seqlen 128 --act-checkpoints 2 -o "$tmp/died2" --progress-lines 2>&1) || die "resume with a damaged part: $out"
+grep -q "replayed $kept finished blocks" <<<"$out" || die "a damaged part did not make the resume replay every block: $out"
+for f in "$tmp/ref/blocks/"*.qsh; do
+  cmp -s "$f" "$tmp/died2/blocks/$(basename "$f")" || die "$(basename "$f") differs after a damaged part's full replay"
+done
 grep -q "activation checkpoints: 1 written" <<<"$out" || die "the resumed run should write one checkpoint (after its second block, 4): $out"
 [ -e "$tmp/died/acts" ] && [ -n "$(ls "$tmp/died/acts")" ] && die "checkpoints left after the run finished"
 for f in "$tmp/ref/blocks/"*.qsh; do

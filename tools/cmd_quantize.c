@@ -85,7 +85,16 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--spill")) o.spill = 1;
         else if (!strcmp(a, "--act-checkpoints") && v && (!strcmp(v, "auto") || !strcmp(v, "on") || !strcmp(v, "off")))
             o.act_checkpoints = !strcmp(v, "auto") ? QS_ACT_CKPT_AUTO : !strcmp(v, "on"), i++;
-        else if (!strcmp(a, "--act-checkpoints") && v) bad = int_arg(a, v, 1, 1 << 20, &o.act_checkpoints), i++;
+        else if (!strcmp(a, "--act-checkpoints") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 1 || n > (1 << 20)) {
+                fprintf(stderr, "qstream quantize: --act-checkpoints '%s': give auto, on, off or N (after every N-th block or EEC group, "
+                                "N >= 1)\n", v);
+                bad = 2;
+            }
+            o.act_checkpoints = (int)n, i++;
+        }
         else if (!strcmp(a, "--zstd-level") && v) bad = int_arg(a, v, -7, 22, &o.zstd_level), i++;
         else if (!strcmp(a, "--zstd-threads") && v) bad = int_arg(a, v, 0, 256, &o.zstd_threads), i++;
         else if (!strcmp(a, "--queue-depth") && v) bad = int_arg(a, v, 1, 4096, &tmp), o.reader.queue_depth = (unsigned)tmp, i++;
