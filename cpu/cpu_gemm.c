@@ -58,33 +58,45 @@ int qs_cpu_gemm(qs_backend *be, int ta, int tb, int m, int n, int k, float alpha
         const int w = ch / per_win, wend = (w + 1) * P < m ? (w + 1) * P : m;
         const int r0 = w * P + (ch % per_win) * piece, r1 = r0 + piece < wend ? r0 + piece : wend, mr = r1 - r0;
         if (mr <= 0) continue;
-        const int mp = (mr + GEMM_GROUP - 1) / GEMM_GROUP * GEMM_GROUP, pad = mp - mr;
-        if (pad == 0 && !ta) { /* whole groups: in place */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, mr, n, k, alpha,
-                        a + (size_t)r0 * lda, lda, b, ldb, beta, c + (size_t)r0 * ldc, ldc);
-            continue;
-        }
+        /* the chunk's whole groups straight into c (from a copy of op(a)'s rows when transposed),
+         * then the rest, fewer than GEMM_GROUP rows, padded to one group in a copy: the same
+         * groups from the chunk's start as one padded call, without a copy of c's chunk */
+        const int main = mr / GEMM_GROUP * GEMM_GROUP, rest = mr - main;
         const int tid = omp_get_thread_num();
-        const size_t need = (size_t)mp * ((size_t)k + n);
-        if (qs_cpu_scratch_grow(&cx->gemm_scr[tid], &cx->gemm_cap[tid], need)) {
+        const size_t need = (size_t)(ta ? main : 0) * k + (rest ? (size_t)GEMM_GROUP * ((size_t)k + n) : 0);
+        if (need && qs_cpu_scratch_grow(&cx->gemm_scr[tid], &cx->gemm_cap[tid], need)) {
             failed = 1;
             continue;
         }
-        float *ap = cx->gemm_scr[tid], *cp = ap + (size_t)mp * k;
-        for (int i = 0; i < mr; i++) { /* op(a) rows r0..r1, row-major [mr, k] */
-            float *dst = ap + (size_t)i * k;
-            if (!ta) memcpy(dst, a + (size_t)(r0 + i) * lda, sizeof(float) * (size_t)k);
-            else
+        float *ap = need ? cx->gemm_scr[tid] : NULL;
+        if (main > 0 && !ta) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, main, n, k, alpha,
+                        a + (size_t)r0 * lda, lda, b, ldb, beta, c + (size_t)r0 * ldc, ldc);
+        } else if (main > 0) {
+            for (int i = 0; i < main; i++) { /* op(a) rows, row-major [main, k] */
+                float *dst = ap + (size_t)i * k;
                 for (int j = 0; j < k; j++) dst[j] = a[(size_t)j * lda + r0 + i];
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, main, n, k, alpha, ap, k, b,
+                        ldb, beta, c + (size_t)r0 * ldc, ldc);
         }
-        memset(ap + (size_t)mr * k, 0, sizeof(float) * (size_t)pad * k);
+        if (!rest) continue;
+        const int q0 = r0 + main;
+        float *rp = ap + (size_t)(ta ? main : 0) * k, *cp = rp + (size_t)GEMM_GROUP * k;
+        for (int i = 0; i < rest; i++) { /* op(a) rows q0.., row-major [rest, k], padded with zero rows */
+            float *dst = rp + (size_t)i * k;
+            if (!ta) memcpy(dst, a + (size_t)(q0 + i) * lda, sizeof(float) * (size_t)k);
+            else
+                for (int j = 0; j < k; j++) dst[j] = a[(size_t)j * lda + q0 + i];
+        }
+        memset(rp + (size_t)rest * k, 0, sizeof(float) * (size_t)(GEMM_GROUP - rest) * k);
         if (beta != 0.0f) {
-            for (int i = 0; i < mr; i++) memcpy(cp + (size_t)i * n, c + (size_t)(r0 + i) * ldc, sizeof(float) * (size_t)n);
-            memset(cp + (size_t)mr * n, 0, sizeof(float) * (size_t)pad * n);
+            for (int i = 0; i < rest; i++) memcpy(cp + (size_t)i * n, c + (size_t)(q0 + i) * ldc, sizeof(float) * (size_t)n);
+            memset(cp + (size_t)rest * n, 0, sizeof(float) * (size_t)(GEMM_GROUP - rest) * n);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, mp, n, k, alpha, ap, k, b,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, GEMM_GROUP, n, k, alpha, rp, k, b,
                     ldb, beta, cp, n);
-        for (int i = 0; i < mr; i++) memcpy(c + (size_t)(r0 + i) * ldc, cp + (size_t)i * n, sizeof(float) * (size_t)n);
+        for (int i = 0; i < rest; i++) memcpy(c + (size_t)(q0 + i) * ldc, cp + (size_t)i * n, sizeof(float) * (size_t)n);
     }
     QS_RETURN_ERROR_IF(failed, -ENOMEM, "gemm: out of memory for the row copies of [%d, %d] x [%d]", m, n, k);
     return 0;

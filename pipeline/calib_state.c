@@ -65,17 +65,42 @@ static size_t gptq_stage_bytes(const qs_qrun *q, size_t *weights) {
     return best_work;
 }
 
-/* GPTQ's host memory: a stage's Hessian, the copy the stage's linears but the last work on, and
- * the matrix to factor (quant/gptq.c): 2 n^2 for the one-linear stages (o, down), 3 n^2 for
- * {q, k, v} and {gate, up} (n = hidden) */
+/* GPTQ's host memory at its largest stage (n inputs): where the Hessian comes to the host
+ * (q->gptq_h_host) the stage's Hessian and, for a stage of several linears, the copy all but the
+ * last work on; and the matrix to factor, unless the device factors it where it is (cuda's
+ * cuSOLVER; the CPU backends hand it to the host's LAPACK: quant/gptq.c) */
 static size_t gptq_host_bytes(const qs_qrun *q) {
     if (!is_gptq(q)) return 0;
     const qs_model_config *c = &q->cfg;
-    const size_t H = (size_t)c->hidden_size, qd = (size_t)c->n_heads * c->head_dim, I = (size_t)c->intermediate_size;
-    size_t b = 3 * H * H;
-    if (2 * qd * qd > b) b = 2 * qd * qd;
-    if (2 * I * I > b) b = 2 * I * I;
+    const size_t n[4] = {(size_t)c->hidden_size, (size_t)c->n_heads * c->head_dim, (size_t)c->hidden_size,
+                         (size_t)c->intermediate_size};
+    const int layers[4] = {3, 1, 2, 1}, h_host = q->gptq_h_host, host_factor = qs_backend_host_memory(q->o->device);
+    size_t b = 0;
+    for (int st = 0; st < 4; st++) {
+        const size_t m = (size_t)(h_host + (h_host && layers[st] > 1) + (h_host || host_factor)) * n[st] * n[st];
+        b = m > b ? m : b;
+    }
     return sizeof(float) * b;
+}
+
+static size_t reassembly_bytes(const qs_qrun *q);
+static int reassembly_windows(const qs_qrun *q);
+
+/* the host's copies beside it: one linear as float (a tensor widened for its upload, GPTQ's
+ * layer as stored); QLLM's threshold search keeps its consumers' float weights, a site's
+ * concatenation of them and the sample's inputs and outputs (compute_qllm.c) */
+static size_t host_copies_bytes(const qs_qrun *q) {
+    const qs_model_config *c = &q->cfg;
+    int out[7], in[7];
+    qs_llama_linear_shapes(c, out, in);
+    size_t lin = 0;
+    for (int i = 0; i < 7; i++) lin = (size_t)out[i] * in[i] > lin ? (size_t)out[i] * in[i] : lin;
+    size_t b = sizeof(float) * lin;
+    if (reassembly_bytes(q)) {
+        const size_t Ts = (size_t)reassembly_windows(q) * q->calib.seqlen, I = (size_t)c->intermediate_size;
+        b += qs_llama_weights_bytes(c) + sizeof(float) * (2 * I * c->hidden_size + 3 * Ts * I);
+    }
+    return b;
 }
 
 /* the search sample's windows (compute_qllm.c qs_qllm_cr_search) */
@@ -235,12 +260,12 @@ size_t qs_calib_plan_bytes(const qs_qrun *q, int spill) {
     size_t tok = (size_t)q->calib.nsamples * q->calib.seqlen, call = (size_t)q->per * q->calib.seqlen;
     size_t mi = (size_t)max_in(c);
     const size_t ns = q->n_states > 1 ? 2 : 1;
-    /* where the device's memory is the host's, QLLM's reassembly search or final quantization
-     * (the codes each slot keeps for STORE are the slot's: quantize.c) */
-    const size_t qllm_host = qs_backend_host_memory(q->o->device) ? qllm_bytes(q) : 0;
+    /* where the device's memory is the host's, all of a block step's backend memory (the codes
+     * each slot keeps for STORE are the slot's: quantize.c) */
+    const size_t backend = qs_backend_host_memory(q->o->device) ? qs_calib_device_bytes(q, q->per) : 0;
     return sizeof(float) * (ns * (spill ? call + 2048 : tok) * c->hidden_size /* x (and x_fp), or a call's slab each */
-                            + call * (c->hidden_size + mi))                   /* xbuf, hx */
-           + gptq_host_bytes(q) + qs_llama_scratch_bytes(c, (int)call) + 2 * qs_llama_weights_bytes(c) + qllm_host +
+                            + call * mi)                                      /* hx */
+           + gptq_host_bytes(q) + host_copies_bytes(q) + backend +
            (!spill && q->o->act_checkpoints ? qs_calib_checkpoint_scratch(q) : 0); /* a checkpoint's part */
 }
 
