@@ -143,26 +143,33 @@ extern "C" int qs_cuda_act_quant(qs_backend *be, float *x, int rows, int cols, i
 }
 
 /* fake_quant_weight: one block per (row, group); the quantizer of quant/affine.c */
+/* the quantizer of n values x (one group of a row) for the whole block: qs_quant_params */
+__device__ static void group_quantizer(const float *x, int n, int bits, int sym, float *sh, float *scale, float *zero) {
+    float mn = x[0], mx = x[0];
+    for (int i = threadIdx.x; i < n; i += NT) mn = x[i] < mn ? x[i] : mn, mx = x[i] > mx ? x[i] : mx;
+    mn = qs_block_min(mn, sh);
+    mx = qs_block_max(mx, sh);
+    float s, z = 0;
+    if (sym) {
+        float amax = fmaxf(fabsf(mn), fabsf(mx));
+        s = amax / (float)((1 << (bits - 1)) - 1);
+        z = (float)(1 << (bits - 1));
+    } else {
+        s = (mx - mn) / (float)((1 << bits) - 1);
+    }
+    s = s < 1e-5f ? 1e-5f : s > 1e4f ? 1e4f : s;
+    if (!sym) z = rintf(-mn / s);
+    *scale = s, *zero = z;
+}
+
 __global__ static void k_fake_quant_weight(float *y, const float *w, int cols, int g, int ng, int bits, int sym) {
     __shared__ float sh[NT];
     const int r = blockIdx.x / ng, c0 = (blockIdx.x % ng) * g, n = cols - c0 < g ? cols - c0 : g;
     const float *x = w + (size_t)r * cols + c0;
     float *o = y + (size_t)r * cols + c0;
     const float maxq = (float)((1 << bits) - 1);
-    float mn = x[0], mx = x[0];
-    for (int i = threadIdx.x; i < n; i += NT) mn = x[i] < mn ? x[i] : mn, mx = x[i] > mx ? x[i] : mx;
-    mn = qs_block_min(mn, sh);
-    mx = qs_block_max(mx, sh);
     float scale, zero;
-    if (sym) {
-        float amax = fmaxf(fabsf(mn), fabsf(mx));
-        scale = amax / (float)((1 << (bits - 1)) - 1);
-        zero = (float)(1 << (bits - 1));
-    } else {
-        scale = (mx - mn) / maxq;
-    }
-    scale = scale < 1e-5f ? 1e-5f : scale > 1e4f ? 1e4f : scale;
-    if (!sym) zero = rintf(-mn / scale);
+    group_quantizer(x, n, bits, sym, sh, &scale, &zero);
     __syncthreads(); /* every thread has read its x before any writes y (y may be w) */
     for (int i = threadIdx.x; i < n; i += NT) {
         float q = rintf(x[i] / scale) + zero;
@@ -193,20 +200,8 @@ __global__ static void k_quant_weight(const float *w, int cols, int g, int ng, i
     const float *x = w + (size_t)r * cols + c0;
     uint8_t *c = codes + (size_t)r * cols + c0;
     const float maxq = (float)((1 << bits) - 1);
-    float mn = x[0], mx = x[0];
-    for (int i = threadIdx.x; i < n; i += NT) mn = x[i] < mn ? x[i] : mn, mx = x[i] > mx ? x[i] : mx;
-    mn = qs_block_min(mn, sh);
-    mx = qs_block_max(mx, sh);
     float scale, zero;
-    if (sym) {
-        float amax = fmaxf(fabsf(mn), fabsf(mx));
-        scale = amax / (float)((1 << (bits - 1)) - 1);
-        zero = (float)(1 << (bits - 1));
-    } else {
-        scale = (mx - mn) / maxq;
-    }
-    scale = scale < 1e-5f ? 1e-5f : scale > 1e4f ? 1e4f : scale;
-    if (!sym) zero = rintf(-mn / scale);
+    group_quantizer(x, n, bits, sym, sh, &scale, &zero);
     if (threadIdx.x == 0) scales[(size_t)r * ng + k] = scale, zeros[(size_t)r * ng + k] = zero;
     for (int i = threadIdx.x; i < n; i += NT) {
         float q = rintf(x[i] / scale) + zero;
