@@ -518,6 +518,12 @@ static int ckpt_part_windows(const qs_qrun *q) {
     return w < 1 ? 1 : w > (size_t)q->calib.nsamples ? q->calib.nsamples : (int)w;
 }
 static int ckpt_parts(const qs_qrun *q) { return (q->calib.nsamples + ckpt_part_windows(q) - 1) / ckpt_part_windows(q); }
+/* part k's windows w0 .. w0 + *nw - 1 */
+static int ckpt_part_range(const qs_qrun *q, int k, int *nw) {
+    const int wpp = ckpt_part_windows(q), w0 = k * wpp;
+    *nw = q->calib.nsamples - w0 < wpp ? q->calib.nsamples - w0 : wpp;
+    return w0;
+}
 
 size_t qs_calib_checkpoint_scratch(const qs_qrun *q) {
     /* a part's shuffle copy of one state and the compressed frames of both (qs_shard_write), or
@@ -551,11 +557,12 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     int rc = qs_mkdir_p(dir, err);
     free(dir);
     if (rc) return rc;
-    const int wpp = ckpt_part_windows(q), parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
+    const int parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
     qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
     /* each part durable on its own; the checkpoint counts only with all of them (checkpoint_load) */
     for (int k = 0; k < parts && !rc; k++) {
-        const int w0 = k * wpp, nw = q->calib.nsamples - w0 < wpp ? q->calib.nsamples - w0 : wpp;
+        int nw;
+        const int w0 = ckpt_part_range(q, k, &nw);
         const size_t off = (size_t)w0 * L * H;
         char meta[200];
         snprintf(meta, sizeof meta,
@@ -582,8 +589,9 @@ int qs_calib_checkpoint_write(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
 
 void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
     if (!q->act_ckpt) return;
+    const int parts = ckpt_parts(q);
     for (int b = keep_blk - 1; b >= 0; b--) /* the older ones may be any number of blocks back */
-        for (int k = 0; k < ckpt_parts(q); k++) {
+        for (int k = 0; k < parts; k++) {
             char *p = ckpt_path(q, b, k);
             unlink(p);
             free(p);
@@ -594,10 +602,11 @@ void qs_calib_checkpoint_prune(const qs_qrun *q, int keep_blk) {
  * was intact and of this run, -1 when one was not (or is not there) before any state was
  * written, -2 after */
 static int checkpoint_load(qs_qrun *q, int blk) {
-    const int wpp = ckpt_part_windows(q), parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
+    const int parts = ckpt_parts(q), L = q->calib.seqlen, H = q->cfg.hidden_size;
     int ok = 1, touched = 0;
     for (int k = 0; k < parts && ok; k++) {
-        const int w0 = k * wpp, nw = q->calib.nsamples - w0 < wpp ? q->calib.nsamples - w0 : wpp;
+        int nw;
+        const int w0 = ckpt_part_range(q, k, &nw);
         char *p = ckpt_path(q, blk, k);
         qs_shard *s = NULL;
         ok = qs_shard_open(&s, p, NULL) == 0 && qs_shard_block(s) == blk && qs_shard_verify(s, NULL) == 0;

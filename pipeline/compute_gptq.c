@@ -95,7 +95,6 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
                            .in_place_reorder = q->gptq_reorder_in_place, .w_be_only = 1};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, out->codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
-        out->mse_at_store = 1;
     }
     if (!rc) {
         int in_order = 1;

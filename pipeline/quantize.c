@@ -217,7 +217,7 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
 }
 
 /* STORE's part of linear i of s (GPTQ, QLLM): out->codes packed into out->packed, and with
- * out->mse_at_store out->mse from them against the stored weights (the slab); codes freed */
+ * with GPTQ out->mse from them against the stored weights (the slab); codes freed */
 static int qlin_finish(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
     const qs_qconfig *qc = &q->o->q;
     const qs_tensor_info *t = s->t[i];
@@ -228,7 +228,7 @@ static int qlin_finish(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
     out->packed_bytes = rp * (size_t)rows;
     out->packed = malloc(out->packed_bytes);
     out->own_packed = 1;
-    const int measure = out->mse_at_store;
+    const int measure = is_gptq(q->o); /* QLLM's mse came with its codes */
     double *part = measure ? malloc(sizeof(double) * (size_t)rows) : NULL;
     if (!out->packed || (measure && !part)) {
         free(part);

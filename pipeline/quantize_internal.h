@@ -33,10 +33,9 @@ typedef struct qs_qlin_out {
     double mse;            /* mean squared weight error */
     double loss;           /* GPTQ: the error the Hessian weighs (sum err^2 / U_ii^2); 0 for RTN */
     /* GPTQ and QLLM: the codes [rows, cols] one a byte (malloc'd), which STORE packs
-     * (quantize.c qlin_finish), off the compute thread; NULL once done. mse_at_store (GPTQ): STORE
-     * also measures mse, against the stored weights (QLLM's came with the codes) */
+     * (quantize.c qlin_finish), off the compute thread; NULL once done. With GPTQ STORE also
+     * measures mse, against the stored weights (QLLM's came with the codes) */
     uint8_t *codes;
-    int mse_at_store;
 } qs_qlin_out;
 
 typedef struct qs_qslot {
