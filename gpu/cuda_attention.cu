@@ -43,7 +43,7 @@ __global__ static void k_softmax(float *S, int nb, int nk, int i0, float *lse, s
     const int row = blockIdx.x, j = row / nb, r = row % nb, n = i0 + r + 1;
     float *s = S + (size_t)row * nk;
     float m = s[0];
-    for (int c = threadIdx.x; c < n; c += NT) m = fmaxf(m, s[c]);
+    for (int c = threadIdx.x; c < n; c += NT) m = s[c] > m ? s[c] : m; /* qs_cpu_row_max's comparison: a NaN seed stays */
     m = qs_block_max(m, shf);
     double sum = 0;
     for (int c = threadIdx.x; c < n; c += NT) {

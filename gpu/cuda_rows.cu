@@ -67,13 +67,15 @@ extern "C" int qs_cuda_rmsnorm_gather(qs_backend *be, float *y, const float *x, 
  * (double, in row order), then each column adds its chunks in order. dx: one block per row. */
 #define RB QS_CUDA_NORM_RB
 __global__ static void k_dgamma_part(double *part, const float *dy, const float *x, const float *rstd, int rows,
-                                     int dim) {
-    const int col = blockIdx.x * blockDim.x + threadIdx.x, ch = blockIdx.y;
+                                     int dim, int nch) {
+    const int col = blockIdx.x * blockDim.x + threadIdx.x;
     if (col >= dim) return;
-    int r0 = ch * RB, r1 = r0 + RB < rows ? r0 + RB : rows;
-    double acc = 0;
-    for (int r = r0; r < r1; r++) acc += (double)dy[(size_t)r * dim + col] * x[(size_t)r * dim + col] * (double)rstd[r];
-    part[(size_t)ch * dim + col] = acc;
+    for (int ch = blockIdx.y; ch < nch; ch += gridDim.y) { /* grid y is at most 65535 */
+        int r0 = ch * RB, r1 = rows - r0 > RB ? r0 + RB : rows;
+        double acc = 0;
+        for (int r = r0; r < r1; r++) acc += (double)dy[(size_t)r * dim + col] * x[(size_t)r * dim + col] * (double)rstd[r];
+        part[(size_t)ch * dim + col] = acc;
+    }
 }
 __global__ static void k_dgamma_sum(float *dgamma, const double *part, int nch, int dim) {
     const int col = blockIdx.x * blockDim.x + threadIdx.x;
@@ -103,9 +105,9 @@ extern "C" int qs_cuda_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma
     qs_cuda_ctx *c = qs_cuda(be);
     const int nch = (rows + RB - 1) / RB;
     QS_FORWARD_IF_ERROR(qs_cuda_scratch_grow(be, &c->part, sizeof(double) * (size_t)nch * dim, "rmsnorm_backward", err));
-    dim3 grid((dim + 127) / 128, nch);
+    dim3 grid((dim + 127) / 128, nch < 65535 ? nch : 65535);
     /* dgamma first: dx may overwrite dy */
-    k_dgamma_part<<<grid, 128, 0, c->stream>>>((double *)c->part.p, dy, x, rstd, rows, dim);
+    k_dgamma_part<<<grid, 128, 0, c->stream>>>((double *)c->part.p, dy, x, rstd, rows, dim, nch);
     k_dgamma_sum<<<(dim + 127) / 128, 128, 0, c->stream>>>(dgamma, (const double *)c->part.p, nch, dim);
     k_rmsnorm_dx<<<rows, NT, 0, c->stream>>>(dx, dy, x, gamma, rstd, dim);
     QS_CUDA_LAUNCHED("rmsnorm_backward");
@@ -249,7 +251,7 @@ __global__ static void k_lse_update(const float *logits, int vc, int v0, const i
     const size_t r = blockIdx.x;
     const float *row = logits + r * vc;
     float m = row[0];
-    for (int j = threadIdx.x; j < vc; j += NT) m = fmaxf(m, row[j]);
+    for (int j = threadIdx.x; j < vc; j += NT) m = row[j] > m ? row[j] : m; /* qs_cpu_row_max's comparison */
     m = qs_block_max(m, shf);
     double s = 0;
     for (int j = threadIdx.x; j < vc; j += NT) s += (double)expf(row[j] - m);
