@@ -38,6 +38,9 @@
 
 typedef struct qs_backend qs_backend;
 
+#define QS_BE_MARKS 3
+#define QS_BE_MARK_RESULTS 2
+
 typedef struct qs_backend_ops {
     const char *name; /* "cpu", "cuda" */
     /* frees the context and be itself; NULL is fine */
@@ -234,9 +237,11 @@ typedef struct qs_backend_ops {
     void *(*stage_alloc)(qs_backend *be, size_t bytes);
     int (*stage_upload)(qs_backend *be, void *dst, const void *src_host, size_t bytes, qs_error *err);
     /* The other direction, for results needed on the host while the next ops run: mark (slot
-     * 0 or 1) records the point reached by the ops issued so far; stage_download copies src to
-     * host memory on the copy stream once the ops before that mark have finished (not the ones
-     * issued since), and returns when the bytes are on the host. */
+     * 0 .. QS_BE_MARKS - 1) records the point reached by the ops issued so far; stage_download
+     * copies src to host memory on the copy stream once the ops before that mark have finished
+     * (not the ones issued since), and returns when the bytes are on the host. Slots 0 and 1
+     * are the calibration passes' (pipeline/calib_state.c), QS_BE_MARK_RESULTS a block's finished
+     * codes on their way to STORE (pipeline/results.c). */
     int (*mark)(qs_backend *be, int slot, qs_error *err);
     int (*stage_download)(qs_backend *be, int slot, void *dst_host, const void *src, size_t bytes, qs_error *err);
     /* dst [n] fp32 = src [n] (backend memory, aligned to its element) of dtype QS_BE_F32,

@@ -36,7 +36,7 @@ typedef struct fence_ctx {
     pthread_mutex_t mu; /* the loader thread stages beside the compute thread */
     fence_buf *bufs;    /* sorted by base */
     size_t n, cap;
-    unsigned long long seq, done, marks[2];
+    unsigned long long seq, done, marks[QS_BE_MARKS];
 } fence_ctx;
 
 static fence_ctx *fctx(qs_backend *be) { return (fence_ctx *)be->ctx; }
@@ -313,7 +313,7 @@ static int fence_stage_upload(qs_backend *be, void *dst, const void *src, size_t
     return OPS->upload(inner(be), (void *)((uintptr_t)dst - FENCE), src, bytes, err);
 }
 static int fence_mark(qs_backend *be, int slot, qs_error *err) {
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "mark: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "mark: slot %d", slot);
     fence_ctx *c = fctx(be);
     pthread_mutex_lock(&c->mu);
     c->marks[slot] = c->seq; /* every CPU op has finished when it returns; a GPU's need not have */
@@ -329,7 +329,7 @@ static unsigned long long mark_of(qs_backend *be, int slot) {
 }
 /* after the mark: the ops issued since must not use src */
 static int fence_stage_download(qs_backend *be, int slot, void *dst, const void *src, size_t bytes, qs_error *err) {
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "stage_download: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "stage_download: slot %d", slot);
     const unsigned long long m = mark_of(be, slot);
     QS_FORWARD_IF_ERROR(check_done(be, src, m, "stage_download", err));
     int rc = OPS->download(inner(be), dst, (const void *)((uintptr_t)src - FENCE), bytes, err);
@@ -337,7 +337,7 @@ static int fence_stage_download(qs_backend *be, int slot, void *dst, const void 
     return rc;
 }
 static int fence_wait_mark(qs_backend *be, int slot, qs_error *err) {
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "wait_mark: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "wait_mark: slot %d", slot);
     finished(be, mark_of(be, slot));
     return 0;
 }

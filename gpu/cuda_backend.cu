@@ -118,14 +118,14 @@ static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t 
 
 static int cuda_mark(qs_backend *be, int slot, qs_error *err) {
     qs_cuda_ctx *c = qs_cuda(be);
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "mark: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "mark: slot %d", slot);
     QS_CUDA_CALL(cudaEventRecord(c->marks[slot], c->stream), "mark");
     return 0;
 }
 
 static int cuda_stage_download(qs_backend *be, int slot, void *dst, const void *src, size_t bytes, qs_error *err) {
     qs_cuda_ctx *c = qs_cuda(be);
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "stage_download: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "stage_download: slot %d", slot);
     if (!bytes) return 0;
     QS_CUDA_CALL(cudaStreamWaitEvent(c->down, c->marks[slot], 0), "stage_download");
     return copy_wait(c->down, dst, src, bytes, cudaMemcpyDeviceToHost, "stage_download", err);
@@ -133,7 +133,7 @@ static int cuda_stage_download(qs_backend *be, int slot, void *dst, const void *
 
 static int cuda_wait_mark(qs_backend *be, int slot, qs_error *err) {
     qs_cuda_ctx *c = qs_cuda(be);
-    QS_RETURN_ERROR_IF(slot < 0 || slot > 1, QS_EUSAGE, "wait_mark: slot %d", slot);
+    QS_RETURN_ERROR_IF(slot < 0 || slot >= QS_BE_MARKS, QS_EUSAGE, "wait_mark: slot %d", slot);
     QS_CUDA_CALL(cudaEventSynchronize(c->marks[slot]), "wait_mark");
     return 0;
 }
@@ -183,7 +183,7 @@ static void cuda_destroy(qs_backend *be) {
         if (c->blas) cublasDestroy(c->blas);
         if (c->blas_ws) cudaFree(c->blas_ws);
         if (c->part_host) cudaFreeHost(c->part_host);
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < QS_BE_MARKS; i++)
             if (c->marks[i]) cudaEventDestroy(c->marks[i]);
         if (c->down) {
             cudaStreamSynchronize(c->down);
@@ -291,6 +291,12 @@ static const qs_backend_ops cuda_ops = {
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */
+static cudaError_t marks_create(qs_cuda_ctx *c) {
+    cudaError_t e = cudaSuccess;
+    for (int i = 0; i < QS_BE_MARKS && e == cudaSuccess; i++) e = cudaEventCreateWithFlags(&c->marks[i], cudaEventDisableTiming);
+    return e;
+}
+
 static cudaError_t stage_pool_create(qs_cuda_ctx *c, int dev) {
     cudaMemPoolProps pp;
     memset(&pp, 0, sizeof pp);
@@ -353,8 +359,7 @@ extern "C" int qs_cuda_backend_create(qs_backend **out, qs_error *err) {
     /* keep freed blocks in the pool between blocks instead of returning them at each sync */
     else if ((e = cudaMemPoolSetAttribute(c->pool, cudaMemPoolAttrReleaseThreshold, &keep)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaMemPoolSetAttribute");
-    else if ((e = cudaEventCreateWithFlags(&c->marks[0], cudaEventDisableTiming)) != cudaSuccess ||
-             (e = cudaEventCreateWithFlags(&c->marks[1], cudaEventDisableTiming)) != cudaSuccess)
+    else if ((e = marks_create(c)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaEventCreate");
     else if ((e = stage_pool_create(c, dev)) != cudaSuccess)
         rc = qs_cuda_fail(err, e, "init", "cudaMemPoolCreate (the staging pool)");

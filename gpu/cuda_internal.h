@@ -32,7 +32,7 @@ typedef struct qs_cuda_ctx {
     cudaStream_t copy_own;
     pthread_t owner;
     cudaStream_t down; /* stage_download: results after a mark, beside the compute and the loader */
-    cudaEvent_t marks[2]; /* mark / stage_download */
+    cudaEvent_t marks[QS_BE_MARKS]; /* mark / stage_download */
     cublasHandle_t blas;
     void *blas_ws; /* cuBLAS workspace of our own: its kernels choice does not vary with what the pool holds */
     size_t blas_ws_bytes;

@@ -142,14 +142,16 @@ static size_t reassembly_bytes(const qs_qrun *q) {
 size_t qs_calib_reassembly_bytes(const qs_qrun *q) { return reassembly_bytes(q); }
 
 /* QLLM's final quantization of its largest linear where it is (compute_qllm.c quantize_linear):
- * the codes, quantizers and rows' errors; after the search, so the two share memory */
+ * the codes (with q->defer_codes counted with the block's), quantizers and rows' errors; after
+ * the search, so the two share memory */
 static size_t qllm_codes_bytes(const qs_qrun *q) {
     if (!q->o || !q->o->method || strcmp(q->o->method, "qllm")) return 0;
     int out[7], in[7];
     qs_llama_linear_shapes(&q->cfg, out, in);
     size_t most = 0;
     for (int i = 0; i < 7; i++) {
-        const size_t ng = (size_t)qs_qconfig_groups(&q->o->q, in[i]), b = (size_t)out[i] * in[i] + 8 * (size_t)out[i] * ng + 8 * (size_t)out[i];
+        const size_t ng = (size_t)qs_qconfig_groups(&q->o->q, in[i]);
+        const size_t b = (q->defer_codes ? 0 : (size_t)out[i] * in[i]) + 8 * (size_t)out[i] * ng + 8 * (size_t)out[i];
         most = b > most ? b : most;
     }
     return most;
@@ -177,7 +179,8 @@ static size_t reserve_bytes(const qs_qrun *q, int per) {
 
 /* backend memory of a block step with per windows a call: the block's float weights, the
  * forward's activations, the call's hidden states, GPTQ's working set or QLLM's search, the
- * device's own scratch, and the staged units */
+ * device's own scratch, the staged units, and the codes on their way down (q->defer_codes:
+ * all of a block's, though GPTQ's working set counts its layer's once more) */
 size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t call = (size_t)per * q->calib.seqlen;
     /* the staged units, and the next call's windows */
@@ -185,16 +188,19 @@ size_t qs_calib_device_bytes(const qs_qrun *q, int per) {
     size_t weights;
     const size_t gptq = gptq_stage_bytes(q, &weights);
     return weights + qs_llama_scratch_bytes(&q->cfg, (int)call) + sizeof(float) * call * q->cfg.hidden_size + gptq +
-           qllm_bytes(q) + reserve_bytes(q, per) + staged;
+           qllm_bytes(q) + reserve_bytes(q, per) + staged + qs_results_defer_bytes(q);
 }
 
 void qs_calib_plan_stage(qs_qrun *q, size_t stage_block, size_t gpu_mem) {
     q->stage_block = stage_block;
     q->gptq_h_host = q->gptq_reorder_in_place = 0;
     q->stage = qs_backend_stages(q->o->device);
+    q->defer_codes = qs_results_can_defer(q);
     if (!gpu_mem) return;
+    if (q->defer_codes && qs_calib_device_bytes(q, 1) > gpu_mem) q->defer_codes = 0;
     /* given up in this order where one window's step does not fit, each costing more time than
-     * the one before and none changing a bit: the staging (an upload per block moves into
+     * the one before and none changing a bit: the codes' deferred download (each comes down
+     * at once, the compute stream waiting for it), the staging (an upload per block moves into
      * COMPUTE), GPTQ's act-order copy of a layer (two uploads of it instead), GPTQ's Hessians
      * on the device (the matrix to factor made on the host and uploaded); after each the staging
      * is tried again */
@@ -369,6 +375,7 @@ static int run_overlapped(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], xs, win * (size_t)k, err));
     QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, 0, k, buf[0], err));
     QS_FORWARD_IF_ERROR(be->ops->mark(be, 0, err));
+    QS_FORWARD_IF_ERROR(qs_result_flush_one(q, err)); /* beside the call just queued */
     for (int i = 0, s0 = 0; s0 < ns; i++) {
         const int s1 = s0 + k, k1 = ns - s1 < per ? ns - s1 : per, b = i & 1;
         if (k1 > 0) {
@@ -376,6 +383,7 @@ static int run_overlapped(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
             QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[!b], next, win * (size_t)k1, err));
             QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s1, k1, buf[!b], err));
             QS_FORWARD_IF_ERROR(be->ops->mark(be, !b, err));
+            QS_FORWARD_IF_ERROR(qs_result_flush_one(q, err));
         }
         QS_FORWARD_IF_ERROR(be->ops->stage_download(be, b, xs, buf[b], win * (size_t)k, err));
         QS_FORWARD_IF_ERROR(qs_calib_state_put(q, p->which, s0, k, xs, err));
@@ -401,6 +409,7 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
         float *x = buf[i & 1], *next = NULL;
         QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s0, k, x, err));
         if (two) QS_FORWARD_IF_ERROR(be->ops->mark(be, i & 1, err));
+        QS_FORWARD_IF_ERROR(qs_result_flush_one(q, err)); /* a finished result, beside the call just queued */
         if (two && k1 > 0) { /* the next call crosses the bus while this one computes */
             QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
             /* into the buffer of call i - 1, which may still run (a pass without host results

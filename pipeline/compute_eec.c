@@ -221,9 +221,11 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
         if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);
         qs_llama_train_free(&tr[j]);
         if (!rc) rc = qs_qllm_quantize(q, s, &w[j], err);
+        if (!rc) rc = qs_result_flush(q, err); /* a block's codes at a time, not the group's */
         s->eec_loss[0] = loss[0], s->eec_loss[1] = loss[1];
     }
     for (int j = 0; j < K && !rc; j++) rc = qs_calib_state_advance(q, QS_STATE_Q, &w[j], err);
+    rc = qs_results_end(q, rc, err);
     if (!rc) rc = qs_calib_checkpoint_write(q, b0 + K - 1, &u->blk[K - 1], err);
     for (int j = 0; j < K; j++) {
         qs_llama_train_free(&tr[j]);

@@ -86,15 +86,21 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
                  ? 0
                  : qs_error_set(err, -ENOMEM, "block %d: out of memory for GPTQ of %s", w->layer, t->name);
     qs_gptq_stats st = {0};
+    uint8_t *codes_be = NULL;
     if (!rc) {
         /* the layer as stored, widened on the host: the bits of the backend's copy (to_f32 or
          * this same conversion uploaded), which GPTQ has not touched yet, without a download */
         qs_qrun_to_f32(t, s->r[i].data, n, wh);
         qs_gptq_opts go = {.q = o->q, .damp = o->damp, .block_size = o->gptq_block, .act_order = o->act_order,
                            .static_groups = o->static_groups, .be = be, .h_be = hd, .w_be = *qs_llama_linear_slot(w, i),
-                           .in_place_reorder = q->gptq_reorder_in_place, .w_be_only = 1};
+                           .in_place_reorder = q->gptq_reorder_in_place, .w_be_only = 1,
+                           .codes_be = q->defer_codes ? &codes_be : NULL};
         rc = qs_gptq_quantize(wh, rows, cols, h, &go, out->codes, out->scales, out->zeros, out->g_idx, &st, t->name, err);
         out->loss = st.loss;
+        if (codes_be) { /* out->codes is filled once they are down */
+            if (!rc) rc = qs_result_defer(q, out->codes, codes_be, n, err);
+            else be->ops->free(be, codes_be);
+        }
     }
     if (!rc) {
         int in_order = 1;
@@ -183,8 +189,10 @@ int qs_compute_gptq(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         free(hcopy);
         qs_hessian_free(&hs);
     }
-    /* the quantized block's output is the next block's input */
+    /* the quantized block's output is the next block's input (the last codes come down beside
+     * its calls, the earlier stages' beside the next stage's Hessian pass) */
     if (!rc) rc = qs_calib_advance(q, &w, err);
+    rc = qs_results_end(q, rc, err);
     if (!rc) rc = qs_calib_checkpoint_write(q, blk, s, err);
     qs_llama_weights_free(&w, be);
     return rc;

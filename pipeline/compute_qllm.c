@@ -343,8 +343,9 @@ static int nonfinite_weight(qs_backend *be, qs_llama_weights *w, const qs_tensor
     return rc;
 }
 
-/* RTN of linear i where it is (quant_weight): its codes (1 byte a weight), quantizers and rows'
- * errors come down, not the layer; STORE packs the codes (quantize.c qlin_finish) */
+/* RTN of linear i where it is (quant_weight): its codes (1 byte a weight: on their way down
+ * beside the next ops, pipeline/results.c), quantizers and rows' errors come down, not the
+ * layer; STORE packs the codes (quantize.c qlin_finish) */
 static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_quantize_opts *o = q->o;
@@ -372,9 +373,9 @@ static int quantize_linear(qs_qrun *q, qs_qslot *s, qs_llama_weights *w, int i, 
     double total = 0;
     for (int r = 0; !rc && r < rows; r++) total += row_err[r]; /* qs_dequant_sq_err's order */
     if (!rc && !isfinite(total)) rc = nonfinite_weight(be, w, t, i, err);
-    if (!rc) rc = be->ops->download(be, out->codes, dc, n, err);
     if (!rc) rc = be->ops->download(be, out->scales, ds, qb, err);
     if (!rc) rc = be->ops->download(be, out->zeros, dz, qb, err);
+    if (!rc) rc = qs_result_defer(q, out->codes, dc, n, err), dc = NULL; /* its own now */
     /* against the weights as given (reassembled, corrected): the rounding error */
     out->mse = total / ((double)rows * cols);
     /* the weights the next forward sees, where they are: fake_quant_weight gives the bits of
@@ -397,7 +398,8 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
     if (!rc && q->o->cr) rc = qs_qllm_cr_search(q, blk, s, &w, QS_STATE_Q, err);
     if (!rc && q->o->cr) rc = qs_qllm_cr_apply(q, s, &w, err);
     if (!rc) rc = qs_qllm_quantize(q, s, &w, err);
-    if (!rc) rc = qs_calib_advance(q, &w, err);
+    if (!rc) rc = qs_calib_advance(q, &w, err); /* the codes come down beside its calls */
+    rc = qs_results_end(q, rc, err);
     if (!rc) rc = qs_calib_checkpoint_write(q, blk, s, err);
     qs_llama_weights_free(&w, q->lm.be);
     return rc;

@@ -599,7 +599,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                                      .raw_bytes = q.raw_bytes, .shard_bytes = q.shard_bytes,
                                      .device_peak = q.lm.be ? qs_backend_peak_bytes(q.lm.be) : 0,
                                      .device_held = q.lm.be ? qs_backend_held_bytes(q.lm.be) : 0, .staged = q.stage,
-                                     .gptq_h_host = q.gptq_h_host, .eec_w_host = q.eec_w_host,
+                                     .gptq_h_host = q.gptq_h_host, .eec_w_host = q.eec_w_host, .codes_beside = q.codes_beside,
                                      .gptq_reorder_in_place = q.gptq_reorder_in_place,
                                      .per = q.calibrated ? q.per : 0, .windows = q.calibrated ? q.calib.nsamples : 0,
                                      .act_ckpts = q.ckpts, .act_ckpt_s = q.ckpt_s, .ckpt_from = q.ckpt_from,

@@ -69,6 +69,7 @@ typedef struct qs_quantize_summary {
     int gptq_h_host;    /* 1: GPTQ's Hessians went to the host (--gpu-mem held one n x n at a time) */
     int gptq_reorder_in_place; /* 1: GPTQ's act-order batches ran in the layers themselves (--gpu-mem) */
     int eec_w_host;     /* 1: EEC's float weights waited on the host during training (--gpu-mem) */
+    unsigned long long codes_beside; /* bytes of finished codes that came down beside a call's compute */
     int per, windows;   /* calibration windows per backend call (the --gpu-mem plan), of all */
     int act_ckpts;      /* activation checkpoints written, and the seconds they took */
     double act_ckpt_s;

@@ -38,6 +38,14 @@ typedef struct qs_qlin_out {
     uint8_t *codes;
 } qs_qlin_out;
 
+/* finished codes in backend memory, on their way into their slot's host buffer */
+#define QS_MAX_PENDING 8
+typedef struct qs_pending_result {
+    void *dst;       /* host */
+    void *src;       /* backend memory, freed once down */
+    size_t bytes;
+} qs_pending_result;
+
 typedef struct qs_qslot {
     void *slab;
     size_t cap;
@@ -117,6 +125,13 @@ typedef struct qs_qrun {
      * reassembled (and fake-quantized) in row chunks into bf16 (qs_qllm_cr_chunk_rows) and read
      * through linear_bf16 */
     int cr_bf16;
+    /* GPTQ's and QLLM's finished codes stay in backend memory until the next calibration pass
+     * has ops queued, and come down beside them, one a call (pipeline/results.c); given up
+     * first under a --gpu-mem that cannot hold a block's codes beside the step */
+    int defer_codes;
+    qs_pending_result pending[QS_MAX_PENDING];
+    int n_pending;
+    unsigned long long codes_beside; /* bytes of them that came down beside a call's compute */
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     qs_llama_scratch scr;
@@ -219,6 +234,22 @@ typedef struct qs_calib_pass {
     void *ctx;
 } qs_calib_pass;
 int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err);
+
+/* Finished results (pipeline/results.c). qs_result_defer hands over src (backend memory, bytes
+ * long, made by the ops issued so far and used by none after) for dst (host): with
+ * q->defer_codes it waits, the point marked (QS_BE_MARK_RESULTS), and qs_calib_run brings one
+ * down after each call it issues, so that the copy crosses the bus while that call computes
+ * (qs_result_flush_one; q->codes_beside counts them); else it comes down now. src is freed once down. qs_result_flush brings down all that wait;
+ * qs_results_end, at the end of a block step, flushes them (rc 0) or frees them unread (rc
+ * non-zero: their host buffers go with the failed slot) and returns rc or the flush's error. */
+int qs_result_defer(qs_qrun *q, void *dst, void *src, size_t bytes, qs_error *err);
+int qs_result_flush_one(qs_qrun *q, qs_error *err);
+int qs_result_flush(qs_qrun *q, qs_error *err);
+int qs_results_end(qs_qrun *q, int rc, qs_error *err);
+/* whether deferring the codes can apply (a backend that stages downloads, GPTQ or QLLM), and
+ * the backend memory they hold: a block's codes, one byte a weight */
+int qs_results_can_defer(const qs_qrun *q);
+size_t qs_results_defer_bytes(const qs_qrun *q);
 
 /* x <- block(x) for every calibration window, w in backend memory */
 int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err);

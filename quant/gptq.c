@@ -375,7 +375,8 @@ int qs_gptq_quantize(float *w, int rows, int cols, float *H, const qs_gptq_opts 
         for (size_t j = 0; !rc && inv && j < C; j++) inv[perm[j]] = (int32_t)j;
         if (!rc && dm.w_borrowed) w_be_done = ident; /* else the host's result goes up below */
         else if (!rc && o->w_be) rc = move_columns(be, o->w_be, dm.w, rows, cols, ident ? NULL : inv, &w_be_done, err);
-        if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
+        if (!rc && o->codes_be && o->w_be_only && w_be_done) *o->codes_be = dm.codes, dm.codes = NULL;
+        else if (!rc) rc = be->ops->download(be, codes, dm.codes, n, err);
         if (!rc) rc = be->ops->download(be, scales, dm.sc, qb, err);
         if (!rc) rc = be->ops->download(be, zeros, dm.ze, qb, err);
         if (!rc) rc = be->ops->download(be, loss, dm.loss, sizeof(double) * (size_t)rows, err);

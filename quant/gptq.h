@@ -44,6 +44,9 @@ typedef struct qs_gptq_opts {
     /* with w_be: w need not receive the dequantized weights where w_be does (stats->w_be_done;
      * w's values are then undefined on return): the host skips a pass over the layer */
     int w_be_only;
+    /* with w_be_only, where w_be receives the dequantized weights: the codes are left in
+     * backend memory, *codes_be (the caller's to download and free), and codes is not written */
+    uint8_t **codes_be;
 } qs_gptq_opts;
 
 typedef struct qs_hessian {

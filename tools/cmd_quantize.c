@@ -155,13 +155,15 @@ int qs_cmd_quantize(int argc, char **argv) {
     if (o.progress)
         fprintf(stderr, "quantized %d blocks (%d kept from an earlier run, %d slots of %.1f MB) in %.1f s: %.1f MB -> %.1f MB in %s\n",
                 s.n_blocks, s.done_before, s.n_slots, s.slot_bytes / 1e6, s.seconds, s.raw_bytes / 1e6, s.shard_bytes / 1e6, o.out_dir);
-    char held[80] = "";
+    char held[80] = "", beside[80] = "";
+    if (s.codes_beside)
+        snprintf(beside, sizeof beside, "; %.1f MiB of finished codes came down beside the compute", s.codes_beside / 1048576.0);
     if (s.device_held > s.device_peak)
         snprintf(held, sizeof held, "; its memory pools held at most %.1f MiB", s.device_held / 1048576.0);
     if (o.progress && s.device_peak)
-        fprintf(stderr, "%s memory peak %.1f MiB (%zu bytes)%s; %d of %d calibration windows per call%s%s%s%s\n", o.device,
+        fprintf(stderr, "%s memory peak %.1f MiB (%zu bytes)%s; %d of %d calibration windows per call%s%s%s%s%s\n", o.device,
                 s.device_peak / 1048576.0, s.device_peak, held, s.per, s.windows,
-                s.staged ? "; stored weights staged there by the loader" : "",
+                s.staged ? "; stored weights staged there by the loader" : "", beside,
                 s.gptq_h_host ? "; GPTQ's Hessians on the host" : "",
                 s.eec_w_host ? "; EEC's float weights on the host while it trains" : "",
                 s.gptq_reorder_in_place ? "; GPTQ's act-order batches in the layers themselves" : "");
