@@ -38,21 +38,23 @@ template <bool TILE>
 __global__ static void k_gptq_batch(float *w, int rows, int cols, int i1, int cnt, const float *u, const int32_t *perm,
                                     int G, int ng, int bits, int sym, int mode, float *scales, float *zeros,
                                     uint8_t *codes, float *err1, double *loss) {
-    extern __shared__ float tile[]; /* [cnt][T] when TILE */
-    const int T = blockDim.x, t = threadIdx.x, r0 = blockIdx.x * T;
+    /* [cnt][T + 1] when TILE: the pad puts a copy's consecutive columns (one row) in different
+     * banks, and the batch loop's threads (rows) read consecutive words */
+    extern __shared__ float tile[];
+    const int T = blockDim.x, TS = T + 1, t = threadIdx.x, r0 = blockIdx.x * T;
     const int nr = rows - r0 < T ? rows - r0 : T;
     const size_t C = (size_t)cols;
     if (TILE) {
         for (int idx = t; idx < nr * cnt; idx += T) {
             int rr = idx / cnt, c = idx % cnt;
-            tile[(size_t)c * T + rr] = w[(size_t)(r0 + rr) * C + i1 + c];
+            tile[(size_t)c * TS + rr] = w[(size_t)(r0 + rr) * C + i1 + c];
         }
         __syncthreads();
     }
     if (t < nr) {
         const size_t r = (size_t)(r0 + t);
         float *x = TILE ? tile + t : w + r * C + i1; /* column c of the batch: x[c * xs] */
-        const size_t xs = TILE ? (size_t)T : 1;
+        const size_t xs = TILE ? (size_t)TS : 1;
         const float maxq = (float)((1 << bits) - 1);
         float sc = scales[r * ng], ze = zeros[r * ng];
         double ls = loss[r];
@@ -84,7 +86,7 @@ __global__ static void k_gptq_batch(float *w, int rows, int cols, int i1, int cn
         __syncthreads();
         for (int idx = t; idx < nr * cnt; idx += T) {
             int rr = idx / cnt, c = idx % cnt;
-            w[(size_t)(r0 + rr) * C + i1 + c] = tile[(size_t)c * T + rr];
+            w[(size_t)(r0 + rr) * C + i1 + c] = tile[(size_t)c * TS + rr];
         }
     }
 }
@@ -100,8 +102,8 @@ extern "C" int qs_cuda_gptq_batch(qs_backend *be, float *w, int rows, int cols, 
     const int cnt = i2 - i1, G = group > 0 ? group : cols, ng = group > 0 ? (cols + group - 1) / group : 1;
     const int mode = group <= 0 ? 0 : static_groups ? 1 : 2;
     int T = GPTQ_MAX_ROWS;
-    while (T > 8 && sizeof(float) * (size_t)cnt * T > GPTQ_SHARED_BYTES) T /= 2;
-    const size_t shared = sizeof(float) * (size_t)cnt * T;
+    while (T > 8 && sizeof(float) * (size_t)cnt * (T + 1) > GPTQ_SHARED_BYTES) T /= 2;
+    const size_t shared = sizeof(float) * (size_t)cnt * (T + 1);
     if (shared > GPTQ_SHARED_BYTES) T = GPTQ_MAX_ROWS; /* global memory: no tile to fit */
     const unsigned blocks = (unsigned)((rows + T - 1) / T);
     if (shared <= GPTQ_SHARED_BYTES)

@@ -252,6 +252,36 @@ int main(int argc, char **argv) {
                    "case %zu on %s%s: the backend's dequantized weights differ from the host's", k, device,
                    reorder ? " (reordered in place)" : "");
         }
+        /* the pipeline's deferred download (codes_be, with w_be_only): the codes are left in
+         * backend memory, the same bytes, and the host's codes buffer is not written; not where
+         * act-order runs in the layer itself (the host dequantizes then, from its codes) */
+        for (int reorder = 0; reorder <= o.act_order; reorder++) {
+            uint8_t *cbe = NULL, *cdown = malloc(R * C);
+            CHECK(cdown && be->ops->upload(be, wd, W, sizeof(float) * R * C, &err) == 0);
+            ob.w_be = wd;
+            ob.w_be_only = 1;
+            ob.codes_be = &cbe;
+            ob.in_place_reorder = reorder;
+            memset(codes4, 0xAB, R * C);
+            memcpy(back, W, sizeof(float) * R * C);
+            CHECKF(qs_gptq_quantize(back, R, C, NULL, &ob, codes4, sc2, ze2, gi2, &stb, "layer", &err) == 0, "%s: %s", device,
+                   err.msg);
+            CHECKF(stb.w_be_done && (cbe == NULL) == reorder, "case %zu on %s%s: codes %s backend memory", k, device,
+                   reorder ? " (reordered in place)" : "", cbe ? "left in" : "not left in");
+            if (cbe) {
+                CHECK(be->ops->download(be, cdown, cbe, R * C, &err) == 0);
+                int untouched = 1;
+                for (int i = 0; i < R * C; i++) untouched &= codes4[i] == 0xAB;
+                CHECKF(untouched, "case %zu on %s: the host's codes were written though they stayed in backend memory", k, device);
+                be->ops->free(be, cbe);
+            } else {
+                memcpy(cdown, codes4, R * C);
+            }
+            CHECKF(!memcmp(cdown, codes3, R * C), "case %zu on %s%s: other codes", k, device, reorder ? " (reordered in place)" : "");
+            free(cdown);
+        }
+        ob.w_be_only = 0;
+        ob.codes_be = NULL;
         ob.w_be = NULL;
         ob.in_place_reorder = 0;
         be->ops->free(be, wd);
