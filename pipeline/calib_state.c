@@ -86,21 +86,24 @@ static size_t gptq_host_bytes(const qs_qrun *q) {
 static size_t reassembly_bytes(const qs_qrun *q);
 static int reassembly_windows(const qs_qrun *q);
 
-/* the host's copies beside it: one linear as float (a tensor widened for its upload, GPTQ's
- * layer as stored); QLLM's threshold search keeps its consumers' float weights, a site's
- * concatenation of them and the sample's inputs and outputs (compute_qllm.c) */
-static size_t host_copies_bytes(const qs_qrun *q) {
+/* QLLM's threshold search keeps on the host its consumers' float weights, a site's
+ * concatenation of them and the sample's inputs and outputs (compute_qllm.c qs_qllm_cr_search),
+ * all freed when it returns */
+size_t qs_calib_search_host_bytes(const qs_qrun *q) {
+    if (!reassembly_bytes(q)) return 0;
     const qs_model_config *c = &q->cfg;
+    const size_t Ts = (size_t)reassembly_windows(q) * q->calib.seqlen, I = (size_t)c->intermediate_size;
+    return qs_llama_weights_bytes(c) + sizeof(float) * (2 * I * c->hidden_size + 3 * Ts * I);
+}
+
+/* the host's copies beside it: one linear as float (a tensor widened for its upload, GPTQ's
+ * layer as stored), and the search's */
+static size_t host_copies_bytes(const qs_qrun *q) {
     int out[7], in[7];
-    qs_llama_linear_shapes(c, out, in);
+    qs_llama_linear_shapes(&q->cfg, out, in);
     size_t lin = 0;
     for (int i = 0; i < 7; i++) lin = (size_t)out[i] * in[i] > lin ? (size_t)out[i] * in[i] : lin;
-    size_t b = sizeof(float) * lin;
-    if (reassembly_bytes(q)) {
-        const size_t Ts = (size_t)reassembly_windows(q) * q->calib.seqlen, I = (size_t)c->intermediate_size;
-        b += qs_llama_weights_bytes(c) + sizeof(float) * (2 * I * c->hidden_size + 3 * Ts * I);
-    }
-    return b;
+    return sizeof(float) * lin + qs_calib_search_host_bytes(q);
 }
 
 /* the search sample's windows (compute_qllm.c qs_qllm_cr_search) */

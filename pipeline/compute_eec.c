@@ -64,11 +64,11 @@ static size_t group_bytes(const qs_qrun *q, int K) {
  * forward counts one block's; they are all there while the last one's search runs), and the
  * trainers less the channel reassembly search's memory, which the forward's plan counts and
  * which is free again before the trainers are allocated (qs_compute_qllm_eec: every block's
- * search, then the training). With bf16 Q(W) and the float weights on the host, the group's
+ * search, then the training), and (freed) what else the search held then. With bf16 Q(W) and the float weights on the host, the group's
  * linears are off the device while it trains, and only the trainables stay for the merge. */
-static size_t eec_extra(const qs_qrun *q) {
+static size_t eec_extra(const qs_qrun *q, size_t freed) {
     const size_t wb = qs_llama_weights_bytes(&q->cfg), others = (size_t)(q->K - 1) * wb;
-    const size_t cr = qs_calib_reassembly_bytes(q);
+    const size_t cr = qs_calib_reassembly_bytes(q) + freed;
     size_t train = group_bytes(q, q->K) - (size_t)q->K * wb;
     if (q->eec_bf16 && q->eec_w_host) {
         const size_t gone = (size_t)q->K * linear_bytes(q), kept = (size_t)q->K * qs_llama_train_param_bytes(&q->cfg, q->o->eec_rank);
@@ -78,15 +78,17 @@ static size_t eec_extra(const qs_qrun *q) {
     return others + (train > cr ? train - cr : 0);
 }
 
+size_t qs_eec_host_bytes(const qs_qrun *q) { return eec_extra(q, qs_calib_search_host_bytes(q)); }
+
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
     q->eec_w_host = 0;
-    *bytes = eec_extra(q);
+    *bytes = eec_extra(q, 0);
     const size_t fwd = qs_calib_device_bytes(q, 1);
     /* too tight: the float weights wait on the host while Q(W) trains in their place (the paper
      * form with quantized weights, which reads W only at the merge) */
     if (gpu_mem && fwd + *bytes > gpu_mem && !q->o->eec_form && q->o->q.bits < 16) {
         q->eec_w_host = 1;
-        *bytes = eec_extra(q);
+        *bytes = eec_extra(q, 0);
     }
     QS_RETURN_ERROR_IF(gpu_mem && fwd + *bytes > gpu_mem, QS_ENOMEMBUDGET,
                        "--gpu-mem %.1f MiB cannot hold the error correction of a group of %d block(s) (%.1f MiB: the "

@@ -499,7 +499,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one
          * slot and the calibration states do not fit, the states spill to disk */
         /* EEC's training lives in the device's memory: host memory on the CPU */
-        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) ? eec_bytes : 0) +
+        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) && eec ? qs_eec_host_bytes(&q) : 0) +
                               (q.eec_w_host ? (size_t)q.K * qs_llama_weights_bytes(&q.cfg) : 0) /* compute_eec.c */ +
                               store_bytes;
         size_t scratch = rows_scratch + calib_bytes;

@@ -174,6 +174,9 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err);
  * cannot hold it beside the forward of one calibration window (the forward's windows per call
  * are then planned in what is left) */
 int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err);
+/* where the backend's memory is the host's: what the training adds to qs_calib_plan_bytes (the
+ * plan's *bytes, less the search's host copies too, which are freed before the training) */
+size_t qs_eec_host_bytes(const qs_qrun *q);
 
 /* QLLM's parts (compute_qllm.c). w holds block blk's float weights in backend memory.
  * qs_qllm_cr_search: the reassembly of the three sites into s->ra from the statistics of
@@ -193,6 +196,8 @@ int qs_calib_plan_per(qs_qrun *q, size_t gpu_mem, qs_error *err);
 size_t qs_calib_device_bytes(const qs_qrun *q, int per);
 /* the part of it that QLLM's channel reassembly search holds while it runs (0 without CR) */
 size_t qs_calib_reassembly_bytes(const qs_qrun *q);
+/* the host memory of QLLM's threshold search (qs_calib_plan_bytes counts it) */
+size_t qs_calib_search_host_bytes(const qs_qrun *q);
 /* q->stage: on where the device stages uploads (qs_backend_stages) and one window's step and
  * the staged units (one per slot) fit gpu_mem; stage_block: the largest block's staged bytes.
  * GPTQ: q->gptq_h_host when one window's step does not fit with the Hessian on the device (the
