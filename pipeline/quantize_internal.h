@@ -243,7 +243,8 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err);
 /* Finished results (pipeline/results.c). qs_result_defer hands over src (backend memory, bytes
  * long, made by the ops issued so far and used by none after) for dst (host): with
  * q->defer_codes it waits, the point marked (QS_BE_MARK_RESULTS), and qs_calib_run brings one
- * down after each call it issues, so that the copy crosses the bus while that call computes
+ * down after each call it issues (after its last, all that are left), so that the copy
+ * crosses the bus while that call computes
  * (qs_result_flush_one; q->codes_beside counts them); else it comes down now. src is freed once down. qs_result_flush brings down all that wait;
  * qs_results_end, at the end of a block step, flushes them (rc 0) or frees them unread (rc
  * non-zero: their host buffers go with the failed slot) and returns rc or the flush's error. */
