@@ -50,8 +50,9 @@ static int flush_first(qs_qrun *q, int beside, qs_error *err) {
     const qs_pending_result p = q->pending[0];
     for (int i = 1; i < q->n_pending; i++) q->pending[i - 1] = q->pending[i];
     q->n_pending--;
-    if (beside) q->codes_beside += p.bytes;
-    return bring_down(q, &p, 1, err);
+    const int rc = bring_down(q, &p, 1, err);
+    if (!rc && beside) q->codes_beside += p.bytes;
+    return rc;
 }
 
 int qs_result_flush_one(qs_qrun *q, qs_error *err) { return flush_first(q, 1, err); }

@@ -7,7 +7,8 @@
 # replays both calibration paths from shards, and the same eval / logits output. stories260k.
 # cpu-fenced also stages the stored weights through its copy ops as the GPU does (the loader
 # copies them into backend memory, COMPUTE widens them there with to_f32), so that path is
-# held to the CPU's bytes too.
+# held to the CPU's bytes too, as are GPTQ's finished codes coming down from backend memory beside
+# the next pass's calls (and that deferral given up first under a tight --gpu-mem).
 set -u
 bin=${QS_BIN:?run through ctest}
 st=${QS_SHARED:?run through ctest}/models/stories260k
@@ -45,6 +46,10 @@ for spec in "gptq 1500K --method gptq --group 32 --act-order" "eec 4M ${eec[*]} 
   grep -q "^[1-5] of 6 calibration windows per call; stored weights staged" <<<"$line" || die "$name: not several staged calls: $line"
   same "$tmp/$name-cpu" "$tmp/$name-calls" || die "$name: several staged calls differ from the CPU's single call"
 done
+# the fenced device stages like a GPU: LOAD copied the stored weights into backend memory, and
+# the shards above came out of that path
+grep -q "stored weights staged there by the loader" <<<"$out" || die "cpu-fenced did not stage the stored weights: $out"
+same "$tmp/eec-cpu" "$d" || die "fenced replayed resume differs"
 # GPTQ's finished codes stay in backend memory and come down beside the next pass's calls
 # (pipeline/results.c; fenced: a stage_download of a buffer an op after its mark used is an
 # error); under a budget that cannot hold a block's codes beside the step that is given up
@@ -58,10 +63,6 @@ for spec in "1500K 1" "1300K 0"; do
   grep -q "stored weights staged" <<<"$line" && [ "$got" = "$want" ] || die "gptq --gpu-mem $budget: want staged and deferred=$want: $line"
   same "$tmp/gptq-cpu" "$tmp/gptq-$budget" || die "gptq --gpu-mem $budget: shards differ from the CPU's"
 done
-# the fenced device stages like a GPU: LOAD copied the stored weights into backend memory, and
-# the shards above came out of that path
-grep -q "stored weights staged there by the loader" <<<"$out" || die "cpu-fenced did not stage the stored weights: $out"
-same "$tmp/eec-cpu" "$d" || die "fenced replayed resume differs"
 
 x=11; ids=""
 for i in $(seq 200); do x=$(( (x * 1103515245 + 12345) % 2147483648 )); ids="$ids $(( (x >> 16) % 512 ))"; done
