@@ -3,7 +3,8 @@
  * the layer is. Brought down at once, the copy would hold up the compute stream; instead each
  * waits, behind a mark, until the next calibration pass (the next stage's Hessians, or the
  * block's advance) has queued a call, and comes down on the copy stream while that call
- * computes (one a call; after the pass's last call, all that are left). The same bytes arrive either way; only when differs. */
+ * computes (one a call; after the pass's last call, all that are left). The same bytes arrive
+ * either way; only when differs. */
 #include <string.h>
 
 #include "backend/registry.h"
