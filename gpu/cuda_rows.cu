@@ -180,13 +180,22 @@ __global__ static void k_fake_quant_weight(float *y, const float *w, int cols, i
     }
 }
 
+/* a weight op's groups: g columns each (group <= 0: the row), ng a row, one block each */
+static int weight_groups(const char *op, int rows, int cols, int group, int bits, int max_bits, int *g, int *ng,
+                         size_t *blocks, qs_error *err) {
+    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || bits < 2 || bits > max_bits, QS_EUSAGE, "%s: [%d, %d] at %d bits", op, rows,
+                       cols, bits);
+    *g = group > 0 ? group : cols, *ng = (cols + *g - 1) / *g;
+    *blocks = (size_t)rows * *ng;
+    QS_RETURN_ERROR_IF(*blocks > 0x7fffffff, QS_EUSAGE, "%s: %zu groups in one call", op, *blocks);
+    return 0;
+}
+
 extern "C" int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group,
                                          int bits, int sym, qs_error *err) {
-    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || bits < 2 || bits > 16, QS_EUSAGE, "fake_quant_weight: [%d, %d] at %d bits",
-                       rows, cols, bits);
-    const int g = group > 0 ? group : cols, ng = (cols + g - 1) / g;
-    size_t blocks = (size_t)rows * ng;
-    QS_RETURN_ERROR_IF(blocks > 0x7fffffff, QS_EUSAGE, "fake_quant_weight: %zu groups in one call", blocks);
+    int g = 0, ng = 0;
+    size_t blocks = 0;
+    QS_FORWARD_IF_ERROR(weight_groups("fake_quant_weight", rows, cols, group, bits, 16, &g, &ng, &blocks, err));
     if (!blocks) return 0;
     k_fake_quant_weight<<<(unsigned)blocks, NT, 0, qs_cuda(be)->stream>>>(y, w, cols, g, ng, bits, sym);
     QS_CUDA_LAUNCHED("fake_quant_weight");
@@ -227,11 +236,9 @@ __global__ static void k_quant_row_err(const float *w, int rows, int cols, int g
 
 extern "C" int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
                                     uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err) {
-    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || bits < 2 || bits > 8, QS_EUSAGE, "quant_weight: [%d, %d] at %d bits",
-                       rows, cols, bits);
-    const int g = group > 0 ? group : cols, ng = (cols + g - 1) / g;
-    size_t blocks = (size_t)rows * ng;
-    QS_RETURN_ERROR_IF(blocks > 0x7fffffff, QS_EUSAGE, "quant_weight: %zu groups in one call", blocks);
+    int g = 0, ng = 0;
+    size_t blocks = 0;
+    QS_FORWARD_IF_ERROR(weight_groups("quant_weight", rows, cols, group, bits, 8, &g, &ng, &blocks, err));
     if (!blocks) return 0;
     cudaStream_t st = qs_cuda(be)->stream;
     k_quant_weight<<<(unsigned)blocks, NT, 0, st>>>(w, cols, g, ng, bits, sym, codes, scales, zeros);

@@ -365,16 +365,6 @@ int qs_calib_advance(qs_qrun *q, const qs_llama_weights *w, qs_error *err) {
     return qs_calib_state_advance(q, QS_STATE_Q, w, err);
 }
 
-/* finished results waiting in backend memory (pipeline/results.c) come down beside the call
- * just queued: one a call, and after the pass's last call all that are left */
-static int flush_beside(qs_qrun *q, int last, qs_error *err) {
-    if (last) {
-        while (q->n_pending) QS_FORWARD_IF_ERROR(qs_result_flush_one(q, err));
-        return 0;
-    }
-    return qs_result_flush_one(q, err);
-}
-
 /* out passes on a staging backend: call i+1 is issued before call i's result comes down on the
  * copy stream (after call i's mark), so the bus and the kernels work at once. Buffer i % 2 is
  * refilled (call i+2) only after call i's download, which waited for call i's ops. */
@@ -388,7 +378,7 @@ static int run_overlapped(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
     QS_FORWARD_IF_ERROR(be->ops->upload(be, buf[0], xs, win * (size_t)k, err));
     QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, 0, k, buf[0], err));
     QS_FORWARD_IF_ERROR(be->ops->mark(be, 0, err));
-    QS_FORWARD_IF_ERROR(flush_beside(q, k >= ns, err));
+    QS_FORWARD_IF_ERROR(qs_result_flush_beside(q, k >= ns, err));
     for (int i = 0, s0 = 0; s0 < ns; i++) {
         const int s1 = s0 + k, k1 = ns - s1 < per ? ns - s1 : per, b = i & 1;
         if (k1 > 0) {
@@ -396,7 +386,7 @@ static int run_overlapped(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
             QS_FORWARD_IF_ERROR(be->ops->stage_upload(be, buf[!b], next, win * (size_t)k1, err));
             QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s1, k1, buf[!b], err));
             QS_FORWARD_IF_ERROR(be->ops->mark(be, !b, err));
-            QS_FORWARD_IF_ERROR(flush_beside(q, s1 + k1 >= ns, err));
+            QS_FORWARD_IF_ERROR(qs_result_flush_beside(q, s1 + k1 >= ns, err));
         }
         QS_FORWARD_IF_ERROR(be->ops->stage_download(be, b, xs, buf[b], win * (size_t)k, err));
         QS_FORWARD_IF_ERROR(qs_calib_state_put(q, p->which, s0, k, xs, err));
@@ -422,7 +412,7 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err) {
         float *x = buf[i & 1], *next = NULL;
         QS_FORWARD_IF_ERROR(p->issue(q, p->ctx, s0, k, x, err));
         if (two) QS_FORWARD_IF_ERROR(be->ops->mark(be, i & 1, err));
-        QS_FORWARD_IF_ERROR(flush_beside(q, s1 >= ns, err));
+        QS_FORWARD_IF_ERROR(qs_result_flush_beside(q, s1 >= ns, err));
         if (two && k1 > 0) { /* the next call crosses the bus while this one computes */
             QS_FORWARD_IF_ERROR(qs_calib_state_get(q, p->which, s1, k1, &next, err));
             /* into the buffer of call i - 1, which may still run (a pass without host results

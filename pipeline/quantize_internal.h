@@ -245,11 +245,11 @@ int qs_calib_run(qs_qrun *q, const qs_calib_pass *p, qs_error *err);
  * q->defer_codes it waits, the point marked (QS_BE_MARK_RESULTS), and qs_calib_run brings one
  * down after each call it issues (after its last, all that are left), so that the copy
  * crosses the bus while that call computes
- * (qs_result_flush_one; q->codes_beside counts them); else it comes down now. src is freed once down. qs_result_flush brings down all that wait;
+ * (qs_result_flush_beside; q->codes_beside counts them); else it comes down now. src is freed once down. qs_result_flush brings down all that wait;
  * qs_results_end, at the end of a block step, flushes them (rc 0) or frees them unread (rc
  * non-zero: their host buffers go with the failed slot) and returns rc or the flush's error. */
 int qs_result_defer(qs_qrun *q, void *dst, void *src, size_t bytes, qs_error *err);
-int qs_result_flush_one(qs_qrun *q, qs_error *err);
+int qs_result_flush_beside(qs_qrun *q, int last, qs_error *err);
 int qs_result_flush(qs_qrun *q, qs_error *err);
 int qs_results_end(qs_qrun *q, int rc, qs_error *err);
 /* whether deferring the codes can apply (a backend that stages downloads, GPTQ or QLLM), and

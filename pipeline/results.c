@@ -56,13 +56,16 @@ static int flush_first(qs_qrun *q, int beside, qs_error *err) {
     return rc;
 }
 
-int qs_result_flush_one(qs_qrun *q, qs_error *err) { return flush_first(q, 1, err); }
-
-int qs_result_flush(qs_qrun *q, qs_error *err) {
-    int rc = 0;
-    while (q->n_pending && !rc) rc = flush_first(q, 0, err);
+/* beside the call just queued: one, or after a pass's last call all that are left */
+static int flush(qs_qrun *q, int all, int beside, qs_error *err) {
+    int rc = flush_first(q, beside, err);
+    while (all && q->n_pending && !rc) rc = flush_first(q, beside, err);
     return rc;
 }
+
+int qs_result_flush_beside(qs_qrun *q, int last, qs_error *err) { return flush(q, last, 1, err); }
+
+int qs_result_flush(qs_qrun *q, qs_error *err) { return flush(q, 1, 0, err); }
 
 int qs_results_end(qs_qrun *q, int rc, qs_error *err) {
     if (!rc) rc = qs_result_flush(q, err);
