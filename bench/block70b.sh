@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE] - seconds per LLaMA-2-70B-shaped block (hidden
-# 8192, intermediate 28672, 64 heads / 8 KV heads, bf16 weights, 2 blocks) with 128 x 2048
+# 8192, intermediate 28672, 64 heads / 8 KV heads, bf16 weights, LAYERS blocks) with 128 x 2048
 # calibration tokens, for RTN, GPTQ (W4 g128) and QLLM (W4A4, CR + EEC, 10 epochs, K = 1), on
 # DEVICE (default cuda); the device memory peak of each run; the GEMM FLOPs each method's block
 # costs (a model of its products, below) over its compute seconds, against the cuBLAS bf16 GEMM
@@ -9,7 +9,9 @@
 # where there is no bench_cublas, bench_gemm is the baseline); and the hours 80 blocks would
 # take (with at most 1/20 more for --act-checkpoints auto; the one written after the first block is
 # measured apart). Environment: NS (128), SL (2048), EPOCHS (10), METHODS ("rtn gptq qllm"), SHAPE
-# (70b; gen_model's tiny to try the script on a CPU).
+# (70b; gen_model's tiny to try the script on a CPU), LAYERS (2), METHOD_S (unset: each method's
+# run is cut after this many seconds, and its row comes from the blocks that finished). Each
+# method's row prints as soon as its run ends, so a call cut short keeps the rows before it.
 # FLOP model per block, T = NS x SL tokens, P = the linears' weights, A = 4 nh hd (SL + 1) / 2
 # (causal scores and outputs per token): a forward F = T (2 P + A); GPTQ = its four truncated
 # stage forwards + one forward + the Hessians 2 T (in_qkv^2 + in_o^2 + in_gu^2 + in_down^2);
@@ -20,9 +22,9 @@ set -euo pipefail
 build=${1:?usage: bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE]}
 work=${2:-$(mktemp -d)}
 dev=${3:-cuda}
-NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} METHODS=${METHODS:-"rtn gptq qllm"} SHAPE=${SHAPE:-70b}
-model=$work/llama-$SHAPE-2blocks
-[ -e "$model/config.json" ] || "$build/bench/gen_model" "$model" --shape "$SHAPE" --layers 2 --shards 1 --dtype bf16
+NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} METHODS=${METHODS:-"rtn gptq qllm"} SHAPE=${SHAPE:-70b} LAYERS=${LAYERS:-2}
+model=$work/llama-$SHAPE-${LAYERS}blocks
+[ -e "$model/config.json" ] || "$build/bench/gen_model" "$model" --shape "$SHAPE" --layers "$LAYERS" --shards 1 --dtype bf16
 best() { sed -n 's/.*best \([0-9.]*\) TFLOP.*/\1/p'; }
 oprate=$("$build/bench/bench_gemm" "$dev" 8192 8192 8192 5 | tee /dev/stderr | best)
 rate=$oprate base="the backend's gemm op (bench_gemm 8192^3, best of 5)"
@@ -31,21 +33,17 @@ if [ "$dev" = cuda ] && [ -x "$build/bench/bench_cublas" ]; then
   base="cuBLAS bf16 (bench_cublas 8192^3, best of 10; the backend's gemm op on fp32 operands: $oprate)"
 fi
 cal=(--calib random --nsamples "$NS" --seqlen "$SL")
-for m in $METHODS; do
-  case $m in
-    rtn) args=(--method rtn --wbits 4 --group 128) ;;
-    gptq) args=(--method gptq --wbits 4 --group 128 "${cal[@]}") ;;
-    qllm) args=(--method qllm --wbits 4 --abits 4 --epochs "$EPOCHS" --blocks-per-group 1 "${cal[@]}") ;;
-  esac
-  rm -rf "$work/out-$m"
-  /usr/bin/time -v "$build/qstream" quantize "$model" -o "$work/out-$m" --device "$dev" "${args[@]}" --progress-lines \
-    > "$work/$m.log" 2>&1 || { cat "$work/$m.log"; exit 1; }
-done
-python3 - "$work" "$rate" "$NS" "$SL" "$EPOCHS" "$METHODS" "$dev" "$model" "$base" <<'PY'
+# the host's peak RSS where GNU time is there (a bare GPU machine may lack it)
+timer=(); [ -x /usr/bin/time ] && timer=(/usr/bin/time -v)
+cut=(); [ -n "${METHOD_S:-}" ] && cut=(timeout "$METHOD_S")
+# row M RC: method M's row of the table from its log (RC: its exit status; 124: cut short)
+row() {
+  python3 - "$work" "$rate" "$NS" "$SL" "$EPOCHS" "$1" "$model" "$2" <<'PY'
 import json, re, sys
-work, rate, NS, SL, E, methods, dev = sys.argv[1], float(sys.argv[2] or 0), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6].split(), sys.argv[7]
-base = sys.argv[9]
-cfg = json.load(open(sys.argv[8] + "/config.json"))
+work, rate, NS, SL, E, m = sys.argv[1], float(sys.argv[2] or 0), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+rc = int(sys.argv[8])
+cfg = json.load(open(sys.argv[7] + "/config.json"))
+nb = cfg["num_hidden_layers"]
 H, I, nh = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
 nkv, hd = cfg.get("num_key_value_heads", nh), H // nh
 T, Q, KV = NS * SL, nh * hd, nkv * hd
@@ -55,24 +53,42 @@ F = f_qkv + f_att + f_o + f_gu + f_down
 flops = {"rtn": 0,
          "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
          "qllm": (2 + 3 * E) * F}
-print(f"device {dev}; GEMM rate {rate:.2f} TFLOP/s: {base}; calibration {NS} x {SL} tokens")
-print("| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks | activation checkpoints |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
-for m in methods:
-    log = open(f"{work}/{m}.log").read()
-    comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
-    wall = [float(x) for x in re.findall(r"elapsed ([0-9.]+) s", log)]
-    peak = re.search(r"memory peak ([0-9.]+) MiB", log)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
-    # the block's work without the activation checkpoint written after the first block (with
-    # --act-checkpoints auto a long run spends at most 1/20 of its time on them: the projection
-    # adds that)
-    ck = re.search(r"activation checkpoints: (\d+) written in ([0-9.]+) s", log)
-    ck_s = float(ck.group(2)) if ck else 0.0
-    s = (sum(comp) - ck_s) / len(comp) if comp else float("nan")
-    tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
-    print(f"| {m} | {s:.1f} | {peak.group(1) + ' MiB' if peak else 'n/a'} (host RSS {int(rss.group(1)) / 1e6:.1f} GB) | "
-          f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s * (1 + (1 / 20 if ck else 0)) / 3600:.2f} h | "
-          f"{ck.group(1) + ' in ' + ck.group(2) + ' s' if ck else 'none'} |")
-print("QLLM paper (Table: LLaMA-2-70B): 9.05 A100-hours")
+log = open(f"{work}/{m}.log").read()
+comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
+peak = re.search(r"memory peak ([0-9.]+) MiB", log)
+rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
+# the block's work without the activation checkpoint written after the first block (with
+# --act-checkpoints auto a long run spends at most 1/20 of its time on them: the projection
+# adds that)
+ck = re.search(r"activation checkpoints: (\d+) written in ([0-9.]+) s", log)
+ck_s = float(ck.group(2)) if ck else 0.0
+s = (sum(comp) - ck_s) / len(comp) if comp else float("nan")
+tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
+host = f" (host RSS {int(rss.group(1)) / 1e6:.1f} GB)" if rss else ""
+# cut short: the blocks that finished, their activation checkpoints inside their compute
+cut = f"; cut short after {len(comp)} of {nb} block(s)" if rc else ""
+print(f"| {m} | {s:.1f} | {peak.group(1) + ' MiB' if peak else 'n/a'}{host} | "
+      f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s * (1 + (1 / 20 if ck else 0)) / 3600:.2f} h | "
+      f"{ck.group(1) + ' in ' + ck.group(2) + ' s' if ck else 'none'}{cut} |")
 PY
+}
+
+echo "device $dev; GEMM rate $rate TFLOP/s: $base; calibration $NS x $SL tokens; $LAYERS block(s)${METHOD_S:+; each method cut at $METHOD_S s}"
+echo "| method | s/block | device peak | est. TFLOP/s | of GEMM rate | 80 blocks | activation checkpoints |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for m in $METHODS; do
+  case $m in
+    rtn) args=(--method rtn --wbits 4 --group 128) ;;
+    gptq) args=(--method gptq --wbits 4 --group 128 "${cal[@]}") ;;
+    qllm) args=(--method qllm --wbits 4 --abits 4 --epochs "$EPOCHS" --blocks-per-group 1 "${cal[@]}") ;;
+    *) echo "bench/block70b.sh: unknown method $m (rtn, gptq, qllm)" >&2; exit 2 ;;
+  esac
+  rm -rf "$work/out-$m"
+  rc=0
+  "${timer[@]}" "${cut[@]}" "$build/qstream" quantize "$model" -o "$work/out-$m" --device "$dev" "${args[@]}" \
+    --progress-lines > "$work/$m.log" 2>&1 || rc=$?
+  # a row from the blocks that finished: a method cut short (rc 124) or failed still gives them
+  [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || { echo "$m failed (rc $rc):"; grep -v "^\s" "$work/$m.log" | tail -3; }
+  row "$m" "$rc"
+done
+echo "QLLM paper (Table: LLaMA-2-70B): 9.05 A100-hours"

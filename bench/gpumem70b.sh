@@ -8,22 +8,18 @@
 # host stands in for the device, no GPU needed) or cuda. Environment: METHODS ("gptq qllm-eec"),
 # SL (2048: one window of this many tokens is the unit the plan keeps), NS (1).
 set -euo pipefail
+. "$(dirname "$0")/methods70b.sh"
 build=${1:?usage: bench/gpumem70b.sh BUILD_DIR [WORK_DIR] [DEVICE]}
 work=${2:-$(mktemp -d)}
 dev=${3:-cpu-fenced}
 METHODS=${METHODS:-"gptq qllm-eec"} SL=${SL:-2048} NS=${NS:-1}
-model=$work/llama-70b-1block
+model=$work/llama-70b-1blocks  # the same as block70b.sh and hostmem70b.sh make for one block
 [ -e "$model/config.json" ] || "$build/bench/gen_model" "$model" --shape 70b --layers 1 --shards 1 --dtype bf16 >/dev/null
 echo "device $dev; one LLaMA-2-70B block; calibration $NS x $SL tokens"
 echo "| method | smallest accepted --gpu-mem | peak at it | peak / budget | wall |"
 echo "| --- | --- | --- | --- | --- |"
 for m in $METHODS; do
-  case $m in
-    gptq) args=(--method gptq --wbits 4 --group 128) ;;
-    qllm-eec) args=(--method qllm --wbits 4 --abits 4 --cr off --epochs 1 --blocks-per-group 1) ;;
-    qllm-cr) args=(--method qllm --wbits 4 --abits 4 --eec off) ;;
-    qllm-cr-eec) args=(--method qllm --wbits 4 --abits 4 --cr-candidates 4 --epochs 1 --blocks-per-group 1) ;;
-  esac
+  method_args "$m"
   args+=(--calib random --nsamples "$NS" --seqlen "$SL" --device "$dev")
   rm -rf "$work/out-$m"
   msg=$("$build/qstream" quantize "$model" -o "$work/out-$m" --gpu-mem 1M "${args[@]}" 2>&1 || true)

@@ -8,6 +8,7 @@
 # buffers, the tensor catalogue): tens of MiB. Environment: METHODS ("gptq qllm-eec"), SL (2048),
 # NS (1), DEVICE (cpu), LAYERS (1).
 set -euo pipefail
+. "$(dirname "$0")/methods70b.sh"
 build=${1:?usage: bench/hostmem70b.sh BUILD_DIR [WORK_DIR]}
 work=${2:-$(mktemp -d)}
 METHODS=${METHODS:-"gptq qllm-eec"} SL=${SL:-2048} NS=${NS:-1} DEVICE=${DEVICE:-cpu} LAYERS=${LAYERS:-1}
@@ -17,11 +18,7 @@ echo "device $DEVICE; $LAYERS LLaMA-2-70B block(s); calibration $NS x $SL tokens
 echo "| method | smallest accepted --host-mem | peak RSS at it | peak / budget | slots | wall |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for m in $METHODS; do
-  case $m in
-    gptq) args=(--method gptq --wbits 4 --group 128) ;;
-    qllm-eec) args=(--method qllm --wbits 4 --abits 4 --cr off --epochs 1 --blocks-per-group 1) ;;
-    qllm-cr-eec) args=(--method qllm --wbits 4 --abits 4 --cr-candidates 4 --epochs 1 --blocks-per-group 1) ;;
-  esac
+  method_args "$m"
   args+=(--calib random --nsamples "$NS" --seqlen "$SL" --device "$DEVICE")
   rm -rf "$work/out-$m"
   msg=$("$build/qstream" quantize "$model" -o "$work/out-$m" --host-mem 1M "${args[@]}" 2>&1 || true)

@@ -10,10 +10,11 @@
 #    their checksum holds, else on stories260k (QS_SMOLLM_DIR overrides either), and
 #    tests/cli_gpumem.sh on cuda (every accepted --gpu-mem's peak within it);
 # 3. bench: bench_cublas (the cuBLAS bf16 rate), bench_gemm on cuda (bf16, tf32 and fp32 math),
-#    bench/block70b.sh (NS x SL calibration tokens, default 128 x 2048, the issue's figure;
-#    NS=16 for a shorter call), then bench/gpumem70b.sh (the plan's smallest budget on a 70B
-#    block and the peak at it) in what is left of the call.
-# STEPS (default "ops e2e bench") picks some of them: one device call is at most 10 minutes.
+#    bench/block70b.sh on one block (LAYERS=1; NS x SL calibration tokens, default 128 x 2048,
+#    the issue's figure; each method cut at METHOD_S=200 s, its row from the blocks done);
+# 4. mem: bench/gpumem70b.sh (the plan's smallest budget on a 70B block and the peak at it).
+# STEPS (default "ops e2e bench") picks some of them: one device call is at most 10 minutes, a
+# session's device time 15, so: "ops e2e" in one call, "bench" in the next, "mem" if time is left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/qs-device}; mkdir -p "$out"
@@ -22,6 +23,13 @@ has() { [[ " $steps " == *" $1 "* ]]; }
 d=$PWD/.devlibs
 export LD_LIBRARY_PATH=$d/lib:${LD_LIBRARY_PATH:-}
 export PATH=$d/bin:$PATH
+# CUDA's own libraries (cuBLAS, cuSOLVER: too large to carry) come from that machine: where the
+# loader does not find one, look for it in the toolkit and in Python's nvidia wheels
+for lib in $(for b in "$d"/bin/*; do ldd "$b"; done 2>/dev/null | awk '/not found/ {print $1}' | sort -u); do
+  f=$(find /usr/local /opt /usr/lib -name "$lib" -print -quit 2>/dev/null)
+  if [ -n "$f" ]; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$f"); echo "$lib: $(dirname "$f")"
+  else echo "$lib: not found on this machine"; fi
+done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 if has ops; then
   for m in fp32 tf32 bf16; do
@@ -53,7 +61,8 @@ if has e2e; then
     fi
   fi
   echo "== cli_cuda on ${QS_SMOLLM_DIR:-$model}"
-  QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$model} QS_TMP=/tmp/qs-tmp \
+  # the cpu side measured by device-pack.sh where it is for this model (else it runs here)
+  QS_E2E_CPU_REF=$d/cpu-ref.txt QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$model} QS_TMP=/tmp/qs-tmp \
     timeout 420 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
   grep -v "^block" "$out/cli_cuda.log" | tail -15
   echo "== cli_gpumem on cuda"
@@ -61,18 +70,23 @@ if has e2e; then
     > "$out/cli_gpumem.log" 2>&1; echo "rc=$?"
   tail -5 "$out/cli_gpumem.log"
 fi
-has bench || exit 0
+has bench || has mem || exit 0
 echo "== bench"
-{ "$d/bin/bench_cublas" 8192 8192 8192 10; "$d/bin/bench_gemm" cuda 8192 8192 8192 10
+has bench && { "$d/bin/bench_cublas" 8192 8192 8192 10; "$d/bin/bench_gemm" cuda 8192 8192 8192 10
   QS_CUDA_GEMM=tf32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; QS_CUDA_GEMM=fp32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; } |
   tee "$out/gemm.txt"
 mkdir -p /tmp/qs-bench/build/bench && ln -sf "$d/bin/qstream" /tmp/qs-bench/build/qstream &&
   ln -sf "$d/bin/gen_model" /tmp/qs-bench/build/bench/gen_model && ln -sf "$d/bin/bench_gemm" /tmp/qs-bench/build/bench/bench_gemm &&
   ln -sf "$d/bin/bench_cublas" /tmp/qs-bench/build/bench/bench_cublas
-echo "== block70b on cuda"
-NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} timeout 420 bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda \
-  > "$out/block70b.txt" 2>&1; echo "rc=$?"
-tail -8 "$out/block70b.txt"
-echo "== gpumem70b on cuda"
-timeout 110 bash bench/gpumem70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda > "$out/gpumem70b.txt" 2>&1; echo "rc=$?"
-cat "$out/gpumem70b.txt"
+if has bench; then
+  echo "== block70b on cuda"
+  # one block a method, each cut at METHOD_S seconds (its row then comes from the blocks done)
+  NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} LAYERS=${LAYERS:-1} METHOD_S=${METHOD_S:-200} timeout 480 \
+    bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda > "$out/block70b.txt" 2>&1; echo "rc=$?"
+  grep -v "^gemm" "$out/block70b.txt" | tail -8
+fi
+if has mem; then
+  echo "== gpumem70b on cuda"
+  timeout 300 bash bench/gpumem70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda > "$out/gpumem70b.txt" 2>&1; echo "rc=$?"
+  cat "$out/gpumem70b.txt"
+fi

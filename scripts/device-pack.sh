@@ -9,7 +9,11 @@
 # SmolLM2 (the GGUF, 98 MB) is over one call's 64 MiB, so it is split into .devgguf/1 and
 # .devgguf/2 (git-ignored, under 50 MiB each): carry each in its own call first (an ignored path
 # not named in a later call's carry stays on the warm machine), then the e2e step assembles and
-# imports it (QS_SMOLLM_DIR) and runs cli_cuda on the issue's model.
+# imports it (QS_SMOLLM_DIR) and runs cli_cuda on the issue's model. The end-to-end test's cpu
+# side (its cpu runs and their perplexities, minutes on that machine's CPU) is measured here
+# once, with the same binary, model and data, into .devlibs/cpu-ref.txt (kept in .cache/devref
+# between packs while its fingerprint holds; QS_PACK_REF=0 skips it): there the GPU's runs are
+# compared with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh build-cuda -DQS_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
@@ -33,3 +37,20 @@ half=$(( ($(stat -c %s "$gguf") + 1) / 2 ))
 head -c "$half" "$gguf" > .devgguf/1/part; tail -c +$((half + 1)) "$gguf" > .devgguf/2/part
 sha256sum < "$gguf" | cut -d' ' -f1 > .devgguf/2/sha256
 du -sh .devgguf/1 .devgguf/2
+if [ "${QS_PACK_REF:-1}" = 1 ]; then
+  ref=.cache/devref
+  mkdir -p "$ref"
+  [ -s "$ref/smol/model.safetensors" ] &&
+    [ "$(cat "$ref/smol.gguf.sha256" 2>/dev/null)" = "$(cat .devgguf/2/sha256)" ] ||
+    { rm -rf "$ref/smol" && "$d/bin/qstream" import-gguf "$gguf" -o "$ref/smol" >/dev/null &&
+      cp .devgguf/2/sha256 "$ref/smol.gguf.sha256"; }
+  e2e=(env QS_BIN="$PWD/$d/bin/qstream" QS_SHARED="$PWD/$d" QS_SMOLLM_DIR="$PWD/$ref/smol" QS_TMP=/tmp/qs-devref
+       QS_E2E_CPU_REF="$PWD/$ref/cpu-ref.txt")
+  if "${e2e[@]}" QS_E2E_REF_CHECK=1 bash tests/cli_cuda.sh | grep -q "^cpu figures from"; then
+    echo "cpu side of the end-to-end test: $ref/cpu-ref.txt still holds"
+  else
+    echo "cpu side of the end-to-end test on SmolLM2 (minutes)"
+    "${e2e[@]}" QS_E2E_CPU_ONLY=1 bash tests/cli_cuda.sh
+  fi
+  cp "$ref/cpu-ref.txt" "$d/cpu-ref.txt"
+fi

@@ -17,6 +17,12 @@
 #   (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them (the
 #   replayed blocks' layers in bf16 as the run left them). Without --gpu-mem a cuda run plans
 #   for the GPU's free memory and prints that budget.
+# QS_E2E_CPU_REF=FILE: the cpu side's figures (the cpu runs and their evaluations) come from FILE,
+# written before by the same binary on the same model, data and settings with QS_E2E_CPU_ONLY=1
+# (which runs only the cpu side, needs no GPU, and writes FILE): scripts/device-pack.sh does so,
+# so that a GPU machine's minutes go to the GPU's runs. FILE's first line is a fingerprint of the
+# binary, the model, the data and the settings; where it does not match, the cpu runs are made
+# here as usual (and the script says so; QS_E2E_REF_CHECK=1: only that, then it stops).
 # QS_E2E_DEVICE=cpu-fenced runs the same script with the fenced CPU device standing in for the
 # GPU (ctest: cli_cuda_standin, and cli_cuda_standin_bf16 with QS_FENCED_BF16=1: the bf16 roads
 # of GPTQ's quantized layers and EEC's Q(W)), so that the script itself is exercised on every
@@ -28,8 +34,12 @@ smol=${QS_SMOLLM_DIR:?}
 dev=${QS_E2E_DEVICE:-cuda}
 tmp=${QS_TMP:-/tmp}/cli_cuda-$dev
 rm -rf "$tmp"; mkdir -p "$tmp"
-out=$("$bin" quantize "$smol" -o "$tmp/probe" --device "$dev" --method rtn 2>&1 >/dev/null)
-if grep -q "no usable CUDA device\|no CUDA backend" <<<"$out"; then echo "skipped: $out"; exit 77; fi
+ref=${QS_E2E_CPU_REF:-} cpu_only=${QS_E2E_CPU_ONLY:-0}
+[ "$cpu_only" != 1 ] || [ -n "$ref" ] || { echo "FAIL: QS_E2E_CPU_ONLY=1 needs QS_E2E_CPU_REF=FILE"; exit 1; }
+if [ "$cpu_only" != 1 ] && [ "${QS_E2E_REF_CHECK:-0}" != 1 ]; then # (neither needs a GPU)
+  out=$("$bin" quantize "$smol" -o "$tmp/probe" --device "$dev" --method rtn 2>&1 >/dev/null)
+  if grep -q "no usable CUDA device\|no CUDA backend" <<<"$out"; then echo "skipped: $out"; exit 77; fi
+fi
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
 source "$(dirname "$0")/lib/kill-resume.sh"
@@ -53,36 +63,74 @@ declare -A args=(
   [rtn]="--method rtn --wbits 4 --group 128"
   [gptq]="--method gptq --wbits 4 --group 128 ${cal[*]}"
   [qllm]="--method qllm --wbits 4 --group -1 --abits 4 --cr-tokens 256 --cr-candidates 8 --epochs 2 ${cal[*]}")
-f_cpu=$(ppl "$smol" cpu); f_cuda=$(ppl "$smol" "$dev")
-echo "FP: cpu $f_cpu, $dev $f_cuda"
-close "$f_cuda" "$f_cpu" || die "FP perplexity on $dev $f_cuda vs cpu $f_cpu"
-for m in rtn gptq qllm; do
+# the cpu side: from the reference file where its fingerprint matches, else run here
+tok=(); [ -f "$smol/tokenizer.json" ] && tok=("$smol/tokenizer.json")
+fingerprint=$({ cat "$bin" "$smol"/config.json "$smol"/*.safetensors "${tok[@]}" "${src[1]}" | sha256sum
+  [ "${cal[1]}" = random ] || sha256sum < "${cal[1]}"
+  echo "${args[*]} | ${perturb[*]} | ${src[*]//$tmp/} | ${cal[*]//$shared/}"; } | sha256sum | cut -c1-32)
+declare -A cref=()
+if [ "$cpu_only" = 1 ]; then
+  echo "fingerprint $fingerprint" > "$ref"
+elif [ -n "$ref" ]; then
+  if [ -s "$ref" ] && [ "$(head -1 "$ref")" = "fingerprint $fingerprint" ]; then
+    while read -r k v; do cref[$k]=$v; done < <(tail -n +2 "$ref")
+    echo "cpu figures from $ref"
+  else
+    echo "$ref is not for this binary, model, data and settings: the cpu runs are made here"
+  fi
+  [ "${QS_E2E_REF_CHECK:-0}" != 1 ] || exit 0 # only say whether it is taken
+fi
+# cpu KEY COMMAND...: the cpu figure KEY, from the reference file or COMMAND's output (then
+# recorded with QS_E2E_CPU_ONLY=1); nothing on failure
+cpu() {
+  local k=$1 v; shift
+  if [ -n "${cref[$k]:-}" ]; then echo "${cref[$k]}"; return; fi
+  v=$("$@") && [ -n "$v" ] || return 1
+  [ "$cpu_only" != 1 ] || echo "$k $v" >> "$ref"
+  echo "$v"
+}
+# quant_cpu M OUT [FLAGS...]: method M quantized on cpu into OUT, and its perplexity
+quant_cpu() {
+  local m=$1 o=$2; shift 2
   # shellcheck disable=SC2086
-  "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cpu" --device cpu --quiet || die "$m on cpu"
+  "$bin" quantize "$smol" ${args[$m]} "$@" -o "$o" --device cpu --quiet --restart >/dev/null && ppl "$o" cpu
+}
+f_cpu=$(cpu fp ppl "$smol" cpu) || die "FP perplexity on cpu"
+if [ "$cpu_only" != 1 ]; then
+  f_cuda=$(ppl "$smol" "$dev")
+  echo "FP: cpu $f_cpu, $dev $f_cuda"
+  close "$f_cuda" "$f_cpu" || die "FP perplexity on $dev $f_cuda vs cpu $f_cpu"
+fi
+for m in rtn gptq qllm; do
+  a=$(cpu "$m" quant_cpu "$m" "$tmp/$m-cpu") || die "$m on cpu"
+  # the cpu run's own spread under perturbations at the rounding level
+  spread=0.01 moves=""
+  for p in ${perturb[$m]:-}; do
+    # shellcheck disable=SC2086
+    e=$(cpu "$m$p" quant_cpu "$m" "$tmp/$m-cpu-p" ${p//=/ }) || die "$m on cpu with $p"
+    moves+=" $p: $e"
+    spread=$(awk -v a="$e" -v b="$a" -v s="$spread" 'BEGIN{d = (a - b) / b; if (d < 0) d = -d; d *= 2; print (d > s ? d : s)}')
+  done
+  [ "$cpu_only" != 1 ] || { echo "$m: cpu $a;$moves"; continue; }
   # shellcheck disable=SC2086
   "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda" --device "$dev" --progress-lines 2> "$tmp/$m-cuda.log" || die "$m on $dev: $(tail -2 "$tmp/$m-cuda.log")"
-  a=$(ppl "$tmp/$m-cpu" cpu); b=$(ppl "$tmp/$m-cuda" "$dev")
+  b=$(ppl "$tmp/$m-cuda" "$dev")
   echo "$m: cpu $a, $dev $b ($(grep -o "$dev memory peak.*" "$tmp/$m-cuda.log"))"
   if [ "$m" = rtn ]; then
     close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
     continue
   fi
   close "$b" "$a" "$wide" || die "$m: $dev perplexity $b (default math) is not within $wide of cpu $a"
-  # the cpu run's own spread under perturbations at the rounding level
-  spread=0.01 moves=""
-  for p in ${perturb[$m]}; do
-    # shellcheck disable=SC2086
-    "$bin" quantize "$smol" ${args[$m]} ${p//=/ } -o "$tmp/$m-cpu-p" --device cpu --quiet --restart || die "$m on cpu with $p"
-    e=$(ppl "$tmp/$m-cpu-p" cpu)
-    moves+=" $p: $e"
-    spread=$(awk -v a="$e" -v b="$a" -v s="$spread" 'BEGIN{d = (a - b) / b; if (d < 0) d = -d; d *= 2; print (d > s ? d : s)}')
-  done
   # shellcheck disable=SC2086
   "${exact[@]}" "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda32" --device "$dev" --quiet || die "$m on $dev, fp32 math"
   c=$(export QS_CUDA_GEMM=fp32 QS_FENCED_BF16=0; ppl "$tmp/$m-cuda32" "$dev")
   echo "$m: cpu perturbed$moves; $dev with fp32 GEMMs $c (bar $spread)"
   close "$c" "$a" "$spread" || die "$m: $dev perplexity $c (fp32 math) is not within $spread of cpu $a"
 done
+if [ "$cpu_only" = 1 ]; then
+  [ $fail -eq 0 ] && echo "cpu figures written to $ref"
+  exit $fail
+fi
 # without --gpu-mem a GPU run plans for the GPU's free memory (and says so)
 [ "$dev" != cuda ] || grep -q -- "--gpu-mem not given: planning for" "$tmp/gptq-cuda.log" ||
   die "gptq on cuda without --gpu-mem printed no default budget: $(grep -m1 gpu-mem "$tmp/gptq-cuda.log")"

@@ -258,38 +258,51 @@ static void test_gather_backward(qs_backend *be, int arbitrary) {
     free(v), free(dy), free(dv), free(vd), free(fd);
 }
 
+/* ---- the weight quantizers' cases: every bit width the methods use, per row and in groups
+ * (16: a partial last group of 8), asymmetric and symmetric, on a random weight whose row 4 is
+ * constant ---- */
+
+enum { WQ_ROWS = 9, WQ_COLS = 40, WQ_CASES = 4 * 3 * 2 };
+
+static qs_qconfig wq_case(int k) {
+    static const int bitss[4] = {2, 3, 4, 8}, groups[3] = {-1, 8, 16};
+    return (qs_qconfig){.bits = bitss[k / 6], .group = groups[k / 2 % 3], .sym = k % 2};
+}
+
+static float *wq_weight(void) {
+    float *w = qs_test_rvec((size_t)WQ_ROWS * WQ_COLS, 0.3f);
+    for (int c = 0; c < WQ_COLS; c++) w[4 * WQ_COLS + c] = -0.125f;
+    return w;
+}
+
 /* ---- weight fake-quant: the same bits as quant/affine.c ---- */
 
 static void test_fake_quant_weight(qs_backend *be) {
-    const int rows = 9, cols = 40;
+    const int rows = WQ_ROWS, cols = WQ_COLS;
     qs_error err = {0};
     int cases = 0, mismatch = 0;
-    int bitss[4] = {2, 3, 4, 8}, groups[3] = {-1, 8, 16}; /* 16: a partial last group of 8 */
-    for (int bi = 0; bi < 4; bi++)
-        for (int gi = 0; gi < 3; gi++)
-            for (int sym = 0; sym < 2; sym++) {
-                float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
-                for (int c = 0; c < cols; c++) w[4 * cols + c] = -0.125f; /* a constant row */
-                CHECK(be->ops->fake_quant_weight(be, y, w, rows, cols, groups[gi], bitss[bi], sym, &err) == 0);
-                qs_qconfig qc = {.bits = bitss[bi], .group = groups[gi], .sym = sym};
-                int g = groups[gi] > 0 ? groups[gi] : cols;
-                for (int r = 0; r < rows; r++)
-                    for (int c0 = 0; c0 < cols; c0 += g) {
-                        int n = cols - c0 < g ? cols - c0 : g;
-                        float sc, z;
-                        qs_quant_params(w + r * cols + c0, n, &qc, &sc, &z);
-                        for (int i = 0; i < n; i++) {
-                            float want = ((float)qs_quant_code(w[r * cols + c0 + i], sc, z, bitss[bi]) - z) * sc;
-                            mismatch += memcmp(&want, &y[r * cols + c0 + i], sizeof want) != 0;
-                            CHECK(isfinite(y[r * cols + c0 + i]));
-                        }
-                    }
-                if (!sym) CHECK(fabsf(y[4 * cols] + 0.125f) <= 1e-5f); /* constant row reproduced */
-                CHECK(be->ops->fake_quant_weight(be, w, w, rows, cols, groups[gi], bitss[bi], sym, &err) == 0);
-                CHECK(memcmp(w, y, sizeof(float) * rows * cols) == 0); /* in place */
-                cases++;
-                free(w), free(y);
+    for (int k = 0; k < WQ_CASES; k++) {
+        const qs_qconfig qc = wq_case(k);
+        float *w = wq_weight(), *y = malloc(sizeof(float) * rows * cols);
+        CHECK(be->ops->fake_quant_weight(be, y, w, rows, cols, qc.group, qc.bits, qc.sym, &err) == 0);
+        int g = qc.group > 0 ? qc.group : cols;
+        for (int r = 0; r < rows; r++)
+            for (int c0 = 0; c0 < cols; c0 += g) {
+                int n = cols - c0 < g ? cols - c0 : g;
+                float sc, z;
+                qs_quant_params(w + r * cols + c0, n, &qc, &sc, &z);
+                for (int i = 0; i < n; i++) {
+                    float want = ((float)qs_quant_code(w[r * cols + c0 + i], sc, z, qc.bits) - z) * sc;
+                    mismatch += memcmp(&want, &y[r * cols + c0 + i], sizeof want) != 0;
+                    CHECK(isfinite(y[r * cols + c0 + i]));
+                }
             }
+        if (!qc.sym) CHECK(fabsf(y[4 * cols] + 0.125f) <= 1e-5f); /* constant row reproduced */
+        CHECK(be->ops->fake_quant_weight(be, w, w, rows, cols, qc.group, qc.bits, qc.sym, &err) == 0);
+        CHECK(memcmp(w, y, sizeof(float) * rows * cols) == 0); /* in place */
+        cases++;
+        free(w), free(y);
+    }
     CHECKF(mismatch == 0, "fake_quant_weight: %d values differ from quant/affine.c", mismatch);
     /* 16 bits: within half a step of a range of 0.6 */
     float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *y = malloc(sizeof(float) * rows * cols);
@@ -305,43 +318,39 @@ static void test_fake_quant_weight(qs_backend *be) {
 /* ---- a layer's codes: the bits of qs_quant_rtn and qs_dequant_row_sq_err ---- */
 
 static void test_quant_weight(qs_backend *be) {
-    const int rows = 9, cols = 40;
+    const int rows = WQ_ROWS, cols = WQ_COLS;
     qs_error err = {0};
     int cases = 0, mismatch = 0;
-    int bitss[4] = {2, 3, 4, 8}, groups[3] = {-1, 8, 16}; /* 16: a partial last group of 8 */
-    for (int bi = 0; bi < 4; bi++)
-        for (int gi = 0; gi < 3; gi++)
-            for (int sym = 0; sym < 2; sym++) {
-                const qs_qconfig qc = {.bits = bitss[bi], .group = groups[gi], .sym = sym};
-                const int ng = qs_qconfig_groups(&qc, cols);
-                float *w = qs_test_rvec((size_t)rows * cols, 0.3f), *keep = malloc(sizeof(float) * rows * cols);
-                for (int c = 0; c < cols; c++) w[4 * cols + c] = -0.125f; /* a constant row */
-                memcpy(keep, w, sizeof(float) * rows * cols);
-                uint8_t c1[9 * 40], c2[9 * 40];
-                float s1[9 * 5], z1[9 * 5], s2[9 * 5], z2[9 * 5];
-                double e1[9], e2[9];
-                CHECK(be->ops->quant_weight(be, w, rows, cols, groups[gi], bitss[bi], sym, c1, s1, z1, e1, &err) == 0);
-                CHECK(memcmp(w, keep, sizeof(float) * rows * cols) == 0); /* w is not changed */
-                CHECK(qs_quant_rtn(w, rows, cols, &qc, c2, s2, z2, "w", &err) == 0);
-                qs_dequant_row_sq_err(c2, s2, z2, rows, cols, groups[gi], w, e2);
-                mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
-                mismatch += memcmp(s1, s2, sizeof(float) * rows * ng) != 0 || memcmp(z1, z2, sizeof(float) * rows * ng) != 0;
-                mismatch += memcmp(e1, e2, sizeof e1) != 0;
-                CHECK(e1[0] > 0); /* a random row does not round exactly */
-                /* without the errors: the same codes */
-                memset(c1, 0xff, sizeof c1);
-                CHECK(be->ops->quant_weight(be, w, rows, cols, groups[gi], bitss[bi], sym, c1, s1, z1, NULL, &err) == 0);
-                mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
-                cases++;
-                free(w), free(keep);
-            }
+    for (int k = 0; k < WQ_CASES; k++) {
+        const qs_qconfig qc = wq_case(k);
+        const int ng = qs_qconfig_groups(&qc, cols);
+        float *w = wq_weight(), *keep = malloc(sizeof(float) * rows * cols);
+        memcpy(keep, w, sizeof(float) * rows * cols);
+        uint8_t c1[WQ_ROWS * WQ_COLS], c2[WQ_ROWS * WQ_COLS];
+        float s1[WQ_ROWS * 5], z1[WQ_ROWS * 5], s2[WQ_ROWS * 5], z2[WQ_ROWS * 5];
+        double e1[WQ_ROWS], e2[WQ_ROWS];
+        CHECK(be->ops->quant_weight(be, w, rows, cols, qc.group, qc.bits, qc.sym, c1, s1, z1, e1, &err) == 0);
+        CHECK(memcmp(w, keep, sizeof(float) * rows * cols) == 0); /* w is not changed */
+        CHECK(qs_quant_rtn(w, rows, cols, &qc, c2, s2, z2, "w", &err) == 0);
+        qs_dequant_row_sq_err(c2, s2, z2, rows, cols, qc.group, w, e2);
+        mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
+        mismatch += memcmp(s1, s2, sizeof(float) * rows * ng) != 0 || memcmp(z1, z2, sizeof(float) * rows * ng) != 0;
+        mismatch += memcmp(e1, e2, sizeof e1) != 0;
+        CHECK(e1[0] > 0); /* a random row does not round exactly */
+        /* without the errors: the same codes */
+        memset(c1, 0xff, sizeof c1);
+        CHECK(be->ops->quant_weight(be, w, rows, cols, qc.group, qc.bits, qc.sym, c1, s1, z1, NULL, &err) == 0);
+        mismatch += memcmp(c1, c2, (size_t)rows * cols) != 0;
+        cases++;
+        free(w), free(keep);
+    }
     CHECKF(mismatch == 0, "quant_weight: %d outputs differ from quant/affine.c", mismatch);
     /* a NaN and an infinity: codes in range, their rows' errors not finite, the others as before */
     float *w = qs_test_rvec((size_t)rows * cols, 0.3f);
     w[2 * cols + 7] = NAN, w[5 * cols + 30] = INFINITY;
-    uint8_t c[9 * 40];
-    float sc[9], z[9];
-    double e[9];
+    uint8_t c[WQ_ROWS * WQ_COLS];
+    float sc[WQ_ROWS], z[WQ_ROWS];
+    double e[WQ_ROWS];
     CHECK(be->ops->quant_weight(be, w, rows, cols, -1, 4, 0, c, sc, z, e, &err) == 0);
     for (int i = 0; i < rows * cols; i++) CHECK(c[i] <= 15);
     for (int r = 0; r < rows; r++) CHECKF(isfinite(e[r]) == (r != 2 && r != 5), "row %d error %g", r, e[r]);
