@@ -19,6 +19,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/tmp/qs-device}; mkdir -p "$out"
 steps=${2:-ops e2e bench}
+# QS_CHECK_DEVICE=cpu-fenced rehearses the whole check on a machine without a GPU (the fenced CPU
+# device stands in; bench_cublas is skipped there)
+dev=${QS_CHECK_DEVICE:-cuda}
 has() { [[ " $steps " == *" $1 "* ]]; }
 d=$PWD/.devlibs
 export LD_LIBRARY_PATH=$d/lib:${LD_LIBRARY_PATH:-}
@@ -30,24 +33,24 @@ for lib in $(for b in "$d"/bin/*; do ldd "$b"; done 2>/dev/null | awk '/not foun
   if [ -n "$f" ]; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$(dirname "$f"); echo "$lib: $(dirname "$f")"
   else echo "$lib: not found on this machine"; fi
 done
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
 if has ops; then
   for m in fp32 tf32 bf16; do
-    echo "== test_backend_ops cuda, GEMM math $m"
-    QS_CUDA_GEMM=$m timeout 120 "$d/bin/test_backend_ops" cuda > "$out/ops-$m.log" 2>&1; rc=$?; echo "rc=$rc"
+    echo "== test_backend_ops $dev, GEMM math $m"
+    QS_CUDA_GEMM=$m timeout 120 "$d/bin/test_backend_ops" "$dev" > "$out/ops-$m.log" 2>&1; rc=$?; echo "rc=$rc"
     grep -E "FAIL|CHECK|^ok" "$out/ops-$m.log" | head -20
     # a fault surfaces at a later op's check: once more with every launch synchronous, to name it
     if [ "$rc" -ne 0 ] && [ "$m" = fp32 ]; then
-      CUDA_LAUNCH_BLOCKING=1 QS_CUDA_GEMM=$m timeout 120 "$d/bin/test_backend_ops" cuda > "$out/ops-$m-blocking.log" 2>&1
+      CUDA_LAUNCH_BLOCKING=1 QS_CUDA_GEMM=$m timeout 120 "$d/bin/test_backend_ops" "$dev" > "$out/ops-$m-blocking.log" 2>&1
       echo "blocking launches: rc=$?"; grep -E "FAIL|CHECK" "$out/ops-$m-blocking.log" | head -5
     fi
-    echo "== test_block_backward cuda, GEMM math $m"
-    QS_CUDA_GEMM=$m timeout 60 "$d/bin/test_block_backward" cuda > "$out/block-$m.log" 2>&1; echo "rc=$?"
+    echo "== test_block_backward $dev, GEMM math $m"
+    QS_CUDA_GEMM=$m timeout 60 "$d/bin/test_block_backward" "$dev" > "$out/block-$m.log" 2>&1; echo "rc=$?"
     grep -E "FAIL|CHECK|vs cpu|^ok" "$out/block-$m.log" | head -20
   done
-  echo "== test_gptq cuda"
-  timeout 60 "$d/bin/test_gptq" cuda > "$out/gptq.log" 2>&1; echo "rc=$?"
-  grep -E "FAIL|CHECK|on cuda|^ok" "$out/gptq.log" | head -20
+  echo "== test_gptq $dev"
+  timeout 60 "$d/bin/test_gptq" "$dev" > "$out/gptq.log" 2>&1; echo "rc=$?"
+  grep -E "FAIL|CHECK|on $dev|^ok" "$out/gptq.log" | head -20
 fi
 if has e2e; then
   model=$d/models/stories260k
@@ -63,30 +66,30 @@ if has e2e; then
   echo "== cli_cuda on ${QS_SMOLLM_DIR:-$model}"
   # the cpu side measured by device-pack.sh where it is for this model (else it runs here)
   QS_E2E_CPU_REF=$d/cpu-ref.txt QS_BIN=$d/bin/qstream QS_SHARED=$d QS_SMOLLM_DIR=${QS_SMOLLM_DIR:-$model} QS_TMP=/tmp/qs-tmp \
-    timeout 420 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
+    QS_E2E_DEVICE=$dev timeout 420 bash tests/cli_cuda.sh > "$out/cli_cuda.log" 2>&1; echo "rc=$?"
   grep -v "^block" "$out/cli_cuda.log" | tail -15
-  echo "== cli_gpumem on cuda"
-  DEVICES=cuda QS_BIN=$d/bin/qstream QS_SHARED=$d QS_TMP=/tmp/qs-tmp timeout 120 bash tests/cli_gpumem.sh \
+  echo "== cli_gpumem on $dev"
+  DEVICES=$dev QS_BIN=$d/bin/qstream QS_SHARED=$d QS_TMP=/tmp/qs-tmp timeout 120 bash tests/cli_gpumem.sh \
     > "$out/cli_gpumem.log" 2>&1; echo "rc=$?"
   tail -5 "$out/cli_gpumem.log"
 fi
 has bench || has mem || exit 0
 echo "== bench"
-has bench && { "$d/bin/bench_cublas" 8192 8192 8192 10; "$d/bin/bench_gemm" cuda 8192 8192 8192 10
-  QS_CUDA_GEMM=tf32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; QS_CUDA_GEMM=fp32 "$d/bin/bench_gemm" cuda 8192 8192 8192 5; } |
+has bench && { [ "$dev" != cuda ] || "$d/bin/bench_cublas" 8192 8192 8192 10; "$d/bin/bench_gemm" "$dev" 8192 8192 8192 10
+  QS_CUDA_GEMM=tf32 "$d/bin/bench_gemm" "$dev" 8192 8192 8192 5; QS_CUDA_GEMM=fp32 "$d/bin/bench_gemm" "$dev" 8192 8192 8192 5; } |
   tee "$out/gemm.txt"
 mkdir -p /tmp/qs-bench/build/bench && ln -sf "$d/bin/qstream" /tmp/qs-bench/build/qstream &&
   ln -sf "$d/bin/gen_model" /tmp/qs-bench/build/bench/gen_model && ln -sf "$d/bin/bench_gemm" /tmp/qs-bench/build/bench/bench_gemm &&
   ln -sf "$d/bin/bench_cublas" /tmp/qs-bench/build/bench/bench_cublas
 if has bench; then
-  echo "== block70b on cuda"
+  echo "== block70b on $dev"
   # one block a method, each cut at METHOD_S seconds (its row then comes from the blocks done)
   NS=${NS:-128} SL=${SL:-2048} EPOCHS=${EPOCHS:-10} LAYERS=${LAYERS:-1} METHOD_S=${METHOD_S:-200} timeout 480 \
-    bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda > "$out/block70b.txt" 2>&1; echo "rc=$?"
-  grep -v "^gemm" "$out/block70b.txt" | tail -8
+    bash bench/block70b.sh /tmp/qs-bench/build /tmp/qs-bench "$dev" > "$out/block70b.txt" 2>&1; echo "rc=$?"
+  grep -v "^gemm" "$out/block70b.txt" | tail -12
 fi
 if has mem; then
-  echo "== gpumem70b on cuda"
-  timeout 300 bash bench/gpumem70b.sh /tmp/qs-bench/build /tmp/qs-bench cuda > "$out/gpumem70b.txt" 2>&1; echo "rc=$?"
+  echo "== gpumem70b on $dev"
+  timeout 300 bash bench/gpumem70b.sh /tmp/qs-bench/build /tmp/qs-bench "$dev" > "$out/gpumem70b.txt" 2>&1; echo "rc=$?"
   cat "$out/gpumem70b.txt"
 fi

@@ -12,7 +12,11 @@
 #   run is repeated with two such perturbations (GPTQ --damp +-1e-5 relative, QLLM --lr), and
 #   the cuda run with fp32 GEMMs (QS_CUDA_GEMM=fp32) must be within max(1%, twice the largest
 #   move they caused) of the cpu run; with the default math (bf16 GEMMs, GPTQ's frozen layers in
-#   bf16) within QS_E2E_WIDE (default 10%). A wrong kernel gives perplexities far outside both.
+#   bf16) within the larger of that and QS_E2E_WIDE (default 10%): on SmolLM2 in 2026-12 the
+#   QLLM setting here moved from 530.2 to 599.3 and 569.5 with --lr 5.0001e-4 and 4.9999e-4 (so
+#   its bar is 26%), GPTQ from 53.27 to 50.39 and 57.13 (14%). More data does not make 1% a
+#   property either: GPTQ with 32 x 256 calibration tokens, evaluated on 64 windows, moved from
+#   46.18 to 46.80 and 47.07 (2%). A wrong kernel gives perplexities far outside both.
 # - The GPU is deterministic too: a second GPTQ run and a QLLM run with one window per call
 #   (--gpu-mem) give the same shards byte for byte; a killed cuda GPTQ run resumes to them (the
 #   replayed blocks' layers in bf16 as the run left them). Without --gpu-mem a cuda run plans
@@ -65,9 +69,11 @@ declare -A args=(
   [qllm]="--method qllm --wbits 4 --group -1 --abits 4 --cr-tokens 256 --cr-candidates 8 --epochs 2 ${cal[*]}")
 # the cpu side: from the reference file where its fingerprint matches, else run here
 tok=(); [ -f "$smol/tokenizer.json" ] && tok=("$smol/tokenizer.json")
+settings="${args[*]} | ${perturb[*]} | ${src[*]}" # the data's paths out: their bytes count
+settings=${settings//$shared/}; settings=${settings//$tmp/}
 fingerprint=$({ cat "$bin" "$smol"/config.json "$smol"/*.safetensors "${tok[@]}" "${src[1]}" | sha256sum
   [ "${cal[1]}" = random ] || sha256sum < "${cal[1]}"
-  echo "${args[*]} | ${perturb[*]} | ${src[*]//$tmp/} | ${cal[*]//$shared/}"; } | sha256sum | cut -c1-32)
+  echo "$settings"; } | sha256sum | cut -c1-32)
 declare -A cref=()
 if [ "$cpu_only" = 1 ]; then
   echo "fingerprint $fingerprint" > "$ref"
@@ -120,7 +126,9 @@ for m in rtn gptq qllm; do
     close "$b" "$a" || die "$m: $dev perplexity $b is not within 1% of cpu $a"
     continue
   fi
-  close "$b" "$a" "$wide" || die "$m: $dev perplexity $b (default math) is not within $wide of cpu $a"
+  # bf16 GEMMs are a larger change than the perturbations: the wider of the two bars
+  bar=$(awk -v w="$wide" -v s="$spread" 'BEGIN{print (w > s ? w : s)}')
+  close "$b" "$a" "$bar" || die "$m: $dev perplexity $b (default math) is not within $bar of cpu $a"
   # shellcheck disable=SC2086
   "${exact[@]}" "$bin" quantize "$smol" ${args[$m]} -o "$tmp/$m-cuda32" --device "$dev" --quiet || die "$m on $dev, fp32 math"
   c=$(export QS_CUDA_GEMM=fp32 QS_FENCED_BF16=0; ppl "$tmp/$m-cuda32" "$dev")

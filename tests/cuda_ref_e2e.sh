@@ -10,7 +10,12 @@ ref=${QS_TMP:-/tmp}/cli_cuda_ref-${QS_E2E_DEVICE:-cuda}.txt
 rm -f "$ref"
 QS_E2E_CPU_ONLY=1 QS_E2E_CPU_REF=$ref bash "$here/cli_cuda.sh" || { echo "FAIL: the cpu side alone"; exit 1; }
 [ "$(wc -l < "$ref")" -eq 9 ] || { echo "FAIL: $ref holds $(wc -l < "$ref") lines, not a fingerprint and 8 figures (FP, three methods, four perturbed)"; exit 1; }
-out=$(QS_E2E_CPU_REF=$ref bash "$here/cli_cuda.sh" 2>&1); rc=$?
+# the second run sees the same bytes through other paths (its own QS_TMP, the shared folder
+# through a link), as a GPU machine does: the fingerprint must not depend on them
+link=${QS_TMP:-/tmp}/cli_cuda_ref-shared
+ln -sfn "$(cd "$QS_SHARED" && pwd)" "$link"
+out=$(QS_E2E_CPU_REF=$ref QS_TMP=${QS_TMP:-/tmp}/second QS_SHARED=$link \
+  QS_SMOLLM_DIR=${QS_SMOLLM_DIR/#$QS_SHARED/$link} bash "$here/cli_cuda.sh" 2>&1); rc=$?
 echo "$out"
 [ $rc -eq 0 ] || exit $rc
 grep -q "^cpu figures from $ref" <<<"$out" || { echo "FAIL: the cpu figures were not read from $ref"; exit 1; }
