@@ -40,6 +40,7 @@ static cudaError_t pool_alloc(qs_cuda_ctx *c, void **p, size_t bytes, int stage)
     if (!stage) cudaStreamSynchronize(c->stream);
     cudaMemPoolTrimTo(c->pool, 0);
     cudaMemPoolTrimTo(c->stage_pool, 0);
+    cudaGetLastError(); /* the retry's result is what counts */
     *p = NULL;
     return stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, c->copy) : cudaMallocAsync(p, bytes, c->stream);
 }
@@ -47,7 +48,7 @@ static cudaError_t pool_alloc(qs_cuda_ctx *c, void **p, size_t bytes, int stage)
 int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const char *op, qs_error *err) {
     if (bytes <= s->cap) return 0;
     qs_cuda_ctx *c = qs_cuda(be);
-    if (s->p) cudaFreeAsync(s->p, c->stream);
+    if (s->p && cudaFreeAsync(s->p, c->stream) != cudaSuccess) cudaGetLastError();
     s->p = NULL;
     s->cap = 0;
     cudaError_t e = pool_alloc(c, &s->p, bytes, 0);
@@ -80,7 +81,8 @@ static void *cuda_alloc(qs_backend *be, size_t bytes) {
 }
 
 static void cuda_free(qs_backend *be, void *p) {
-    if (p) cudaFreeAsync(p, qs_cuda(be)->stream);
+    /* a failed free must not stay as the last error: the next op's launch check would report it */
+    if (p && cudaFreeAsync(p, qs_cuda(be)->stream) != cudaSuccess) cudaGetLastError();
 }
 
 /* a copy between host and device on stream s that returns when it is done: a pinned source is
@@ -103,6 +105,14 @@ static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
     void *p = NULL;
     qs_cuda_ctx *c = qs_cuda(be);
     if (cudaSetDevice(c->device) != cudaSuccess || pool_alloc(c, &p, bytes ? bytes : 64, 1) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    /* the allocation is ordered on c->copy; the compute thread's stage_upload copies on its
+     * own stream (copy_own), which must not use it before it is made */
+    if (pthread_equal(pthread_self(), c->owner) && cudaStreamSynchronize(c->copy) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFreeAsync(p, c->copy);
         cudaGetLastError();
         return NULL;
     }
@@ -203,6 +213,14 @@ static void cuda_destroy(qs_backend *be) {
             cudaDeviceSynchronize();
             cudaMemPoolDestroy(c->stage_pool);
         }
+        /* the device's default pool outlives the backend: what it kept (the release threshold
+         * keeps everything) goes back to the device, so that later allocations and the next
+         * backend's free-memory reading see it */
+        if (c->pool) {
+            cudaDeviceSynchronize();
+            cudaMemPoolTrimTo(c->pool, 0);
+        }
+        cudaGetLastError();
         free(c);
     }
     free(be);

@@ -233,9 +233,13 @@ extern "C" int qs_cuda_gather_backward(qs_backend *be, float *dv, const float *d
     int32_t *list = (int32_t *)c->inv.p, *off = list + 3 * (size_t)dim;
     int32_t *fill = list + 2 * (size_t)dim;
     QS_CUDA_CALL(cudaMemsetAsync(off, 0, sizeof(int32_t) * ((size_t)dim + 1), c->stream), "gather_backward");
+    /* each step checked before the next: the fill writes where the scan's offsets say */
     k_map_count<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(off, src_a, src_b, dim);
+    QS_CUDA_LAUNCHED("gather_backward (count)");
     k_map_scan<<<1, NT, 0, c->stream>>>(off, fill, dim + 1);
+    QS_CUDA_LAUNCHED("gather_backward (scan)");
     k_map_fill<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(list, fill, src_a, src_b, dim);
+    QS_CUDA_LAUNCHED("gather_backward (fill)");
     k_map_sort<<<qs_cuda_blocks((size_t)dim, NT), NT, 0, c->stream>>>(list, off, dim);
     k_gather_backward<<<qs_cuda_blocks((size_t)rows * dim, NT), NT, 0, c->stream>>>(dv, dy, (size_t)rows, dim, off, list,
                                                                                      coef);

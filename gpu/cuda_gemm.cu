@@ -30,13 +30,17 @@ int qs_cuda_gemm_math(qs_backend *be, enum qs_cuda_math math, int ta, int tb, in
     cublasComputeType_t ct = math == QS_CUDA_FP32   ? CUBLAS_COMPUTE_32F_PEDANTIC
                              : math == QS_CUDA_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                     : CUBLAS_COMPUTE_32F_FAST_16BF;
-    if (k == 0) { /* C = beta C; cuBLAS does this too, but make beta = 0 exact zeros */
+    if (k == 0) { /* C = beta C here: beta = 0 exact zeros, and cuBLAS would refuse a leading dimension of 0 */
         if (beta == 0.0f) {
             cudaError_t e = cudaMemset2DAsync(c, sizeof(float) * (size_t)ldc, 0, sizeof(float) * (size_t)n, (size_t)m,
                                               cx->stream);
             if (e != cudaSuccess) return qs_cuda_fail(err, e, op, "cudaMemset2DAsync");
             return 0;
         }
+        if (beta == 1.0f) return 0;
+        if (ldc == n) return qs_cuda_scale(be, c, c, beta, (size_t)m * n, err);
+        for (int r = 0; r < m; r++) QS_FORWARD_IF_ERROR(qs_cuda_scale(be, c + (size_t)r * ldc, c + (size_t)r * ldc, beta, (size_t)n, err));
+        return 0;
     }
     cublasStatus_t s = cublasGemmEx(cx->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k,
                                     &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc, ct,

@@ -112,6 +112,19 @@ static void test_gemm(void) {
                 compare(name, c, (size_t)m * ldc, gemm_tol);
                 pfree(a), pfree(b), pfree(c);
             }
+    /* k = 0: C = beta C, with leading dimensions of 0 for the empty operands (cuBLAS refuses
+     * those: the backend does it without cuBLAS), ldc padded (the pad must stay as it was) */
+    for (int bi = 0; bi < 3; bi++) {
+        const int m0 = 5, n0 = 7, ldc0 = 9;
+        const float betas[3] = {0.0f, 0.3f, 1.0f};
+        pair a = rboth(4, 1), b = rboth(4, 1), c = rboth((size_t)m0 * ldc0, 1);
+        RUN(cpu->ops->gemm(cpu, 0, 1, m0, n0, 0, 0.7f, a.c, 0, b.c, 0, betas[bi], c.c, ldc0, E1),
+            dev->ops->gemm(dev, 0, 1, m0, n0, 0, 0.7f, a.d, 0, b.d, 0, betas[bi], c.d, ldc0, E2));
+        char name[48];
+        snprintf(name, sizeof name, "gemm k=0 beta=%g", betas[bi]);
+        compare(name, c, (size_t)m0 * ldc0, 0.0);
+        pfree(a), pfree(b), pfree(c);
+    }
     /* windows: the same rows give the same bits with 1 or 3 windows per call (the backend's
      * own determinism promise, set_window_rows). P = 64: each window of a, c starts 256-byte
      * aligned, as the pipeline's windows do (seqlen x width x 4 bytes); cuBLAS picks its kernels
