@@ -33,8 +33,14 @@ int qs_cuda_blas_fail(qs_error *err, cublasStatus_t s, const char *op) {
  * the same sizes), so memory one holds is not at the other's or cuBLAS's disposal: when an
  * allocation finds the device full, the pools give back what they hold unused (the compute
  * stream's pending frees first completed, from the compute thread) and it is tried once more. */
+/* the stream the calling thread stages on: the compute thread's own, or the loader's */
+static cudaStream_t stage_stream(const qs_cuda_ctx *c) {
+    return pthread_equal(pthread_self(), c->owner) ? c->copy_own : c->copy;
+}
+
 static cudaError_t pool_alloc(qs_cuda_ctx *c, void **p, size_t bytes, int stage) {
-    cudaError_t e = stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, c->copy) : cudaMallocAsync(p, bytes, c->stream);
+    /* a staged buffer is ordered on the stream its upload will use */
+    cudaError_t e = stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, stage_stream(c)) : cudaMallocAsync(p, bytes, c->stream);
     if (e != cudaErrorMemoryAllocation) return e;
     cudaGetLastError();
     if (!stage) cudaStreamSynchronize(c->stream);
@@ -42,7 +48,7 @@ static cudaError_t pool_alloc(qs_cuda_ctx *c, void **p, size_t bytes, int stage)
     cudaMemPoolTrimTo(c->stage_pool, 0);
     cudaGetLastError(); /* the retry's result is what counts */
     *p = NULL;
-    return stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, c->copy) : cudaMallocAsync(p, bytes, c->stream);
+    return stage ? cudaMallocFromPoolAsync(p, bytes, c->stage_pool, stage_stream(c)) : cudaMallocAsync(p, bytes, c->stream);
 }
 
 int qs_cuda_scratch_grow(qs_backend *be, qs_cuda_scratch *s, size_t bytes, const char *op, qs_error *err) {
@@ -108,22 +114,13 @@ static void *cuda_stage_alloc(qs_backend *be, size_t bytes) {
         cudaGetLastError();
         return NULL;
     }
-    /* the allocation is ordered on c->copy; the compute thread's stage_upload copies on its
-     * own stream (copy_own), which must not use it before it is made */
-    if (pthread_equal(pthread_self(), c->owner) && cudaStreamSynchronize(c->copy) != cudaSuccess) {
-        cudaGetLastError();
-        cudaFreeAsync(p, c->copy);
-        cudaGetLastError();
-        return NULL;
-    }
     return p;
 }
 
 static int cuda_stage_upload(qs_backend *be, void *dst, const void *src, size_t bytes, qs_error *err) {
     qs_cuda_ctx *c = qs_cuda(be);
     QS_CUDA_CALL(cudaSetDevice(c->device), "stage_upload");
-    cudaStream_t s = pthread_equal(pthread_self(), c->owner) ? c->copy_own : c->copy;
-    return copy_wait(s, dst, src, bytes, cudaMemcpyHostToDevice, "stage_upload", err);
+    return copy_wait(stage_stream(c), dst, src, bytes, cudaMemcpyHostToDevice, "stage_upload", err);
 }
 
 static int cuda_mark(qs_backend *be, int slot, qs_error *err) {
@@ -209,17 +206,12 @@ static void cuda_destroy(qs_backend *be) {
             cudaStreamSynchronize(c->stream);
             cudaStreamDestroy(c->stream);
         }
-        if (c->stage_pool) {
-            cudaDeviceSynchronize();
-            cudaMemPoolDestroy(c->stage_pool);
-        }
-        /* the device's default pool outlives the backend: what it kept (the release threshold
-         * keeps everything) goes back to the device, so that later allocations and the next
-         * backend's free-memory reading see it */
-        if (c->pool) {
-            cudaDeviceSynchronize();
-            cudaMemPoolTrimTo(c->pool, 0);
-        }
+        /* the staging pool goes; the device's default pool outlives the backend: what it kept
+         * (the release threshold keeps everything) goes back to the device, so that later
+         * allocations and the next backend's free-memory reading see it */
+        if (c->stage_pool || c->pool) cudaDeviceSynchronize();
+        if (c->stage_pool) cudaMemPoolDestroy(c->stage_pool);
+        if (c->pool) cudaMemPoolTrimTo(c->pool, 0);
         cudaGetLastError();
         free(c);
     }
