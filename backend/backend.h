@@ -283,6 +283,26 @@ typedef struct qs_backend_ops {
      * 0 .. 2^bits - 1 and its row's row_err is not finite (the caller names the weight). */
     int (*quant_weight)(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym, uint8_t *codes,
                         float *scales, float *zeros, double *row_err, qs_error *err);
+
+    /* ---- DL-QAT (../shared/METHODS.md): a weight moved on a fixed grid by a low-rank term ----
+     * w [rows, cols] the frozen weights; d [rows, cols] the low-rank term s B A in grid steps;
+     * scales, zeros [rows, ng] the fixed min-max grid (quant_weight's, ng and the groups as
+     * there); mag [rows, ng] the trained magnitudes; qmax = 2^bits - 1, bits 2..8. Per weight
+     *   c = clamp(rint(w / scale + d) + zero, 0, qmax),   y = (mag * scale) * (c - zero)
+     * (the float product mag * scale first: the stored scale, so y is the bits of the shard's
+     * dequantization). y (NULL: not wanted) may equal d, not w; codes [rows, cols] one a byte
+     * (NULL: not wanted); row_err [rows] (NULL: not wanted) = the sum over the row's columns in
+     * column order of ((double)y - w)^2, each square added as it comes. A NaN's code is 0. */
+    int (*dlqat_weight)(qs_backend *be, float *y, uint8_t *codes, double *row_err, const float *w, const float *d,
+                        const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
+                        int bits, qs_error *err);
+    /* Its backward from dy = dL/dy [rows, cols] (straight-through round; the clamp passes no
+     * gradient where it bites): dd = dy * (mag * scale) where 0 <= rint(w / scale + d) + zero <=
+     * qmax, else 0 (overwritten; dd may equal dy); dmag [rows, ng] += the group's sum over its
+     * columns in column order, in double, of dy * scale * (c - zero), rounded to float once. */
+    int (*dlqat_weight_backward)(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w, const float *d,
+                                 const float *scales, const float *zeros, const float *mag, int rows, int cols,
+                                 int group, int bits, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

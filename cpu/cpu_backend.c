@@ -114,6 +114,8 @@ static const qs_backend_ops cpu_ops = {
     .to_bf16 = qs_cpu_to_bf16,
     .linear_bf16 = qs_cpu_linear_bf16,
     .quant_weight = qs_cpu_quant_weight,
+    .dlqat_weight = qs_cpu_dlqat_weight,
+    .dlqat_weight_backward = qs_cpu_dlqat_weight_backward,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -274,6 +274,20 @@ static int fence_quant_weight(qs_backend *be, const float *w, int rows, int cols
     return OPS->quant_weight(inner(be), CFH(w), rows, cols, group, bits, sym, (uint8_t *)H(codes), FH(scales), FH(zeros),
                              (double *)H(row_err), err);
 }
+static int fence_dlqat_weight(qs_backend *be, float *y, uint8_t *codes, double *row_err, const float *w, const float *d,
+                              const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
+                              int bits, qs_error *err) {
+    begin(be);
+    return OPS->dlqat_weight(inner(be), FH(y), (uint8_t *)H(codes), (double *)H(row_err), CFH(w), CFH(d), CFH(scales),
+                             CFH(zeros), CFH(mag), rows, cols, group, bits, err);
+}
+static int fence_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w,
+                                       const float *d, const float *scales, const float *zeros, const float *mag, int rows,
+                                       int cols, int group, int bits, qs_error *err) {
+    begin(be);
+    return OPS->dlqat_weight_backward(inner(be), FH(dd), FH(dmag), CFH(dy), CFH(w), CFH(d), CFH(scales), CFH(zeros),
+                                      CFH(mag), rows, cols, group, bits, err);
+}
 static int fence_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                           qs_error *err) {
     begin(be);
@@ -413,6 +427,8 @@ static const qs_backend_ops fence_ops = {
     .to_bf16 = fence_to_bf16,
     .linear_bf16 = fence_linear_bf16,
     .quant_weight = fence_quant_weight,
+    .dlqat_weight = fence_dlqat_weight,
+    .dlqat_weight_backward = fence_dlqat_weight_backward,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

@@ -298,6 +298,8 @@ static const qs_backend_ops cuda_ops = {
     /* .to_bf16 */ qs_cuda_to_bf16,
     /* .linear_bf16 */ qs_cuda_linear_bf16,
     /* .quant_weight */ qs_cuda_quant_weight,
+    /* .dlqat_weight */ qs_cuda_dlqat_weight,
+    /* .dlqat_weight_backward */ qs_cuda_dlqat_weight_backward,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */

@@ -156,6 +156,12 @@ int qs_cuda_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float
 int qs_cuda_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
                              const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
 int qs_cuda_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+int qs_cuda_dlqat_weight(qs_backend *be, float *y, uint8_t *codes, double *row_err, const float *w, const float *d,
+                         const float *scales, const float *zeros, const float *mag, int rows, int cols, int group, int bits,
+                         qs_error *err);
+int qs_cuda_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w, const float *d,
+                                  const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
+                                  int bits, qs_error *err);
 int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
                          uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err);
 int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,

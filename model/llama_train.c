@@ -42,12 +42,22 @@ static float *proj_weight(const qs_llama_weights *w, int p) {
 /* 64-byte offsets inside the packed trainables */
 static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
-static size_t n_param_of(const qs_model_config *c, int rank) {
+static int is_dlqat(const qs_llama_train_opts *o) { return o->form == QS_LORA_DLQAT; }
+
+/* groups per row of a projection with in columns */
+static int groups_of(const qs_llama_train_opts *o, int in) { return o->group > 0 ? (in + o->group - 1) / o->group : 1; }
+
+/* the packed trainables: A and B of each projection, DL-QAT's magnitudes, then the two gammas;
+ * *n_step (may be NULL): the floats before the gammas where they are frozen (DL-QAT), else all */
+static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step) {
     int in[QS_PROJ_N], out[QS_PROJ_N];
     qs_llama_linear_shapes(c, out, in);
     size_t n = 0;
-    for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)rank * in[p]) + pad16((size_t)out[p] * rank);
-    return n + 2 * pad16((size_t)c->hidden_size);
+    for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)o->rank * in[p]) + pad16((size_t)out[p] * o->rank);
+    for (int p = 0; p < QS_PROJ_N && is_dlqat(o); p++) n += pad16((size_t)out[p] * groups_of(o, in[p]));
+    const size_t gammas = 2 * pad16((size_t)c->hidden_size);
+    if (n_step) *n_step = is_dlqat(o) ? n : n + gammas;
+    return n + gammas;
 }
 
 /* Q(W) kept as bf16 (opts.bf16_base, paper form with weight quantization) */
@@ -93,7 +103,18 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
         size_t wn = (size_t)tr->in[p] * tr->out[p];
         if (b16) BUF(tr->wq16[p], (wn + 1) / 2); /* bf16 bits in float-sized allocations */
         else if (tr->opts.form == QS_LORA_PAPER && wq && !tr->opts.base_in_place) BUF(tr->wq_own[p], wn);
-        if (tr->opts.form == QS_LORA_MERGED) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
+        if (tr->opts.form != QS_LORA_PAPER) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
+    }
+    if (is_dlqat(&tr->opts)) {
+        size_t most = 0;
+        for (int p = 0; p < QS_PROJ_N; p++) {
+            const size_t qn = (size_t)tr->out[p] * groups_of(&tr->opts, tr->in[p]), wn = (size_t)tr->in[p] * tr->out[p];
+            BUF(tr->gscale[p], qn);
+            BUF(tr->gzero[p], qn);
+            most = wn > most ? wn : most;
+        }
+        BUF(tr->dlr, most);
+        BUF(tr->dwt, most);
     }
     if (b16) BUF(tr->conv, conv_floats(tr));
     BUF(tr->tape.x, T * H);
@@ -133,7 +154,7 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
     if (opts) t.opts = *opts;
     t.max_tokens = max_tokens;
     qs_llama_linear_shapes(cfg, t.out, t.in);
-    t.n_param = n_param_of(cfg, t.opts.rank);
+    t.n_param = n_param_of(cfg, &t.opts, NULL);
     buf_slot b[MAX_BUFS];
     int n = buffers(&t, cfg, b);
     size_t bytes = 0;
@@ -141,7 +162,23 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
     return bytes;
 }
 
-size_t qs_llama_train_param_bytes(const qs_model_config *cfg, int rank) { return sizeof(float) * n_param_of(cfg, rank); }
+size_t qs_llama_train_param_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts) {
+    qs_llama_train_opts o;
+    qs_llama_train_opts_default(&o);
+    if (opts) o = *opts;
+    return sizeof(float) * n_param_of(cfg, &o, NULL);
+}
+
+/* what qs_llama_train_release keeps beside the trainables: DL-QAT's grid and the scratch its
+ * merge uses */
+static int kept_by_release(const qs_llama_train *tr, float *const *slot) {
+    if (slot == &tr->param) return 1;
+    if (!is_dlqat(&tr->opts)) return 0;
+    if (slot == &tr->dlr) return 1;
+    for (int p = 0; p < QS_PROJ_N; p++)
+        if (slot == &tr->gscale[p] || slot == &tr->gzero[p]) return 1;
+    return 0;
+}
 
 void qs_llama_train_release(qs_llama_train *tr) {
     if (!tr->be) return;
@@ -149,7 +186,7 @@ void qs_llama_train_release(qs_llama_train *tr) {
     buf_slot b[MAX_BUFS];
     int n = buffers(tr, tr->cfg, b);
     for (int i = 0; i < n; i++)
-        if (*b[i].slot && b[i].slot != &tr->param) {
+        if (*b[i].slot && !kept_by_release(tr, b[i].slot)) {
             tr->be->ops->free(tr->be, *b[i].slot);
             *b[i].slot = NULL;
         }
@@ -172,17 +209,32 @@ void qs_llama_train_free(qs_llama_train *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-/* host values of the trainables: A Kaiming-uniform, B zero, the gammas filled in later */
+/* host values of the trainables: A Kaiming-uniform, B zero, DL-QAT's magnitudes 1, the gammas
+ * filled in later */
 static void init_host(const qs_llama_train *tr, float *h) {
-    size_t off = 0;
     for (int p = 0; p < QS_PROJ_N; p++) {
         uint64_t s = tr->opts.seed + 0x632be59bd9b4e019ull * (uint64_t)(tr->w->layer * QS_PROJ_N + p + 1);
-        float bound = (float)(1.0 / sqrt((double)tr->in[p]));
+        float bound = (float)(1.0 / sqrt((double)tr->in[p])), *a = h + (tr->a[p] - tr->param);
         size_t na = (size_t)tr->opts.rank * tr->in[p];
         for (size_t i = 0; i < na; i++) /* 24 random bits -> [-1, 1) exactly, then the bound */
-            h[off + i] = ((float)(qs_splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
-        off += pad16(na) + pad16((size_t)tr->out[p] * tr->opts.rank);
+            a[i] = ((float)(qs_splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
+        if (tr->mag[p])
+            for (size_t i = 0, n = (size_t)tr->out[p] * tr->ng[p]; i < n; i++) h[(tr->mag[p] - tr->param) + i] = 1.0f;
     }
+}
+
+/* DL-QAT: the fixed grid of each projection from its frozen W (quant_weight's quantizer; the
+ * codes go to scratch) */
+static int dlqat_grid(qs_llama_train *tr, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_llama_train_opts *o = &tr->opts;
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        QS_RETURN_ERROR_IF(!proj_weight(tr->w, p), QS_EUSAGE, "block %d training: projection %d has no weights",
+                           tr->w->layer, p);
+        QS_FORWARD_IF_ERROR(be->ops->quant_weight(be, proj_weight(tr->w, p), tr->out[p], tr->in[p], o->group, o->wbits,
+                                                  o->sym, (uint8_t *)tr->dwt, tr->gscale[p], tr->gzero[p], NULL, err));
+    }
+    return 0;
 }
 
 /* base16[p] = bf16(Q(W_p)), row chunk by row chunk through conv: from W_p on the backend, or
@@ -217,8 +269,12 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     QS_RETURN_ERROR_IF(max_tokens < 1, QS_EUSAGE, "block %d training: %d tokens", w->layer, max_tokens);
     QS_RETURN_ERROR_IF(o.rank < 1 || !isfinite(o.alpha), QS_EUSAGE, "block %d training: LoRA rank %d, alpha %g",
                        w->layer, o.rank, o.alpha);
-    QS_RETURN_ERROR_IF(o.form != QS_LORA_PAPER && o.form != QS_LORA_MERGED, QS_EUSAGE,
+    QS_RETURN_ERROR_IF(o.form != QS_LORA_PAPER && o.form != QS_LORA_MERGED && o.form != QS_LORA_DLQAT, QS_EUSAGE,
                        "block %d training: unknown LoRA form %d", w->layer, (int)o.form);
+    QS_RETURN_ERROR_IF(is_dlqat(&o) && (o.wbits < 2 || o.wbits > 8), QS_EUSAGE,
+                       "block %d training: DL-QAT needs 2..8-bit weights, not %d", w->layer, o.wbits);
+    QS_RETURN_ERROR_IF(is_dlqat(&o) && (!ops->dlqat_weight || !ops->dlqat_weight_backward || !ops->quant_weight),
+                       QS_EUNSUPPORTED, "block %d training: DL-QAT is not implemented on %s", w->layer, ops->name);
     QS_RETURN_ERROR_IF(c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads || c->head_dim < 2 || c->head_dim % 2 ||
                            c->head_dim > 2048,
                        QS_EUNSUPPORTED, "config: %d heads on %d key/value heads of %d cannot be trained", c->n_heads,
@@ -243,7 +299,8 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     tr->max_tokens = max_tokens;
     tr->s = o.alpha / (float)o.rank;
     qs_llama_linear_shapes(c, tr->out, tr->in);
-    tr->n_param = n_param_of(c, o.rank);
+    tr->n_param = n_param_of(c, &o, &tr->n_step);
+    for (int p = 0; p < QS_PROJ_N; p++) tr->ng[p] = groups_of(&o, tr->in[p]);
     buf_slot b[MAX_BUFS];
     int nb = buffers(tr, c, b), rc = 0;
     size_t bytes = qs_llama_train_bytes(c, &o, max_tokens);
@@ -265,6 +322,10 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
         tr->b[p] = tr->param + off, tr->db[p] = tr->grad + off;
         off += pad16((size_t)tr->out[p] * o.rank);
     }
+    for (int p = 0; p < QS_PROJ_N && is_dlqat(&o); p++) {
+        tr->mag[p] = tr->param + off, tr->dmag[p] = tr->grad + off;
+        off += pad16((size_t)tr->out[p] * tr->ng[p]);
+    }
     for (int i = 0; i < 2; i++) {
         tr->gamma[i] = tr->param + off, tr->dgamma[i] = tr->grad + off;
         off += pad16((size_t)c->hidden_size);
@@ -280,6 +341,7 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     if (!rc) rc = ops->upload(be, tr->inv_freq, inv_freq, sizeof(float) * (size_t)(c->head_dim / 2), err);
     for (int p = 0; p < QS_PROJ_N && !rc && bf16_base(tr); p++) rc = make_base16(tr, p, &o, err);
     if (tr->conv) ops->free(be, tr->conv), tr->conv = NULL;
+    if (!rc && is_dlqat(&o)) rc = dlqat_grid(tr, err);
     for (int p = 0; p < QS_PROJ_N && !rc && !bf16_base(tr); p++) {
         tr->base[p] = proj_weight(w, p);
         float *qw = tr->wq_own[p] ? tr->wq_own[p]
@@ -299,13 +361,25 @@ fail:
     return rc;
 }
 
-/* the merged form's W_eff = Q(base + s B A) (the paper form forms no W_eff: proj_forward) */
+/* DL-QAT's W_hat of projection p into y (may be tr->dlr, not W): dlr = s B A, then dlqat_weight;
+ * codes and row_err as there */
+static int dlqat_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, double *row_err, qs_error *err) {
+    qs_backend *be = tr->be;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(be->ops->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 0.0f, tr->dlr, in, err));
+    return be->ops->dlqat_weight(be, y, codes, row_err, proj_weight(tr->w, p), tr->dlr, tr->gscale[p], tr->gzero[p],
+                                 tr->mag[p], out, in, tr->opts.group, tr->opts.wbits, err);
+}
+
+/* the merged form's W_eff = Q(base + s B A), DL-QAT's W_hat (the paper form forms no W_eff:
+ * proj_forward) */
 static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank;
-    if (tr->opts.form != QS_LORA_MERGED) return 0;
-    for (int p = 0; p < QS_PROJ_N; p++) {
+    if (tr->opts.form == QS_LORA_PAPER) return 0;
+    for (int p = 0; p < QS_PROJ_N && is_dlqat(&tr->opts); p++) QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, tr->weff[p], NULL, NULL, err));
+    for (int p = 0; p < QS_PROJ_N && tr->opts.form == QS_LORA_MERGED; p++) {
         int in = tr->in[p], out = tr->out[p];
         QS_FORWARD_IF_ERROR(o->copy(be, tr->weff[p], tr->base[p], sizeof(float) * (size_t)in * out, err));
         QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, tr->weff[p], in, err));
@@ -324,7 +398,7 @@ static int proj_forward(qs_llama_train *tr, int p, const float *X, int T, float 
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
-    if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->weff[p], in, beta, Y, out, err);
+    if (tr->opts.form != QS_LORA_PAPER) return o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->weff[p], in, beta, Y, out, err);
     if (tr->base16[p]) QS_FORWARD_IF_ERROR(o->linear_bf16(be, 1, T, out, in, X, in, tr->base16[p], in, beta, Y, out, err));
     else QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, out, in, 1.0f, X, in, tr->base[p], in, beta, Y, out, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, T, r, in, 1.0f, X, in, tr->a[p], in, 0.0f, tr->xa, r, err));
@@ -436,13 +510,34 @@ static int lora_grads(qs_llama_train *tr, int p, const float *X, const float *dY
     return 0;
 }
 
-/* Backward of proj_forward p: the LoRA gradients (lora_grads, which leaves dY B in dyb), then
- * dX [T, in] = dY W_eff + beta dX: over the merged form's W_eff, or dY base + s (dY B) A */
+/* DL-QAT's gradients of projection p: dW_hat = dY^T X [out, in] (dwt), through dlqat_weight's
+ * backward to d = s B A (dwt again) and dm += ; then dB += s dD A^T, dA += s B^T dD. The full
+ * [out, in] gradient is formed (the mask and dm need it): one more GEMM of the linear's size. */
+static int dlqat_grads(qs_llama_train *tr, int p, const float *X, const float *dY, int T, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(o->gemm(be, 1, 0, out, in, T, 1.0f, dY, out, X, in, 0.0f, tr->dwt, in, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 0.0f, tr->dlr, in, err));
+    QS_FORWARD_IF_ERROR(o->dlqat_weight_backward(be, tr->dwt, tr->dmag[p], tr->dwt, proj_weight(tr->w, p), tr->dlr,
+                                                 tr->gscale[p], tr->gzero[p], tr->mag[p], out, in, tr->opts.group,
+                                                 tr->opts.wbits, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, out, r, in, tr->s, tr->dwt, in, tr->a[p], in, 1.0f, tr->db[p], r, err));
+    return o->gemm(be, 1, 0, r, in, out, tr->s, tr->b[p], r, tr->dwt, in, 1.0f, tr->da[p], in, err);
+}
+
+/* Backward of proj_forward p: the LoRA gradients (lora_grads, which leaves dY B in dyb; DL-QAT:
+ * dlqat_grads), then dX [T, in] = dY W_eff + beta dX: over the merged form's W_eff (DL-QAT's
+ * W_hat), or dY base + s (dY B) A */
 static int proj_backward(qs_llama_train *tr, int p, const float *X, const float *dY, int T, float beta, float *dX,
                          qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    if (is_dlqat(&tr->opts)) {
+        QS_FORWARD_IF_ERROR(dlqat_grads(tr, p, X, dY, T, err));
+        return o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->weff[p], in, beta, dX, in, err);
+    }
     QS_FORWARD_IF_ERROR(lora_grads(tr, p, X, dY, T, err));
     if (tr->opts.form == QS_LORA_MERGED) return o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->weff[p], in, beta, dX, in, err);
     if (tr->base16[p]) QS_FORWARD_IF_ERROR(o->linear_bf16(be, 0, T, in, out, dY, out, tr->base16[p], in, beta, dX, in, err));
@@ -500,7 +595,7 @@ int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err) {
 
 int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err) {
     const qs_llama_train_opts *p = &tr->opts;
-    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, tr->n_param, lr,
+    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, tr->n_step, lr,
                                                 p->beta1, p->beta2, p->eps, p->weight_decay, tr->step + 1, err));
     tr->step++;
     return qs_llama_train_zero_grad(tr, err);
@@ -513,6 +608,11 @@ int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *
     for (int p = 0; p < QS_PROJ_N; p++) {
         int in = tr->in[p], out = tr->out[p];
         float *dst = proj_weight(w_out, p), *src = proj_weight(tr->w, p);
+        if (is_dlqat(&tr->opts)) { /* W_hat through dlr: dst may be the frozen W */
+            QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, tr->dlr, NULL, NULL, err));
+            QS_FORWARD_IF_ERROR(o->copy(be, dst, tr->dlr, sizeof(float) * (size_t)in * out, err));
+            continue;
+        }
         if (dst != src) QS_FORWARD_IF_ERROR(o->copy(be, dst, src, sizeof(float) * (size_t)in * out, err));
         QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, dst, in, err));
     }
@@ -520,4 +620,21 @@ int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *
     QS_FORWARD_IF_ERROR(o->copy(be, w_out->attn_norm, tr->gamma[0], hb, err));
     QS_FORWARD_IF_ERROR(o->copy(be, w_out->ffn_norm, tr->gamma[1], hb, err));
     return 0;
+}
+
+int qs_llama_train_dlqat_codes(qs_llama_train *tr, int p, uint8_t *codes, double *row_err, float *scales_host,
+                               float *zeros_host, qs_error *err) {
+    qs_backend *be = tr->be;
+    QS_RETURN_ERROR_IF(!is_dlqat(&tr->opts) || p < 0 || p >= QS_PROJ_N, QS_EUSAGE,
+                       "block %d training: no DL-QAT codes for projection %d", tr->w->layer, p);
+    const size_t n = (size_t)tr->out[p] * tr->ng[p], bytes = sizeof(float) * n;
+    QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, NULL, codes, row_err, err));
+    float *mag = malloc(bytes);
+    QS_RETURN_ERROR_IF(!mag, -ENOMEM, "block %d: out of host memory for the DL-QAT scales", tr->w->layer);
+    int rc = be->ops->download(be, mag, tr->mag[p], bytes, err);
+    if (!rc) rc = be->ops->download(be, scales_host, tr->gscale[p], bytes, err);
+    if (!rc) rc = be->ops->download(be, zeros_host, tr->gzero[p], bytes, err);
+    for (size_t i = 0; !rc && i < n; i++) scales_host[i] = mag[i] * scales_host[i]; /* the ops' product: the same bits */
+    free(mag);
+    return rc;
 }

@@ -10,6 +10,11 @@
  *   QS_LORA_PAPER:  y = Q(x) (Q(W) + s B A)^T   (the paper's and released code's training form)
  *   QS_LORA_MERGED: y = Q(x) Q(W + s B A)^T     (what is deployed; Q straight-through: the
  *                                                gradient reaches W + s B A as if Q were identity)
+ *   QS_LORA_DLQAT:  y = Q(x) W_hat^T, W_hat = m_g s_g (clamp(rint(W / s_g + s B A) + z_g, 0, qmax) - z_g)
+ *                   (DL-QAT, ../shared/METHODS.md: s_g, z_g the fixed min-max grid of W at wbits /
+ *                   group / sym, m_g a trained magnitude per group, init 1; B A moves W in grid
+ *                   steps; straight-through round, no gradient where the clamp bites; the gammas
+ *                   are frozen: m, A and B are the trainables)
  * where Q(W) is the affine weight quantizer (wbits, group, sym; fake_quant_weight) and Q(x) the
  * per-token activation fake-quant at abits, at the same places as qs_llama_block_forward (the
  * inputs of the seven linears; Q and K after RoPE and V per (head, token)), all with a
@@ -48,6 +53,7 @@
 typedef enum qs_lora_form {
     QS_LORA_PAPER = 0,  /* y = Q(x) (Q(W) + s B A)^T */
     QS_LORA_MERGED = 1, /* y = Q(x) Q(W + s B A)^T, straight-through */
+    QS_LORA_DLQAT = 2,  /* y = Q(x) (m s (clamp(rint(W / s + s' B A) + z) - z))^T, wbits 2..8 */
 } qs_lora_form;
 
 /* the seven projections, in this order everywhere */
@@ -100,6 +106,13 @@ typedef struct qs_llama_train {
     float *a[QS_PROJ_N], *b[QS_PROJ_N];     /* A_p [r, in[p]], B_p [out[p], r] inside param */
     float *da[QS_PROJ_N], *db[QS_PROJ_N];   /* their gradients inside grad */
     float *gamma[2], *dgamma[2];            /* [hidden]: input_layernorm, post_attention_layernorm */
+    /* DL-QAT: the magnitudes m [out[p], ng[p]] inside param (after the B's, before the gammas)
+     * and their gradients; the fixed grid gscale, gzero [out[p], ng[p]] (own); dlr, dwt [the
+     * largest out * in] scratch: s B A, and a projection's weight gradient. n_step: the
+     * trainables AdamW moves (param's first n_step floats: all but the frozen gammas) */
+    float *mag[QS_PROJ_N], *dmag[QS_PROJ_N], *gscale[QS_PROJ_N], *gzero[QS_PROJ_N], *dlr, *dwt;
+    int ng[QS_PROJ_N];
+    size_t n_step;
     int step;                               /* AdamW steps taken */
     /* frozen base weights: Q(W) (own copies) in the paper form with weight quantization, else
      * W itself (borrowed); the merged form's effective weights rebuilt at each forward (own;
@@ -141,8 +154,8 @@ typedef struct qs_llama_train {
  * weights, tape and scratch for max_tokens tokens), for memory planning. */
 size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts, int max_tokens);
 
-/* Bytes of the trainables alone (what qs_llama_train_release keeps) */
-size_t qs_llama_train_param_bytes(const qs_model_config *cfg, int rank);
+/* Bytes of the trainables alone (what qs_llama_train_release keeps; opts NULL: the defaults) */
+size_t qs_llama_train_param_bytes(const qs_model_config *cfg, const qs_llama_train_opts *opts);
 
 /* Sets up a trainable block over the frozen weights w (backend memory, borrowed: w and cfg
  * must outlive tr) for up to max_tokens tokens per forward. opts NULL: the defaults. Errors:
@@ -181,5 +194,13 @@ int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err);
  * caller quantizes the result. w_out may be the frozen weights themselves; tr is then stale
  * and only qs_llama_train_free may follow. */
 int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *err);
+/* (In the DL-QAT form the merge writes W_hat, the stored weights' dequantization, and the
+ * frozen gammas.) */
+
+/* DL-QAT form, projection p, before the merge: the codes [out, in] (backend memory, one a byte),
+ * row_err [out] (backend, NULL: not wanted; dlqat_weight's, against the frozen W) and on the
+ * host the stored quantizer: scales_host = m * s_g and zeros_host = z_g [out, ng]. */
+int qs_llama_train_dlqat_codes(qs_llama_train *tr, int p, uint8_t *codes, double *row_err, float *scales_host,
+                               float *zeros_host, qs_error *err);
 
 #endif

@@ -16,9 +16,13 @@
  *    leaves the device and Q(W) is made from the host's copy, else Q(W) is made in its place.
  * 3. W <- W + s B A and the trained gammas; all seven linears quantized (RTN at the run's
  *    setting); the quantized path's states advance through the merged, quantized blocks.
+ * DL-QAT (--method dlqat) trains the same way without the reassembly: the trainer's DL-QAT form
+ * (model/llama_train.h: magnitudes and LoRA on the fixed grid of each weight, gammas frozen),
+ * and step 3 stores the trained codes with the scales m s_g instead of quantizing again.
  * Everything is seeded (the LoRA init by seed and layer, the permutations by seed, group and
  * epoch), so a resumed run gives the same bits. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +37,7 @@ static void train_opts(const qs_qrun *q, qs_llama_train_opts *to) {
     to->rank = o->eec_rank;
     to->alpha = o->eec_alpha;
     to->seed = o->calib.seed;
-    to->form = o->eec_form ? QS_LORA_MERGED : QS_LORA_PAPER;
+    to->form = !strcmp(o->method, "dlqat") ? QS_LORA_DLQAT : o->eec_form ? QS_LORA_MERGED : QS_LORA_PAPER;
     to->wbits = o->q.bits;
     to->group = o->q.group > 0 ? o->q.group : -1;
     to->sym = o->q.sym;
@@ -71,7 +75,9 @@ static size_t eec_extra(const qs_qrun *q, size_t freed) {
     const size_t cr = qs_calib_reassembly_bytes(q) + freed;
     size_t train = group_bytes(q, q->K) - (size_t)q->K * wb;
     if (q->eec_bf16 && q->eec_w_host) {
-        const size_t gone = (size_t)q->K * linear_bytes(q), kept = (size_t)q->K * qs_llama_train_param_bytes(&q->cfg, q->o->eec_rank);
+        qs_llama_train_opts to;
+        train_opts(q, &to);
+        const size_t gone = (size_t)q->K * linear_bytes(q), kept = (size_t)q->K * qs_llama_train_param_bytes(&q->cfg, &to);
         train = train > gone ? train - gone : 0;
         train = train > kept ? train : kept;
     }
@@ -86,7 +92,9 @@ int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
     const size_t fwd = qs_calib_device_bytes(q, 1);
     /* too tight: the float weights wait on the host while Q(W) trains in their place (the paper
      * form with quantized weights, which reads W only at the merge) */
-    if (gpu_mem && fwd + *bytes > gpu_mem && !q->o->eec_form && q->o->q.bits < 16) {
+    qs_llama_train_opts to;
+    train_opts(q, &to);
+    if (gpu_mem && fwd + *bytes > gpu_mem && to.form == QS_LORA_PAPER && q->o->q.bits < 16) {
         q->eec_w_host = 1;
         *bytes = eec_extra(q, 0);
     }
@@ -179,6 +187,37 @@ static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down,
     return 0;
 }
 
+/* DL-QAT's result for linear i of block tr (before its merge): the trained codes (deferred down,
+ * pipeline/results.c), the stored quantizer m s_g and z_g, and the mse against the frozen W */
+static int dlqat_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_error *err) {
+    qs_backend *be = q->lm.be;
+    const qs_tensor_info *t = s->t[i];
+    const int rows = (int)t->shape[0], cols = (int)t->shape[1];
+    const size_t n = (size_t)rows * cols, qb = sizeof(float) * (size_t)rows * tr->ng[i], eb = sizeof(double) * (size_t)rows;
+    qs_qlin_out *out = &s->lin[i];
+    out->codes = malloc(n);
+    out->scales = malloc(qb);
+    out->zeros = malloc(qb);
+    double *row_err = malloc(eb), *de = be->ops->alloc(be, eb);
+    uint8_t *dc = be->ops->alloc(be, n);
+    int rc = out->codes && out->scales && out->zeros && row_err
+                 ? 0
+                 : qs_error_set(err, -ENOMEM, "block %d: out of memory for the codes of %s", tr->w->layer, t->name);
+    if (!rc && (!dc || !de))
+        rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for the codes of %s (%zu bytes)", tr->w->layer,
+                          be->ops->name, t->name, n + eb);
+    if (!rc) rc = qs_llama_train_dlqat_codes(tr, i, dc, de, out->scales, out->zeros, err);
+    if (!rc) rc = be->ops->download(be, row_err, de, eb, err);
+    double total = 0;
+    for (int r = 0; !rc && r < rows; r++) total += row_err[r];
+    if (!rc && !isfinite(total)) rc = qs_error_set(err, QS_EFORMAT, "%s: the trained weights are not finite", t->name);
+    if (!rc) rc = qs_result_defer(q, out->codes, dc, n, err), dc = NULL; /* its own now */
+    out->mse = total / ((double)rows * cols);
+    be->ops->free(be, dc), be->ops->free(be, de);
+    free(row_err);
+    return rc;
+}
+
 int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_quantize_opts *o = q->o;
@@ -218,11 +257,14 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
     for (int j = 0; j < K && !rc; j++) {
         qs_qslot *s = &u->blk[j];
         if (wh[j]) rc = weights_to_host(q, &w[j], &wh[j], 0, drop, &to, err);
+        /* DL-QAT: the trained codes, then the merge writes what they dequantize to (the next
+         * forward's weights) and nothing is quantized again */
+        for (int i = 0; i < QS_N_LINEAR && !rc && to.form == QS_LORA_DLQAT; i++) rc = dlqat_linear(q, s, &tr[j], i, err);
         if (!rc) rc = qs_llama_train_merge(&tr[j], &w[j], err);
         if (!rc) rc = be->ops->download(be, s->other[0], w[j].attn_norm, hb, err);
         if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);
         qs_llama_train_free(&tr[j]);
-        if (!rc) rc = qs_qllm_quantize(q, s, &w[j], err);
+        if (!rc && to.form != QS_LORA_DLQAT) rc = qs_qllm_quantize(q, s, &w[j], err);
         if (!rc) rc = qs_result_flush(q, err); /* a block's codes at a time, not the group's */
         s->eec_loss[0] = loss[0], s->eec_loss[1] = loss[1];
     }

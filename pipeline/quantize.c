@@ -45,6 +45,9 @@ int qs_parse_bytes(const char *s, size_t *out) {
 
 static int is_gptq(const qs_quantize_opts *o) { return !strcmp(o->method, "gptq"); }
 static int is_qllm(const qs_quantize_opts *o) { return !strcmp(o->method, "qllm"); }
+static int is_dlqat(const qs_quantize_opts *o) { return !strcmp(o->method, "dlqat"); }
+/* block reconstruction trains groups of blocks (compute_eec.c): QLLM's EEC and DL-QAT */
+static int tunes(const qs_quantize_opts *o) { return (is_qllm(o) && o->eec) || is_dlqat(o); }
 
 static const qs_tensor_info *block_tensor(const qs_qrun *q, int layer, const char *suffix) {
     char name[160];
@@ -183,7 +186,7 @@ static int st_compute(void *ctx, int unit, void *slot_, qs_error *err) {
     qs_qunit *u = slot_;
     for (int j = 0; j < u->nb; j++) qs_qslot_release(&u->blk[j]);
     (void)unit;
-    if (is_qllm(q->o) && q->o->eec) return qs_compute_qllm_eec(q, u, err);
+    if (tunes(q->o)) return qs_compute_qllm_eec(q, u, err);
     qs_qslot *s = &u->blk[0]; /* the other methods work block by block: units of one */
     return is_gptq(q->o) ? qs_compute_gptq(q, u->b0, s, err)
            : is_qllm(q->o) ? qs_compute_qllm(q, u->b0, s, err)
@@ -209,6 +212,9 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
         for (int k = 0; k < 3; k++) m += (size_t)snprintf(meta + m, cap - m, "%s%.9g", k ? "," : "", (double)s->ra[k].theta);
         m += (size_t)snprintf(meta + m, cap - m, "]");
     }
+    if (is_dlqat(o))
+        m += (size_t)snprintf(meta + m, cap - m, ",\"rank\":%d,\"lora_alpha\":%g,\"blocks_per_group\":%d", o->eec_rank,
+                              (double)o->eec_alpha, q->K);
     m += (size_t)snprintf(meta + m, cap - m, ",\"shapes\":{");
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         m += (size_t)snprintf(meta + m, cap - m, "%s\"%s\":[%lld,%lld]", i ? "," : "", qs_linear_names[i],
@@ -320,8 +326,10 @@ static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *t
     size_t k = (size_t)snprintf(metrics, sizeof metrics, "{\"mse\":{");
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "%s\"%s\":%.6g", i ? "," : "", qs_linear_names[i], s->lin[i].mse);
-    if (is_qllm(q->o) && q->o->eec)
-        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"eec_loss\":{\"first_epoch\":%.6g,\"last_epoch\":%.6g",
+    if (tunes(q->o)) /* the group's training loss, first and last epoch */
+        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"%s\":{", is_dlqat(q->o) ? "train_loss" : "eec_loss");
+    if (tunes(q->o))
+        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "\"first_epoch\":%.6g,\"last_epoch\":%.6g",
                               s->eec_loss[0], s->eec_loss[1]);
     if (is_gptq(q->o)) {
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"gptq_loss\":{");
@@ -394,7 +402,9 @@ static char *fingerprint(const qs_qrun *q) {
                                   o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
                                   o->eec_form ? "merged" : "paper", q->K);
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
-    }
+    } else if (is_dlqat(o))
+        n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"blocks_per_group\":%d}",
+                              o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr, q->K);
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)
@@ -428,12 +438,14 @@ static qs_progress_mode progress_mode(int p) {
 }
 
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err) {
-    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm"), QS_EUNSUPPORTED,
-                       "method '%s' is not implemented (rtn, gptq and qllm are)", o->method);
-    const int eec = is_qllm(o) && o->eec;
+    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm") && !is_dlqat(o),
+                       QS_EUNSUPPORTED, "method '%s' is not implemented (rtn, gptq, qllm and dlqat are)", o->method);
+    const int eec = tunes(o);
     QS_RETURN_ERROR_IF(!eec && o->blocks_per_group > 1, QS_EUSAGE,
-                       "--blocks-per-group %d: groups of blocks are trained by QLLM's error correction only (--method qllm --eec on)",
+                       "--blocks-per-group %d: groups of blocks are trained by QLLM's error correction (--method qllm --eec on) "
+                       "and DL-QAT only",
                        o->blocks_per_group);
+    QS_RETURN_ERROR_IF(is_dlqat(o) && o->cr, QS_EUSAGE, "--method dlqat has no channel reassembly (it is QLLM's)");
     QS_RETURN_ERROR_IF(eec && (o->blocks_per_group < 0 || o->blocks_per_group > QS_GROUP_MAX), QS_EUSAGE,
                        "--blocks-per-group %d: 1..%d are supported", o->blocks_per_group, QS_GROUP_MAX);
     QS_RETURN_ERROR_IF(eec && (o->eec_rank < 1 || o->eec_epochs < 0 || !(o->eec_lr >= 0) || !(o->eec_alpha > 0)), QS_EUSAGE,
@@ -449,16 +461,17 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     void *ptrs[3];
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
     q.bf16_weights = is_gptq(o) && qs_backend_bf16_weights(o->device);
-    q.eec_bf16 = eec && !o->eec_form && o->q.bits < 16 && qs_backend_bf16_weights(o->device);
+    q.eec_bf16 = is_qllm(o) && eec && !o->eec_form && o->q.bits < 16 && qs_backend_bf16_weights(o->device);
     q.cr_bf16 = is_qllm(o) && o->cr && qs_backend_bf16_weights(o->device);
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;
-    if (!rc && (is_gptq(o) || is_qllm(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
+    if (!rc && (is_gptq(o) || is_qllm(o) || is_dlqat(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
         rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
         /* EEC: groups of --blocks-per-group blocks; by default 4 (the paper's), fewer when one
          * group's training does not fit --gpu-mem; the forward's windows per call get the rest */
-        if (!rc && eec && !o->blocks_per_group) {
+        if (!rc && is_dlqat(o) && !o->blocks_per_group) q.K = 1; /* DL-QAT: block reconstruction by default */
+        if (!rc && is_qllm(o) && eec && !o->blocks_per_group) {
             qs_error e2 = {0};
             for (q.K = 4; q.K > 1 && qs_eec_plan(&q, o->gpu_mem, &eec_bytes, &e2); q.K--) {}
             if (q.K < 4 && o->progress)

@@ -21,7 +21,7 @@
 
 typedef struct qs_quantize_opts {
     const char *model_dir, *out_dir;
-    const char *method;     /* "rtn", "gptq", "qllm" */
+    const char *method;     /* "rtn", "gptq", "qllm", "dlqat" */
     qs_qconfig q;
     int abits;              /* 16: weight-only; 2..15: activations fake-quantized per token */
     qs_calib_opts calib;    /* methods with data (gptq) */
@@ -38,6 +38,8 @@ typedef struct qs_quantize_opts {
     int eec_epochs;         /* 10 */
     float eec_lr;           /* 5e-4, linear decay to 0 */
     int eec_form;           /* qs_lora_form: 0 paper Q(W) + sBA, 1 merged Q(W + sBA) */
+    /* dlqat: the same rank, alpha, epochs, lr (QS_DLQAT_LR by default) and blocks_per_group (1
+     * by default), cr off: magnitudes and LoRA on each weight's fixed grid (model/llama_train.h) */
     int blocks_per_group;   /* K: 1..QS_GROUP_MAX; 0: 4, fewer when --gpu-mem cannot hold 4 */
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
@@ -55,6 +57,7 @@ typedef struct qs_quantize_opts {
     qs_reader_opts reader;
 } qs_quantize_opts;
 
+#define QS_DLQAT_LR 1e-3f /* DL-QAT's default learning rate (bench/README.md: how it was chosen) */
 #define QS_ACT_CKPT_AUTO (-1)
 #define QS_ACT_CKPT_RATIO 20
 

@@ -15,7 +15,7 @@ static int is_method(const qs_qrun *q, const char *m) { return q->o && q->o->met
 int qs_results_can_defer(const qs_qrun *q) {
     /* the staging download is what lets a copy run beside the compute; QLLM with EEC flushes
      * each block of its group as it is quantized (compute_eec.c) */
-    return q->o && qs_backend_stages(q->o->device) && (is_method(q, "gptq") || is_method(q, "qllm"));
+    return q->o && qs_backend_stages(q->o->device) && (is_method(q, "gptq") || is_method(q, "qllm") || is_method(q, "dlqat"));
 }
 
 size_t qs_results_defer_bytes(const qs_qrun *q) {

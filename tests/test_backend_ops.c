@@ -463,6 +463,44 @@ static void test_quant_weight(void) {
     }
 }
 
+/* dlqat_weight and its backward: the grid from quant_weight, the low-rank term up to +-1.5 grid
+ * steps (so that the clamp bites at both edges) and magnitudes in [0.5, 1.5]. The same IEEE
+ * operations in the same order on both (the group sums of the backward in column order, in
+ * double): identical bytes. Rows longer than a block of threads, groups with a partial last one,
+ * per channel; y over d (allowed) and dd over dy (allowed); dmag accumulates. */
+static void test_dlqat(void) {
+    const int rows = 140, cols = 300;
+    const size_t n = (size_t)rows * cols;
+    int cases[3][3] = {{3, 128, 0}, {4, -1, 1}, {2, 64, 0}}; /* bits, group, sym */
+    for (int i = 0; i < 3; i++) {
+        const int bits = cases[i][0], group = cases[i][1], ng = group > 0 ? (cols + group - 1) / group : 1;
+        const size_t qn = (size_t)rows * ng;
+        uint8_t *zc = calloc(n, 1);
+        float *mh = qs_test_rvec(qn, 0.5f);
+        for (size_t k = 0; k < qn; k++) mh[k] += 1.0f;
+        pair w = rboth(n, 0.2f), d = rboth(n, 1.5f), m = both(mh, sizeof(float) * qn), c = both(zc, n), sc = rboth(qn, 1),
+             z = rboth(qn, 1), e = rboth(2 * (size_t)rows, 1), y = rboth(n, 1), dy = rboth(n, 1), dm = rboth(qn, 1);
+        RUN(cpu->ops->quant_weight(cpu, w.c, rows, cols, group, bits, cases[i][2], c.c, sc.c, z.c, NULL, E1),
+            dev->ops->quant_weight(dev, w.d, rows, cols, group, bits, cases[i][2], c.d, sc.d, z.d, NULL, E2));
+        RUN(cpu->ops->dlqat_weight(cpu, y.c, c.c, e.c, w.c, d.c, sc.c, z.c, m.c, rows, cols, group, bits, E1),
+            dev->ops->dlqat_weight(dev, y.d, c.d, e.d, w.d, d.d, sc.d, z.d, m.d, rows, cols, group, bits, E2));
+        char name[48];
+        snprintf(name, sizeof name, "dlqat_weight w%d g%d%s", bits, group, cases[i][2] ? " sym" : "");
+        compare_bytes(name, y, sizeof(float) * n);
+        compare_bytes("dlqat_weight codes", c, n);
+        compare_bytes("dlqat_weight row errors", e, sizeof(double) * rows);
+        RUN(cpu->ops->dlqat_weight_backward(cpu, dy.c, dm.c, dy.c, w.c, d.c, sc.c, z.c, m.c, rows, cols, group, bits, E1),
+            dev->ops->dlqat_weight_backward(dev, dy.d, dm.d, dy.d, w.d, d.d, sc.d, z.d, m.d, rows, cols, group, bits, E2));
+        compare_bytes("dlqat_weight_backward dd", dy, sizeof(float) * n);
+        compare_bytes("dlqat_weight_backward dmag", dm, sizeof(float) * qn);
+        RUN(cpu->ops->dlqat_weight(cpu, d.c, NULL, NULL, w.c, d.c, sc.c, z.c, m.c, rows, cols, group, bits, E1),
+            dev->ops->dlqat_weight(dev, d.d, NULL, NULL, w.d, d.d, sc.d, z.d, m.d, rows, cols, group, bits, E2));
+        compare_bytes("dlqat_weight y over d", d, sizeof(float) * n);
+        pfree(w), pfree(d), pfree(m), pfree(c), pfree(sc), pfree(z), pfree(e), pfree(y), pfree(dy), pfree(dm);
+        free(zc), free(mh);
+    }
+}
+
 /* gptq_batch: one batch from random weights, a random upper factor (diagonal in [0.5, 1]) and a
  * random column order. The column loop is the same IEEE operations in the same order on both
  * (no FMA), so the batch's columns, codes, quantizers, errors and losses must be identical; the
@@ -723,6 +761,7 @@ int main(int argc, char **argv) {
     test_cholesky();
     test_gptq_batch();
     test_quant_weight();
+    test_dlqat();
     test_gptq_hessian();
     test_to_f32();
     test_bf16();

@@ -27,7 +27,8 @@ static void print_block_row(const qs_manifest_block *b) {
     int n_mse, n_loss;
     double mse = metric_sum(m, "mse", &n_mse), loss = metric_sum(m, "gptq_loss", &n_loss);
     double raw = json_number_value(json_object_get(m, "raw_bytes")), comp = json_number_value(json_object_get(m, "compressed_bytes"));
-    json_t *eec = json_object_get(m, "eec_loss"); /* QLLM EEC: the group's loss, first -> last epoch */
+    json_t *eec = json_object_get(m, "eec_loss"); /* QLLM EEC or DL-QAT: the group's loss, first -> last epoch */
+    if (!eec) eec = json_object_get(m, "train_loss");
     char eec_s[48] = "-";
     if (json_is_object(eec))
         snprintf(eec_s, sizeof eec_s, "%.4g -> %.4g", json_number_value(json_object_get(eec, "first_epoch")),
@@ -103,7 +104,7 @@ int qs_cmd_inspect(int argc, char **argv) {
         } else {
             printf("run: %s\nblocks: %zu of %d done\n", m.fingerprint_json, m.n, m.n_blocks);
             printf("%6s %10s %10s %8s %8s %9s %12s %12s %22s\n", "block", "raw MB", "shard MB", "ratio", "load s", "compute s",
-                   "weight mse", "gptq loss", "eec loss");
+                   "weight mse", "gptq loss", "train loss");
             for (size_t i = 0; i < m.n; i++) print_block_row(&m.blocks[i]);
             print_roles(dir, &m);
         }

@@ -11,11 +11,11 @@
 #include "tools/commands.h"
 
 #define USAGE                                                                                                        \
-    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
+    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm|dlqat --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
-    "         [--lr 5e-4] [--blocks-per-group 4] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
+    "         [--lr 5e-4 (dlqat: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -37,7 +37,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
                           .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
-    int gpu_mem_given = 0; /* --gpu-mem 0: no budget */
+    int gpu_mem_given = 0, cr_given = 0, lr_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t bytes;
@@ -56,7 +56,7 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--damp") && v) o.damp = strtof(v, NULL), i++;
         else if (!strcmp(a, "--act-order")) o.act_order = 1;
         else if ((!strcmp(a, "--cr") || !strcmp(a, "--eec")) && v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
-            if (!strcmp(a, "--cr")) o.cr = !strcmp(v, "on");
+            if (!strcmp(a, "--cr")) o.cr = !strcmp(v, "on"), cr_given = 1;
             else o.eec = !strcmp(v, "on");
             i++;
         } else if (!strcmp(a, "--cr-distance") && v && (!strcmp(v, "paper") || !strcmp(v, "code")))
@@ -74,7 +74,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                 fprintf(stderr, "qstream quantize: %s '%s': give a number >= 0\n", a, v);
                 return 2;
             }
-            if (!strcmp(a, "--lr")) o.eec_lr = x;
+            if (!strcmp(a, "--lr")) o.eec_lr = x, lr_given = 1;
             else o.eec_alpha = x;
             i++;
         } else if (!strcmp(a, "--eec-form") && v && (!strcmp(v, "paper") || !strcmp(v, "merged")))
@@ -124,7 +124,13 @@ int qs_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "qstream quantize: give MODEL_DIR and -o OUT_DIR\n" USAGE);
         return 2;
     }
-    if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm")) && !o.calib.source) {
+    const int dlqat = !strcmp(o.method, "dlqat");
+    if (dlqat && cr_given && o.cr) {
+        fprintf(stderr, "qstream quantize: --cr on: channel reassembly is QLLM's (--method qllm), not DL-QAT's\n");
+        return 2;
+    }
+    if (dlqat) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_DLQAT_LR;
+    if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm") || dlqat) && !o.calib.source) {
         fprintf(stderr, "qstream quantize: --method %s needs calibration data: --calib FILE, --calib-ids FILE or --calib random\n", o.method);
         return 2;
     }
