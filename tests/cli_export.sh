@@ -46,6 +46,7 @@ tiny|--method rtn --wbits 2 --group 64|--gptq-v2|0 1
 tiny|--method gptq --wbits 4 --group 64 --sym --act-order --calib random --nsamples 4 --seqlen 64||0 1
 stories|--method rtn --wbits 8 --group 32 --sym||0 1 2 3 4
 stories|--method rtn --wbits 8 --group -1||0 4
+tiny|--method dlqat --wbits 4 --group 64 --sym --calib random --nsamples 4 --seqlen 64 --epochs 2||0 1
 CASES
 grep -q '"desc_act": true' "$tmp/hf4/config.json" || die "act-order export does not say desc_act"
 grep -q '"desc_act": false' "$tmp/hf1/config.json" || die "in-order export says desc_act"
