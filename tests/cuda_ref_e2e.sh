@@ -9,7 +9,7 @@ here=$(dirname "$0")
 ref=${QS_TMP:-/tmp}/cli_cuda_ref-${QS_E2E_DEVICE:-cuda}.txt
 rm -f "$ref"
 QS_E2E_CPU_ONLY=1 QS_E2E_CPU_REF=$ref bash "$here/cli_cuda.sh" || { echo "FAIL: the cpu side alone"; exit 1; }
-[ "$(wc -l < "$ref")" -eq 9 ] || { echo "FAIL: $ref holds $(wc -l < "$ref") lines, not a fingerprint and 8 figures (FP, three methods, four perturbed)"; exit 1; }
+[ "$(wc -l < "$ref")" -eq 12 ] || { echo "FAIL: $ref holds $(wc -l < "$ref") lines, not a fingerprint and 11 figures (FP, four methods, six perturbed)"; exit 1; }
 # the second run sees the same bytes through other paths (its own QS_TMP, the shared folder
 # through a link), as a GPU machine does: the fingerprint must not depend on them
 link=${QS_TMP:-/tmp}/cli_cuda_ref-shared
