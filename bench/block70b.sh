@@ -16,7 +16,8 @@
 # (causal scores and outputs per token): a forward F = T (2 P + A); GPTQ = its four truncated
 # stage forwards + one forward + the Hessians 2 T (in_qkv^2 + in_o^2 + in_gu^2 + in_down^2);
 # QLLM = (2 + 3 EPOCHS) F (the full-precision targets, the advance, and per epoch a forward and a
-# backward of about twice its cost). The host work (GPTQ's column loop, shard writes) is in the
+# backward of about twice its cost); DL-QAT (METHODS may name dlqat: W4 g128, EPOCHS, K = 1) =
+# (2 + 4 EPOCHS) F (its backward forms each linear's weight gradient too). The host work (GPTQ's column loop, shard writes) is in the
 # seconds and not in the FLOPs.
 set -euo pipefail
 build=${1:?usage: bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE]}
@@ -52,7 +53,7 @@ f_att = T * 4 * nh * hd * (SL + 1) / 2
 F = f_qkv + f_att + f_o + f_gu + f_down
 flops = {"rtn": 0,
          "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
-         "qllm": (2 + 3 * E) * F}
+         "qllm": (2 + 3 * E) * F, "dlqat": (2 + 4 * E) * F}
 log = open(f"{work}/{m}.log").read()
 comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
 peak = re.search(r"memory peak ([0-9.]+) MiB", log)
@@ -81,7 +82,8 @@ for m in $METHODS; do
     rtn) args=(--method rtn --wbits 4 --group 128) ;;
     gptq) args=(--method gptq --wbits 4 --group 128 "${cal[@]}") ;;
     qllm) args=(--method qllm --wbits 4 --abits 4 --epochs "$EPOCHS" --blocks-per-group 1 "${cal[@]}") ;;
-    *) echo "bench/block70b.sh: unknown method $m (rtn, gptq, qllm)" >&2; exit 2 ;;
+    dlqat) args=(--method dlqat --wbits 4 --group 128 --epochs "$EPOCHS" "${cal[@]}") ;;
+    *) echo "bench/block70b.sh: unknown method $m (rtn, gptq, qllm, dlqat)" >&2; exit 2 ;;
   esac
   rm -rf "$work/out-$m"
   rc=0

@@ -37,7 +37,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
                           .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
-    int gpu_mem_given = 0, cr_given = 0, lr_given = 0; /* --gpu-mem 0: no budget */
+    int gpu_mem_given = 0, cr_given = 0, lr_given = 0, form_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t bytes;
@@ -78,7 +78,7 @@ int qs_cmd_quantize(int argc, char **argv) {
             else o.eec_alpha = x;
             i++;
         } else if (!strcmp(a, "--eec-form") && v && (!strcmp(v, "paper") || !strcmp(v, "merged")))
-            o.eec_form = !strcmp(v, "merged"), i++;
+            o.eec_form = !strcmp(v, "merged"), form_given = 1, i++;
         else if (!strcmp(a, "--device") && v) o.device = v, i++;
         else if (!strcmp(a, "--threads") && v) bad = int_arg(a, v, 0, 4096, &o.threads), i++;
         else if (!strcmp(a, "--restart")) o.restart = 1;
@@ -125,8 +125,9 @@ int qs_cmd_quantize(int argc, char **argv) {
         return 2;
     }
     const int dlqat = !strcmp(o.method, "dlqat");
-    if (dlqat && cr_given && o.cr) {
-        fprintf(stderr, "qstream quantize: --cr on: channel reassembly is QLLM's (--method qllm), not DL-QAT's\n");
+    if (dlqat && ((cr_given && o.cr) || form_given)) {
+        fprintf(stderr, "qstream quantize: %s: %s is QLLM's (--method qllm), not DL-QAT's\n", form_given ? "--eec-form" : "--cr on",
+                form_given ? "the error correction's training form" : "channel reassembly");
         return 2;
     }
     if (dlqat) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_DLQAT_LR;
