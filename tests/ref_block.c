@@ -93,6 +93,20 @@ void block_free(block *b, qs_backend *be) {
     qs_llama_weights_free(&b->dw, be);
 }
 
+void block_fq_weights(const block *b, qs_backend *be, const qs_llama_train_opts *o, qs_llama_weights *wq,
+                      float *qw[QS_PROJ_N]) {
+    *wq = b->dw;
+    float **slot[QS_PROJ_N] = {&wq->wq, &wq->wk, &wq->wv, &wq->wo, &wq->w_gate, &wq->w_up, &wq->w_down};
+    for (int p = 0; p < QS_PROJ_N; p++) {
+        size_t n = (size_t)b->in[p] * b->out[p];
+        float *h = malloc(n * sizeof(float));
+        memcpy(h, b->w[p], n * sizeof(float));
+        w_fq(h, b->out[p], b->in[p], o);
+        *slot[p] = qw[p] = up_new(be, h, n);
+        free(h);
+    }
+}
+
 /* ======== the float64 reference block ======== */
 
 

@@ -36,6 +36,10 @@ typedef struct block {
 void block_make(block *b, qs_backend *be, int with_bias); /* random weights (and q/k/v biases) */
 void block_add_maps(block *b, qs_backend *be);            /* reassembly maps at the three sites */
 void block_free(block *b, qs_backend *be);
+/* *wq = b's backend weights with the seven linears replaced by new backend copies of w_fq(W)
+ * (opts' wbits, group, sym), which qw[] receives for the caller to free */
+void block_fq_weights(const block *b, qs_backend *be, const qs_llama_train_opts *o, qs_llama_weights *wq,
+                      float *qw[QS_PROJ_N]);
 
 /* ---- the float64 reference ---- */
 enum { REF_PLAIN, REF_RECORD, REF_APPLY }; /* quantizers: none; x + (Q(x) - x) recorded; replayed */

@@ -59,17 +59,7 @@ static void test_forward_bits(qs_backend *be) {
             /* the reference: qs_llama_block_forward over W, or over Q(W) */
             qs_llama_weights wq = b.dw;
             float *qw[QS_PROJ_N] = {0};
-            if (wbits) {
-                float **slot[QS_PROJ_N] = {&wq.wq, &wq.wk, &wq.wv, &wq.wo, &wq.w_gate, &wq.w_up, &wq.w_down};
-                for (int p = 0; p < QS_PROJ_N; p++) {
-                    size_t n = (size_t)b.in[p] * b.out[p];
-                    float *h = malloc(n * sizeof(float));
-                    memcpy(h, b.w[p], n * sizeof(float));
-                    w_fq(h, b.out[p], b.in[p], &o);
-                    *slot[p] = qw[p] = up_new(be, h, n);
-                    free(h);
-                }
-            }
+            if (wbits) block_fq_weights(&b, be, &o, &wq, qw);
             qs_llama_scratch s;
             CHECK(qs_llama_scratch_init(&s, &b.c, T, be, &err) == 0);
             CHECK(be->ops->copy(be, dy, dx, sizeof(float) * T * H, &err) == 0);

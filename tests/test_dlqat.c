@@ -194,23 +194,16 @@ static void test_forward_rtn(qs_backend *be) {
     float *xh = qs_test_rvec((size_t)T * H, 1), *dx = up_new(be, xh, (size_t)T * H), *want = up_new(be, xh, (size_t)T * H);
     float *out = be->ops->alloc(be, sizeof(float) * T * H);
     CHECKF(qs_llama_train_forward(&tr, dx, out, n_win, L, &err) == 0, "%s", err.msg);
-    qs_llama_weights wq = b.dw;
-    float **slot[QS_PROJ_N] = {&wq.wq, &wq.wk, &wq.wv, &wq.wo, &wq.w_gate, &wq.w_up, &wq.w_down};
-    for (int p = 0; p < QS_PROJ_N; p++) {
-        size_t n = (size_t)b.in[p] * b.out[p];
-        float *h = malloc(n * sizeof(float));
-        memcpy(h, b.w[p], n * sizeof(float));
-        w_fq(h, b.out[p], b.in[p], &o);
-        *slot[p] = up_new(be, h, n);
-        free(h);
-    }
+    qs_llama_weights wq;
+    float *qw[QS_PROJ_N];
+    block_fq_weights(&b, be, &o, &wq, qw);
     qs_llama_scratch s;
     CHECK(qs_llama_scratch_init(&s, &b.c, T, be, &err) == 0);
     CHECKF(qs_llama_block_forward(be, &b.c, &wq, want, n_win, L, &s, &err) == 0, "%s", err.msg);
     CHECKF(memcmp(out, want, sizeof(float) * T * H) == 0, "DL-QAT forward with B = 0, m = 1 is not the RTN block's");
     printf("DL-QAT training forward with B = 0, m = 1 (W3 g8 A6, biases, maps): the RTN block forward's bits\n");
     qs_llama_scratch_free(&s, be);
-    for (int p = 0; p < QS_PROJ_N; p++) be->ops->free(be, *slot[p]);
+    for (int p = 0; p < QS_PROJ_N; p++) be->ops->free(be, qw[p]);
     be->ops->free(be, dx), be->ops->free(be, want), be->ops->free(be, out);
     free(xh);
     qs_llama_train_free(&tr);
