@@ -5,11 +5,11 @@
 # ../shared/data/wikitext2-valid, evaluated on wikitext2-test; seconds per block and the peak RSS
 # of every quantization run. One markdown row per run, printed as it finishes.
 #   bench/dlqat_table.sh BIN MODEL_DIR OUT_ROOT
-# Environment (defaults): NS=16 SL=256 EPOCHS=5 EW=8 ES=1024 LR=1e-3 (DL-QAT's) ALPHA=1
+# Environment (defaults): NS=16 SL=256 EPOCHS=5 EW=8 ES=1024 LR=1e-2 (DL-QAT's) ALPHA=1
 #   SETTINGS="W4A16g128 W3A16g128 W2A16g64" VARIANTS="rtn gptq eec-merged dlqat"
 set -euo pipefail
 bin=$1 model=$2 root=$3
-NS=${NS:-16} SL=${SL:-256} EPOCHS=${EPOCHS:-5} EW=${EW:-8} ES=${ES:-1024} LR=${LR:-1e-3} ALPHA=${ALPHA:-1}
+NS=${NS:-16} SL=${SL:-256} EPOCHS=${EPOCHS:-5} EW=${EW:-8} ES=${ES:-1024} LR=${LR:-1e-2} ALPHA=${ALPHA:-1}
 SETTINGS=${SETTINGS:-"W4A16g128 W3A16g128 W2A16g64"}
 VARIANTS=${VARIANTS:-"rtn gptq eec-merged dlqat"}
 shared=${QS_SHARED:-$(dirname "$0")/../../shared}

@@ -57,7 +57,7 @@ typedef struct qs_quantize_opts {
     qs_reader_opts reader;
 } qs_quantize_opts;
 
-#define QS_DLQAT_LR 1e-3f /* DL-QAT's default learning rate (bench/README.md: how it was chosen) */
+#define QS_DLQAT_LR 1e-2f /* DL-QAT's default learning rate (bench/README.md: how it was chosen) */
 #define QS_ACT_CKPT_AUTO (-1)
 #define QS_ACT_CKPT_RATIO 20
 

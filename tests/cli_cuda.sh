@@ -64,7 +64,7 @@ wide=${QS_E2E_WIDE:-0.10}
 exact=(env QS_CUDA_GEMM=fp32 QS_FENCED_BF16=0) # fp32 GEMMs, no bf16 weights
 same() { for f in "$1"/blocks/*.qsh; do cmp -s "$f" "$2/blocks/$(basename "$f")" || return 1; done; }
 declare -A perturb=([gptq]="--damp=0.0100001 --damp=0.0099999" [qllm]="--lr=5.0001e-4 --lr=4.9999e-4"
-                    [dlqat]="--lr=1.00001e-3 --lr=0.99999e-3")
+                    [dlqat]="--lr=1.00001e-2 --lr=0.99999e-2")
 declare -A args=(
   [rtn]="--method rtn --wbits 4 --group 128"
   [gptq]="--method gptq --wbits 4 --group 128 ${cal[*]}"
