@@ -303,6 +303,32 @@ typedef struct qs_backend_ops {
     int (*dlqat_weight_backward)(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w, const float *d,
                                  const float *scales, const float *zeros, const float *mag, int rows, int cols,
                                  int group, int bits, qs_error *err);
+
+    /* ---- SliderQuant (../shared/METHODS.md): learnable weight clipping ----
+     * w [rows, cols] the weights to quantize (W + s B A); gam, bet [rows, ng] the clipping
+     * logits (ng and the groups as quant_weight's); bits 2..8, qmax = 2^bits - 1. Per group, with
+     * mx, mn its largest and smallest weight and sg(t) = 1 / (1 + exp(-t)) in float:
+     *   hi = sg(gam) * mx, lo = sg(bet) * mn,
+     *   asymmetric: scale = clamp((hi - lo) / qmax), zero = rint(-lo / scale);
+     *   sym: scale = clamp(max(|hi|, |lo|) / (2^(bits-1) - 1)), zero = 2^(bits-1)
+     * (clamp to [QS_QUANT_SCALE_MIN, QS_QUANT_SCALE_MAX], quant/affine.h: with gam = bet = +inf
+     * it is quant_weight's grid), then c = clamp(rint(w / scale) + zero, 0, qmax) and
+     * y = scale * (c - zero). y (NULL: not wanted) may equal w; codes [rows, cols] (NULL: not
+     * wanted); scales, zeros [rows, ng] (NULL: not wanted); row_err [rows] (NULL: not wanted) =
+     * the sum in column order of ((double)y - w)^2. A NaN weight's code is 0. */
+    int (*lwc_weight)(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
+                      const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
+                      int sym, qs_error *err);
+    /* Its backward from dy [rows, cols], straight-through round (OmniQuant's): where
+     * 0 <= rint(w / scale) + zero <= qmax, dw = dy and the scale's gradient gets
+     * dy * (rint(w / scale) - w / scale); where the clamp bites dw = 0 and it gets dy * (c - zero).
+     * The zero point, mx and mn pass no gradient; a clamped scale passes none to gam, bet. Per
+     * group (its sum g_s over columns in column order, in double): dgam += g_s * d scale / d gam,
+     * dbet += g_s * d scale / d bet, rounded to float once (dgam, dbet accumulate, +=). dw is
+     * overwritten and may equal dy. */
+    int (*lwc_weight_backward)(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
+                               const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                               qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

@@ -116,6 +116,8 @@ static const qs_backend_ops cpu_ops = {
     .quant_weight = qs_cpu_quant_weight,
     .dlqat_weight = qs_cpu_dlqat_weight,
     .dlqat_weight_backward = qs_cpu_dlqat_weight_backward,
+    .lwc_weight = qs_cpu_lwc_weight,
+    .lwc_weight_backward = qs_cpu_lwc_weight_backward,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

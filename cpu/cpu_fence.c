@@ -288,6 +288,20 @@ static int fence_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, c
     return OPS->dlqat_weight_backward(inner(be), FH(dd), FH(dmag), CFH(dy), CFH(w), CFH(d), CFH(scales), CFH(zeros),
                                       CFH(mag), rows, cols, group, bits, err);
 }
+static int fence_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
+                            const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
+                            int sym, qs_error *err) {
+    begin(be);
+    return OPS->lwc_weight(inner(be), FH(y), (uint8_t *)H(codes), FH(scales), FH(zeros), (double *)H(row_err), CFH(w),
+                           CFH(gam), CFH(bet), rows, cols, group, bits, sym, err);
+}
+static int fence_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy,
+                                     const float *w, const float *gam, const float *bet, int rows, int cols, int group,
+                                     int bits, int sym, qs_error *err) {
+    begin(be);
+    return OPS->lwc_weight_backward(inner(be), FH(dw), FH(dgam), FH(dbet), CFH(dy), CFH(w), CFH(gam), CFH(bet), rows,
+                                    cols, group, bits, sym, err);
+}
 static int fence_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                           qs_error *err) {
     begin(be);
@@ -429,6 +443,8 @@ static const qs_backend_ops fence_ops = {
     .quant_weight = fence_quant_weight,
     .dlqat_weight = fence_dlqat_weight,
     .dlqat_weight_backward = fence_dlqat_weight_backward,
+    .lwc_weight = fence_lwc_weight,
+    .lwc_weight_backward = fence_lwc_weight_backward,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

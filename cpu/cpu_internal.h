@@ -72,6 +72,12 @@ int qs_cpu_dlqat_weight(qs_backend *be, float *y, uint8_t *codes, double *row_er
 int qs_cpu_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w, const float *d,
                                  const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
                                  int bits, qs_error *err);
+int qs_cpu_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
+                      const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                      qs_error *err);
+int qs_cpu_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
+                               const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                               qs_error *err);
 int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);

@@ -300,6 +300,8 @@ static const qs_backend_ops cuda_ops = {
     /* .quant_weight */ qs_cuda_quant_weight,
     /* .dlqat_weight */ qs_cuda_dlqat_weight,
     /* .dlqat_weight_backward */ qs_cuda_dlqat_weight_backward,
+    /* .lwc_weight */ qs_cuda_lwc_weight,
+    /* .lwc_weight_backward */ qs_cuda_lwc_weight_backward,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */

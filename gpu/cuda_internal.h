@@ -162,6 +162,12 @@ int qs_cuda_dlqat_weight(qs_backend *be, float *y, uint8_t *codes, double *row_e
 int qs_cuda_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const float *dy, const float *w, const float *d,
                                   const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
                                   int bits, qs_error *err);
+int qs_cuda_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
+                       const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
+                       int sym, qs_error *err);
+int qs_cuda_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
+                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                                qs_error *err);
 int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
                          uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err);
 int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,

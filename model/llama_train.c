@@ -29,7 +29,7 @@
 void qs_llama_train_opts_default(qs_llama_train_opts *o) {
     *o = (qs_llama_train_opts){.rank = 4, .alpha = 1.0f, .seed = 0, .form = QS_LORA_PAPER, .wbits = 16, .group = -1,
                                .sym = 0, .abits = 16, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                               .weight_decay = 0.0f};
+                               .weight_decay = 0.0f, .clip_lr_mult = 1.0f};
 }
 
 static int quant_bits(int b) { return b >= 2 && b < 16 ? b : 0; }
@@ -43,21 +43,31 @@ static float *proj_weight(const qs_llama_weights *w, int p) {
 static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 static int is_dlqat(const qs_llama_train_opts *o) { return o->form == QS_LORA_DLQAT; }
+static int is_slider(const qs_llama_train_opts *o) { return o->form == QS_LORA_SLIDER; }
+/* the forms whose gammas are frozen and whose grid moves per group (magnitudes or clipping) */
+static int grid_form(const qs_llama_train_opts *o) { return is_dlqat(o) || is_slider(o); }
 
 /* groups per row of a projection with in columns */
 static int groups_of(const qs_llama_train_opts *o, int in) { return o->group > 0 ? (in + o->group - 1) / o->group : 1; }
 
-/* the packed trainables: A and B of each projection, DL-QAT's magnitudes, then the two gammas;
- * *n_step (may be NULL): the floats before the gammas where they are frozen (DL-QAT), else all */
-static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step) {
+/* the packed trainables: A and B of each projection (*n_lora floats, may be NULL), DL-QAT's
+ * magnitudes or SliderQuant's clipping logits (all gam, then all bet), then the two gammas;
+ * *n_step (may be NULL): the floats before the gammas where they are frozen (DL-QAT,
+ * SliderQuant), else all */
+static size_t n_param_of2(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step, size_t *n_lora) {
     int in[QS_PROJ_N], out[QS_PROJ_N];
     qs_llama_linear_shapes(c, out, in);
     size_t n = 0;
     for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)o->rank * in[p]) + pad16((size_t)out[p] * o->rank);
-    for (int p = 0; p < QS_PROJ_N && is_dlqat(o); p++) n += pad16((size_t)out[p] * groups_of(o, in[p]));
+    if (n_lora) *n_lora = n;
+    for (int p = 0; p < QS_PROJ_N && grid_form(o); p++)
+        n += (is_slider(o) ? 2 : 1) * pad16((size_t)out[p] * groups_of(o, in[p]));
     const size_t gammas = 2 * pad16((size_t)c->hidden_size);
-    if (n_step) *n_step = is_dlqat(o) ? n : n + gammas;
+    if (n_step) *n_step = grid_form(o) ? n : n + gammas;
     return n + gammas;
+}
+static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step) {
+    return n_param_of2(c, o, n_step, NULL);
 }
 
 /* Q(W) kept as bf16 (opts.bf16_base, paper form with weight quantization) */
@@ -105,12 +115,12 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
         else if (tr->opts.form == QS_LORA_PAPER && wq && !tr->opts.base_in_place) BUF(tr->wq_own[p], wn);
         if (tr->opts.form != QS_LORA_PAPER) BUF(tr->weff[p], wn); /* the paper form keeps B A apart */
     }
-    if (is_dlqat(&tr->opts)) {
+    if (grid_form(&tr->opts)) {
         size_t most = 0;
         for (int p = 0; p < QS_PROJ_N; p++) {
             const size_t qn = (size_t)tr->out[p] * groups_of(&tr->opts, tr->in[p]), wn = (size_t)tr->in[p] * tr->out[p];
-            BUF(tr->gscale[p], qn);
-            BUF(tr->gzero[p], qn);
+            if (is_dlqat(&tr->opts)) BUF(tr->gscale[p], qn);
+            if (is_dlqat(&tr->opts)) BUF(tr->gzero[p], qn);
             most = wn > most ? wn : most;
         }
         BUF(tr->dlr, most);
@@ -170,10 +180,10 @@ size_t qs_llama_train_param_bytes(const qs_model_config *cfg, const qs_llama_tra
 }
 
 /* what qs_llama_train_release keeps beside the trainables: DL-QAT's grid and the scratch its
- * merge uses */
+ * merge uses (SliderQuant's too) */
 static int kept_by_release(const qs_llama_train *tr, float *const *slot) {
     if (slot == &tr->param) return 1;
-    if (!is_dlqat(&tr->opts)) return 0;
+    if (!grid_form(&tr->opts)) return 0;
     if (slot == &tr->dlr) return 1;
     for (int p = 0; p < QS_PROJ_N; p++)
         if (slot == &tr->gscale[p] || slot == &tr->gzero[p]) return 1;
@@ -220,6 +230,9 @@ static void init_host(const qs_llama_train *tr, float *h) {
             a[i] = ((float)(qs_splitmix64(&s) >> 40) * (1.0f / 8388608.0f) - 1.0f) * bound;
         if (tr->mag[p])
             for (size_t i = 0, n = (size_t)tr->out[p] * tr->ng[p]; i < n; i++) h[(tr->mag[p] - tr->param) + i] = 1.0f;
+        if (tr->gam[p])
+            for (size_t i = 0, n = (size_t)tr->out[p] * tr->ng[p]; i < n; i++)
+                h[(tr->gam[p] - tr->param) + i] = h[(tr->bet[p] - tr->param) + i] = QS_SLIDER_CLIP_INIT;
     }
 }
 
@@ -269,10 +282,14 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     QS_RETURN_ERROR_IF(max_tokens < 1, QS_EUSAGE, "block %d training: %d tokens", w->layer, max_tokens);
     QS_RETURN_ERROR_IF(o.rank < 1 || !isfinite(o.alpha), QS_EUSAGE, "block %d training: LoRA rank %d, alpha %g",
                        w->layer, o.rank, o.alpha);
-    QS_RETURN_ERROR_IF(o.form != QS_LORA_PAPER && o.form != QS_LORA_MERGED && o.form != QS_LORA_DLQAT, QS_EUSAGE,
-                       "block %d training: unknown LoRA form %d", w->layer, (int)o.form);
-    QS_RETURN_ERROR_IF(is_dlqat(&o) && (o.wbits < 2 || o.wbits > 8), QS_EUSAGE,
-                       "block %d training: DL-QAT needs 2..8-bit weights, not %d", w->layer, o.wbits);
+    QS_RETURN_ERROR_IF(o.form != QS_LORA_PAPER && o.form != QS_LORA_MERGED && o.form != QS_LORA_DLQAT &&
+                           o.form != QS_LORA_SLIDER,
+                       QS_EUSAGE, "block %d training: unknown LoRA form %d", w->layer, (int)o.form);
+    QS_RETURN_ERROR_IF(grid_form(&o) && (o.wbits < 2 || o.wbits > 8), QS_EUSAGE,
+                       "block %d training: %s needs 2..8-bit weights, not %d", w->layer,
+                       is_dlqat(&o) ? "DL-QAT" : "SliderQuant", o.wbits);
+    QS_RETURN_ERROR_IF(is_slider(&o) && (!ops->lwc_weight || !ops->lwc_weight_backward), QS_EUNSUPPORTED,
+                       "block %d training: SliderQuant's weight clipping is not implemented on %s", w->layer, ops->name);
     QS_RETURN_ERROR_IF(is_dlqat(&o) && (!ops->dlqat_weight || !ops->dlqat_weight_backward || !ops->quant_weight),
                        QS_EUNSUPPORTED, "block %d training: DL-QAT is not implemented on %s", w->layer, ops->name);
     QS_RETURN_ERROR_IF(c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads || c->head_dim < 2 || c->head_dim % 2 ||
@@ -299,7 +316,7 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     tr->max_tokens = max_tokens;
     tr->s = o.alpha / (float)o.rank;
     qs_llama_linear_shapes(c, tr->out, tr->in);
-    tr->n_param = n_param_of(c, &o, &tr->n_step);
+    tr->n_param = n_param_of2(c, &o, &tr->n_step, &tr->n_lora);
     for (int p = 0; p < QS_PROJ_N; p++) tr->ng[p] = groups_of(&o, tr->in[p]);
     buf_slot b[MAX_BUFS];
     int nb = buffers(tr, c, b), rc = 0;
@@ -324,6 +341,14 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     }
     for (int p = 0; p < QS_PROJ_N && is_dlqat(&o); p++) {
         tr->mag[p] = tr->param + off, tr->dmag[p] = tr->grad + off;
+        off += pad16((size_t)tr->out[p] * tr->ng[p]);
+    }
+    for (int p = 0; p < QS_PROJ_N && is_slider(&o); p++) {
+        tr->gam[p] = tr->param + off, tr->dgam[p] = tr->grad + off;
+        off += pad16((size_t)tr->out[p] * tr->ng[p]);
+    }
+    for (int p = 0; p < QS_PROJ_N && is_slider(&o); p++) {
+        tr->bet[p] = tr->param + off, tr->dbet[p] = tr->grad + off;
         off += pad16((size_t)tr->out[p] * tr->ng[p]);
     }
     for (int i = 0; i < 2; i++) {
@@ -371,6 +396,21 @@ static int dlqat_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, dou
                                  tr->mag[p], out, in, tr->opts.group, tr->opts.wbits, err);
 }
 
+/* SliderQuant's W_hat = Q_lwc(W + s B A) of projection p into y (may be tr->dlr): dlr = W + s B A,
+ * then lwc_weight; codes, scales, zeros (backend) and row_err as there */
+static int slider_pre(qs_llama_train *tr, int p, qs_error *err) {
+    qs_backend *be = tr->be;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(be->ops->copy(be, tr->dlr, proj_weight(tr->w, p), sizeof(float) * (size_t)in * out, err));
+    return be->ops->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, tr->dlr, in, err);
+}
+static int slider_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, float *scales, float *zeros,
+                         double *row_err, qs_error *err) {
+    QS_FORWARD_IF_ERROR(slider_pre(tr, p, err));
+    return tr->be->ops->lwc_weight(tr->be, y, codes, scales, zeros, row_err, tr->dlr, tr->gam[p], tr->bet[p], tr->out[p],
+                                   tr->in[p], tr->opts.group, tr->opts.wbits, tr->opts.sym, err);
+}
+
 /* the merged form's W_eff = Q(base + s B A), DL-QAT's W_hat (the paper form forms no W_eff:
  * proj_forward) */
 static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
@@ -379,6 +419,8 @@ static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
     const int r = tr->opts.rank;
     if (tr->opts.form == QS_LORA_PAPER) return 0;
     for (int p = 0; p < QS_PROJ_N && is_dlqat(&tr->opts); p++) QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, tr->weff[p], NULL, NULL, err));
+    for (int p = 0; p < QS_PROJ_N && is_slider(&tr->opts); p++)
+        QS_FORWARD_IF_ERROR(slider_weight(tr, p, tr->weff[p], NULL, NULL, NULL, NULL, err));
     for (int p = 0; p < QS_PROJ_N && tr->opts.form == QS_LORA_MERGED; p++) {
         int in = tr->in[p], out = tr->out[p];
         QS_FORWARD_IF_ERROR(o->copy(be, tr->weff[p], tr->base[p], sizeof(float) * (size_t)in * out, err));
@@ -526,6 +568,21 @@ static int dlqat_grads(qs_llama_train *tr, int p, const float *X, const float *d
     return o->gemm(be, 1, 0, r, in, out, tr->s, tr->b[p], r, tr->dwt, in, 1.0f, tr->da[p], in, err);
 }
 
+/* SliderQuant's gradients of projection p: dW_hat = dY^T X [out, in] (dwt), through
+ * lwc_weight's backward to W + s B A (dlr, rebuilt) and dgam, dbet +=; then dB += s dD A^T,
+ * dA += s B^T dD as DL-QAT's */
+static int slider_grads(qs_llama_train *tr, int p, const float *X, const float *dY, int T, qs_error *err) {
+    qs_backend *be = tr->be;
+    const qs_backend_ops *o = be->ops;
+    const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
+    QS_FORWARD_IF_ERROR(o->gemm(be, 1, 0, out, in, T, 1.0f, dY, out, X, in, 0.0f, tr->dwt, in, err));
+    QS_FORWARD_IF_ERROR(slider_pre(tr, p, err));
+    QS_FORWARD_IF_ERROR(o->lwc_weight_backward(be, tr->dwt, tr->dgam[p], tr->dbet[p], tr->dwt, tr->dlr, tr->gam[p],
+                                               tr->bet[p], out, in, tr->opts.group, tr->opts.wbits, tr->opts.sym, err));
+    QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, out, r, in, tr->s, tr->dwt, in, tr->a[p], in, 1.0f, tr->db[p], r, err));
+    return o->gemm(be, 1, 0, r, in, out, tr->s, tr->b[p], r, tr->dwt, in, 1.0f, tr->da[p], in, err);
+}
+
 /* Backward of proj_forward p: the LoRA gradients (lora_grads, which leaves dY B in dyb; DL-QAT:
  * dlqat_grads), then dX [T, in] = dY W_eff + beta dX: over the merged form's W_eff (DL-QAT's
  * W_hat), or dY base + s (dY B) A */
@@ -534,8 +591,8 @@ static int proj_backward(qs_llama_train *tr, int p, const float *X, const float 
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
-    if (is_dlqat(&tr->opts)) {
-        QS_FORWARD_IF_ERROR(dlqat_grads(tr, p, X, dY, T, err));
+    if (grid_form(&tr->opts)) {
+        QS_FORWARD_IF_ERROR(is_dlqat(&tr->opts) ? dlqat_grads(tr, p, X, dY, T, err) : slider_grads(tr, p, X, dY, T, err));
         return o->gemm(be, 0, 0, T, in, out, 1.0f, dY, out, tr->weff[p], in, beta, dX, in, err);
     }
     QS_FORWARD_IF_ERROR(lora_grads(tr, p, X, dY, T, err));
@@ -593,10 +650,24 @@ int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err) {
     return tr->be->ops->upload(tr->be, tr->grad, tr->zeros_host, sizeof(float) * tr->n_param, err);
 }
 
+int qs_llama_train_reset_optim(qs_llama_train *tr, qs_error *err) {
+    const size_t pb = sizeof(float) * tr->n_param;
+    QS_FORWARD_IF_ERROR(tr->be->ops->upload(tr->be, tr->adam_m, tr->zeros_host, pb, err));
+    QS_FORWARD_IF_ERROR(tr->be->ops->upload(tr->be, tr->adam_v, tr->zeros_host, pb, err));
+    tr->step = 0;
+    return qs_llama_train_zero_grad(tr, err);
+}
+
 int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err) {
     const qs_llama_train_opts *p = &tr->opts;
-    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, tr->n_step, lr,
+    /* SliderQuant: the clipping logits at clip_lr_mult times the LoRA's rate */
+    const size_t n1 = is_slider(p) ? tr->n_lora : tr->n_step, o = n1;
+    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, n1, lr,
                                                 p->beta1, p->beta2, p->eps, p->weight_decay, tr->step + 1, err));
+    if (tr->n_step > n1)
+        QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param + o, tr->grad + o, tr->adam_m + o, tr->adam_v + o,
+                                                    tr->n_step - n1, lr * p->clip_lr_mult, p->beta1, p->beta2, p->eps,
+                                                    p->weight_decay, tr->step + 1, err));
     tr->step++;
     return qs_llama_train_zero_grad(tr, err);
 }
@@ -608,8 +679,9 @@ int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *
     for (int p = 0; p < QS_PROJ_N; p++) {
         int in = tr->in[p], out = tr->out[p];
         float *dst = proj_weight(w_out, p), *src = proj_weight(tr->w, p);
-        if (is_dlqat(&tr->opts)) { /* W_hat through dlr: dst may be the frozen W */
-            QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, tr->dlr, NULL, NULL, err));
+        if (grid_form(&tr->opts)) { /* W_hat through dlr: dst may be the frozen W */
+            QS_FORWARD_IF_ERROR(is_dlqat(&tr->opts) ? dlqat_weight(tr, p, tr->dlr, NULL, NULL, err)
+                                                    : slider_weight(tr, p, tr->dlr, NULL, NULL, NULL, NULL, err));
             QS_FORWARD_IF_ERROR(o->copy(be, dst, tr->dlr, sizeof(float) * (size_t)in * out, err));
             continue;
         }
@@ -636,5 +708,22 @@ int qs_llama_train_dlqat_codes(qs_llama_train *tr, int p, uint8_t *codes, double
     if (!rc) rc = be->ops->download(be, zeros_host, tr->gzero[p], bytes, err);
     for (size_t i = 0; !rc && i < n; i++) scales_host[i] = mag[i] * scales_host[i]; /* the ops' product: the same bits */
     free(mag);
+    return rc;
+}
+
+int qs_llama_train_slider_codes(qs_llama_train *tr, int p, uint8_t *codes, double *row_err, float *scales_host,
+                                float *zeros_host, qs_error *err) {
+    qs_backend *be = tr->be;
+    QS_RETURN_ERROR_IF(!is_slider(&tr->opts) || p < 0 || p >= QS_PROJ_N, QS_EUSAGE,
+                       "block %d training: no SliderQuant codes for projection %d", tr->w->layer, p);
+    const size_t bytes = sizeof(float) * (size_t)tr->out[p] * tr->ng[p];
+    float *sc = be->ops->alloc(be, bytes), *z = be->ops->alloc(be, bytes);
+    int rc = sc && z ? 0
+                     : qs_error_set(err, -ENOMEM, "block %d: out of %s memory for the grid of projection %d (%zu bytes)",
+                                    tr->w->layer, be->ops->name, p, 2 * bytes);
+    if (!rc) rc = slider_weight(tr, p, NULL, codes, sc, z, row_err, err);
+    if (!rc) rc = be->ops->download(be, scales_host, sc, bytes, err);
+    if (!rc) rc = be->ops->download(be, zeros_host, z, bytes, err);
+    be->ops->free(be, sc), be->ops->free(be, z);
     return rc;
 }

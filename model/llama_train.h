@@ -15,6 +15,11 @@
  *                   group / sym, m_g a trained magnitude per group, init 1; B A moves W in grid
  *                   steps; straight-through round, no gradient where the clamp bites; the gammas
  *                   are frozen: m, A and B are the trainables)
+ *   QS_LORA_SLIDER: y = Q(x) Q_lwc(W + s B A)^T (SliderQuant's weight quantizer: the LoRA inside
+ *                   it, and per group the range's max and min scaled by sigmoid(gam),
+ *                   sigmoid(beta), backend.h lwc_weight, init QS_SLIDER_CLIP_INIT; straight-
+ *                   through round; the gammas are frozen: A, B, gam and beta train, the
+ *                   clipping at clip_lr_mult times the learning rate)
  * where Q(W) is the affine weight quantizer (wbits, group, sym; fake_quant_weight) and Q(x) the
  * per-token activation fake-quant at abits, at the same places as qs_llama_block_forward (the
  * inputs of the seven linears; Q and K after RoPE and V per (head, token)), all with a
@@ -54,7 +59,11 @@ typedef enum qs_lora_form {
     QS_LORA_PAPER = 0,  /* y = Q(x) (Q(W) + s B A)^T */
     QS_LORA_MERGED = 1, /* y = Q(x) Q(W + s B A)^T, straight-through */
     QS_LORA_DLQAT = 2,  /* y = Q(x) (m s (clamp(rint(W / s + s' B A) + z) - z))^T, wbits 2..8 */
+    QS_LORA_SLIDER = 3, /* y = Q(x) Q_lwc(W + s B A)^T, wbits 2..8 */
 } qs_lora_form;
+
+/* SliderQuant's clipping logits start here (sigmoid(4) = 0.982 of the range) */
+#define QS_SLIDER_CLIP_INIT 4.0f
 
 /* the seven projections, in this order everywhere */
 enum { QS_PROJ_Q, QS_PROJ_K, QS_PROJ_V, QS_PROJ_O, QS_PROJ_GATE, QS_PROJ_UP, QS_PROJ_DOWN, QS_PROJ_N };
@@ -71,6 +80,7 @@ typedef struct qs_llama_train_opts {
     float beta1, beta2;    /* AdamW; default 0.9, 0.999 */
     float eps;             /* default 1e-8 */
     float weight_decay;    /* default 0 (QLLM) */
+    float clip_lr_mult;    /* SliderQuant: the clipping logits' learning rate over the LoRA's; default 1 */
     /* paper form with weight quantization: Q(W) is made in W's own buffers instead of copies (W
      * is not read again until qs_llama_train_merge, before which the caller puts W back); one
      * copy of the block's weights less. Default 0 */
@@ -113,6 +123,11 @@ typedef struct qs_llama_train {
     float *mag[QS_PROJ_N], *dmag[QS_PROJ_N], *gscale[QS_PROJ_N], *gzero[QS_PROJ_N], *dlr, *dwt;
     int ng[QS_PROJ_N];
     size_t n_step;
+    /* SliderQuant: the clipping logits gam, bet [out[p], ng[p]] inside param (after the B's) and
+     * their gradients; dlr holds W + s B A, dwt a weight gradient. n_lora: the floats of the A's
+     * and B's (param's first), which step at lr, the logits after them at lr * clip_lr_mult */
+    float *gam[QS_PROJ_N], *bet[QS_PROJ_N], *dgam[QS_PROJ_N], *dbet[QS_PROJ_N];
+    size_t n_lora;
     int step;                               /* AdamW steps taken */
     /* frozen base weights: Q(W) (own copies) in the paper form with weight quantization, else
      * W itself (borrowed); the merged form's effective weights rebuilt at each forward (own;
@@ -189,6 +204,10 @@ int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err);
 /* Zeroes the gradients. */
 int qs_llama_train_zero_grad(qs_llama_train *tr, qs_error *err);
 
+/* A fresh optimizer for the trainables as they are: AdamW's moments zeroed, its step count 0
+ * (SliderQuant's next window carries the parameters over, not the optimizer) */
+int qs_llama_train_reset_optim(qs_llama_train *tr, qs_error *err);
+
 /* Writes W + s B A of each projection into w_out's seven weight tensors and the trained gammas
  * into its two norms (backend memory of the same shapes; nothing else of w_out is touched). The
  * caller quantizes the result. w_out may be the frozen weights themselves; tr is then stale
@@ -202,5 +221,11 @@ int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *
  * host the stored quantizer: scales_host = m * s_g and zeros_host = z_g [out, ng]. */
 int qs_llama_train_dlqat_codes(qs_llama_train *tr, int p, uint8_t *codes, double *row_err, float *scales_host,
                                float *zeros_host, qs_error *err);
+
+/* SliderQuant form, projection p, before the merge: codes [out, in] (backend, one a byte),
+ * row_err [out] (backend, NULL: not wanted; against W + s B A's quantizer input, lwc_weight's)
+ * and on the host the grid scales_host, zeros_host [out, ng]: the stored quantizer. */
+int qs_llama_train_slider_codes(qs_llama_train *tr, int p, uint8_t *codes, double *row_err, float *scales_host,
+                                float *zeros_host, qs_error *err);
 
 #endif

@@ -120,9 +120,16 @@ int qs_pipeline_run(const qs_pipeline_stages *st, int first, int last, void *con
         qs_error_set(&e, -EAGAIN, "pipeline: cannot start threads");
         fail(&r, &e, -EAGAIN);
     }
-    /* COMPUTE runs here */
+    /* COMPUTE runs here; held[0..nh) are the blocks it holds (st->holds), oldest first */
     void *p;
-    for (;;) {
+    item **held = calloc(n_slots, sizeof *held);
+    size_t nh = 0;
+    if (!held) {
+        qs_error e = {0};
+        qs_error_set(&e, -ENOMEM, "pipeline: out of memory");
+        fail(&r, &e, -ENOMEM);
+    }
+    for (int stop = !held; !stop;) {
         double t0 = qs_now();
         if (qs_queue_pop(r.compute_q, &p) != 0) break;
         item *it = p;
@@ -131,15 +138,28 @@ int qs_pipeline_run(const qs_pipeline_stages *st, int first, int last, void *con
         double t1 = qs_now();
         int rc = st->compute(st->ctx, it->block, it->slot, &e);
         it->t.compute = qs_now() - t1;
+        held[nh++] = it;
+        const size_t rel = st->holds ? (size_t)(rc > 0 ? rc : 0) : 1;
+        if (rc >= 0 && rel > nh) rc = qs_error_set(&e, -EINVAL, "pipeline: block %d released %zu blocks, %zu held", it->block, rel, nh);
         if (rc < 0) {
             fail(&r, &e, rc);
             break;
         }
-        int blk = it->block;
-        double t2 = qs_now();
-        if (qs_queue_push(r.store_q, it) != 0) break;
-        r.wait_store[blk - first] = qs_now() - t2;
+        for (size_t k = 0; k < rel && !stop; k++) {
+            const int blk = held[k]->block;
+            double t2 = qs_now();
+            if (qs_queue_push(r.store_q, held[k]) != 0) stop = 1;
+            r.wait_store[blk - first] = qs_now() - t2;
+        }
+        memmove(held, held + rel, sizeof *held * (nh - rel));
+        nh -= rel;
     }
+    if (nh && !r.failed) {
+        qs_error e = {0};
+        qs_error_set(&e, -EINVAL, "pipeline: COMPUTE still holds %zu block(s) at the end (from block %d)", nh, held[0]->block);
+        fail(&r, &e, -EINVAL);
+    }
+    free(held);
     qs_queue_close(r.store_q);
     if (have_loader) pthread_join(loader, NULL);
     if (have_writer) pthread_join(writer, NULL);

@@ -33,6 +33,12 @@ typedef struct qs_pipeline_stages {
     int (*store)(void *ctx, int block, void *slot, const qs_block_times *t, qs_error *err);
     /* optional: called on the STORE thread after block's store, with its final times */
     void (*done)(void *ctx, int block, const qs_block_times *t);
+    /* 0: each block goes to STORE when its compute returns 0. 1: COMPUTE may hold blocks (a
+     * method whose result for a block needs later blocks, SliderQuant's windows): compute
+     * returns r >= 0 and the r oldest blocks it holds, this one counted, go to STORE in order;
+     * the rest stay. The caller gives n_slots of at least what it holds plus one for LOAD, and
+     * releases every block by the last one's compute (else the run fails). */
+    int holds;
 } qs_pipeline_stages;
 
 typedef struct qs_pipeline_stats {
