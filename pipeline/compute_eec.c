@@ -31,13 +31,17 @@
 #include "model/llama_train.h"
 #include "pipeline/quantize_internal.h"
 
-static void train_opts(const qs_qrun *q, qs_llama_train_opts *to) {
+void qs_tune_opts(const qs_qrun *q, qs_llama_train_opts *to) {
     const qs_quantize_opts *o = q->o;
     qs_llama_train_opts_default(to);
     to->rank = o->eec_rank;
     to->alpha = o->eec_alpha;
     to->seed = o->calib.seed;
-    to->form = !strcmp(o->method, "dlqat") ? QS_LORA_DLQAT : o->eec_form ? QS_LORA_MERGED : QS_LORA_PAPER;
+    to->form = !strcmp(o->method, "dlqat")    ? QS_LORA_DLQAT
+               : !strcmp(o->method, "slider") ? QS_LORA_SLIDER
+               : o->eec_form                  ? QS_LORA_MERGED
+                                              : QS_LORA_PAPER;
+    to->clip_lr_mult = QS_SLIDER_CLIP_LR_MULT;
     to->wbits = o->q.bits;
     to->group = o->q.group > 0 ? o->q.group : -1;
     to->sym = o->q.sym;
@@ -58,7 +62,7 @@ static size_t linear_bytes(const qs_qrun *q) {
  * AdamW state, tape of one window), and the window's input, target and gradient */
 static size_t group_bytes(const qs_qrun *q, int K) {
     qs_llama_train_opts to;
-    train_opts(q, &to);
+    qs_tune_opts(q, &to);
     const int L = q->calib.seqlen;
     return (size_t)K * (qs_llama_weights_bytes(&q->cfg) + qs_llama_train_bytes(&q->cfg, &to, L)) +
            3 * sizeof(float) * (size_t)L * q->cfg.hidden_size;
@@ -76,7 +80,7 @@ static size_t eec_extra(const qs_qrun *q, size_t freed) {
     size_t train = group_bytes(q, q->K) - (size_t)q->K * wb;
     if (q->eec_bf16 && q->eec_w_host) {
         qs_llama_train_opts to;
-        train_opts(q, &to);
+        qs_tune_opts(q, &to);
         const size_t gone = (size_t)q->K * linear_bytes(q), kept = (size_t)q->K * qs_llama_train_param_bytes(&q->cfg, &to);
         train = train > gone ? train - gone : 0;
         train = train > kept ? train : kept;
@@ -93,7 +97,7 @@ int qs_eec_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err) {
     /* too tight: the float weights wait on the host while Q(W) trains in their place (the paper
      * form with quantized weights, which reads W only at the merge) */
     qs_llama_train_opts to;
-    train_opts(q, &to);
+    qs_tune_opts(q, &to);
     if (gpu_mem && fwd + *bytes > gpu_mem && to.form == QS_LORA_PAPER && q->o->q.bits < 16) {
         q->eec_w_host = 1;
         *bytes = eec_extra(q, 0);
@@ -119,8 +123,7 @@ static void permutation(int *perm, int n, uint64_t seed) {
     }
 }
 
-/* trains tr[0..K-1] on the group's windows; loss[0], loss[1] = mean loss of the first and last epoch */
-static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double loss[2], qs_error *err) {
+int qs_train_group(qs_qrun *q, int b0, int key, qs_llama_train *const *tr, int K, double loss[2], qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_backend_ops *o = be->ops;
     const qs_quantize_opts *opt = q->o;
@@ -133,20 +136,20 @@ static int train_group(qs_qrun *q, int b0, qs_llama_train *tr, int K, double los
     long t = 0;
     loss[0] = loss[1] = 0;
     for (int e = 0; e < opt->eec_epochs && !rc; e++) {
-        permutation(perm, N, opt->calib.seed ^ (0x5851f42d4c957f2dull * (uint64_t)(b0 + 1)) ^ ((uint64_t)e << 32));
+        permutation(perm, N, opt->calib.seed ^ (0x5851f42d4c957f2dull * (uint64_t)(key + 1)) ^ ((uint64_t)e << 32));
         double sum = 0;
         for (int i = 0; i < N && !rc; i++, t++) {
             float *xs, *ys;
             double l = 0;
             rc = qs_calib_state_get(q, QS_STATE_Q, perm[i], 1, &xs, err);
             if (!rc) rc = o->upload(be, xb, xs, bytes, err);
-            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_forward(&tr[j], xb, xb, 1, L, err);
+            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_forward(tr[j], xb, xb, 1, L, err);
             if (!rc) rc = qs_calib_state_get(q, QS_STATE_FP, perm[i], 1, &ys, err);
             if (!rc) rc = o->upload(be, tg, ys, bytes, err);
             if (!rc) rc = o->mse_grad(be, dout, xb, tg, n, &l, err);
-            for (int j = K - 1; j >= 0 && !rc; j--) rc = qs_llama_train_backward(&tr[j], dout, j ? dout : NULL, err);
+            for (int j = K - 1; j >= 0 && !rc; j--) rc = qs_llama_train_backward(tr[j], dout, j ? dout : NULL, err);
             const float lr = (float)((double)opt->eec_lr * (double)(total - t) / (double)total); /* linear decay, no warmup */
-            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_step(&tr[j], lr, err);
+            for (int j = 0; j < K && !rc; j++) rc = qs_llama_train_step(tr[j], lr, err);
             sum += l;
         }
         if (rc) break;
@@ -187,9 +190,7 @@ static int weights_to_host(qs_qrun *q, qs_llama_weights *w, float **h, int down,
     return 0;
 }
 
-/* DL-QAT's result for linear i of block tr (before its merge): the trained codes (deferred down,
- * pipeline/results.c), the stored quantizer m s_g and z_g, and the mse against the frozen W */
-static int dlqat_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_error *err) {
+int qs_tuned_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_error *err) {
     qs_backend *be = q->lm.be;
     const qs_tensor_info *t = s->t[i];
     const int rows = (int)t->shape[0], cols = (int)t->shape[1];
@@ -198,18 +199,20 @@ static int dlqat_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_e
     out->codes = malloc(n);
     out->scales = malloc(qb);
     out->zeros = malloc(qb);
-    double *row_err = malloc(eb), *de = be->ops->alloc(be, eb);
+    const int dl = tr->opts.form == QS_LORA_DLQAT; /* SliderQuant's mse: STORE's, against the stored W */
+    double *row_err = malloc(eb), *de = dl ? be->ops->alloc(be, eb) : NULL;
     uint8_t *dc = be->ops->alloc(be, n);
     int rc = out->codes && out->scales && out->zeros && row_err
                  ? 0
                  : qs_error_set(err, -ENOMEM, "block %d: out of memory for the codes of %s", tr->w->layer, t->name);
-    if (!rc && (!dc || !de))
+    if (!rc && (!dc || (dl && !de)))
         rc = qs_error_set(err, -ENOMEM, "block %d: out of %s memory for the codes of %s (%zu bytes)", tr->w->layer,
                           be->ops->name, t->name, n + eb);
-    if (!rc) rc = qs_llama_train_dlqat_codes(tr, i, dc, de, out->scales, out->zeros, err);
-    if (!rc) rc = be->ops->download(be, row_err, de, eb, err);
+    if (!rc) rc = dl ? qs_llama_train_dlqat_codes(tr, i, dc, de, out->scales, out->zeros, err)
+                     : qs_llama_train_slider_codes(tr, i, dc, NULL, out->scales, out->zeros, err);
+    if (!rc && dl) rc = be->ops->download(be, row_err, de, eb, err);
     double total = 0;
-    for (int r = 0; !rc && r < rows; r++) total += row_err[r];
+    for (int r = 0; !rc && dl && r < rows; r++) total += row_err[r];
     if (!rc && !isfinite(total)) rc = qs_error_set(err, QS_EFORMAT, "%s: the trained weights are not finite", t->name);
     if (!rc) rc = qs_result_defer(q, out->codes, dc, n, err), dc = NULL; /* its own now */
     out->mse = total / ((double)rows * cols);
@@ -243,14 +246,16 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
      * or with q->eec_bf16 they leave the device and Q(W) is made in bf16 from the host's copy) */
     float *wh[QS_GROUP_MAX] = {0};
     qs_llama_train_opts to;
-    train_opts(q, &to);
+    qs_tune_opts(q, &to);
     const int drop = q->eec_w_host && q->eec_bf16;
     for (int j = 0; j < K && !rc; j++) {
         if (q->eec_w_host) rc = weights_to_host(q, &w[j], &wh[j], 1, drop, &to, err);
         if (!rc) rc = qs_llama_train_init(&tr[j], &q->cfg, &w[j], &to, q->calib.seqlen, be, err);
     }
     double loss[2] = {0, 0};
-    if (!rc) rc = train_group(q, b0, tr, K, loss, err);
+    qs_llama_train *trp[QS_GROUP_MAX] = {0};
+    for (int j = 0; j < K; j++) trp[j] = &tr[j];
+    if (!rc) rc = qs_train_group(q, b0, b0, trp, K, loss, err);
     /* 3. merge, quantize, advance the quantized path (dropped float weights come back once
      * every trainer is down to its trainables) */
     for (int j = 0; j < K && !rc && drop; j++) qs_llama_train_release(&tr[j]);
@@ -259,7 +264,7 @@ int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err) {
         if (wh[j]) rc = weights_to_host(q, &w[j], &wh[j], 0, drop, &to, err);
         /* DL-QAT: the trained codes, then the merge writes what they dequantize to (the next
          * forward's weights) and nothing is quantized again */
-        for (int i = 0; i < QS_N_LINEAR && !rc && to.form == QS_LORA_DLQAT; i++) rc = dlqat_linear(q, s, &tr[j], i, err);
+        for (int i = 0; i < QS_N_LINEAR && !rc && to.form == QS_LORA_DLQAT; i++) rc = qs_tuned_linear(q, s, &tr[j], i, err);
         if (!rc) rc = qs_llama_train_merge(&tr[j], &w[j], err);
         if (!rc) rc = be->ops->download(be, s->other[0], w[j].attn_norm, hb, err);
         if (!rc) rc = be->ops->download(be, s->other[1], w[j].ffn_norm, hb, err);

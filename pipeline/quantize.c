@@ -17,7 +17,9 @@
 #include "pipeline/engine.h"
 #include "pipeline/outdir.h"
 #include "backend/registry.h"
+#include "model/llama_train.h"
 #include "pipeline/quantize_internal.h"
+#include "quant/slider.h"
 
 #define ROWS_CHUNK 64
 
@@ -46,8 +48,10 @@ int qs_parse_bytes(const char *s, size_t *out) {
 static int is_gptq(const qs_quantize_opts *o) { return !strcmp(o->method, "gptq"); }
 static int is_qllm(const qs_quantize_opts *o) { return !strcmp(o->method, "qllm"); }
 static int is_dlqat(const qs_quantize_opts *o) { return !strcmp(o->method, "dlqat"); }
-/* block reconstruction trains groups of blocks (compute_eec.c): QLLM's EEC and DL-QAT */
-static int tunes(const qs_quantize_opts *o) { return (is_qllm(o) && o->eec) || is_dlqat(o); }
+static int is_slider(const qs_quantize_opts *o) { return !strcmp(o->method, "slider"); }
+/* block reconstruction (compute_eec.c): QLLM's EEC and DL-QAT train groups of blocks,
+ * SliderQuant windows (compute_slider.c) */
+static int tunes(const qs_quantize_opts *o) { return (is_qllm(o) && o->eec) || is_dlqat(o) || is_slider(o); }
 
 static const qs_tensor_info *block_tensor(const qs_qrun *q, int layer, const char *suffix) {
     char name[160];
@@ -186,6 +190,7 @@ static int st_compute(void *ctx, int unit, void *slot_, qs_error *err) {
     qs_qunit *u = slot_;
     for (int j = 0; j < u->nb; j++) qs_qslot_release(&u->blk[j]);
     (void)unit;
+    if (is_slider(q->o)) return qs_compute_slider(q, u->b0, &u->blk[0], err);
     if (tunes(q->o)) return qs_compute_qllm_eec(q, u, err);
     qs_qslot *s = &u->blk[0]; /* the other methods work block by block: units of one */
     return is_gptq(q->o) ? qs_compute_gptq(q, u->b0, s, err)
@@ -215,6 +220,9 @@ static void block_meta(const qs_qrun *q, const qs_qslot *s, char *meta, size_t c
     if (is_dlqat(o))
         m += (size_t)snprintf(meta + m, cap - m, ",\"rank\":%d,\"lora_alpha\":%g,\"blocks_per_group\":%d", o->eec_rank,
                               (double)o->eec_alpha, q->K);
+    if (is_slider(o))
+        m += (size_t)snprintf(meta + m, cap - m, ",\"rank\":%d,\"lora_alpha\":%g,\"clip_init\":%g", o->eec_rank,
+                              (double)o->eec_alpha, (double)QS_SLIDER_CLIP_INIT);
     m += (size_t)snprintf(meta + m, cap - m, ",\"shapes\":{");
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         m += (size_t)snprintf(meta + m, cap - m, "%s\"%s\":[%lld,%lld]", i ? "," : "", qs_linear_names[i],
@@ -234,7 +242,7 @@ static int qlin_finish(qs_qrun *q, qs_qslot *s, int i, int blk, qs_error *err) {
     out->packed_bytes = rp * (size_t)rows;
     out->packed = malloc(out->packed_bytes);
     out->own_packed = 1;
-    const int measure = is_gptq(q->o); /* QLLM's mse came with its codes */
+    const int measure = is_gptq(q->o) || is_slider(q->o); /* QLLM's and DL-QAT's mse came with their codes */
     double *part = measure ? malloc(sizeof(double) * (size_t)rows) : NULL;
     if (!out->packed || (measure && !part)) {
         free(part);
@@ -327,7 +335,8 @@ static int store_block(qs_qrun *q, int blk, qs_qslot *s, const qs_block_times *t
     for (size_t i = 0; i < s->n && i < QS_N_LINEAR; i++)
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "%s\"%s\":%.6g", i ? "," : "", qs_linear_names[i], s->lin[i].mse);
     if (tunes(q->o)) /* the group's training loss, first and last epoch */
-        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"%s\":{", is_dlqat(q->o) ? "train_loss" : "eec_loss");
+        k += (size_t)snprintf(metrics + k, sizeof metrics - k, "},\"%s\":{",
+                              is_dlqat(q->o) || is_slider(q->o) ? "train_loss" : "eec_loss");
     if (tunes(q->o))
         k += (size_t)snprintf(metrics + k, sizeof metrics - k, "\"first_epoch\":%.6g,\"last_epoch\":%.6g",
                               s->eec_loss[0], s->eec_loss[1]);
@@ -363,6 +372,7 @@ static int st_store(void *ctx, int unit, void *slot_, const qs_block_times *tm, 
     qs_block_times per = *tm; /* a group's times, shared out evenly over its blocks */
     per.load /= u->nb, per.wait_load /= u->nb, per.compute /= u->nb;
     for (int j = 0; j < u->nb; j++) QS_FORWARD_IF_ERROR(store_block(q, u->b0 + j, &u->blk[j], &per, err));
+    if (is_slider(q->o)) qs_slider_prune(q, u->b0 + u->nb - 1); /* the parameters carried before it are stale */
     /* the unit's last block is recorded: with a checkpoint after it, the older ones are stale */
     if (u->blk[u->nb - 1].ckpt) qs_calib_checkpoint_prune(q, u->b0 + u->nb - 1);
     return 0;
@@ -405,6 +415,10 @@ static char *fingerprint(const qs_qrun *q) {
     } else if (is_dlqat(o))
         n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"blocks_per_group\":%d}",
                               o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr, q->K);
+    else if (is_slider(o))
+        n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"clip_lr\":%g,\"clip_init\":%g}",
+                              o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
+                              (double)(o->eec_lr * QS_SLIDER_CLIP_LR_MULT), (double)QS_SLIDER_CLIP_INIT);
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)
@@ -438,8 +452,12 @@ static qs_progress_mode progress_mode(int p) {
 }
 
 int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_error *err) {
-    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm") && !is_dlqat(o),
-                       QS_EUNSUPPORTED, "method '%s' is not implemented (rtn, gptq, qllm and dlqat are)", o->method);
+    QS_RETURN_ERROR_IF(strcmp(o->method, "rtn") && strcmp(o->method, "gptq") && strcmp(o->method, "qllm") && !is_dlqat(o) &&
+                           !is_slider(o),
+                       QS_EUNSUPPORTED, "method '%s' is not implemented (rtn, gptq, qllm, dlqat and slider are)", o->method);
+    QS_RETURN_ERROR_IF(is_slider(o) && o->blocks_per_group > 0, QS_EUSAGE,
+                       "--blocks-per-group: SliderQuant trains its own windows of 1 to 4 blocks");
+    QS_RETURN_ERROR_IF(is_slider(o) && o->cr, QS_EUSAGE, "--method slider has no channel reassembly (it is QLLM's)");
     const int eec = tunes(o);
     QS_RETURN_ERROR_IF(!eec && o->blocks_per_group > 1, QS_EUSAGE,
                        "--blocks-per-group %d: groups of blocks are trained by QLLM's error correction (--method qllm --eec on) "
@@ -456,9 +474,12 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     QS_RETURN_ERROR_IF(o->q.group != -1 && o->q.group != 0 && o->q.group < 2, QS_EUSAGE, "--group %d: give -1 (per channel) or a size >= 2", o->q.group);
     qs_qrun q = {.o = o, .t_start = qs_now(), .K = eec && o->blocks_per_group ? o->blocks_per_group : 1,
                  .n_states = eec ? 2 : 1};
-    qs_qunit slots[3];
+    /* SliderQuant's COMPUTE holds up to a window of blocks: one more slot for LOAD, one for STORE */
+    enum { MAX_SLOTS = QS_SLIDER_MAX_WINDOW + 2 };
+    qs_qunit slots[MAX_SLOTS];
     memset(slots, 0, sizeof slots);
-    void *ptrs[3];
+    void *ptrs[MAX_SLOTS];
+    const int most_slots = is_slider(o) ? MAX_SLOTS : 3, least_slots = is_slider(o) ? QS_SLIDER_MAX_WINDOW : 1;
     int n_slots = 0, rc = qs_config_load(&q.cfg, o->model_dir, err);
     q.bf16_weights = is_gptq(o) && qs_backend_bf16_weights(o->device);
     q.eec_bf16 = is_qllm(o) && eec && !o->eec_form && o->q.bits < 16 && qs_backend_bf16_weights(o->device);
@@ -466,7 +487,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     if (!rc) rc = qs_catalog_open(&q.cat, o->model_dir, err);
     char *fp = NULL;
     size_t slot_bytes = 0, max_cols = 0, calib_bytes = 0, eec_bytes = 0;
-    if (!rc && (is_gptq(o) || is_qllm(o) || is_dlqat(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
+    if (!rc && (is_gptq(o) || is_qllm(o) || is_dlqat(o) || is_slider(o))) { /* calibration ids (small) now: their digest is part of the fingerprint */
         rc = qs_calib_load(&q.calib, &o->calib, o->model_dir, q.cfg.vocab_size, err);
         /* EEC: groups of --blocks-per-group blocks; by default 4 (the paper's), fewer when one
          * group's training does not fit --gpu-mem; the forward's windows per call get the rest */
@@ -478,7 +499,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                 fprintf(stderr, "qstream: --gpu-mem holds the error correction of %d block%s at a time: groups of %d\n", q.K,
                         q.K > 1 ? "s" : "", q.K);
         }
-        if (!rc && eec) rc = qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
+        if (!rc && eec) rc = is_slider(o) ? qs_slider_plan(&q, o->gpu_mem, &eec_bytes, err) : qs_eec_plan(&q, o->gpu_mem, &eec_bytes, err);
         /* staging the next blocks' stored weights on the device, where the budget holds it too
          * (after the group size: that is worth more than the overlap) */
         size_t stage_block = 0;
@@ -512,27 +533,29 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         /* 3 slots overlap load, compute and store; fewer slots cost overlap only; when even one
          * slot and the calibration states do not fit, the states spill to disk */
         /* EEC's training lives in the device's memory: host memory on the CPU */
-        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) && eec ? qs_eec_host_bytes(&q) : 0) +
+        size_t rows_scratch = max_cols * (ROWS_CHUNK * 5 + 4) + (qs_backend_host_memory(o->device) && eec ? (is_slider(o) ? eec_bytes : qs_eec_host_bytes(&q)) : 0) +
                               (q.eec_w_host ? (size_t)q.K * qs_llama_weights_bytes(&q.cfg) : 0) /* compute_eec.c */ +
                               store_bytes;
         size_t scratch = rows_scratch + calib_bytes;
         q.spill = q.calibrated && o->spill;
         if (q.spill) scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
-        n_slots = 3;
+        n_slots = most_slots;
         if (o->host_mem) {
-            while (n_slots > 0 && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
-            if (n_slots == 0 && q.calibrated && !q.spill) {
+            while (n_slots >= least_slots && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
+            if (n_slots < least_slots && q.calibrated && !q.spill) {
                 q.spill = 1;
                 scratch = rows_scratch + qs_calib_plan_bytes(&q, 1);
-                n_slots = 3;
-                while (n_slots > 0 && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
+                n_slots = most_slots;
+                while (n_slots >= least_slots && (size_t)n_slots * slot_held + scratch > o->host_mem) n_slots--;
             }
         }
+        if (n_slots < least_slots) n_slots = 0;
         if (n_slots == 0)
             rc = qs_error_set(err, QS_ENOMEMBUDGET,
-                              "--host-mem %.2f GiB cannot hold one block of %s (%.2f GiB as stored, %.2f GiB with its "
+                              "--host-mem %.2f GiB cannot hold %d block%s of %s (%.2f GiB each as stored, %.2f GiB with its "
                               "quantized result) plus %.2f GiB of %sscratch; nothing was written",
-                              o->host_mem / 1073741824.0, o->model_dir, slot_bytes / 1073741824.0,
+                              o->host_mem / 1073741824.0, least_slots, least_slots > 1 ? "s" : "", o->model_dir,
+                              slot_bytes / 1073741824.0,
                               slot_held / 1073741824.0, scratch / 1073741824.0,
                               q.calibrated ? "calibration buffers (states spilled to disk) and " : "");
     }
@@ -544,7 +567,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         q.man_path = qs_path_join(o->out_dir, "manifest.json");
         fp = fingerprint(&q);
         q.fp_hash = XXH3_64bits(fp, strlen(fp));
-        q.act_ckpt = q.calibrated && o->act_checkpoints && !q.spill; /* a spilled run resumes by replay */
+        /* a spilled run resumes by replay, and so does SliderQuant (its two paths are at different blocks) */
+        q.act_ckpt = q.calibrated && o->act_checkpoints && !q.spill && !is_slider(o);
         q.ckpt_cost = -1;
     }
     int fresh = 0;
@@ -576,6 +600,12 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             first++;
         }
         if (first < q.cfg.n_layers) first -= first % q.K;
+        if (is_slider(o) && first > 0 && first < q.cfg.n_layers && !qs_slider_can_resume(&q, first)) {
+            if (o->progress)
+                fprintf(stderr, "qstream: the SliderQuant parameters carried into block %d are not in %s/acts: starting over\n",
+                        first, o->out_dir);
+            first = 0;
+        }
         size_t keep = 0; /* forget records at or after `first`: they were not verified */
         for (size_t i = 0; i < q.man.n; i++) {
             if (q.man.blocks[i].block < first) q.man.blocks[keep++] = q.man.blocks[i];
@@ -584,6 +614,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         q.man.n = keep;
     }
     if (!rc && first < q.cfg.n_layers && q.calibrated) rc = qs_calib_setup(&q, first, err);
+    if (!rc && first < q.cfg.n_layers && is_slider(o)) rc = qs_slider_begin(&q, first, err);
     if (!rc && first < q.cfg.n_layers) {
         const char **paths = malloc(sizeof(char *) * qs_catalog_file_count(q.cat));
         for (size_t i = 0; i < qs_catalog_file_count(q.cat); i++) paths[i] = qs_catalog_file_path(q.cat, (int)i);
@@ -600,7 +631,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             if (!rc) rc = qs_calib_pin(&q, slots[i].slab, slot_bytes, err); /* the loader uploads from them */
         }
         qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
-        qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store};
+        qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store,
+                                 .holds = is_slider(o)};
         const int n_units = (q.cfg.n_layers + q.K - 1) / q.K;
         if (!rc) rc = qs_pipeline_run(&st, first / q.K, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
         if (!rc) qs_calib_checkpoint_prune(&q, q.cfg.n_layers); /* finished: no state left to resume */
@@ -618,7 +650,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                                      .act_ckpts = q.ckpts, .act_ckpt_s = q.ckpt_s, .ckpt_from = q.ckpt_from,
                                      .replayed = q.replayed};
     }
-    for (int i = 0; i < 3; i++) {
+    qs_slider_end(&q);
+    for (int i = 0; i < MAX_SLOTS; i++) {
         qs_calib_unpin(&q, slots[i].slab);
         free(slots[i].slab);
         for (int j = 0; j < QS_GROUP_MAX; j++) {

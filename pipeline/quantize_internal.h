@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "model/llama_forward.h"
 #include "model/llama_stream.h"
+#include "model/llama_train.h"
 #include "pipeline/calib.h"
 #include "pipeline/progress.h"
 #include "pipeline/quantize.h"
@@ -134,6 +135,7 @@ typedef struct qs_qrun {
     unsigned long long codes_beside; /* bytes of them that came down beside a call's compute */
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
+    struct qs_slider_run *slider; /* SliderQuant's windows in flight (compute_slider.c) */
     qs_llama_scratch scr;
     float *xbuf;         /* backend [per * seqlen, hidden] */
     float *xbuf2;        /* the same, the next call's (q->stage: uploaded while this one computes) */
@@ -170,6 +172,30 @@ int qs_compute_qllm(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 /* QLLM with efficient error correction: CR (statistics on the full-precision path) and the
  * LoRA reconstruction of the unit's group of blocks (compute_eec.c) */
 int qs_compute_qllm_eec(qs_qrun *q, qs_qunit *u, qs_error *err);
+/* the trainer's options of a tuning method (EEC, DL-QAT, SliderQuant) at the run's settings */
+void qs_tune_opts(const qs_qrun *q, qs_llama_train_opts *to);
+/* trains tr[0..K-1], consecutive blocks from b0, on the calibration windows: the quantized path's
+ * input through them, MSE to the full-precision state, backward, AdamW at --lr decaying linearly
+ * over --epochs x nsamples steps; the permutations seeded by key and epoch. loss[0], loss[1] =
+ * the mean loss of the first and last epoch */
+int qs_train_group(qs_qrun *q, int b0, int key, qs_llama_train *const *tr, int K, double loss[2], qs_error *err);
+/* the trained codes of linear i of tr (DL-QAT or SliderQuant form, before its merge) deferred
+ * into s->lin[i] with the stored quantizer (DL-QAT: and the mse against the frozen W) */
+int qs_tuned_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_error *err);
+/* SliderQuant (compute_slider.c): qs_slider_begin after qs_calib_setup (the schedule, resumed
+ * at block first with the carried parameters of acts/slider-WWWW.qsh); qs_compute_slider takes
+ * block blk's slot and returns how many of the oldest held blocks are final (engine.h holds);
+ * qs_slider_end frees what is left; qs_slider_prune after block blk is stored; the backend bytes
+ * of training the largest window (qs_slider_plan refuses a --gpu-mem that cannot hold it) */
+int qs_slider_begin(qs_qrun *q, int first, qs_error *err);
+int qs_compute_slider(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
+void qs_slider_end(qs_qrun *q);
+/* whether a run can resume at block first (the parameters it carries there are on disk, intact
+ * and of this run) */
+int qs_slider_can_resume(qs_qrun *q, int first);
+void qs_slider_prune(const qs_qrun *q, int blk);
+int qs_slider_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err);
+
 /* backend bytes of one group's training (*bytes, groups of q->K); refuses a --gpu-mem that
  * cannot hold it beside the forward of one calibration window (the forward's windows per call
  * are then planned in what is left) */

@@ -11,11 +11,11 @@
 #include "tools/commands.h"
 
 #define USAGE                                                                                                        \
-    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm|dlqat --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
+    "usage: qstream quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm|dlqat|slider --wbits 4 [--abits 16] [--group 128|-1] [--sym]\n" \
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
-    "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10]\n"     \
-    "         [--lr 5e-4 (dlqat: 1e-2)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
+    "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10 (slider: 20)]\n"     \
+    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-4)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
@@ -37,7 +37,7 @@ int qs_cmd_quantize(int argc, char **argv) {
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
                           .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
-    int gpu_mem_given = 0, cr_given = 0, lr_given = 0, form_given = 0; /* --gpu-mem 0: no budget */
+    int gpu_mem_given = 0, cr_given = 0, lr_given = 0, form_given = 0, epochs_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         size_t bytes;
@@ -65,7 +65,7 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--cr-candidates") && v) bad = int_arg(a, v, 1, 512, &o.cr_candidates), i++;
         else if (!strcmp(a, "--static-groups")) o.static_groups = 1;
         else if (!strcmp(a, "--rank") && v) bad = int_arg(a, v, 1, 1024, &o.eec_rank), i++;
-        else if (!strcmp(a, "--epochs") && v) bad = int_arg(a, v, 0, 100000, &o.eec_epochs), i++;
+        else if (!strcmp(a, "--epochs") && v) bad = int_arg(a, v, 0, 100000, &o.eec_epochs), epochs_given = 1, i++;
         else if (!strcmp(a, "--blocks-per-group") && v) bad = int_arg(a, v, 1, QS_GROUP_MAX, &o.blocks_per_group), i++;
         else if ((!strcmp(a, "--lr") || !strcmp(a, "--lora-alpha")) && v) {
             char *end;
@@ -124,14 +124,15 @@ int qs_cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "qstream quantize: give MODEL_DIR and -o OUT_DIR\n" USAGE);
         return 2;
     }
-    const int dlqat = !strcmp(o.method, "dlqat");
-    if (dlqat && ((cr_given && o.cr) || form_given)) {
-        fprintf(stderr, "qstream quantize: %s: %s is QLLM's (--method qllm), not DL-QAT's\n", form_given ? "--eec-form" : "--cr on",
-                form_given ? "the error correction's training form" : "channel reassembly");
+    const int dlqat = !strcmp(o.method, "dlqat"), slider = !strcmp(o.method, "slider");
+    if ((dlqat || slider) && ((cr_given && o.cr) || form_given)) {
+        fprintf(stderr, "qstream quantize: %s: %s is QLLM's (--method qllm), not %s's\n", form_given ? "--eec-form" : "--cr on",
+                form_given ? "the error correction's training form" : "channel reassembly", dlqat ? "DL-QAT" : "SliderQuant");
         return 2;
     }
     if (dlqat) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_DLQAT_LR;
-    if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm") || dlqat) && !o.calib.source) {
+    if (slider) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_SLIDER_LR, o.eec_epochs = epochs_given ? o.eec_epochs : QS_SLIDER_EPOCHS;
+    if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm") || dlqat || slider) && !o.calib.source) {
         fprintf(stderr, "qstream quantize: --method %s needs calibration data: --calib FILE, --calib-ids FILE or --calib random\n", o.method);
         return 2;
     }

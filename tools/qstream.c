@@ -19,7 +19,7 @@ static const qs_command commands[] = {
     {"logits", qs_cmd_logits, "logits MODEL_DIR --ids \"1 2 3\" -o FILE"},
     {"import-gguf", qs_cmd_import_gguf, "import-gguf FILE.gguf -o HF_DIR"},
     {"tokenize", qs_cmd_tokenize, "tokenize MODEL_DIR (--text FILE | --string S) [-o FILE]"},
-    {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm|dlqat --wbits 4 [--abits 16] [--group 128] [--calib FILE] ... (--help)"},
+    {"quantize", qs_cmd_quantize, "quantize MODEL_DIR -o OUT_DIR --method rtn|gptq|qllm|dlqat|slider --wbits 4 [--abits 16] [--group 128] [--calib FILE] ... (--help)"},
     {"verify", qs_cmd_verify, "verify OUT_DIR"},
     {"inspect", qs_cmd_inspect, "inspect OUT_DIR [--block N] [--json]"},
     {"export", qs_cmd_export, "export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]"},
