@@ -1,0 +1,242 @@
+/* tests/test_slider.c - SliderQuant's parts below the pipeline:
+ *  1. the window schedule (quant/slider.h): the phases spelled out for 8, 5 and 4 blocks, and
+ *     for 1..64 blocks that starts and ends never decrease, windows hold 1..4 consecutive blocks,
+ *     every block is in one, no window repeats, and the count agrees;
+ *  2. the clipping op (backend.h lwc_weight) on the CPU: with saturated logits it is RTN
+ *     (qs_quant_rtn's codes, scales and zeros, and their dequantization, bit for bit; asymmetric
+ *     and symmetric); at the initial logits, the grid of the formula written out here, the clamp
+ *     biting at both edges (counted), y written over w, row errors as documented;
+ *  3. its backward: dw = dy inside the grid and 0 where the clamp bites; dgam, dbet against
+ *     central differences (double) of sum(dy .* y) with the rounding, the zero point and the
+ *     range frozen (the function whose exact gradient is the straight-through one), tolerance
+ *     1e-4 relative (double sums of fp32 terms: ~1e-7); dgam, dbet accumulate;
+ *  4. cpu-fenced gives the CPU's bits (CUDA: test_backend_ops cuda compares it there). */
+#include <math.h>
+#include <string.h>
+
+#include "backend/registry.h"
+#include "base/sigmoid.h"
+#include "quant/affine.h"
+#include "quant/slider.h"
+#include "tests/testutil.h"
+
+static void test_schedule(void) {
+    const int want8[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {3, 4}, {4, 7}, {5, 7}, {6, 7}, {7, 7}};
+    const int want5[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 4}, {2, 4}, {3, 4}, {4, 4}};
+    const int want4[][2] = {{0, 0}, {0, 1}, {0, 2}, {0, 3}, {1, 3}, {2, 3}, {3, 3}};
+    const struct { int L, n; const int (*w)[2]; } cases[] = {{8, 9, want8}, {5, 8, want5}, {4, 7, want4}};
+    qs_slider_window w[300];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n = qs_slider_schedule(cases[c].L, w);
+        CHECKF(n == cases[c].n, "%d blocks: %d windows", cases[c].L, n);
+        for (int i = 0; i < n && i < cases[c].n; i++)
+            CHECKF(w[i].first == cases[c].w[i][0] && w[i].last == cases[c].w[i][1], "%d blocks: window %d is [%d, %d]",
+                   cases[c].L, i, w[i].first, w[i].last);
+    }
+    /* 30 blocks (SmolLM2): the middle phase slides [3,4] .. [25,26] */
+    int n = qs_slider_schedule(30, w);
+    CHECK(n == 4 + 23 + 4 && w[4].first == 3 && w[26].first == 25 && w[26].last == 26 && w[27].first == 26);
+    CHECK(qs_slider_count(0) == 0 && qs_slider_schedule(0, w) == 0);
+    for (int L = 1; L <= 64; L++) {
+        n = qs_slider_schedule(L, w);
+        CHECKF(n == qs_slider_count(L) && n >= 1, "%d blocks: %d windows, count %d", L, n, qs_slider_count(L));
+        for (int i = 0; i < n; i++) {
+            const int k = w[i].last - w[i].first + 1;
+            CHECKF(k >= 1 && k <= QS_SLIDER_MAX_WINDOW && w[i].first >= 0 && w[i].last < L, "%d blocks: window %d [%d, %d]",
+                   L, i, w[i].first, w[i].last);
+            if (i) {
+                CHECKF(w[i].first >= w[i - 1].first && w[i].last >= w[i - 1].last, "%d blocks: window %d goes back", L, i);
+                CHECKF(w[i].first != w[i - 1].first || w[i].last != w[i - 1].last, "%d blocks: window %d repeats", L, i);
+            }
+        }
+        for (int b = 0; b < L; b++) CHECKF(qs_slider_last_window(w, n, b) >= 0, "%d blocks: block %d in no window", L, b);
+    }
+}
+
+typedef struct op_case {
+    int rows, cols, group, bits, sym;
+} op_case;
+
+static float *up(qs_backend *be, const void *h, size_t bytes) {
+    float *d = be->ops->alloc(be, bytes);
+    qs_error err = {0};
+    CHECKF(d && be->ops->upload(be, d, h, bytes, &err) == 0, "upload %s", err.msg);
+    return d;
+}
+static void down(qs_backend *be, void *h, const void *d, size_t bytes) {
+    qs_error err = {0};
+    CHECKF(be->ops->download(be, h, d, bytes, &err) == 0, "download %s", err.msg);
+}
+
+/* the grid written out from backend.h's formula (double where it says so) */
+static void grid_ref(const float *x, int n, float gam, float bet, const op_case *k, float *sc, float *z, double *dg,
+                     double *db) {
+    float mx = x[0], mn = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx, mn = x[i] < mn ? x[i] : mn;
+    const float sg = qs_sigmoidf(gam), sb = qs_sigmoidf(bet), hi = sg * mx, lo = sb * mn;
+    if (k->sym) {
+        const float qh = (float)((1 << (k->bits - 1)) - 1);
+        const int g = fabsf(hi) >= fabsf(lo);
+        *sc = (g ? fabsf(hi) : fabsf(lo)) / qh;
+        *dg = g ? (double)sg * (1 - (double)sg) * fabs((double)mx) / qh : 0;
+        *db = g ? 0 : (double)sb * (1 - (double)sb) * fabs((double)mn) / qh;
+        *z = (float)(1 << (k->bits - 1));
+    } else {
+        const float qmax = (float)((1 << k->bits) - 1);
+        *sc = (hi - lo) / qmax;
+        *dg = (double)sg * (1 - (double)sg) * mx / qmax;
+        *db = -(double)sb * (1 - (double)sb) * mn / qmax;
+        *z = rintf(-lo / *sc);
+    }
+}
+
+/* sum(dy .* y) of one group with the grid at logits (gam, bet) and everything else frozen at
+ * (gam0, bet0): the scale moves, the rounding offsets, clamped codes and zero do not */
+static double frozen_loss(const float *x, const float *dy, int n, double gam, double bet, float gam0, float bet0,
+                          const op_case *k) {
+    float mx = x[0], mn = x[0], sc0, z0;
+    double dg, db;
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx, mn = x[i] < mn ? x[i] : mn;
+    grid_ref(x, n, gam0, bet0, k, &sc0, &z0, &dg, &db);
+    const double sg = 1 / (1 + exp(-gam)), sb = 1 / (1 + exp(-bet)), hi = sg * mx, lo = sb * mn;
+    const double s = k->sym ? fmax(fabs(hi), fabs(lo)) / ((1 << (k->bits - 1)) - 1) : (hi - lo) / ((1 << k->bits) - 1);
+    const float qmax = (float)((1 << k->bits) - 1);
+    double l = 0;
+    for (int i = 0; i < n; i++) {
+        const float t = x[i] / sc0, rt = rintf(t), v = rt + z0;
+        const int inside = v >= 0 && v <= qmax;
+        const double y = inside ? x[i] + s * ((double)rt - (double)t) : s * ((double)(v > qmax ? qmax : 0) - z0);
+        l += dy[i] * y;
+    }
+    return l;
+}
+
+static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
+    const int rows = k->rows, cols = k->cols, g = k->group > 0 ? k->group : cols, ng = (cols + g - 1) / g;
+    const size_t n = (size_t)rows * cols, qn = (size_t)rows * ng;
+    qs_error err = {0};
+    float *w = qs_test_rvec(n, 0.3f), *dy = qs_test_rvec(n, 1.0f), *lg = malloc(sizeof(float) * qn),
+          *lb = malloc(sizeof(float) * qn), *sat = malloc(sizeof(float) * qn);
+    const float l0 = k->sym ? 1.0f : 4.0f; /* symmetric: clipped harder, so that the clamp bites */
+    for (size_t i = 0; i < qn; i++) lg[i] = l0 + 0.5f * qs_test_rnd(), lb[i] = l0 + 0.5f * qs_test_rnd(), sat[i] = 100.0f;
+    /* 1. saturated: RTN */
+    qs_qconfig qc = {.bits = k->bits, .group = k->group, .sym = k->sym};
+    uint8_t *rc = malloc(n), *c1 = malloc(n);
+    float *rs = malloc(sizeof(float) * qn), *rz = malloc(sizeof(float) * qn), *deq = malloc(sizeof(float) * n);
+    CHECK(qs_quant_rtn(w, rows, cols, &qc, rc, rs, rz, "w", &err) == 0);
+    qs_dequant(rc, rs, rz, rows, cols, k->group, deq);
+    float *dw = up(be, w, sizeof(float) * n), *dsat = up(be, sat, sizeof(float) * qn), *dlg = up(be, lg, sizeof(float) * qn),
+          *dlb = up(be, lb, sizeof(float) * qn), *dyy = be->ops->alloc(be, sizeof(float) * n),
+          *dsc = be->ops->alloc(be, sizeof(float) * qn), *dz = be->ops->alloc(be, sizeof(float) * qn);
+    uint8_t *dc = be->ops->alloc(be, n);
+    double *de = be->ops->alloc(be, sizeof(double) * rows);
+    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dsat, dsat, rows, cols, k->group, k->bits, k->sym, &err) == 0,
+           "%s", err.msg);
+    float *y = malloc(sizeof(float) * n), *sc = malloc(sizeof(float) * qn), *z = malloc(sizeof(float) * qn);
+    double *re = malloc(sizeof(double) * rows);
+    down(be, y, dyy, sizeof(float) * n), down(be, c1, dc, n), down(be, sc, dsc, sizeof(float) * qn), down(be, z, dz, sizeof(float) * qn);
+    CHECKF(!memcmp(c1, rc, n) && !memcmp(sc, rs, sizeof(float) * qn) && !memcmp(z, rz, sizeof(float) * qn) &&
+               !memcmp(y, deq, sizeof(float) * n),
+           "[%d, %d] g%d W%d%s: saturated clipping is not RTN", rows, cols, k->group, k->bits, k->sym ? " sym" : "");
+    /* 2. at logits near 4 (1 with sym): the grid, codes, y, row errors; the clamp bites */
+    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0,
+           "%s", err.msg);
+    down(be, y, dyy, sizeof(float) * n), down(be, c1, dc, n), down(be, sc, dsc, sizeof(float) * qn);
+    down(be, z, dz, sizeof(float) * qn), down(be, re, de, sizeof(double) * rows);
+    const float qmax = (float)((1 << k->bits) - 1);
+    int bad = 0, lo_edge = 0, hi_edge = 0, bad_err = 0;
+    for (int r = 0; r < rows; r++) {
+        double e = 0;
+        for (int j = 0; j < ng; j++) {
+            const int c0 = j * g, m = cols - c0 < g ? cols - c0 : g;
+            const size_t q = (size_t)r * ng + j;
+            float s, zz;
+            double dg, db;
+            grid_ref(w + (size_t)r * cols + c0, m, lg[q], lb[q], k, &s, &zz, &dg, &db);
+            bad += s != sc[q] || zz != z[q];
+            for (int c = c0; c < c0 + m; c++) {
+                const size_t i = (size_t)r * cols + c;
+                const float v = rintf(w[i] / s) + zz, cl = v < 0 ? 0 : v > qmax ? qmax : v;
+                lo_edge += v < 0, hi_edge += v > qmax;
+                bad += c1[i] != (uint8_t)cl || y[i] != s * (cl - zz);
+                e += ((double)y[i] - w[i]) * ((double)y[i] - w[i]);
+            }
+        }
+        bad_err += e != re[r];
+    }
+    CHECKF(!bad && !bad_err, "[%d, %d] g%d W%d: %d grid/code mismatches, %d row errors", rows, cols, k->group, k->bits, bad,
+           bad_err);
+    CHECKF(hi_edge > 0 && (k->sym || lo_edge > 0), "the clamp never bit (low %d, high %d)", lo_edge, hi_edge);
+    float *dw2 = up(be, w, sizeof(float) * n);
+    CHECK(be->ops->lwc_weight(be, dw2, NULL, NULL, NULL, NULL, dw2, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    float *y2 = malloc(sizeof(float) * n);
+    down(be, y2, dw2, sizeof(float) * n);
+    CHECK(!memcmp(y, y2, sizeof(float) * n)); /* y over w */
+    /* 3. backward */
+    float *ddy = up(be, dy, sizeof(float) * n), *dgg = up(be, lg, sizeof(float) * qn), *dbb = up(be, lb, sizeof(float) * qn);
+    float zero_q[4096] = {0};
+    float *gg = up(be, zero_q, sizeof(float) * qn), *gb = up(be, zero_q, sizeof(float) * qn);
+    (void)dgg, (void)dbb;
+    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    float *gw = malloc(sizeof(float) * n), *hg = malloc(sizeof(float) * qn), *hb = malloc(sizeof(float) * qn);
+    down(be, gw, ddy, sizeof(float) * n), down(be, hg, gg, sizeof(float) * qn), down(be, hb, gb, sizeof(float) * qn);
+    int bad_mask = 0;
+    double worst = 0;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < ng; j++) {
+            const int c0 = j * g, m = cols - c0 < g ? cols - c0 : g;
+            const size_t q = (size_t)r * ng + j;
+            const float *x = w + (size_t)r * cols + c0, *d = dy + (size_t)r * cols + c0;
+            for (int c = 0; c < m; c++) {
+                const float v = rintf(x[c] / sc[q]) + z[q];
+                bad_mask += gw[(size_t)r * cols + c0 + c] != (v >= 0 && v <= qmax ? d[c] : 0.0f);
+            }
+            const double h = 1e-4;
+            const double fg = (frozen_loss(x, d, m, lg[q] + h, lb[q], lg[q], lb[q], k) -
+                               frozen_loss(x, d, m, lg[q] - h, lb[q], lg[q], lb[q], k)) / (2 * h);
+            const double fb = (frozen_loss(x, d, m, lg[q], lb[q] + h, lg[q], lb[q], k) -
+                               frozen_loss(x, d, m, lg[q], lb[q] - h, lg[q], lb[q], k)) / (2 * h);
+            const double eg = fabs(hg[q] - fg) / (1e-3 + fabs(fg)), eb = fabs(hb[q] - fb) / (1e-3 + fabs(fb));
+            worst = eg > worst ? eg : worst;
+            worst = eb > worst ? eb : worst;
+        }
+    printf("lwc [%d, %d] g%d W%d%s: clamp low %d high %d; dgam, dbet vs finite differences: worst %.2e\n", rows, cols,
+           k->group, k->bits, k->sym ? " sym" : "", lo_edge, hi_edge, worst);
+    CHECKF(!bad_mask, "%d dw outside the straight-through mask", bad_mask);
+    CHECKF(worst < 1e-4, "dgam/dbet off by %.2e", worst);
+    /* accumulate */
+    CHECK(be->ops->upload(be, ddy, dy, sizeof(float) * n, &err) == 0);
+    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    float *hg2 = malloc(sizeof(float) * qn);
+    down(be, hg2, gg, sizeof(float) * qn);
+    int acc_bad = 0;
+    for (size_t i = 0; i < qn; i++) acc_bad += fabsf(hg2[i] - 2 * hg[i]) > 1e-6f * (1 + fabsf(hg[i])) && hg[i] != 0;
+    CHECKF(!acc_bad, "dgam does not accumulate (%d)", acc_bad);
+    /* 4. cpu-fenced: the same bits */
+    float *fw = up(fenced, w, sizeof(float) * n), *fg_ = up(fenced, lg, sizeof(float) * qn), *fb_ = up(fenced, lb, sizeof(float) * qn),
+          *fy = fenced->ops->alloc(fenced, sizeof(float) * n);
+    CHECK(fenced->ops->lwc_weight(fenced, fy, NULL, NULL, NULL, NULL, fw, fg_, fb_, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    down(fenced, y2, fy, sizeof(float) * n);
+    CHECK(!memcmp(y, y2, sizeof(float) * n));
+    fenced->ops->free(fenced, fw), fenced->ops->free(fenced, fg_), fenced->ops->free(fenced, fb_), fenced->ops->free(fenced, fy);
+    void *dev[] = {dw, dsat, dlg, dlb, dyy, dsc, dz, dc, de, dw2, ddy, dgg, dbb, gg, gb};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) be->ops->free(be, dev[i]);
+    void *host[] = {w, dy, lg, lb, sat, rc, c1, rs, rz, deq, y, sc, z, re, y2, gw, hg, hb, hg2};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
+}
+
+int main(void) {
+    test_schedule();
+    qs_backend *be = NULL, *fenced = NULL;
+    qs_error err = {0};
+    CHECKF(qs_backend_create(&be, "cpu", 0, &err) == 0, "%s", err.msg);
+    CHECKF(qs_backend_create(&fenced, "cpu-fenced", 0, &err) == 0, "%s", err.msg);
+    qs_test_seed = 20261202;
+    const op_case cases[] = {{24, 96, 32, 3, 0}, {16, 70, 32, 4, 0}, {12, 64, -1, 2, 0}, {20, 128, 64, 4, 1}};
+    for (size_t i = 0; be && fenced && i < sizeof cases / sizeof cases[0]; i++) test_op(be, fenced, &cases[i]);
+    /* bad sizes refused */
+    if (be) CHECK(be->ops->lwc_weight(be, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 4, -1, 9, 0, &err) == QS_EUSAGE);
+    qs_backend_free(be);
+    qs_backend_free(fenced);
+    return qs_test_result();
+}
