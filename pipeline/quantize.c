@@ -552,11 +552,12 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         if (n_slots < least_slots) n_slots = 0;
         if (n_slots == 0)
             rc = qs_error_set(err, QS_ENOMEMBUDGET,
-                              "--host-mem %.2f GiB cannot hold %d block%s of %s (%.2f GiB each as stored, %.2f GiB with its "
-                              "quantized result) plus %.2f GiB of %sscratch; nothing was written",
-                              o->host_mem / 1073741824.0, least_slots, least_slots > 1 ? "s" : "", o->model_dir,
+                              "--host-mem %.2f GiB cannot hold %s of %s (%.2f GiB as stored, %.2f GiB with its "
+                              "quantized result%s) plus %.2f GiB of %sscratch; nothing was written",
+                              o->host_mem / 1073741824.0, least_slots > 1 ? "the four blocks SliderQuant holds" : "one block",
+                              o->model_dir,
                               slot_bytes / 1073741824.0,
-                              slot_held / 1073741824.0, scratch / 1073741824.0,
+                              slot_held / 1073741824.0, least_slots > 1 ? ", each" : "", scratch / 1073741824.0,
                               q.calibrated ? "calibration buffers (states spilled to disk) and " : "");
     }
     /* output directory and manifest: resume or start */

@@ -501,6 +501,45 @@ static void test_dlqat(void) {
     }
 }
 
+/* lwc_weight and its backward (SliderQuant's clipping): logits around 2 (sigmoid 0.88: the
+ * clamp bites at both edges), asymmetric and symmetric, grouped and per channel, rows longer
+ * than a block of threads; the grid is backend/lwc_grid.h's on both, the exp its polynomial: the
+ * same IEEE operations in the same order, identical bytes. y over w, dw over dy, accumulation. */
+static void test_lwc(void) {
+    const int rows = 140, cols = 300;
+    const size_t n = (size_t)rows * cols;
+    int cases[3][3] = {{3, 128, 0}, {4, -1, 1}, {2, 64, 0}}; /* bits, group, sym */
+    for (int i = 0; i < 3; i++) {
+        const int bits = cases[i][0], group = cases[i][1], sym = cases[i][2], ng = group > 0 ? (cols + group - 1) / group : 1;
+        const size_t qn = (size_t)rows * ng;
+        float *lh = qs_test_rvec(2 * qn, 1.0f);
+        for (size_t k = 0; k < 2 * qn; k++) lh[k] += 2.0f;
+        uint8_t *zc = calloc(n, 1);
+        pair w = rboth(n, 0.2f), lg = both(lh, sizeof(float) * qn), lb = both(lh + qn, sizeof(float) * qn),
+             c = both(zc, n), sc = rboth(qn, 1), z = rboth(qn, 1), e = rboth(2 * (size_t)rows, 1), y = rboth(n, 1),
+             dy = rboth(n, 1), dg = rboth(qn, 1), db = rboth(qn, 1);
+        RUN(cpu->ops->lwc_weight(cpu, y.c, c.c, sc.c, z.c, e.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
+            dev->ops->lwc_weight(dev, y.d, c.d, sc.d, z.d, e.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        char name[48];
+        snprintf(name, sizeof name, "lwc_weight w%d g%d%s", bits, group, sym ? " sym" : "");
+        compare_bytes(name, y, sizeof(float) * n);
+        compare_bytes("lwc_weight codes", c, n);
+        compare_bytes("lwc_weight scales", sc, sizeof(float) * qn);
+        compare_bytes("lwc_weight zeros", z, sizeof(float) * qn);
+        compare_bytes("lwc_weight row errors", e, sizeof(double) * rows);
+        RUN(cpu->ops->lwc_weight_backward(cpu, dy.c, dg.c, db.c, dy.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
+            dev->ops->lwc_weight_backward(dev, dy.d, dg.d, db.d, dy.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        compare_bytes("lwc_weight_backward dw", dy, sizeof(float) * n);
+        compare_bytes("lwc_weight_backward dgam", dg, sizeof(float) * qn);
+        compare_bytes("lwc_weight_backward dbet", db, sizeof(float) * qn);
+        RUN(cpu->ops->lwc_weight(cpu, w.c, NULL, NULL, NULL, NULL, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
+            dev->ops->lwc_weight(dev, w.d, NULL, NULL, NULL, NULL, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        compare_bytes("lwc_weight y over w", w, sizeof(float) * n);
+        pfree(w), pfree(lg), pfree(lb), pfree(c), pfree(sc), pfree(z), pfree(e), pfree(y), pfree(dy), pfree(dg), pfree(db);
+        free(zc), free(lh);
+    }
+}
+
 /* gptq_batch: one batch from random weights, a random upper factor (diagonal in [0.5, 1]) and a
  * random column order. The column loop is the same IEEE operations in the same order on both
  * (no FMA), so the batch's columns, codes, quantizers, errors and losses must be identical; the
@@ -762,6 +801,7 @@ int main(int argc, char **argv) {
     test_gptq_batch();
     test_quant_weight();
     test_dlqat();
+    test_lwc();
     test_gptq_hessian();
     test_to_f32();
     test_bf16();
