@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/lwc_grid.h"
 #include "model/rope.h"
 #include "quant/affine.h"
 #include "tests/testutil.h"
@@ -225,6 +226,50 @@ void ref_dlqat(ref *R, int p, double *w) {
         }
 }
 
+/* SliderQuant's Q_lwc over w = W + s B A (double) in place. REF_RECORD keeps, from the float
+ * values as the trainer has them, each group's range and zero point (backend/lwc_grid.h) and
+ * each weight's rounding offset and clamp edge; then the scale is the double function of the
+ * logits over that frozen range, y = w + scale * offset inside the grid and scale * (edge code -
+ * zero) where the clamp bites: exactly the straight-through gradient. */
+void ref_slider(ref *R, int p, double *w) {
+    const int in = R->b->in[p], out = R->b->out[p], g = R->o.group > 0 ? R->o.group : in, ng = (in + g - 1) / g;
+    const int bits = R->o.wbits, sym = R->o.sym;
+    const double qmax = (double)((1 << bits) - 1);
+    const size_t n = (size_t)in * out, qn = (size_t)out * ng;
+    if (R->mode == REF_RECORD && !R->doff[p]) {
+        R->doff[p] = malloc(n * sizeof(double)), R->dedge[p] = malloc(n);
+        R->cmx[p] = malloc(qn * sizeof(double)), R->cmn[p] = malloc(qn * sizeof(double)), R->gz[p] = malloc(qn * sizeof(double));
+    }
+    for (int r = 0; r < out; r++)
+        for (int k = 0; k < ng; k++) {
+            const int c0 = k * g, c1 = c0 + g < in ? c0 + g : in;
+            const size_t q = (size_t)r * ng + k;
+            if (R->mode == REF_RECORD) {
+                float mx = (float)w[(size_t)r * in + c0], mn = mx;
+                for (int c = c0; c < c1; c++) {
+                    const float f = (float)w[(size_t)r * in + c];
+                    mx = f > mx ? f : mx, mn = f < mn ? f : mn;
+                }
+                const qs_lwc_grid gr = qs_lwc_grid_of(mx, mn, (float)R->CG[p][q], (float)R->CB[p][q], bits, sym);
+                R->cmx[p][q] = mx, R->cmn[p][q] = mn, R->gz[p][q] = gr.zero;
+                for (int c = c0; c < c1; c++) {
+                    const size_t i = (size_t)r * in + c;
+                    const float t = (float)w[i] / gr.scale, rt = rintf(t), v = rt + gr.zero;
+                    R->dedge[p][i] = v < 0 ? 1 : v > qmax ? 2 : 0;
+                    R->doff[p][i] = (double)rt - (double)t;
+                }
+            }
+            const double sg = 1 / (1 + exp(-R->CG[p][q])), sb = 1 / (1 + exp(-R->CB[p][q]));
+            const double hi = sg * R->cmx[p][q], lo = sb * R->cmn[p][q], z = R->gz[p][q];
+            const double sc = sym ? fmax(fabs(hi), fabs(lo)) / ((1 << (bits - 1)) - 1) : (hi - lo) / qmax;
+            for (int c = c0; c < c1; c++) {
+                const size_t i = (size_t)r * in + c;
+                const int e = R->dedge[p][i];
+                w[i] = e ? sc * ((e == 1 ? 0 : qmax) - z) : w[i] + sc * R->doff[p][i];
+            }
+        }
+}
+
 /* the block's output for input x [n_win*L, hidden]; returns sum(R .* out) when R is given */
 double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const float *dout) {
     const qs_model_config *c = &R->b->c;
@@ -242,6 +287,7 @@ double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const
             }
         if (R->o.form == QS_LORA_MERGED) ref_quant(R, SITE_W + p, Weff[p], o, in, in);
         if (R->o.form == QS_LORA_DLQAT) ref_dlqat(R, p, Weff[p]);
+        if (R->o.form == QS_LORA_SLIDER) ref_slider(R, p, Weff[p]);
     }
     double *xn = malloc(sizeof(double) * T * H), *q = malloc(sizeof(double) * T * Q), *k = malloc(sizeof(double) * T * KV),
            *v = malloc(sizeof(double) * T * KV), *att = malloc(sizeof(double) * T * Q), *h = malloc(sizeof(double) * T * H),
@@ -330,6 +376,12 @@ void ref_init(ref *R, const block *b, qs_llama_train *tr) {
             R->M[p] = to_d(m, qn), R->gs[p] = to_d(gs, qn), R->gz[p] = to_d(gz, qn);
             free(m), free(gs), free(gz);
         }
+        if (tr->gam[p]) { /* SliderQuant: the clipping logits */
+            const size_t qn = (size_t)b->out[p] * tr->ng[p];
+            float *cg = down_new(tr->be, tr->gam[p], qn), *cb = down_new(tr->be, tr->bet[p], qn);
+            R->CG[p] = to_d(cg, qn), R->CB[p] = to_d(cb, qn);
+            free(cg), free(cb);
+        }
         R->W[p] = to_d(wf, wn);
         free(wf);
         float *a = down_new(tr->be, tr->a[p], an), *bb = down_new(tr->be, tr->b[p], bn);
@@ -345,6 +397,7 @@ void ref_init(ref *R, const block *b, qs_llama_train *tr) {
 void ref_free(ref *R) {
     for (int p = 0; p < QS_PROJ_N; p++) free(R->W[p]), free(R->A[p]), free(R->B[p]);
     for (int p = 0; p < QS_PROJ_N; p++) free(R->M[p]), free(R->gs[p]), free(R->gz[p]), free(R->doff[p]), free(R->dedge[p]);
+    for (int p = 0; p < QS_PROJ_N; p++) free(R->CG[p]), free(R->CB[p]), free(R->cmx[p]), free(R->cmn[p]);
     for (int i = 0; i < N_SITES; i++) free(R->off[i]);
     free(R->g[0]), free(R->g[1]);
 }
@@ -358,12 +411,14 @@ void grads_get(grads *g, qs_llama_train *tr, const float *d_dx, size_t n_x) {
         g->da[p] = down_new(tr->be, tr->da[p], (size_t)tr->opts.rank * tr->in[p]);
         g->db[p] = down_new(tr->be, tr->db[p], (size_t)tr->out[p] * tr->opts.rank);
         g->dm[p] = tr->dmag[p] ? down_new(tr->be, tr->dmag[p], (size_t)tr->out[p] * tr->ng[p]) : NULL;
+        g->dcg[p] = tr->dgam[p] ? down_new(tr->be, tr->dgam[p], (size_t)tr->out[p] * tr->ng[p]) : NULL;
+        g->dcb[p] = tr->dbet[p] ? down_new(tr->be, tr->dbet[p], (size_t)tr->out[p] * tr->ng[p]) : NULL;
     }
     for (int i = 0; i < 2; i++) g->dg[i] = down_new(tr->be, tr->dgamma[i], 16);
 }
 void grads_free(grads *g) {
     free(g->dx);
-    for (int p = 0; p < QS_PROJ_N; p++) free(g->da[p]), free(g->db[p]), free(g->dm[p]);
+    for (int p = 0; p < QS_PROJ_N; p++) free(g->da[p]), free(g->db[p]), free(g->dm[p]), free(g->dcg[p]), free(g->dcb[p]);
     free(g->dg[0]), free(g->dg[1]);
 }
 
@@ -418,8 +473,17 @@ double check_grads(const char *what, ref *R, const grads *g, double *x, int n_wi
         snprintf(name, sizeof name, "dB %s", pname[p]);
         printf("  %-13s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
         worst = fmax(worst, e);
-        if (!g->dm[p] || !R->M[p]) continue;
         const size_t mn = (size_t)R->b->out[p] * (R->o.group > 0 ? (R->b->in[p] + R->o.group - 1) / R->o.group : 1);
+        for (int side = 0; side < 2 && g->dcg[p] && R->CG[p]; side++) { /* SliderQuant's logits */
+            double *fc = malloc(sizeof(double) * mn);
+            fd_tensor(R, side ? R->CB[p] : R->CG[p], mn, x, n_win, L, dout, fc);
+            e = rel_err(side ? g->dcb[p] : g->dcg[p], fc, mn, &sc);
+            free(fc);
+            snprintf(name, sizeof name, "%s %s", side ? "dbeta" : "dgam", pname[p]);
+            printf("  %-13s %-10s rel error %.2e (scale %.2f)\n", what, name, e, sc);
+            worst = fmax(worst, e);
+        }
+        if (!g->dm[p] || !R->M[p]) continue;
         double *fm = malloc(sizeof(double) * mn);
         fd_tensor(R, R->M[p], mn, x, n_win, L, dout, fm);
         e = rel_err(g->dm[p], fm, mn, &sc);

@@ -59,12 +59,16 @@ typedef struct ref {
      * clamp edges (0 none, 1 low, 2 high) of each weight */
     double *M[QS_PROJ_N], *gs[QS_PROJ_N], *gz[QS_PROJ_N], *doff[QS_PROJ_N];
     uint8_t *dedge[QS_PROJ_N];
+    /* SliderQuant: the clipping logits CG, CB [out, ng]; recorded per group the range cmx, cmn
+     * and zero point (in gz), per weight the rounding offset rint(t) - t (doff) and clamp edge */
+    double *CG[QS_PROJ_N], *CB[QS_PROJ_N], *cmx[QS_PROJ_N], *cmn[QS_PROJ_N];
 } ref;
 
 int qbits(int b);                                                      /* b in 2..15, else 0 */
 void act_fq(float *v, int n, int bits);                                /* act_quant's formula on one segment */
 void w_fq(float *w, int rows, int cols, const qs_llama_train_opts *o); /* weight fake-quant, quant/affine.c */
 void ref_dlqat(ref *R, int p, double *w);
+void ref_slider(ref *R, int p, double *w); /* w = W + s B A in, Q_lwc of it out */
 /* the block's output for input x [n_win*L, hidden]; returns sum(dout .* out) when dout is given */
 double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const float *dout);
 double *to_d(const float *f, size_t n);
@@ -75,6 +79,7 @@ void ref_free(ref *R);
 typedef struct grads {
     float *dx, *da[QS_PROJ_N], *db[QS_PROJ_N], *dg[2];
     float *dm[QS_PROJ_N]; /* DL-QAT (NULL otherwise) */
+    float *dcg[QS_PROJ_N], *dcb[QS_PROJ_N]; /* SliderQuant's clipping logits (NULL otherwise) */
 } grads;
 void grads_get(grads *g, qs_llama_train *tr, const float *d_dx, size_t n_x);
 void grads_free(grads *g);

@@ -10,7 +10,12 @@
  *     central differences (double) of sum(dy .* y) with the rounding, the zero point and the
  *     range frozen (the function whose exact gradient is the straight-through one), tolerance
  *     1e-4 relative (double sums of fp32 terms: ~1e-7); dgam, dbet accumulate;
- *  4. cpu-fenced gives the CPU's bits (CUDA: test_backend_ops cuda compares it there). */
+ *  4. cpu-fenced gives the CPU's bits (CUDA: test_backend_ops cuda compares it there);
+ *  5. the trainer's SliderQuant form (model/llama_train.h): with random B, A and logits (W3 g8,
+ *     and W4 sym g8 A6, q/k/v biases) every gradient, dgam and dbeta included, against finite
+ *     differences of the float64 reference block with the quantizers frozen (tests/ref_block.c
+ *     ref_slider), tolerance TOL (ref_block.h); a step moves the logits and not the frozen norm
+ *     gammas; after a fresh optimizer the step count restarts. */
 #include <math.h>
 #include <string.h>
 
@@ -18,6 +23,7 @@
 #include "base/sigmoid.h"
 #include "quant/affine.h"
 #include "quant/slider.h"
+#include "tests/ref_block.h"
 #include "tests/testutil.h"
 
 static void test_schedule(void) {
@@ -225,6 +231,63 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
+/* ======== 5. the trainer's form ======== */
+
+static void test_trainer(qs_backend *be, int bits, int sym, int abits) {
+    const int n_win = 2, L = 7, T = 14, H = 16;
+    qs_error err = {0};
+    block b;
+    block_make(&b, be, 1);
+    float *xh = qs_test_rvec((size_t)T * H, 1), *douth = qs_test_rvec((size_t)T * H, 1);
+    float *d_x = up_new(be, xh, (size_t)T * H), *d_dout = up_new(be, douth, (size_t)T * H);
+    float *d_out = be->ops->alloc(be, sizeof(float) * T * H), *d_dx = be->ops->alloc(be, sizeof(float) * T * H);
+    double *x = to_d(xh, (size_t)T * H);
+    qs_llama_train_opts o;
+    qs_llama_train_opts_default(&o);
+    o.form = QS_LORA_SLIDER, o.wbits = bits, o.group = 8, o.sym = sym, o.abits = abits, o.seed = 9, o.clip_lr_mult = 100;
+    qs_llama_train tr;
+    train_setup(&tr, &b, &o, T, be, 1);
+    for (int p = 0; p < QS_PROJ_N; p++) { /* logits around 2: the clipping bites */
+        const size_t qn = (size_t)tr.out[p] * tr.ng[p];
+        float *g = qs_test_rvec(2 * qn, 1.0f);
+        for (size_t i = 0; i < 2 * qn; i++) g[i] += 2.0f;
+        CHECK(be->ops->upload(be, tr.gam[p], g, sizeof(float) * qn, &err) == 0);
+        CHECK(be->ops->upload(be, tr.bet[p], g + qn, sizeof(float) * qn, &err) == 0);
+        free(g);
+    }
+    run_fwd_bwd(&tr, d_x, d_out, d_dout, d_dx, n_win, L);
+    grads g;
+    grads_get(&g, &tr, d_dx, (size_t)T * H);
+    ref R;
+    ref_init(&R, &b, &tr);
+    R.mode = REF_RECORD;
+    double *out = malloc(sizeof(double) * T * H), sc;
+    ref_forward(&R, x, n_win, L, out, NULL);
+    float *got = down_new(be, d_out, (size_t)T * H);
+    double fe = rel_err(got, out, (size_t)T * H, &sc);
+    CHECKF(fe <= TOL, "SliderQuant forward: rel error %.3g against the float64 reference", fe);
+    R.mode = REF_APPLY;
+    char what[32];
+    snprintf(what, sizeof what, "slider W%d%s A%d", bits, sym ? "s" : "", abits);
+    double worst = check_grads(what, &R, &g, x, n_win, L, douth);
+    CHECKF(worst <= TOL, "%s: worst gradient rel error %.3g", what, worst);
+    printf("%s g8 (STE, clipping): forward rel error %.2e, worst gradient error %.2e (dgam, dbeta included)\n", what, fe,
+           worst);
+    float *g0 = down_new(be, tr.gamma[0], H), *c0 = down_new(be, tr.gam[QS_PROJ_Q], 4);
+    CHECK(qs_llama_train_step(&tr, 1e-3f, &err) == 0 && tr.step == 1);
+    float *g1 = down_new(be, tr.gamma[0], H), *c1 = down_new(be, tr.gam[QS_PROJ_Q], 4);
+    CHECKF(!memcmp(g0, g1, sizeof(float) * H), "a step moved the frozen norm gamma");
+    CHECKF(memcmp(c0, c1, sizeof(float) * 4), "a step did not move the clipping logits");
+    free(g0), free(g1), free(c0), free(c1);
+    CHECK(qs_llama_train_reset_optim(&tr, &err) == 0 && tr.step == 0);
+    free(out), free(got), free(x), free(xh), free(douth);
+    grads_free(&g);
+    ref_free(&R);
+    qs_llama_train_free(&tr);
+    be->ops->free(be, d_x), be->ops->free(be, d_dout), be->ops->free(be, d_out), be->ops->free(be, d_dx);
+    block_free(&b, be);
+}
+
 int main(void) {
     test_schedule();
     qs_backend *be = NULL, *fenced = NULL;
@@ -234,6 +297,7 @@ int main(void) {
     qs_test_seed = 20261202;
     const op_case cases[] = {{24, 96, 32, 3, 0}, {16, 70, 32, 4, 0}, {12, 64, -1, 2, 0}, {20, 128, 64, 4, 1}};
     for (size_t i = 0; be && fenced && i < sizeof cases / sizeof cases[0]; i++) test_op(be, fenced, &cases[i]);
+    if (be) test_trainer(be, 3, 0, 16), test_trainer(be, 4, 1, 6);
     /* bad sizes refused */
     if (be) CHECK(be->ops->lwc_weight(be, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 4, -1, 9, 0, &err) == QS_EUSAGE);
     qs_backend_free(be);
