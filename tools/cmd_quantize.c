@@ -15,7 +15,7 @@
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10 (slider: 20)]\n"     \
-    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-4)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
+    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
     "         [--json-progress | --progress-lines | --quiet]\n"
