@@ -8,26 +8,11 @@
 
 #include <stdint.h>
 
-static inline float qs_cpu_expf(float x) {
-    const float big = 12582912.0f; /* 1.5 * 2^23: adding and subtracting it rounds to an integer */
-    float xc = x > 88.3f ? 88.3f : x;
-    xc = xc < -87.3f ? -87.3f : xc;
-    float n = (xc * 1.44269504088896341f + big) - big;
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3333519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } two_n = {.i = ((int32_t)n + 127) << 23};
-    return x < -87.3f ? 0.0f : p * two_n.f;
-}
+#include "base/sigmoid.h"
+
+/* the polynomial is base/sigmoid.h's qs_exp_poly, shared with the CUDA kernels that must give
+ * the CPU's bits */
+static inline float qs_cpu_expf(float x) { return qs_exp_poly(x); }
 
 /* max of row[0..n), n >= 1 */
 float qs_cpu_row_max(const float *row, int n);
