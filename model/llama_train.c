@@ -54,7 +54,7 @@ static int groups_of(const qs_llama_train_opts *o, int in) { return o->group > 0
  * magnitudes or SliderQuant's clipping logits (all gam, then all bet), then the two gammas;
  * *n_step (may be NULL): the floats before the gammas where they are frozen (DL-QAT,
  * SliderQuant), else all */
-static size_t n_param_of2(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step, size_t *n_lora) {
+static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step, size_t *n_lora) {
     int in[QS_PROJ_N], out[QS_PROJ_N];
     qs_llama_linear_shapes(c, out, in);
     size_t n = 0;
@@ -65,9 +65,6 @@ static size_t n_param_of2(const qs_model_config *c, const qs_llama_train_opts *o
     const size_t gammas = 2 * pad16((size_t)c->hidden_size);
     if (n_step) *n_step = grid_form(o) ? n : n + gammas;
     return n + gammas;
-}
-static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step) {
-    return n_param_of2(c, o, n_step, NULL);
 }
 
 /* Q(W) kept as bf16 (opts.bf16_base, paper form with weight quantization) */
@@ -164,7 +161,7 @@ size_t qs_llama_train_bytes(const qs_model_config *cfg, const qs_llama_train_opt
     if (opts) t.opts = *opts;
     t.max_tokens = max_tokens;
     qs_llama_linear_shapes(cfg, t.out, t.in);
-    t.n_param = n_param_of(cfg, &t.opts, NULL);
+    t.n_param = n_param_of(cfg, &t.opts, NULL, NULL);
     buf_slot b[MAX_BUFS];
     int n = buffers(&t, cfg, b);
     size_t bytes = 0;
@@ -176,7 +173,7 @@ size_t qs_llama_train_param_bytes(const qs_model_config *cfg, const qs_llama_tra
     qs_llama_train_opts o;
     qs_llama_train_opts_default(&o);
     if (opts) o = *opts;
-    return sizeof(float) * n_param_of(cfg, &o, NULL);
+    return sizeof(float) * n_param_of(cfg, &o, NULL, NULL);
 }
 
 /* what qs_llama_train_release keeps beside the trainables: DL-QAT's grid and the scratch its
@@ -316,7 +313,7 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     tr->max_tokens = max_tokens;
     tr->s = o.alpha / (float)o.rank;
     qs_llama_linear_shapes(c, tr->out, tr->in);
-    tr->n_param = n_param_of2(c, &o, &tr->n_step, &tr->n_lora);
+    tr->n_param = n_param_of(c, &o, &tr->n_step, &tr->n_lora);
     for (int p = 0; p < QS_PROJ_N; p++) tr->ng[p] = groups_of(&o, tr->in[p]);
     buf_slot b[MAX_BUFS];
     int nb = buffers(tr, c, b), rc = 0;

@@ -143,15 +143,10 @@ void qs_slider_end(qs_qrun *q) {
 
 void qs_slider_prune(const qs_qrun *q, int blk) {
     /* stored through blk: a resume starts at blk + 1 and reads the file of the window before
-     * after_block(blk) at the earliest; the files before it are stale */
-    qs_slider_window w[4 * 64];
-    const int L = q->cfg.n_layers, n = qs_slider_count(L);
-    qs_slider_window *win = n <= (int)(sizeof w / sizeof w[0]) ? w : malloc(sizeof *win * (size_t)n);
-    if (!win) return;
-    qs_slider_schedule(L, win);
-    int keep = 0;
-    while (keep < n && win[keep].first <= blk) keep++;
-    keep = blk + 1 >= L ? n + 1 : keep - 1; /* finished: none is needed */
+     * after_block(blk) at the earliest; the files before it are stale. The schedule is read only
+     * once qs_slider_begin made it (this runs on STORE's thread, within the pipeline's run). */
+    const qs_slider_run *sl = q->slider;
+    const int keep = blk + 1 >= q->cfg.n_layers ? sl->n_win + 1 : after_block(sl, blk) - 1; /* finished: none */
     char *dir = qs_path_join(q->o->out_dir, "acts");
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
@@ -165,7 +160,6 @@ void qs_slider_prune(const qs_qrun *q, int blk) {
     }
     if (d) closedir(d);
     free(dir);
-    if (win != w) free(win);
 }
 
 /* the held block of layer b */
@@ -195,16 +189,17 @@ static int train_window(qs_qrun *q, qs_slider_run *sl, int i, qs_error *err) {
     const qs_slider_window *w = &sl->win[i];
     const int K = w->last - w->first + 1;
     qs_llama_train *tr[QS_SLIDER_MAX_WINDOW];
+    slider_blk *h[QS_SLIDER_MAX_WINDOW];
     QS_FORWARD_IF_ERROR(fp_to(q, sl, w->last, err));
     for (int j = 0; j < K; j++) {
-        slider_blk *h = held_of(sl, w->first + j);
-        QS_RETURN_ERROR_IF(!h, QS_EUSAGE, "SliderQuant: block %d of window %d is not held", w->first + j, i);
-        tr[j] = &h->tr;
+        h[j] = held_of(sl, w->first + j);
+        QS_RETURN_ERROR_IF(!h[j], QS_EUSAGE, "SliderQuant: block %d of window %d is not held", w->first + j, i);
+        tr[j] = &h[j]->tr;
         QS_FORWARD_IF_ERROR(qs_llama_train_reset_optim(tr[j], err));
     }
     double loss[2] = {0, 0};
     QS_FORWARD_IF_ERROR(qs_train_group(q, w->first, i, tr, K, loss, err));
-    for (int j = 0; j < K; j++) held_of(sl, w->first + j)->loss[0] = loss[0], held_of(sl, w->first + j)->loss[1] = loss[1];
+    for (int j = 0; j < K; j++) h[j]->loss[0] = loss[0], h[j]->loss[1] = loss[1];
     return 0;
 }
 
