@@ -41,6 +41,20 @@ typedef struct qs_backend qs_backend;
 #define QS_BE_MARKS 3
 #define QS_BE_MARK_RESULTS 2
 
+/* One side (rows or columns) of chan_scale: element i of that side is scaled by
+ * f(i) = a^pow, a = alpha[k(i)] held to |a| >= QS_CHAN_SCALE_MIN (its sign kept), with
+ *   k(i) = ((i / hd) / rep) * hh + (i % hd) % hh,   hh = half ? hd / 2 : hd
+ * (hd 0: k(i) = i). rep folds query heads onto their key/value head (GQA), half ties the two
+ * halves of a rotate-half RoPE pair (a scale that commutes with RoPE). alpha NULL: no scaling
+ * on this side. */
+typedef struct qs_chan_scale {
+    const float *alpha;
+    float *dalpha; /* chan_scale_backward: += (NULL: not wanted) */
+    int pow;       /* +1 multiplies, -1 divides */
+    int hd, rep, half;
+} qs_chan_scale;
+#define QS_CHAN_SCALE_MIN 1e-2f
+
 typedef struct qs_backend_ops {
     const char *name; /* "cpu", "cuda" */
     /* frees the context and be itself; NULL is fine */
@@ -329,6 +343,21 @@ typedef struct qs_backend_ops {
     int (*lwc_weight_backward)(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
                                qs_error *err);
+
+    /* ---- SliderQuant: learnable per-channel smoothing scales ----
+     * y [rows, cols] = (x * fr(r)) * fc(c) in float, fr and fc the factors of the sides row and
+     * col (qs_chan_scale above; NULL or alpha NULL: 1, no multiply), f = a or 1.0f / a. y may
+     * equal x. */
+    int (*chan_scale)(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                      const qs_chan_scale *col, qs_error *err);
+    /* Its backward from dy = dL/dy: dx (NULL: not wanted) += (dy * fr) * fc in float; for each
+     * index k of the column side, col->dalpha[k] += (float)(D * sum over the columns c with
+     * k(c) = k, in increasing c, of S_c), S_c = the sum over rows in increasing r of
+     * ((double)dy * x) * fr(r), all in double, D = pow > 0 ? 1 : -1 / ((double)a * a) (d f / d a);
+     * nothing where |alpha[k]| < QS_CHAN_SCALE_MIN (held there). The row side likewise with the
+     * roles of rows and columns swapped. */
+    int (*chan_scale_backward)(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,
+                               const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err);
 } qs_backend_ops;
 
 /* element types of to_f32 */

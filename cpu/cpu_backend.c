@@ -118,6 +118,8 @@ static const qs_backend_ops cpu_ops = {
     .dlqat_weight_backward = qs_cpu_dlqat_weight_backward,
     .lwc_weight = qs_cpu_lwc_weight,
     .lwc_weight_backward = qs_cpu_lwc_weight_backward,
+    .chan_scale = qs_cpu_chan_scale,
+    .chan_scale_backward = qs_cpu_chan_scale_backward,
 };
 
 int qs_cpu_backend_create(qs_backend **out, int threads, qs_error *err) {

@@ -302,6 +302,27 @@ static int fence_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, flo
     return OPS->lwc_weight_backward(inner(be), FH(dw), FH(dgam), FH(dbet), CFH(dy), CFH(w), CFH(gam), CFH(bet), rows,
                                     cols, group, bits, sym, err);
 }
+/* a side of chan_scale with its scales' addresses unfenced (NULL stays NULL) */
+static const qs_chan_scale *unfence_side(qs_backend *be, const qs_chan_scale *c, qs_chan_scale *tmp) {
+    if (!c) return NULL;
+    *tmp = *c;
+    tmp->alpha = CFH(c->alpha), tmp->dalpha = FH(c->dalpha);
+    return tmp;
+}
+static int fence_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                            const qs_chan_scale *col, qs_error *err) {
+    begin(be);
+    qs_chan_scale tr, tc;
+    return OPS->chan_scale(inner(be), FH(y), CFH(x), rows, cols, unfence_side(be, row, &tr), unfence_side(be, col, &tc),
+                           err);
+}
+static int fence_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,
+                                     const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err) {
+    begin(be);
+    qs_chan_scale tr, tc;
+    return OPS->chan_scale_backward(inner(be), FH(dx), CFH(dy), CFH(x), rows, cols, unfence_side(be, row, &tr),
+                                    unfence_side(be, col, &tc), err);
+}
 static int fence_mse_grad(qs_backend *be, float *grad, const float *a, const float *b, size_t n, double *loss_host,
                           qs_error *err) {
     begin(be);
@@ -445,6 +466,8 @@ static const qs_backend_ops fence_ops = {
     .dlqat_weight_backward = fence_dlqat_weight_backward,
     .lwc_weight = fence_lwc_weight,
     .lwc_weight_backward = fence_lwc_weight_backward,
+    .chan_scale = fence_chan_scale,
+    .chan_scale_backward = fence_chan_scale_backward,
 };
 
 size_t qs_cpu_fenced_peak_bytes(qs_backend *be) { return qs_cpu_peak_bytes(inner(be)); }

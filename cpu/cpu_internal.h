@@ -78,6 +78,10 @@ int qs_cpu_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, f
 int qs_cpu_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
                                qs_error *err);
+int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                      const qs_chan_scale *col, qs_error *err);
+int qs_cpu_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,
+                               const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err);
 int qs_cpu_gptq_batch(qs_backend *be, float *w, int rows, int cols, int i1, int i2, const float *u, const int32_t *perm,
                       int group, int bits, int sym, int static_groups, float *scales, float *zeros, uint8_t *codes,
                       float *err1, double *loss, qs_error *err);

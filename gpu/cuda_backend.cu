@@ -302,6 +302,8 @@ static const qs_backend_ops cuda_ops = {
     /* .dlqat_weight_backward */ qs_cuda_dlqat_weight_backward,
     /* .lwc_weight */ qs_cuda_lwc_weight,
     /* .lwc_weight_backward */ qs_cuda_lwc_weight_backward,
+    /* .chan_scale */ qs_cuda_chan_scale,
+    /* .chan_scale_backward */ qs_cuda_chan_scale_backward,
 };
 
 /* the loader's pool on the device, keeping its freed blocks like the default pool */

@@ -168,6 +168,10 @@ int qs_cuda_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, 
 int qs_cuda_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
                                 const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
                                 qs_error *err);
+int qs_cuda_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                       const qs_chan_scale *col, qs_error *err);
+int qs_cuda_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,
+                                const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err);
 int qs_cuda_quant_weight(qs_backend *be, const float *w, int rows, int cols, int group, int bits, int sym,
                          uint8_t *codes, float *scales, float *zeros, double *row_err, qs_error *err);
 int qs_cuda_fake_quant_weight(qs_backend *be, float *y, const float *w, int rows, int cols, int group, int bits,

@@ -29,7 +29,7 @@
 void qs_llama_train_opts_default(qs_llama_train_opts *o) {
     *o = (qs_llama_train_opts){.rank = 4, .alpha = 1.0f, .seed = 0, .form = QS_LORA_PAPER, .wbits = 16, .group = -1,
                                .sym = 0, .abits = 16, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                               .weight_decay = 0.0f, .clip_lr_mult = 1.0f};
+                               .weight_decay = 0.0f, .clip_lr_mult = 1.0f, .smooth = 0, .smooth_lr_mult = 1.0f};
 }
 
 static int quant_bits(int b) { return b >= 2 && b < 16 ? b : 0; }
@@ -47,11 +47,25 @@ static int is_slider(const qs_llama_train_opts *o) { return o->form == QS_LORA_S
 /* the forms whose gammas are frozen and whose grid moves per group (magnitudes or clipping) */
 static int grid_form(const qs_llama_train_opts *o) { return is_dlqat(o) || is_slider(o); }
 
+/* SliderQuant's smoothing scales at a site (0: off) */
+static int smooth_count(const qs_model_config *c, const qs_llama_train_opts *o, int site) {
+    if (!is_slider(o) || !o->smooth) return 0;
+    const int kv = c->n_kv_heads * c->head_dim;
+    switch (site) {
+    case QS_SMOOTH_QKV:
+    case QS_SMOOTH_GU: return c->hidden_size;
+    case QS_SMOOTH_VO: return c->attention_bias ? 0 : kv;
+    case QS_SMOOTH_QK: return c->attention_bias ? 0 : kv / 2;
+    default: return c->intermediate_size;
+    }
+}
+
 /* groups per row of a projection with in columns */
 static int groups_of(const qs_llama_train_opts *o, int in) { return o->group > 0 ? (in + o->group - 1) / o->group : 1; }
 
-/* the packed trainables: A and B of each projection (*n_lora floats, may be NULL), DL-QAT's
- * magnitudes or SliderQuant's clipping logits (all gam, then all bet), then the two gammas;
+/* the packed trainables: A and B of each projection (*n_lora floats, may be NULL), SliderQuant's
+ * smoothing scales, DL-QAT's magnitudes or SliderQuant's clipping logits (all gam, then all
+ * bet), then the two gammas;
  * *n_step (may be NULL): the floats before the gammas where they are frozen (DL-QAT,
  * SliderQuant), else all */
 static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o, size_t *n_step, size_t *n_lora) {
@@ -60,6 +74,7 @@ static size_t n_param_of(const qs_model_config *c, const qs_llama_train_opts *o,
     size_t n = 0;
     for (int p = 0; p < QS_PROJ_N; p++) n += pad16((size_t)o->rank * in[p]) + pad16((size_t)out[p] * o->rank);
     if (n_lora) *n_lora = n;
+    for (int k = 0; k < QS_SMOOTH_N; k++) n += pad16((size_t)smooth_count(c, o, k));
     for (int p = 0; p < QS_PROJ_N && grid_form(o); p++)
         n += (is_slider(o) ? 2 : 1) * pad16((size_t)out[p] * groups_of(o, in[p]));
     const size_t gammas = 2 * pad16((size_t)c->hidden_size);
@@ -122,6 +137,11 @@ static int buffers(qs_llama_train *tr, const qs_model_config *c, buf_slot *b) {
         }
         BUF(tr->dlr, most);
         BUF(tr->dwt, most);
+    }
+    if (is_slider(&tr->opts) && tr->opts.smooth) {
+        BUF(tr->geff[0], H);
+        BUF(tr->geff[1], H);
+        BUF(tr->dgeff, H);
     }
     if (b16) BUF(tr->conv, conv_floats(tr));
     BUF(tr->tape.x, T * H);
@@ -231,6 +251,8 @@ static void init_host(const qs_llama_train *tr, float *h) {
             for (size_t i = 0, n = (size_t)tr->out[p] * tr->ng[p]; i < n; i++)
                 h[(tr->gam[p] - tr->param) + i] = h[(tr->bet[p] - tr->param) + i] = QS_SLIDER_CLIP_INIT;
     }
+    for (int k = 0; k < QS_SMOOTH_N; k++)
+        for (int i = 0; i < tr->n_sm[k]; i++) h[(tr->sm[k] - tr->param) + i] = 1.0f;
 }
 
 /* DL-QAT: the fixed grid of each projection from its frozen W (quant_weight's quantizer; the
@@ -285,6 +307,8 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     QS_RETURN_ERROR_IF(grid_form(&o) && (o.wbits < 2 || o.wbits > 8), QS_EUSAGE,
                        "block %d training: %s needs 2..8-bit weights, not %d", w->layer,
                        is_dlqat(&o) ? "DL-QAT" : "SliderQuant", o.wbits);
+    QS_RETURN_ERROR_IF(is_slider(&o) && o.smooth && (!ops->chan_scale || !ops->chan_scale_backward), QS_EUNSUPPORTED,
+                       "block %d training: SliderQuant's smoothing scales are not implemented on %s", w->layer, ops->name);
     QS_RETURN_ERROR_IF(is_slider(&o) && (!ops->lwc_weight || !ops->lwc_weight_backward), QS_EUNSUPPORTED,
                        "block %d training: SliderQuant's weight clipping is not implemented on %s", w->layer, ops->name);
     QS_RETURN_ERROR_IF(is_dlqat(&o) && (!ops->dlqat_weight || !ops->dlqat_weight_backward || !ops->quant_weight),
@@ -315,6 +339,7 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
     qs_llama_linear_shapes(c, tr->out, tr->in);
     tr->n_param = n_param_of(c, &o, &tr->n_step, &tr->n_lora);
     for (int p = 0; p < QS_PROJ_N; p++) tr->ng[p] = groups_of(&o, tr->in[p]);
+    for (int k = 0; k < QS_SMOOTH_N; k++) tr->n_sm[k] = smooth_count(c, &o, k);
     buf_slot b[MAX_BUFS];
     int nb = buffers(tr, c, b), rc = 0;
     size_t bytes = qs_llama_train_bytes(c, &o, max_tokens);
@@ -335,6 +360,11 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
         off += pad16((size_t)o.rank * tr->in[p]);
         tr->b[p] = tr->param + off, tr->db[p] = tr->grad + off;
         off += pad16((size_t)tr->out[p] * o.rank);
+    }
+    for (int k = 0; k < QS_SMOOTH_N; k++) {
+        if (tr->n_sm[k]) tr->sm[k] = tr->param + off, tr->dsm[k] = tr->grad + off;
+        off += pad16((size_t)tr->n_sm[k]);
+        tr->n_smooth += pad16((size_t)tr->n_sm[k]);
     }
     for (int p = 0; p < QS_PROJ_N && is_dlqat(&o); p++) {
         tr->mag[p] = tr->param + off, tr->dmag[p] = tr->grad + off;
@@ -393,12 +423,47 @@ static int dlqat_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, dou
                                  tr->mag[p], out, in, tr->opts.group, tr->opts.wbits, err);
 }
 
-/* SliderQuant's W_hat = Q_lwc(W + s B A) of projection p into y (may be tr->dlr): dlr = W + s B A,
- * then lwc_weight; codes, scales, zeros (backend) and row_err as there */
+/* a smoothing side: scales at site k (off: alpha NULL) with their gradient, power and map */
+static qs_chan_scale smooth_side(const qs_llama_train *tr, int k, int pow, int hd, int rep, int half) {
+    qs_chan_scale c = {.alpha = tr->sm[k], .dalpha = tr->dsm[k], .pow = pow, .hd = hd, .rep = rep, .half = half};
+    return c;
+}
+
+/* the smoothing of projection p's rows (D_out) and columns (D_in), llama_train.h's sites; 0
+ * where it has none */
+static int smooth_sides(const qs_llama_train *tr, int p, qs_chan_scale *row, qs_chan_scale *col) {
+    const int hd = tr->cfg->head_dim, rep = tr->cfg->n_heads / tr->cfg->n_kv_heads;
+    const qs_chan_scale none = {0};
+    *row = none, *col = none;
+    if (!tr->opts.smooth || !is_slider(&tr->opts)) return 0;
+    switch (p) {
+    case QS_PROJ_Q: *row = smooth_side(tr, QS_SMOOTH_QK, -1, hd, rep, 1), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
+    case QS_PROJ_K: *row = smooth_side(tr, QS_SMOOTH_QK, 1, hd, 1, 1), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
+    case QS_PROJ_V: *row = smooth_side(tr, QS_SMOOTH_VO, -1, 0, 1, 0), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
+    case QS_PROJ_O: *col = smooth_side(tr, QS_SMOOTH_VO, 1, hd, rep, 0); break;
+    case QS_PROJ_GATE: *col = smooth_side(tr, QS_SMOOTH_GU, 1, 0, 1, 0); break;
+    case QS_PROJ_UP: *row = smooth_side(tr, QS_SMOOTH_UD, -1, 0, 1, 0), *col = smooth_side(tr, QS_SMOOTH_GU, 1, 0, 1, 0); break;
+    default: *col = smooth_side(tr, QS_SMOOTH_UD, 1, 0, 1, 0); break;
+    }
+    return row->alpha || col->alpha;
+}
+
+/* norm i's gamma over its site's scales (smoothing: gamma / a) into y */
+static int smooth_gamma(qs_llama_train *tr, int i, float *y, qs_error *err) {
+    const qs_chan_scale col = smooth_side(tr, i ? QS_SMOOTH_GU : QS_SMOOTH_QKV, -1, 0, 1, 0);
+    return tr->be->ops->chan_scale(tr->be, y, tr->gamma[i], 1, tr->cfg->hidden_size, NULL, &col, err);
+}
+
+/* SliderQuant's W_hat = Q_lwc(D_out W D_in + s B A) of projection p into y (may be tr->dlr): dlr
+ * = D_out W D_in + s B A (smooth_sides; without smoothing W + s B A), then lwc_weight; codes,
+ * scales, zeros (backend) and row_err as there */
 static int slider_pre(qs_llama_train *tr, int p, qs_error *err) {
     qs_backend *be = tr->be;
     const int r = tr->opts.rank, in = tr->in[p], out = tr->out[p];
-    QS_FORWARD_IF_ERROR(be->ops->copy(be, tr->dlr, proj_weight(tr->w, p), sizeof(float) * (size_t)in * out, err));
+    qs_chan_scale row, col;
+    if (smooth_sides(tr, p, &row, &col))
+        QS_FORWARD_IF_ERROR(be->ops->chan_scale(be, tr->dlr, proj_weight(tr->w, p), out, in, &row, &col, err));
+    else QS_FORWARD_IF_ERROR(be->ops->copy(be, tr->dlr, proj_weight(tr->w, p), sizeof(float) * (size_t)in * out, err));
     return be->ops->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, tr->dlr, in, err);
 }
 static int slider_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, float *scales, float *zeros,
@@ -418,6 +483,7 @@ static int rebuild_weights(qs_llama_train *tr, qs_error *err) {
     for (int p = 0; p < QS_PROJ_N && is_dlqat(&tr->opts); p++) QS_FORWARD_IF_ERROR(dlqat_weight(tr, p, tr->weff[p], NULL, NULL, err));
     for (int p = 0; p < QS_PROJ_N && is_slider(&tr->opts); p++)
         QS_FORWARD_IF_ERROR(slider_weight(tr, p, tr->weff[p], NULL, NULL, NULL, NULL, err));
+    for (int i = 0; i < 2 && tr->geff[0]; i++) QS_FORWARD_IF_ERROR(smooth_gamma(tr, i, tr->geff[i], err));
     for (int p = 0; p < QS_PROJ_N && tr->opts.form == QS_LORA_MERGED; p++) {
         int in = tr->in[p], out = tr->out[p];
         QS_FORWARD_IF_ERROR(o->copy(be, tr->weff[p], tr->base[p], sizeof(float) * (size_t)in * out, err));
@@ -451,16 +517,16 @@ static int norm_forward(qs_llama_train *tr, int i, float *xn, const float *x, fl
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
     const int H = tr->cfg->hidden_size;
-    const float eps = tr->cfg->rms_eps;
-    if (!tr->w->ra[i].src_a) return o->rmsnorm(be, xn, x, tr->gamma[i], T, H, eps, rstd, err);
-    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->d_xn, x, tr->gamma[i], T, H, eps, rstd, err));
-    return o->rmsnorm_gather(be, xn, x, tr->gamma[i], T, H, eps, tr->w->ra[i].src_a, tr->w->ra[i].src_b,
-                             tr->w->ra[i].coef, err);
+    const float eps = tr->cfg->rms_eps, *g = tr->geff[i] ? tr->geff[i] : tr->gamma[i];
+    if (!tr->w->ra[i].src_a) return o->rmsnorm(be, xn, x, g, T, H, eps, rstd, err);
+    QS_FORWARD_IF_ERROR(o->rmsnorm(be, tr->d_xn, x, g, T, H, eps, rstd, err));
+    return o->rmsnorm_gather(be, xn, x, g, T, H, eps, tr->w->ra[i].src_a, tr->w->ra[i].src_b, tr->w->ra[i].coef, err);
 }
 
 /* Backward of norm_forward i from d_xn = dL/d(xn) [T, hidden] (gathered): dx = dL/dx, dgamma i +=.
  * With maps, gather_backward puts dL/d(rmsnorm output) into dx, which rmsnorm_backward then
- * overwrites in place. */
+ * overwrites in place. With smoothing the norm's gamma is geff = gamma / a: its gradient goes
+ * to dgeff (zeroed first), then through chan_scale's backward to dgamma and the site's scales. */
 static int norm_backward(qs_llama_train *tr, int i, float *dx, float *d_xn, const float *x, const float *rstd, int T,
                          qs_error *err) {
     qs_backend *be = tr->be;
@@ -472,7 +538,11 @@ static int norm_backward(qs_llama_train *tr, int i, float *dx, float *d_xn, cons
                                                tr->w->ra[i].coef, err));
         dy = dx;
     }
-    return o->rmsnorm_backward(be, dx, tr->dgamma[i], dy, x, tr->gamma[i], rstd, T, H, err);
+    if (!tr->geff[i]) return o->rmsnorm_backward(be, dx, tr->dgamma[i], dy, x, tr->gamma[i], rstd, T, H, err);
+    QS_FORWARD_IF_ERROR(o->upload(be, tr->dgeff, tr->zeros_host, sizeof(float) * (size_t)H, err));
+    QS_FORWARD_IF_ERROR(o->rmsnorm_backward(be, dx, tr->dgeff, dy, x, tr->geff[i], rstd, T, H, err));
+    const qs_chan_scale col = smooth_side(tr, i ? QS_SMOOTH_GU : QS_SMOOTH_QKV, -1, 0, 1, 0);
+    return o->chan_scale_backward(be, tr->dgamma[i], tr->dgeff, tr->gamma[i], 1, H, NULL, &col, err);
 }
 
 int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n_win, int L, qs_error *err) {
@@ -566,8 +636,9 @@ static int dlqat_grads(qs_llama_train *tr, int p, const float *X, const float *d
 }
 
 /* SliderQuant's gradients of projection p: dW_hat = dY^T X [out, in] (dwt), through
- * lwc_weight's backward to W + s B A (dlr, rebuilt) and dgam, dbet +=; then dB += s dD A^T,
- * dA += s B^T dD as DL-QAT's */
+ * lwc_weight's backward to D_out W D_in + s B A (dlr, rebuilt) and dgam, dbet +=, through
+ * chan_scale's backward to the smoothing scales; then dB += s dD A^T, dA += s B^T dD as
+ * DL-QAT's */
 static int slider_grads(qs_llama_train *tr, int p, const float *X, const float *dY, int T, qs_error *err) {
     qs_backend *be = tr->be;
     const qs_backend_ops *o = be->ops;
@@ -576,6 +647,9 @@ static int slider_grads(qs_llama_train *tr, int p, const float *X, const float *
     QS_FORWARD_IF_ERROR(slider_pre(tr, p, err));
     QS_FORWARD_IF_ERROR(o->lwc_weight_backward(be, tr->dwt, tr->dgam[p], tr->dbet[p], tr->dwt, tr->dlr, tr->gam[p],
                                                tr->bet[p], out, in, tr->opts.group, tr->opts.wbits, tr->opts.sym, err));
+    qs_chan_scale row, col; /* dwt is now dL/d(D_out W D_in + s B A) */
+    if (smooth_sides(tr, p, &row, &col))
+        QS_FORWARD_IF_ERROR(o->chan_scale_backward(be, NULL, tr->dwt, proj_weight(tr->w, p), out, in, &row, &col, err));
     QS_FORWARD_IF_ERROR(o->gemm(be, 0, 1, out, r, in, tr->s, tr->dwt, in, tr->a[p], in, 1.0f, tr->db[p], r, err));
     return o->gemm(be, 1, 0, r, in, out, tr->s, tr->b[p], r, tr->dwt, in, 1.0f, tr->da[p], in, err);
 }
@@ -657,14 +731,18 @@ int qs_llama_train_reset_optim(qs_llama_train *tr, qs_error *err) {
 
 int qs_llama_train_step(qs_llama_train *tr, float lr, qs_error *err) {
     const qs_llama_train_opts *p = &tr->opts;
-    /* SliderQuant: the clipping logits at clip_lr_mult times the LoRA's rate */
-    const size_t n1 = is_slider(p) ? tr->n_lora : tr->n_step, o = n1;
-    QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param, tr->grad, tr->adam_m, tr->adam_v, n1, lr,
-                                                p->beta1, p->beta2, p->eps, p->weight_decay, tr->step + 1, err));
-    if (tr->n_step > n1)
+    /* SliderQuant: the smoothing scales at smooth_lr_mult, the clipping logits at clip_lr_mult
+     * times the LoRA's rate */
+    const int sl = is_slider(p);
+    const size_t end[3] = {sl ? tr->n_lora : tr->n_step, sl ? tr->n_lora + tr->n_smooth : tr->n_step, tr->n_step};
+    const float rate[3] = {lr, lr * p->smooth_lr_mult, lr * p->clip_lr_mult};
+    size_t o = 0;
+    for (int k = 0; k < 3; o = end[k], k++) {
+        if (end[k] <= o) continue;
         QS_FORWARD_IF_ERROR(tr->be->ops->adamw_step(tr->be, tr->param + o, tr->grad + o, tr->adam_m + o, tr->adam_v + o,
-                                                    tr->n_step - n1, lr * p->clip_lr_mult, p->beta1, p->beta2, p->eps,
-                                                    p->weight_decay, tr->step + 1, err));
+                                                    end[k] - o, rate[k], p->beta1, p->beta2, p->eps, p->weight_decay,
+                                                    tr->step + 1, err));
+    }
     tr->step++;
     return qs_llama_train_zero_grad(tr, err);
 }
@@ -686,6 +764,10 @@ int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *
         QS_FORWARD_IF_ERROR(o->gemm(be, 0, 0, out, in, r, tr->s, tr->b[p], r, tr->a[p], in, 1.0f, dst, in, err));
     }
     size_t hb = sizeof(float) * (size_t)tr->cfg->hidden_size;
+    if (tr->n_smooth) { /* the forward's gamma / a */
+        QS_FORWARD_IF_ERROR(smooth_gamma(tr, 0, w_out->attn_norm, err));
+        return smooth_gamma(tr, 1, w_out->ffn_norm, err);
+    }
     QS_FORWARD_IF_ERROR(o->copy(be, w_out->attn_norm, tr->gamma[0], hb, err));
     QS_FORWARD_IF_ERROR(o->copy(be, w_out->ffn_norm, tr->gamma[1], hb, err));
     return 0;

@@ -19,7 +19,24 @@
  *                   it, and per group the range's max and min scaled by sigmoid(gam),
  *                   sigmoid(beta), backend.h lwc_weight, init QS_SLIDER_CLIP_INIT; straight-
  *                   through round; the gammas are frozen: A, B, gam and beta train, the
- *                   clipping at clip_lr_mult times the learning rate)
+ *                   clipping at clip_lr_mult times the learning rate). With opts.smooth,
+ *                   SliderQuant's learnable per-channel scales (init 1, held to |a| >= 1e-2,
+ *                   backend.h chan_scale) at five sites: the quantizer's input is
+ *                   D_out W D_in + s B A, D_in scaling the consumer's input columns by a,
+ *                   D_out the producer's output rows by 1 / a (k's by a), and
+ *                     QS_SMOOTH_QKV [hidden]: norm 1's gamma / a, q, k, v columns * a
+ *                     QS_SMOOTH_GU  [hidden]: norm 2's gamma / a, gate, up columns * a
+ *                     QS_SMOOTH_VO  [kv dim]: v rows / a, o columns * a (a query head's
+ *                                   columns take its key/value head's scales)
+ *                     QS_SMOOTH_QK  [kv dim / 2]: q rows / a, k rows * a (per key/value head,
+ *                                   a query head takes its group's; the two halves of a
+ *                                   rotate-half pair share one: it commutes with RoPE)
+ *                     QS_SMOOTH_UD  [intermediate]: up rows / a, down columns * a
+ *                   so the block computes the same function at a = 1 and its deployed weights
+ *                   are the quantizer's output and the scaled gammas, nothing else (the
+ *                   activation divided by a is folded into its producer). VO and QK are off
+ *                   with attention biases (the bias would need the scale too). The scales step
+ *                   at smooth_lr_mult times the learning rate.
  * where Q(W) is the affine weight quantizer (wbits, group, sym; fake_quant_weight) and Q(x) the
  * per-token activation fake-quant at abits, at the same places as qs_llama_block_forward (the
  * inputs of the seven linears; Q and K after RoPE and V per (head, token)), all with a
@@ -67,6 +84,8 @@ typedef enum qs_lora_form {
 
 /* the seven projections, in this order everywhere */
 enum { QS_PROJ_Q, QS_PROJ_K, QS_PROJ_V, QS_PROJ_O, QS_PROJ_GATE, QS_PROJ_UP, QS_PROJ_DOWN, QS_PROJ_N };
+/* SliderQuant's smoothing sites (opts.smooth), in this order in the trainables */
+enum { QS_SMOOTH_QKV, QS_SMOOTH_GU, QS_SMOOTH_VO, QS_SMOOTH_QK, QS_SMOOTH_UD, QS_SMOOTH_N };
 
 typedef struct qs_llama_train_opts {
     int rank;              /* r >= 1; default 4 */
@@ -81,6 +100,8 @@ typedef struct qs_llama_train_opts {
     float eps;             /* default 1e-8 */
     float weight_decay;    /* default 0 (QLLM) */
     float clip_lr_mult;    /* SliderQuant: the clipping logits' learning rate over the LoRA's; default 1 */
+    int smooth;            /* SliderQuant: the learnable smoothing scales; default 0 */
+    float smooth_lr_mult;  /* their learning rate over the LoRA's; default 1 */
     /* paper form with weight quantization: Q(W) is made in W's own buffers instead of copies (W
      * is not read again until qs_llama_train_merge, before which the caller puts W back); one
      * copy of the block's weights less. Default 0 */
@@ -128,6 +149,13 @@ typedef struct qs_llama_train {
      * and B's (param's first), which step at lr, the logits after them at lr * clip_lr_mult */
     float *gam[QS_PROJ_N], *bet[QS_PROJ_N], *dgam[QS_PROJ_N], *dbet[QS_PROJ_N];
     size_t n_lora;
+    /* SliderQuant's smoothing scales sm[site] [n_sm[site]] inside param, after the B's (before
+     * the logits; n_sm 0 and sm NULL at a site that is off), n_smooth floats of them that step
+     * at lr * smooth_lr_mult; geff[2] the norms' gammas over them, rebuilt at each forward
+     * (own); dgeff [hidden] scratch: a backward's gradient of one */
+    float *sm[QS_SMOOTH_N], *dsm[QS_SMOOTH_N], *geff[2], *dgeff;
+    int n_sm[QS_SMOOTH_N];
+    size_t n_smooth;
     int step;                               /* AdamW steps taken */
     /* frozen base weights: Q(W) (own copies) in the paper form with weight quantization, else
      * W itself (borrowed); the merged form's effective weights rebuilt at each forward (own;

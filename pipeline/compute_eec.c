@@ -42,6 +42,8 @@ void qs_tune_opts(const qs_qrun *q, qs_llama_train_opts *to) {
                : o->eec_form                  ? QS_LORA_MERGED
                                               : QS_LORA_PAPER;
     to->clip_lr_mult = QS_SLIDER_CLIP_LR_MULT;
+    to->smooth = to->form == QS_LORA_SLIDER && o->smooth;
+    to->smooth_lr_mult = QS_SLIDER_SMOOTH_LR_MULT;
     to->wbits = o->q.bits;
     to->group = o->q.group > 0 ? o->q.group : -1;
     to->sym = o->q.sym;

@@ -243,6 +243,10 @@ static int finalize(qs_qrun *q, qs_slider_run *sl, qs_error *err) {
     if (sl->next < sl->n_win && h->layer > sl->fp_at) rc = fp_to(q, sl, h->layer, err);
     for (int i = 0; i < QS_N_LINEAR && !rc; i++) rc = qs_tuned_linear(q, h->s, &h->tr, i, err);
     if (!rc) rc = qs_llama_train_merge(&h->tr, &h->w, err);
+    /* the norms as stored: with smoothing the gammas over the scales (the merge's) */
+    const size_t hb = sizeof(float) * (size_t)q->cfg.hidden_size;
+    if (!rc) rc = q->lm.be->ops->download(q->lm.be, h->s->other[0], h->w.attn_norm, hb, err);
+    if (!rc) rc = q->lm.be->ops->download(q->lm.be, h->s->other[1], h->w.ffn_norm, hb, err);
     qs_llama_train_free(&h->tr);
     if (!rc) rc = qs_result_flush(q, err);
     h->s->eec_loss[0] = h->loss[0], h->s->eec_loss[1] = h->loss[1];

@@ -416,9 +416,10 @@ static char *fingerprint(const qs_qrun *q) {
         n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"blocks_per_group\":%d}",
                               o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr, q->K);
     else if (is_slider(o))
-        n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"clip_lr\":%g,\"clip_init\":%g}",
+        n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"clip_lr\":%g,\"clip_init\":%g,\"smooth_lr\":%g}",
                               o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
-                              (double)(o->eec_lr * QS_SLIDER_CLIP_LR_MULT), (double)QS_SLIDER_CLIP_INIT);
+                              (double)(o->eec_lr * QS_SLIDER_CLIP_LR_MULT), (double)QS_SLIDER_CLIP_INIT,
+                              o->smooth ? (double)(o->eec_lr * QS_SLIDER_SMOOTH_LR_MULT) : 0.0); /* 0: off */
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)

@@ -41,6 +41,7 @@ typedef struct qs_quantize_opts {
     /* dlqat: the same rank, alpha, epochs, lr (QS_DLQAT_LR by default) and blocks_per_group (1
      * by default), cr off: magnitudes and LoRA on each weight's fixed grid (model/llama_train.h) */
     int blocks_per_group;   /* K: 1..QS_GROUP_MAX; 0: 4, fewer when --gpu-mem cannot hold 4 */
+    int smooth;             /* slider: SliderQuant's learnable smoothing scales (model/llama_train.h) */
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */
@@ -61,6 +62,7 @@ typedef struct qs_quantize_opts {
 #define QS_SLIDER_LR 1e-3f /* SliderQuant: the LoRA's learning rate (bench/README.md: 10 x the paper's) */
 #define QS_SLIDER_CLIP_LR_MULT 100.0f /* the clipping logits' rate over it (the paper's ratio, 1e-2 / 1e-4) */
 #define QS_SLIDER_EPOCHS 20          /* the paper's W4A4 epochs (60 at W2A16) */
+#define QS_SLIDER_SMOOTH_LR_MULT 10.0f /* the smoothing scales' rate over it (the paper's ratio, 1e-3 / 1e-4) */
 #define QS_ACT_CKPT_AUTO (-1)
 #define QS_ACT_CKPT_RATIO 20
 

@@ -43,6 +43,7 @@ float *down_new(qs_backend *be, const float *d, size_t n) {
 void block_make(block *b, qs_backend *be, int with_bias) {
     memset(b, 0, sizeof *b);
     b->c = tiny_config();
+    b->c.attention_bias = with_bias;
     int H = 16, Q = 16, KV = 8, I = 24;
     int in[QS_PROJ_N] = {H, H, H, Q, H, H, I}, out[QS_PROJ_N] = {Q, KV, KV, H, I, I, H};
     memcpy(b->in, in, sizeof in), memcpy(b->out, out, sizeof out);
@@ -270,6 +271,26 @@ void ref_slider(ref *R, int p, double *w) {
         }
 }
 
+/* SliderQuant's smoothing factor of element i on a side of projection p (rows: side 0, columns:
+ * side 1), written out from model/llama_train.h's table (not from backend/chan_scale.h) */
+static double smooth_factor(const ref *R, int p, int side, int i) {
+    const qs_model_config *c = &R->b->c;
+    const int hd = c->head_dim, rep = c->n_heads / c->n_kv_heads, hh = hd / 2;
+    const double *a = NULL;
+    int k = i, inv = 0;
+    if (side) { /* the consumers' columns * a */
+        if (p <= QS_PROJ_V) a = R->SM[QS_SMOOTH_QKV];
+        else if (p == QS_PROJ_O) a = R->SM[QS_SMOOTH_VO], k = (i / hd / rep) * hd + i % hd;
+        else if (p == QS_PROJ_DOWN) a = R->SM[QS_SMOOTH_UD];
+        else a = R->SM[QS_SMOOTH_GU];
+    } else if (p == QS_PROJ_Q) a = R->SM[QS_SMOOTH_QK], k = (i / hd / rep) * hh + (i % hd) % hh, inv = 1;
+    else if (p == QS_PROJ_K) a = R->SM[QS_SMOOTH_QK], k = (i / hd) * hh + (i % hd) % hh;
+    else if (p == QS_PROJ_V) a = R->SM[QS_SMOOTH_VO], inv = 1;
+    else if (p == QS_PROJ_UP) a = R->SM[QS_SMOOTH_UD], inv = 1;
+    if (!a) return 1.0;
+    return inv ? 1.0 / a[k] : a[k];
+}
+
 /* the block's output for input x [n_win*L, hidden]; returns sum(R .* out) when R is given */
 double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const float *dout) {
     const qs_model_config *c = &R->b->c;
@@ -283,7 +304,7 @@ double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const
             for (int j = 0; j < in; j++) {
                 double a = 0;
                 for (int k = 0; k < r; k++) a += R->B[p][i * r + k] * R->A[p][k * in + j];
-                Weff[p][i * in + j] = R->W[p][i * in + j] + R->s * a;
+                Weff[p][i * in + j] = R->W[p][i * in + j] * smooth_factor(R, p, 0, i) * smooth_factor(R, p, 1, j) + R->s * a;
             }
         if (R->o.form == QS_LORA_MERGED) ref_quant(R, SITE_W + p, Weff[p], o, in, in);
         if (R->o.form == QS_LORA_DLQAT) ref_dlqat(R, p, Weff[p]);
@@ -292,7 +313,12 @@ double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const
     double *xn = malloc(sizeof(double) * T * H), *q = malloc(sizeof(double) * T * Q), *k = malloc(sizeof(double) * T * KV),
            *v = malloc(sizeof(double) * T * KV), *att = malloc(sizeof(double) * T * Q), *h = malloc(sizeof(double) * T * H),
            *gt = malloc(sizeof(double) * T * I), *u = malloc(sizeof(double) * T * I), *p = malloc(sizeof(double) * L);
-    ref_rmsnorm(xn, x, R->g[0], T, H, c->rms_eps);
+    double g1[16], g2[16]; /* the norms' gammas over the smoothing (H = 16) */
+    for (int i = 0; i < H; i++) {
+        g1[i] = R->g[0][i] / (R->SM[QS_SMOOTH_QKV] ? R->SM[QS_SMOOTH_QKV][i] : 1.0);
+        g2[i] = R->g[1][i] / (R->SM[QS_SMOOTH_GU] ? R->SM[QS_SMOOTH_GU][i] : 1.0);
+    }
+    ref_rmsnorm(xn, x, g1, T, H, c->rms_eps);
     ref_gather(R->b, 0, xn, T, H);
     ref_quant(R, SITE_XN1, xn, T, H, H);
     ref_linear(q, xn, Weff[QS_PROJ_Q], T, H, Q);
@@ -331,7 +357,7 @@ double ref_forward(ref *R, const double *x, int n_win, int L, double *out, const
     ref_quant(R, SITE_ATTQ, att, T, Q, Q);
     ref_linear(h, att, Weff[QS_PROJ_O], T, Q, H);
     for (int i = 0; i < T * H; i++) h[i] += x[i];
-    ref_rmsnorm(xn, h, R->g[1], T, H, c->rms_eps);
+    ref_rmsnorm(xn, h, g2, T, H, c->rms_eps);
     ref_gather(R->b, 1, xn, T, H);
     ref_quant(R, SITE_XN2, xn, T, H, H);
     ref_linear(gt, xn, Weff[QS_PROJ_GATE], T, H, I);
@@ -393,6 +419,12 @@ void ref_init(ref *R, const block *b, qs_llama_train *tr) {
         R->g[i] = to_d(g, 16);
         free(g);
     }
+    for (int k = 0; k < QS_SMOOTH_N; k++) {
+        if (!tr->n_sm[k]) continue;
+        float *a = down_new(tr->be, tr->sm[k], (size_t)tr->n_sm[k]);
+        R->SM[k] = to_d(a, (size_t)tr->n_sm[k]), R->n_sm[k] = tr->n_sm[k];
+        free(a);
+    }
 }
 void ref_free(ref *R) {
     for (int p = 0; p < QS_PROJ_N; p++) free(R->W[p]), free(R->A[p]), free(R->B[p]);
@@ -400,6 +432,7 @@ void ref_free(ref *R) {
     for (int p = 0; p < QS_PROJ_N; p++) free(R->CG[p]), free(R->CB[p]), free(R->cmx[p]), free(R->cmn[p]);
     for (int i = 0; i < N_SITES; i++) free(R->off[i]);
     free(R->g[0]), free(R->g[1]);
+    for (int k = 0; k < QS_SMOOTH_N; k++) free(R->SM[k]);
 }
 
 /* ======== comparing gradients ======== */
@@ -415,11 +448,13 @@ void grads_get(grads *g, qs_llama_train *tr, const float *d_dx, size_t n_x) {
         g->dcb[p] = tr->dbet[p] ? down_new(tr->be, tr->dbet[p], (size_t)tr->out[p] * tr->ng[p]) : NULL;
     }
     for (int i = 0; i < 2; i++) g->dg[i] = down_new(tr->be, tr->dgamma[i], 16);
+    for (int k = 0; k < QS_SMOOTH_N; k++) g->dsm[k] = tr->n_sm[k] ? down_new(tr->be, tr->dsm[k], (size_t)tr->n_sm[k]) : NULL;
 }
 void grads_free(grads *g) {
     free(g->dx);
     for (int p = 0; p < QS_PROJ_N; p++) free(g->da[p]), free(g->db[p]), free(g->dm[p]), free(g->dcg[p]), free(g->dcb[p]);
     free(g->dg[0]), free(g->dg[1]);
+    for (int k = 0; k < QS_SMOOTH_N; k++) free(g->dsm[k]);
 }
 
 const char *pname[QS_PROJ_N] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -496,6 +531,16 @@ double check_grads(const char *what, ref *R, const grads *g, double *x, int n_wi
         fd_tensor(R, R->g[i], 16, x, n_win, L, dout, fd);
         e = rel_err(g->dg[i], fd, 16, &sc);
         printf("  %-13s dgamma%d    rel error %.2e (scale %.2f)\n", what, i + 1, e, sc);
+        worst = fmax(worst, e);
+    }
+    static const char *const site[QS_SMOOTH_N] = {"qkv", "gate/up", "v->o", "q/k", "up->down"};
+    for (int k = 0; k < QS_SMOOTH_N; k++) { /* SliderQuant's smoothing scales */
+        if (!g->dsm[k] || !R->SM[k]) continue;
+        double *fa = malloc(sizeof(double) * R->n_sm[k]);
+        fd_tensor(R, R->SM[k], (size_t)R->n_sm[k], x, n_win, L, dout, fa);
+        e = rel_err(g->dsm[k], fa, (size_t)R->n_sm[k], &sc);
+        free(fa);
+        printf("  %-13s dalpha %-8s rel error %.2e (scale %.2f)\n", what, site[k], e, sc);
         worst = fmax(worst, e);
     }
     free(fd);

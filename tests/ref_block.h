@@ -62,6 +62,9 @@ typedef struct ref {
     /* SliderQuant: the clipping logits CG, CB [out, ng]; recorded per group the range cmx, cmn
      * and zero point (in gz), per weight the rounding offset rint(t) - t (doff) and clamp edge */
     double *CG[QS_PROJ_N], *CB[QS_PROJ_N], *cmx[QS_PROJ_N], *cmn[QS_PROJ_N];
+    /* SliderQuant's smoothing scales (NULL: the site is off) */
+    double *SM[QS_SMOOTH_N];
+    int n_sm[QS_SMOOTH_N];
 } ref;
 
 int qbits(int b);                                                      /* b in 2..15, else 0 */
@@ -80,6 +83,7 @@ typedef struct grads {
     float *dx, *da[QS_PROJ_N], *db[QS_PROJ_N], *dg[2];
     float *dm[QS_PROJ_N]; /* DL-QAT (NULL otherwise) */
     float *dcg[QS_PROJ_N], *dcb[QS_PROJ_N]; /* SliderQuant's clipping logits (NULL otherwise) */
+    float *dsm[QS_SMOOTH_N];                /* SliderQuant's smoothing scales (NULL where off) */
 } grads;
 void grads_get(grads *g, qs_llama_train *tr, const float *d_dx, size_t n_x);
 void grads_free(grads *g);

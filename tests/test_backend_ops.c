@@ -540,6 +540,43 @@ static void test_lwc(void) {
     }
 }
 
+/* chan_scale and its backward (SliderQuant's smoothing scales) on the sites' shapes at a
+ * 70B-like GQA ratio: o's columns over 8 query heads per key/value head, q's rows RoPE-tied, a
+ * plain column side, a negative scale and one held at 1e-2; rows and columns past a block of
+ * threads. The factors are backend/chan_scale.h's and every product and double sum runs in the
+ * same order on both: identical bytes (y, dx +=, both sides' dalpha +=). */
+static void test_chan_scale(void) {
+    const int rows = 256, cols = 1280, hd = 16; /* rows: q of 16 heads over 2; cols: o of 80 heads over 10 */
+    const size_t n = (size_t)rows * cols;
+    const int nr = 2 * hd / 2, nc = 10 * hd, ncol_plain = cols;
+    float *ar = qs_test_rvec((size_t)nr, 0.5f), *ac = qs_test_rvec((size_t)ncol_plain, 0.5f);
+    for (int i = 0; i < nr; i++) ar[i] += 1.0f;
+    for (int i = 0; i < ncol_plain; i++) ac[i] += 1.0f;
+    ar[3] = -ar[3], ac[7] = 0.003f;
+    pair x = rboth(n, 1), y = rboth(n, 1), dy = rboth(n, 1), dx = rboth(n, 1), pr = both(ar, sizeof(float) * nr),
+         pc = both(ac, sizeof(float) * ncol_plain), gr = rboth((size_t)nr, 1), gc = rboth((size_t)ncol_plain, 1);
+    for (int variant = 0; variant < 2; variant++) { /* o's GQA columns, then plain columns */
+        const int ncol = variant ? ncol_plain : nc;
+        qs_chan_scale sr1 = {.alpha = pr.c, .dalpha = gr.c, .pow = -1, .hd = hd, .rep = 8, .half = 1},
+                      sc1 = {.alpha = pc.c, .dalpha = gc.c, .pow = 1, .hd = variant ? 0 : hd, .rep = variant ? 1 : 8},
+                      sr2 = sr1, sc2 = sc1;
+        sr2.alpha = pr.d, sr2.dalpha = gr.d, sc2.alpha = pc.d, sc2.dalpha = gc.d;
+        RUN(cpu->ops->chan_scale(cpu, y.c, x.c, rows, cols, &sr1, &sc1, E1),
+            dev->ops->chan_scale(dev, y.d, x.d, rows, cols, &sr2, &sc2, E2));
+        compare_bytes(variant ? "chan_scale (plain columns)" : "chan_scale (GQA columns, RoPE-tied rows)", y, sizeof(float) * n);
+        RUN(cpu->ops->chan_scale_backward(cpu, dx.c, dy.c, x.c, rows, cols, &sr1, &sc1, E1),
+            dev->ops->chan_scale_backward(dev, dx.d, dy.d, x.d, rows, cols, &sr2, &sc2, E2));
+        compare_bytes("chan_scale_backward dx", dx, sizeof(float) * n);
+        compare_bytes("chan_scale_backward row dalpha", gr, sizeof(float) * nr);
+        compare_bytes("chan_scale_backward column dalpha", gc, sizeof(float) * ncol);
+        RUN(cpu->ops->chan_scale(cpu, x.c, x.c, rows, cols, NULL, &sc1, E1),
+            dev->ops->chan_scale(dev, x.d, x.d, rows, cols, NULL, &sc2, E2));
+        compare_bytes("chan_scale over x", x, sizeof(float) * n);
+    }
+    pfree(x), pfree(y), pfree(dy), pfree(dx), pfree(pr), pfree(pc), pfree(gr), pfree(gc);
+    free(ar), free(ac);
+}
+
 /* gptq_batch: one batch from random weights, a random upper factor (diagonal in [0.5, 1]) and a
  * random column order. The column loop is the same IEEE operations in the same order on both
  * (no FMA), so the batch's columns, codes, quantizers, errors and losses must be identical; the
@@ -802,6 +839,7 @@ int main(int argc, char **argv) {
     test_quant_weight();
     test_dlqat();
     test_lwc();
+    test_chan_scale();
     test_gptq_hessian();
     test_to_f32();
     test_bf16();

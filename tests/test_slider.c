@@ -15,12 +15,19 @@
  *     and W4 sym g8 A6, q/k/v biases) every gradient, dgam and dbeta included, against finite
  *     differences of the float64 reference block with the quantizers frozen (tests/ref_block.c
  *     ref_slider), tolerance TOL (ref_block.h); a step moves the logits and not the frozen norm
- *     gammas; after a fresh optimizer the step count restarts. */
+ *     gammas; after a fresh optimizer the step count restarts. With the smoothing scales
+ *     (opts.smooth: W3, W4 sym A6, and W4 A8 with biases, where v->o and q/k are off): at a = 1
+ *     the forward's bits are the plain form's; with random scales in [0.6, 1.4] every gradient,
+ *     dalpha of each site included, against the reference (which writes the sites out itself);
+ *     the merged block (its weights and scaled gammas) computes the training forward;
+ *  6. the smoothing op (backend.h chan_scale) on GQA and RoPE-tied maps: forward and dx as
+ *     written out, dalpha against central differences, a held scale, cpu-fenced's bits. */
 #include <math.h>
 #include <string.h>
 
 #include "backend/registry.h"
 #include "base/sigmoid.h"
+#include "model/llama_forward.h"
 #include "quant/affine.h"
 #include "quant/slider.h"
 #include "tests/ref_block.h"
@@ -231,13 +238,129 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
     for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) free(host[i]);
 }
 
+/* ======== 6. the smoothing scales' op ======== */
+
+/* a side's index of element i, written out from backend.h (not backend/chan_scale.h) */
+static int side_index(const qs_chan_scale *c, int i, int n) {
+    const int hd = c->hd ? c->hd : n, rep = c->hd ? c->rep : 1, hh = c->hd && c->half ? hd / 2 : hd;
+    return ((i / hd) / rep) * hh + (i % hd) % hh;
+}
+static double side_f(const qs_chan_scale *c, const double *a, int i, int n) {
+    if (!c) return 1.0;
+    double v = a[side_index(c, i, n)];
+    v = fabs(v) < 1e-2 ? copysign(1e-2, v) : v;
+    return c->pow > 0 ? v : 1.0 / v;
+}
+/* sum(dy .* x .* fr .* fc) in double over the scales ar, ac */
+static double scaled_dot(const float *dy, const float *x, int rows, int cols, const qs_chan_scale *row,
+                         const double *ar, const qs_chan_scale *col, const double *ac) {
+    double f = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            f += (double)dy[(size_t)r * cols + c] * x[(size_t)r * cols + c] * side_f(row, ar, r, rows) * side_f(col, ac, c, cols);
+    return f;
+}
+
+/* chan_scale on the sites' maps (GQA columns of o, RoPE-tied rows of q): y against the product
+ * written out (float, backend.h's order: the same bits); dx += dy fr fc likewise; dalpha of
+ * both sides against central differences (double, h 1e-4: the function is a rational of degree
+ * 1 in each scale, the differences good to ~1e-9) of sum(dy .* y), 1e-5 relative (double sums,
+ * one float rounding); a scale held at 1e-2 (0.004) gets no gradient; cpu-fenced's bits. */
+static void test_chan_scale(qs_backend *be, qs_backend *fenced) {
+    const int rows = 24, cols = 32; /* rows: q of 6 heads of 4 over 3 kv heads; cols: 8 heads of 4 over 2 */
+    const qs_chan_scale row0 = {.pow = -1, .hd = 4, .rep = 2, .half = 1}, col0 = {.pow = 1, .hd = 4, .rep = 4};
+    const int nr = 3 * 2, nc = 2 * 4;
+    float *x = qs_test_rvec((size_t)rows * cols, 1), *dy = qs_test_rvec((size_t)rows * cols, 1);
+    float *ar = qs_test_rvec((size_t)nr, 0.4f), *ac = qs_test_rvec((size_t)nc, 0.4f);
+    for (int i = 0; i < nr; i++) ar[i] += 1.0f;
+    for (int i = 0; i < nc; i++) ac[i] += i == 3 ? -1.0f : 1.0f; /* a negative scale */
+    ar[4] = 0.004f;                                              /* held at 1e-2 */
+    qs_backend *bes[2] = {be, fenced};
+    float *got[2][4] = {{0}};
+    for (int b = 0; b < 2; b++) {
+        qs_backend *e = bes[b];
+        qs_error err = {0};
+        const size_t n = sizeof(float) * rows * cols;
+        float *dx = up(e, x, n), *dyd = up(e, dy, n), *yd = e->ops->alloc(e, n), *zr = calloc(nr, sizeof(float)),
+              *zc = calloc(nc, sizeof(float));
+        qs_chan_scale row = row0, col = col0;
+        row.alpha = up(e, ar, sizeof(float) * nr), col.alpha = up(e, ac, sizeof(float) * nc);
+        row.dalpha = up(e, zr, sizeof(float) * nr), col.dalpha = up(e, zc, sizeof(float) * nc);
+        CHECKF(e->ops->chan_scale(e, yd, dx, rows, cols, &row, &col, &err) == 0, "%s", err.msg);
+        float *gx = up(e, x, n); /* dx += dy fr fc over a copy of x */
+        CHECKF(e->ops->chan_scale_backward(e, gx, dyd, dx, rows, cols, &row, &col, &err) == 0, "%s", err.msg);
+        got[b][0] = malloc(n), got[b][1] = malloc(n), got[b][2] = malloc(sizeof(float) * nr), got[b][3] = malloc(sizeof(float) * nc);
+        down(e, got[b][0], yd, n), down(e, got[b][1], gx, n);
+        down(e, got[b][2], row.dalpha, sizeof(float) * nr), down(e, got[b][3], col.dalpha, sizeof(float) * nc);
+        CHECK(e->ops->chan_scale(e, dx, dx, rows, cols, &row, NULL, &err) == 0); /* in place, one side */
+        float *inpl = malloc(n);
+        down(e, inpl, dx, n);
+        int ok = 1;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                const float fr = 1.0f / (ar[side_index(&row0, r, rows)] == 0.004f ? 0.01f : ar[side_index(&row0, r, rows)]);
+                ok = ok && inpl[(size_t)r * cols + c] == x[(size_t)r * cols + c] * fr;
+            }
+        CHECKF(ok, "chan_scale in place over one side is not x / a");
+        free(inpl);
+        qs_error e2 = {0};
+        const qs_chan_scale bad = {.alpha = row.alpha, .pow = -1, .hd = 5, .rep = 1};
+        CHECK(e->ops->chan_scale(e, yd, dx, rows, cols, &bad, NULL, &e2) == QS_EUSAGE); /* 24 rows by heads of 5 */
+        void *d[] = {dx, dyd, yd, gx, (void *)row.alpha, (void *)col.alpha, row.dalpha, col.dalpha};
+        for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) e->ops->free(e, d[i]);
+        free(zr), free(zc);
+    }
+    /* the forward and dx written out */
+    int fw = 1, bx = 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            const size_t i = (size_t)r * cols + c;
+            float a = ar[side_index(&row0, r, rows)], fr = 1.0f / (fabsf(a) < 1e-2f ? 1e-2f : a), fc = ac[side_index(&col0, c, cols)];
+            fw = fw && got[0][0][i] == (x[i] * fr) * fc;
+            bx = bx && got[0][1][i] == x[i] + (dy[i] * fr) * fc;
+        }
+    CHECKF(fw, "chan_scale differs from (x * fr) * fc");
+    CHECKF(bx, "chan_scale_backward's dx is not dx + (dy * fr) * fc");
+    /* dalpha against central differences */
+    double *dr = malloc(sizeof(double) * nr), *dc = malloc(sizeof(double) * nc), worst = 0;
+    for (int i = 0; i < nr; i++) dr[i] = ar[i];
+    for (int i = 0; i < nc; i++) dc[i] = ac[i];
+    for (int side = 0; side < 2; side++) {
+        double *a = side ? dc : dr;
+        const int na = side ? nc : nr;
+        for (int k = 0; k < na; k++) {
+            const double a0 = a[k], h = 1e-4;
+            a[k] = a0 + h;
+            double fp = scaled_dot(dy, x, rows, cols, &row0, dr, &col0, dc);
+            a[k] = a0 - h;
+            double fm = scaled_dot(dy, x, rows, cols, &row0, dr, &col0, dc);
+            a[k] = a0;
+            double fd = side == 0 && k == 4 ? 0.0 : (fp - fm) / (2 * h), g = got[0][side ? 3 : 2][k];
+            double e = fabs(g - fd) / (1 + fabs(fd));
+            worst = e > worst ? e : worst;
+        }
+    }
+    CHECKF(got[0][2][4] == 0.0f, "a scale held at 1e-2 got a gradient (%g)", got[0][2][4]);
+    CHECKF(worst <= 1e-5, "chan_scale_backward dalpha: worst rel error %.3g against central differences", worst);
+    int same = 1;
+    for (int k = 0; k < 4; k++)
+        same = same && !memcmp(got[0][k], got[1][k], sizeof(float) * (k < 2 ? (size_t)rows * cols : k == 2 ? (size_t)nr : (size_t)nc));
+    CHECKF(same, "cpu-fenced's chan_scale differs from the CPU's");
+    printf("chan_scale: q rows (GQA, RoPE-tied) / a, o columns (GQA) * a: forward and dx as written; dalpha worst %.2e "
+           "against central differences; held scale passes none; cpu-fenced identical\n",
+           worst);
+    for (int b = 0; b < 2; b++)
+        for (int k = 0; k < 4; k++) free(got[b][k]);
+    free(x), free(dy), free(ar), free(ac), free(dr), free(dc);
+}
+
 /* ======== 5. the trainer's form ======== */
 
-static void test_trainer(qs_backend *be, int bits, int sym, int abits) {
+static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smooth, int bias) {
     const int n_win = 2, L = 7, T = 14, H = 16;
     qs_error err = {0};
     block b;
-    block_make(&b, be, 1);
+    block_make(&b, be, bias);
     float *xh = qs_test_rvec((size_t)T * H, 1), *douth = qs_test_rvec((size_t)T * H, 1);
     float *d_x = up_new(be, xh, (size_t)T * H), *d_dout = up_new(be, douth, (size_t)T * H);
     float *d_out = be->ops->alloc(be, sizeof(float) * T * H), *d_dx = be->ops->alloc(be, sizeof(float) * T * H);
@@ -245,8 +368,39 @@ static void test_trainer(qs_backend *be, int bits, int sym, int abits) {
     qs_llama_train_opts o;
     qs_llama_train_opts_default(&o);
     o.form = QS_LORA_SLIDER, o.wbits = bits, o.group = 8, o.sym = sym, o.abits = abits, o.seed = 9, o.clip_lr_mult = 100;
+    o.smooth = smooth, o.smooth_lr_mult = 10;
     qs_llama_train tr;
     train_setup(&tr, &b, &o, T, be, 1);
+    float *out1 = NULL; /* smoothing at a = 1: the plain form's bits */
+    if (smooth) {
+        qs_llama_train plain;
+        qs_llama_train_opts po = o;
+        po.smooth = 0;
+        qs_test_seed = 77;
+        train_setup(&plain, &b, &po, T, be, 1);
+        CHECK(be->ops->copy(be, plain.param, tr.param, sizeof(float) * tr.n_lora, &err) == 0); /* the same A, B */
+        for (int p = 0; p < QS_PROJ_N; p++) {
+            const size_t qn = sizeof(float) * (size_t)tr.out[p] * tr.ng[p];
+            CHECK(be->ops->copy(be, plain.gam[p], tr.gam[p], qn, &err) == 0 && be->ops->copy(be, plain.bet[p], tr.bet[p], qn, &err) == 0);
+        }
+        CHECKF(qs_llama_train_forward(&plain, d_x, d_out, n_win, L, &err) == 0, "%s", err.msg);
+        out1 = down_new(be, d_out, (size_t)T * H);
+        CHECKF(qs_llama_train_forward(&tr, d_x, d_out, n_win, L, &err) == 0, "%s", err.msg);
+        float *o2 = down_new(be, d_out, (size_t)T * H);
+        CHECKF(!memcmp(out1, o2, sizeof(float) * T * H), "smoothing at a = 1 changed the forward's bits");
+        free(o2);
+        qs_llama_train_free(&plain);
+        const int want[QS_SMOOTH_N] = {H, H, bias ? 0 : 8, bias ? 0 : 4, 24};
+        for (int k = 0; k < QS_SMOOTH_N; k++)
+            CHECKF(tr.n_sm[k] == want[k], "smoothing site %d: %d scales, not %d", k, tr.n_sm[k], want[k]);
+        for (int k = 0; k < QS_SMOOTH_N; k++) { /* scales in [0.6, 1.4] */
+            if (!tr.n_sm[k]) continue;
+            float *a = qs_test_rvec((size_t)tr.n_sm[k], 0.4f);
+            for (int i = 0; i < tr.n_sm[k]; i++) a[i] += 1.0f;
+            CHECK(be->ops->upload(be, tr.sm[k], a, sizeof(float) * tr.n_sm[k], &err) == 0);
+            free(a);
+        }
+    }
     for (int p = 0; p < QS_PROJ_N; p++) { /* logits around 2: the clipping bites */
         const size_t qn = (size_t)tr.out[p] * tr.ng[p];
         float *g = qs_test_rvec(2 * qn, 1.0f);
@@ -268,17 +422,42 @@ static void test_trainer(qs_backend *be, int bits, int sym, int abits) {
     CHECKF(fe <= TOL, "SliderQuant forward: rel error %.3g against the float64 reference", fe);
     R.mode = REF_APPLY;
     char what[32];
-    snprintf(what, sizeof what, "slider W%d%s A%d", bits, sym ? "s" : "", abits);
+    snprintf(what, sizeof what, "slider W%d%s A%d%s", bits, sym ? "s" : "", abits, smooth ? " sm" : "");
     double worst = check_grads(what, &R, &g, x, n_win, L, douth);
     CHECKF(worst <= TOL, "%s: worst gradient rel error %.3g", what, worst);
-    printf("%s g8 (STE, clipping): forward rel error %.2e, worst gradient error %.2e (dgam, dbeta included)\n", what, fe,
-           worst);
+    printf("%s g8 (STE, clipping%s%s): forward rel error %.2e, worst gradient error %.2e (dgam, dbeta%s included)\n",
+           what, smooth ? ", smoothing" : "", bias ? ", biases" : "", fe, worst, smooth ? ", dalpha" : "");
     float *g0 = down_new(be, tr.gamma[0], H), *c0 = down_new(be, tr.gam[QS_PROJ_Q], 4);
     CHECK(qs_llama_train_step(&tr, 1e-3f, &err) == 0 && tr.step == 1);
     float *g1 = down_new(be, tr.gamma[0], H), *c1 = down_new(be, tr.gam[QS_PROJ_Q], 4);
     CHECKF(!memcmp(g0, g1, sizeof(float) * H), "a step moved the frozen norm gamma");
     CHECKF(memcmp(c0, c1, sizeof(float) * 4), "a step did not move the clipping logits");
     free(g0), free(g1), free(c0), free(c1);
+    if (smooth) { /* the deployed block (the codes' grid, the merged weights and
+                   * gammas) computes what the training forward does */
+        CHECK(qs_llama_train_forward(&tr, d_x, d_out, n_win, L, &err) == 0);
+        float *trained = down_new(be, d_out, (size_t)T * H);
+        CHECK(qs_llama_train_merge(&tr, &b.dw, &err) == 0);
+        qs_llama_scratch s;
+        CHECK(qs_llama_scratch_init(&s, &b.c, T, be, &err) == 0);
+        b.dw.abits = abits;
+        CHECK(be->ops->copy(be, d_out, d_x, sizeof(float) * T * H, &err) == 0);
+        CHECKF(qs_llama_block_forward(be, &b.c, &b.dw, d_out, n_win, L, &s, &err) == 0, "%s", err.msg);
+        float *dep = down_new(be, d_out, (size_t)T * H);
+        double de = 0, sc2 = 0;
+        for (int i = 0; i < T * H; i++) de = fmax(de, fabs((double)dep[i] - trained[i])), sc2 = fmax(sc2, fabs(trained[i]));
+        CHECKF(de <= 1e-5 * (1 + sc2), "%s: the merged block's forward is %.3g from the training forward's", what, de);
+        printf("%s: merged block forward within %.2e of the training forward (scale %.2f)\n", what, de, sc2);
+        qs_llama_scratch_free(&s, be);
+        free(trained), free(dep);
+        qs_llama_train_free(&tr);
+        free(out), free(got), free(x), free(xh), free(douth), free(out1);
+        grads_free(&g);
+        ref_free(&R);
+        be->ops->free(be, d_x), be->ops->free(be, d_dout), be->ops->free(be, d_out), be->ops->free(be, d_dx);
+        block_free(&b, be);
+        return;
+    }
     CHECK(qs_llama_train_reset_optim(&tr, &err) == 0 && tr.step == 0);
     free(out), free(got), free(x), free(xh), free(douth);
     grads_free(&g);
@@ -297,7 +476,9 @@ int main(void) {
     qs_test_seed = 20261202;
     const op_case cases[] = {{24, 96, 32, 3, 0}, {16, 70, 32, 4, 0}, {12, 64, -1, 2, 0}, {20, 128, 64, 4, 1}};
     for (size_t i = 0; be && fenced && i < sizeof cases / sizeof cases[0]; i++) test_op(be, fenced, &cases[i]);
-    if (be) test_trainer(be, 3, 0, 16), test_trainer(be, 4, 1, 6);
+    if (be && fenced) test_chan_scale(be, fenced);
+    if (be) test_trainer(be, 3, 0, 16, 0, 1), test_trainer(be, 4, 1, 6, 0, 1);
+    if (be) test_trainer(be, 3, 0, 16, 1, 0), test_trainer(be, 4, 1, 6, 1, 0), test_trainer(be, 4, 0, 8, 1, 1);
     /* bad sizes refused */
     if (be) CHECK(be->ops->lwc_weight(be, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 4, -1, 9, 0, &err) == QS_EUSAGE);
     qs_backend_free(be);
