@@ -126,6 +126,10 @@ typedef struct qs_backend_ops {
      * zero = round(-min / scale), x = (clamp(round(x / scale) + zero, 0, 2^bits - 1) - zero) *
      * scale. bits 2..16. */
     int (*act_quant)(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+    /* act_quant with only the first qn (1..seg) columns of each segment rounded; the others pass
+     * unchanged, the grid still from all seg (SliderQuant's incremental quantization). qn = seg
+     * is act_quant, bit for bit. */
+    int (*act_quant_part)(qs_backend *be, float *x, int rows, int cols, int seg, int qn, int bits, qs_error *err);
     /* Channel reassembly (QLLM) fused into its producers. For each output channel k < dim:
      * y[r, k] = coef[k] * (v[r, src_a[k]] + (src_b[k] >= 0 ? v[r, src_b[k]] : 0)) where v is the
      * RMSNorm output x[r, :] / rms * gamma (rmsnorm_gather) or silu(gate) * up (swiglu_gather).
@@ -329,20 +333,23 @@ typedef struct qs_backend_ops {
      * it is quant_weight's grid), then c = clamp(rint(w / scale) + zero, 0, qmax) and
      * y = scale * (c - zero). y (NULL: not wanted) may equal w; codes [rows, cols] (NULL: not
      * wanted); scales, zeros [rows, ng] (NULL: not wanted); row_err [rows] (NULL: not wanted) =
-     * the sum in column order of ((double)y - w)^2. A NaN weight's code is 0. */
+     * the sum in column order of ((double)y - w)^2. A NaN weight's code is 0. Columns c >= qcols
+     * of each row are not quantized (SliderQuant's incremental quantization): y = w there, each
+     * group's grid still taken from all its columns; codes must then be NULL. qcols >= cols: all. */
     int (*lwc_weight)(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
                       const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
-                      int sym, qs_error *err);
+                      int sym, int qcols, qs_error *err);
     /* Its backward from dy [rows, cols], straight-through round (OmniQuant's): where
      * 0 <= rint(w / scale) + zero <= qmax, dw = dy and the scale's gradient gets
      * dy * (rint(w / scale) - w / scale); where the clamp bites dw = 0 and it gets dy * (c - zero).
      * The zero point, mx and mn pass no gradient; a clamped scale passes none to gam, bet. Per
      * group (its sum g_s over columns in column order, in double): dgam += g_s * d scale / d gam,
      * dbet += g_s * d scale / d bet, rounded to float once (dgam, dbet accumulate, +=). dw is
-     * overwritten and may equal dy. */
+     * overwritten and may equal dy. Columns c >= qcols (not quantized): dw = dy, and nothing
+     * to g_s. */
     int (*lwc_weight_backward)(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
-                               qs_error *err);
+                               int qcols, qs_error *err);
 
     /* ---- SliderQuant: learnable per-channel smoothing scales ----
      * y [rows, cols] = (x * fr(r)) * fc(c) in float, fr and fc the factors of the sides row and

@@ -95,6 +95,7 @@ static const qs_backend_ops cpu_ops = {
     .scale = qs_cpu_scale,
     .add_bias = qs_cpu_add_bias,
     .act_quant = qs_cpu_act_quant,
+    .act_quant_part = qs_cpu_act_quant_part,
     .rmsnorm_gather = qs_cpu_rmsnorm_gather,
     .swiglu_gather = qs_cpu_swiglu_gather,
     .copy_rows = qs_cpu_copy_rows,

@@ -226,6 +226,10 @@ static int fence_copy_rows(qs_backend *be, float *dst, const int32_t *dr, const 
     begin(be);
     return OPS->copy_rows(inner(be), FH(dst), CIH(dr), CFH(src), CIH(sr), n, cols, err);
 }
+static int fence_act_quant_part(qs_backend *be, float *x, int rows, int cols, int seg, int qn, int bits, qs_error *err) {
+    begin(be);
+    return OPS->act_quant_part(inner(be), FH(x), rows, cols, seg, qn, bits, err);
+}
 static int fence_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err) {
     begin(be);
     return OPS->act_quant(inner(be), FH(x), rows, cols, seg, bits, err);
@@ -290,17 +294,17 @@ static int fence_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, c
 }
 static int fence_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
                             const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
-                            int sym, qs_error *err) {
+                            int sym, int qcols, qs_error *err) {
     begin(be);
     return OPS->lwc_weight(inner(be), FH(y), (uint8_t *)H(codes), FH(scales), FH(zeros), (double *)H(row_err), CFH(w),
-                           CFH(gam), CFH(bet), rows, cols, group, bits, sym, err);
+                           CFH(gam), CFH(bet), rows, cols, group, bits, sym, qcols, err);
 }
 static int fence_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy,
                                      const float *w, const float *gam, const float *bet, int rows, int cols, int group,
-                                     int bits, int sym, qs_error *err) {
+                                     int bits, int sym, int qcols, qs_error *err) {
     begin(be);
     return OPS->lwc_weight_backward(inner(be), FH(dw), FH(dgam), FH(dbet), CFH(dy), CFH(w), CFH(gam), CFH(bet), rows,
-                                    cols, group, bits, sym, err);
+                                    cols, group, bits, sym, qcols, err);
 }
 /* a side of chan_scale with its scales' addresses unfenced (NULL stays NULL) */
 static const qs_chan_scale *unfence_side(qs_backend *be, const qs_chan_scale *c, qs_chan_scale *tmp) {
@@ -437,6 +441,7 @@ static const qs_backend_ops fence_ops = {
     .scale = fence_scale,
     .add_bias = fence_add_bias,
     .act_quant = fence_act_quant,
+    .act_quant_part = fence_act_quant_part,
     .rmsnorm_gather = fence_rmsnorm_gather,
     .swiglu_gather = fence_swiglu_gather,
     .copy_rows = fence_copy_rows,

@@ -50,6 +50,7 @@ int qs_cpu_swiglu_gather(qs_backend *be, float *y, const float *gate, const floa
 int qs_cpu_gather_backward(qs_backend *be, float *dv, const float *dy, int rows, int dim, const int32_t *src_a,
                            const int32_t *src_b, const float *coef, qs_error *err);
 int qs_cpu_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+int qs_cpu_act_quant_part(qs_backend *be, float *x, int rows, int cols, int seg, int qn, int bits, qs_error *err);
 int qs_cpu_lse_update(qs_backend *be, const float *logits, int n, int vc, int v0, const int32_t *target,
                       float *run_max, float *run_sum, float *tgt_logit, qs_error *err);
 
@@ -73,10 +74,10 @@ int qs_cpu_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const f
                                  const float *scales, const float *zeros, const float *mag, int rows, int cols, int group,
                                  int bits, qs_error *err);
 int qs_cpu_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
-                      const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                      const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym, int qcols,
                       qs_error *err);
 int qs_cpu_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
-                               const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                               const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym, int qcols,
                                qs_error *err);
 int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
                       const qs_chan_scale *col, qs_error *err);

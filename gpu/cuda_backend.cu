@@ -272,6 +272,7 @@ static const qs_backend_ops cuda_ops = {
     /* .add_bias */ qs_cuda_add_bias,
     /* .copy_rows */ qs_cuda_copy_rows,
     /* .act_quant */ qs_cuda_act_quant,
+    /* .act_quant_part */ qs_cuda_act_quant_part,
     /* .rmsnorm_gather */ qs_cuda_rmsnorm_gather,
     /* .swiglu_gather */ qs_cuda_swiglu_gather,
     /* .lse_update */ qs_cuda_lse_update,

@@ -156,6 +156,7 @@ int qs_cuda_rmsnorm_gather(qs_backend *be, float *y, const float *x, const float
 int qs_cuda_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma, const float *dy, const float *x,
                              const float *gamma, const float *rstd, int rows, int dim, qs_error *err);
 int qs_cuda_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err);
+int qs_cuda_act_quant_part(qs_backend *be, float *x, int rows, int cols, int seg, int qn, int bits, qs_error *err);
 int qs_cuda_dlqat_weight(qs_backend *be, float *y, uint8_t *codes, double *row_err, const float *w, const float *d,
                          const float *scales, const float *zeros, const float *mag, int rows, int cols, int group, int bits,
                          qs_error *err);
@@ -164,9 +165,9 @@ int qs_cuda_dlqat_weight_backward(qs_backend *be, float *dd, float *dmag, const 
                                   int bits, qs_error *err);
 int qs_cuda_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, float *zeros, double *row_err,
                        const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
-                       int sym, qs_error *err);
+                       int sym, int qcols, qs_error *err);
 int qs_cuda_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
-                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym, int qcols,
                                 qs_error *err);
 int qs_cuda_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
                        const qs_chan_scale *col, qs_error *err);

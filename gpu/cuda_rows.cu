@@ -115,7 +115,7 @@ extern "C" int qs_cuda_rmsnorm_backward(qs_backend *be, float *dx, float *dgamma
 }
 
 /* act_quant: one block per (row, segment) */
-__global__ static void k_act_quant(float *x, int cols, int seg, float maxq) {
+__global__ static void k_act_quant(float *x, int cols, int seg, int qn, float maxq) {
     __shared__ float sh[NT];
     const int nseg = cols / seg;
     float *v = x + (size_t)(blockIdx.x / nseg) * cols + (size_t)(blockIdx.x % nseg) * seg;
@@ -126,7 +126,7 @@ __global__ static void k_act_quant(float *x, int cols, int seg, float maxq) {
     float scale = (mx - mn) / maxq;
     scale = scale < 1e-5f ? 1e-5f : scale > 1e4f ? 1e4f : scale;
     float zero = rintf(-mn / scale);
-    for (int i = threadIdx.x; i < seg; i += NT) {
+    for (int i = threadIdx.x; i < qn; i += NT) {
         float q = rintf(v[i] / scale) + zero;
         q = q < 0 ? 0 : q > maxq ? maxq : q;
         v[i] = (q - zero) * scale;
@@ -134,12 +134,18 @@ __global__ static void k_act_quant(float *x, int cols, int seg, float maxq) {
 }
 
 extern "C" int qs_cuda_act_quant(qs_backend *be, float *x, int rows, int cols, int seg, int bits, qs_error *err) {
-    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || seg < 1 || cols % seg || bits < 2 || bits > 16, QS_EUSAGE,
-                       "act_quant: rows %d, cols %d, segment %d, %d bits", rows, cols, seg, bits);
+    return qs_cuda_act_quant_part(be, x, rows, cols, seg, seg, bits, err);
+}
+
+extern "C" int qs_cuda_act_quant_part(qs_backend *be, float *x, int rows, int cols, int seg, int qn, int bits,
+                                      qs_error *err) {
+    QS_RETURN_ERROR_IF(rows < 0 || cols < 1 || seg < 1 || cols % seg || qn < 1 || qn > seg || bits < 2 || bits > 16,
+                       QS_EUSAGE, "act_quant: rows %d, cols %d, segment %d (%d rounded), %d bits", rows, cols, seg, qn,
+                       bits);
     size_t blocks = (size_t)rows * (cols / seg);
     QS_RETURN_ERROR_IF(blocks > 0x7fffffff, QS_EUSAGE, "act_quant: %zu segments in one call", blocks);
     if (!blocks) return 0;
-    k_act_quant<<<(unsigned)blocks, NT, 0, qs_cuda(be)->stream>>>(x, cols, seg, (float)((1 << bits) - 1));
+    k_act_quant<<<(unsigned)blocks, NT, 0, qs_cuda(be)->stream>>>(x, cols, seg, qn, (float)((1 << bits) - 1));
     QS_CUDA_LAUNCHED("act_quant");
     return 0;
 }

@@ -73,10 +73,12 @@ int qs_llama_block_forward_until(qs_backend *be, const qs_model_config *c, const
               I = c->intermediate_size;
     const float eps = c->rms_eps;
     const int ab = w->abits >= 2 && w->abits < 16 ? w->abits : 0;
-    QS_RETURN_ERROR_IF(ab && !o->act_quant, QS_EUNSUPPORTED, "activation quantization is not implemented on %s", o->name);
+    QS_RETURN_ERROR_IF(ab && (!o->act_quant || (w->a_half && !o->act_quant_part)), QS_EUNSUPPORTED,
+                       "activation quantization is not implemented on %s", o->name);
 #define AQ(buf, cols, seg) \
     do { \
-        if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
+        if (ab && w->a_half) QS_FORWARD_IF_ERROR(o->act_quant_part(be, buf, T, cols, seg, ((seg) + 1) / 2, ab, err)); \
+        else if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
     } while (0)
     QS_RETURN_ERROR_IF(n_win < 1 || L < 1 || T > s->max_tokens, QS_EUSAGE,
                        "block %d forward: %d windows of %d tokens do not fit the scratch of %d tokens", w->layer, n_win,

@@ -323,7 +323,8 @@ int qs_llama_train_init(qs_llama_train *tr, const qs_model_config *c, const qs_l
                        QS_EUNSUPPORTED, "block %d training: channel reassembly is not implemented on %s", w->layer,
                        ops->name);
     QS_RETURN_ERROR_IF(!ops->rmsnorm_backward || !ops->attention_backward || !ops->swiglu_backward ||
-                           !ops->fake_quant_weight || !ops->adamw_step || (quant_bits(o.abits) && !ops->act_quant),
+                           !ops->fake_quant_weight || !ops->adamw_step || (quant_bits(o.abits) && !ops->act_quant) ||
+                           (quant_bits(o.abits) && o.half && !ops->act_quant_part),
                        QS_EUNSUPPORTED, "block training is not implemented on %s", ops->name);
     QS_RETURN_ERROR_IF(o.bf16_base && o.form == QS_LORA_PAPER && quant_bits(o.wbits) && (!ops->to_bf16 || !ops->linear_bf16),
                        QS_EUNSUPPORTED, "block %d training: bf16 base weights are not implemented on %s", w->layer, ops->name);
@@ -454,6 +455,10 @@ static int smooth_gamma(qs_llama_train *tr, int i, float *y, qs_error *err) {
     return tr->be->ops->chan_scale(tr->be, y, tr->gamma[i], 1, tr->cfg->hidden_size, NULL, &col, err);
 }
 
+/* the input columns of projection p that SliderQuant quantizes: the first half (rounded up) in
+ * its first pass (opts.half), else all */
+static int slider_qcols(const qs_llama_train *tr, int p) { return tr->opts.half ? (tr->in[p] + 1) / 2 : tr->in[p]; }
+
 /* SliderQuant's W_hat = Q_lwc(D_out W D_in + s B A) of projection p into y (may be tr->dlr): dlr
  * = D_out W D_in + s B A (smooth_sides; without smoothing W + s B A), then lwc_weight; codes,
  * scales, zeros (backend) and row_err as there */
@@ -470,7 +475,7 @@ static int slider_weight(qs_llama_train *tr, int p, float *y, uint8_t *codes, fl
                          double *row_err, qs_error *err) {
     QS_FORWARD_IF_ERROR(slider_pre(tr, p, err));
     return tr->be->ops->lwc_weight(tr->be, y, codes, scales, zeros, row_err, tr->dlr, tr->gam[p], tr->bet[p], tr->out[p],
-                                   tr->in[p], tr->opts.group, tr->opts.wbits, tr->opts.sym, err);
+                                   tr->in[p], tr->opts.group, tr->opts.wbits, tr->opts.sym, slider_qcols(tr, p), err);
 }
 
 /* the merged form's W_eff = Q(base + s B A), DL-QAT's W_hat (the paper form forms no W_eff:
@@ -558,7 +563,8 @@ int qs_llama_train_forward(qs_llama_train *tr, const float *x, float *out, int n
                        tr->max_tokens);
 #define AQ(buf, cols, seg) \
     do { \
-        if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
+        if (ab && tr->opts.half) QS_FORWARD_IF_ERROR(o->act_quant_part(be, buf, T, cols, seg, ((seg) + 1) / 2, ab, err)); \
+        else if (ab) QS_FORWARD_IF_ERROR(o->act_quant(be, buf, T, cols, seg, ab, err)); \
     } while (0)
     tr->tape_tokens = 0; /* no valid tape until this forward completes */
     QS_FORWARD_IF_ERROR(rebuild_weights(tr, err));
@@ -646,7 +652,8 @@ static int slider_grads(qs_llama_train *tr, int p, const float *X, const float *
     QS_FORWARD_IF_ERROR(o->gemm(be, 1, 0, out, in, T, 1.0f, dY, out, X, in, 0.0f, tr->dwt, in, err));
     QS_FORWARD_IF_ERROR(slider_pre(tr, p, err));
     QS_FORWARD_IF_ERROR(o->lwc_weight_backward(be, tr->dwt, tr->dgam[p], tr->dbet[p], tr->dwt, tr->dlr, tr->gam[p],
-                                               tr->bet[p], out, in, tr->opts.group, tr->opts.wbits, tr->opts.sym, err));
+                                               tr->bet[p], out, in, tr->opts.group, tr->opts.wbits, tr->opts.sym,
+                                               slider_qcols(tr, p), err));
     qs_chan_scale row, col; /* dwt is now dL/d(D_out W D_in + s B A) */
     if (smooth_sides(tr, p, &row, &col))
         QS_FORWARD_IF_ERROR(o->chan_scale_backward(be, NULL, tr->dwt, proj_weight(tr->w, p), out, in, &row, &col, err));

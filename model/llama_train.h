@@ -101,6 +101,10 @@ typedef struct qs_llama_train_opts {
     float weight_decay;    /* default 0 (QLLM) */
     float clip_lr_mult;    /* SliderQuant: the clipping logits' learning rate over the LoRA's; default 1 */
     int smooth;            /* SliderQuant: the learnable smoothing scales; default 0 */
+    /* SliderQuant's first pass (incremental quantization): only the first half (rounded up) of
+     * each weight's input columns (lwc_weight's qcols) and of each activation segment's channels
+     * (act_quant_part) are quantized; the rest pass through. Default 0 */
+    int half;
     float smooth_lr_mult;  /* their learning rate over the LoRA's; default 1 */
     /* paper form with weight quantization: Q(W) is made in W's own buffers instead of copies (W
      * is not read again until qs_llama_train_merge, before which the caller puts W back); one

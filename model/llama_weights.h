@@ -25,6 +25,8 @@ typedef struct qs_llama_weights {
     float *bk;        /* [n_kv_heads*head_dim] or NULL */
     float *bv;        /* [n_kv_heads*head_dim] or NULL */
     int abits;        /* < 16: weight-activation simulation at this width (qs_llama_block_forward) */
+    int a_half;       /* with abits: only the first ceil(seg / 2) channels of each activation segment are
+                       * rounded (SliderQuant's first pass; backend.h act_quant_part) */
     /* linear i (wq .. w_down in this order) kept as bf16 instead (its float pointer then NULL):
      * the forward reads it through the backend's linear_bf16 (qs_llama_weights_to_bf16) */
     uint16_t *bf16[7];

@@ -10,7 +10,10 @@
 #    run (the parameters carried across windows come back from acts/slider-WWWW.qsh); so do a
 #    run whose states spill to disk and one on cpu-fenced; a finished run with a shard removed
 #    (its carried parameters pruned) starts over, says so, and ends identical too.
-# 3. Refusals: --cr on, --blocks-per-group, no calibration data, a changed --lr on resume.
+# 3. --smooth off (no smoothing scales): a run of its own, other shards, smooth_lr 0 in the
+#    fingerprint; resuming the smoothed run with it is refused.
+# 4. Refusals: --cr on, --blocks-per-group, no calibration data, a changed --lr on resume,
+#    --smooth with another method.
 set -u
 bin=${QS_BIN:?run through ctest}
 shared=${QS_SHARED:?}
@@ -33,6 +36,7 @@ m = json.load(open(sys.argv[1]))
 meth = m["fingerprint"]["method"]
 assert meth["name"] == "slider" and meth["epochs"] == 6 and abs(meth["lr"] - 1e-3) < 1e-12, meth
 assert abs(meth["clip_lr"] - 1e-1) < 1e-9 and meth["clip_init"] == 4, meth
+assert abs(meth["smooth_lr"] - 1e-2) < 1e-9, meth  # the smoothing scales, on by default
 ok = 0
 for b in m["blocks"]:
     l = b["metrics"]["train_loss"]
@@ -66,6 +70,17 @@ out=$("$bin" "${args[@]/--quiet/--progress-lines}" -o "$tmp/gone" 2>&1) || die "
 grep -q "starting over" <<<"$out" || die "no notice that the run starts over: $out"
 same "$tmp/ref" "$tmp/gone" || die "the run started over differs"
 
+e -o "$tmp/plain" --smooth off || die "--smooth off run"
+"$bin" verify "$tmp/plain" >/dev/null || die "verify --smooth off"
+same "$tmp/ref" "$tmp/plain" && die "--smooth off stored the smoothed run's shards"
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["fingerprint"]["method"]; sys.exit(m["smooth_lr"] != 0)' \
+  "$tmp/plain/manifest.json" || die "--smooth off: the fingerprint's smooth_lr is not 0"
+p_pl=$("$bin" eval "$tmp/plain" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')
+echo "perplexity on held-out random ids: slider --smooth off $p_pl"
+out=$(e -o "$tmp/ref" --smooth off 2>&1) && die "--smooth off accepted on resuming a smoothed run"
+grep -q "smooth" <<<"$out" || die "message does not name smooth: $out"
+out=$("$bin" quantize "$st" -o "$tmp/bad" --method rtn --wbits 3 --smooth on 2>&1) && die "--smooth accepted for rtn"
+grep -q "SliderQuant" <<<"$out" || die "message: $out"
 out=$(e -o "$tmp/bad" --cr on 2>&1) && die "--cr on accepted"
 grep -q "QLLM" <<<"$out" || die "message: $out"
 out=$(e -o "$tmp/bad" --blocks-per-group 2 2>&1) && die "--blocks-per-group accepted"

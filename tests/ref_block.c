@@ -115,13 +115,14 @@ void block_fq_weights(const block *b, qs_backend *be, const qs_llama_train_opts 
 int qbits(int b) { return b >= 2 && b < 16 ? b : 0; }
 
 /* per-token activation fake-quant as backend.h's act_quant formula, on the float of each value */
-void act_fq(float *v, int n, int bits) {
+void act_fq(float *v, int n, int bits) { act_fq_part(v, n, n, bits); }
+void act_fq_part(float *v, int n, int qn, int bits) {
     float mn = v[0], mx = v[0], maxq = (float)((1 << bits) - 1);
     for (int i = 1; i < n; i++) mn = v[i] < mn ? v[i] : mn, mx = v[i] > mx ? v[i] : mx;
     float sc = (mx - mn) / maxq;
     sc = sc < 1e-5f ? 1e-5f : sc > 1e4f ? 1e4f : sc;
     float z = rintf(-mn / sc);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < qn; i++) {
         float q = rintf(v[i] / sc) + z;
         q = q < 0 ? 0 : q > maxq ? maxq : q;
         v[i] = (q - z) * sc;
@@ -153,7 +154,7 @@ void ref_quant(ref *R, int site, double *x, int rows, int cols, int seg) {
             w_fq(f, rows, cols, &R->o);
         else
             for (size_t r = 0; r < (size_t)rows; r++)
-                for (int s0 = 0; s0 < cols; s0 += seg) act_fq(f + r * cols + s0, seg, R->o.abits);
+                for (int s0 = 0; s0 < cols; s0 += seg) act_fq_part(f + r * cols + s0, seg, R->o.half ? (seg + 1) / 2 : seg, R->o.abits);
         for (size_t i = 0; i < n; i++) R->off[site][i] = (double)f[i] - x[i];
         free(f);
     }
@@ -237,6 +238,7 @@ void ref_slider(ref *R, int p, double *w) {
     const int bits = R->o.wbits, sym = R->o.sym;
     const double qmax = (double)((1 << bits) - 1);
     const size_t n = (size_t)in * out, qn = (size_t)out * ng;
+    const int qcols = R->o.half ? (in + 1) / 2 : in; /* the first pass quantizes the first half */
     if (R->mode == REF_RECORD && !R->doff[p]) {
         R->doff[p] = malloc(n * sizeof(double)), R->dedge[p] = malloc(n);
         R->cmx[p] = malloc(qn * sizeof(double)), R->cmn[p] = malloc(qn * sizeof(double)), R->gz[p] = malloc(qn * sizeof(double));
@@ -263,7 +265,7 @@ void ref_slider(ref *R, int p, double *w) {
             const double sg = 1 / (1 + exp(-R->CG[p][q])), sb = 1 / (1 + exp(-R->CB[p][q]));
             const double hi = sg * R->cmx[p][q], lo = sb * R->cmn[p][q], z = R->gz[p][q];
             const double sc = sym ? fmax(fabs(hi), fabs(lo)) / ((1 << (bits - 1)) - 1) : (hi - lo) / qmax;
-            for (int c = c0; c < c1; c++) {
+            for (int c = c0; c < c1 && c < qcols; c++) {
                 const size_t i = (size_t)r * in + c;
                 const int e = R->dedge[p][i];
                 w[i] = e ? sc * ((e == 1 ? 0 : qmax) - z) : w[i] + sc * R->doff[p][i];

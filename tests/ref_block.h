@@ -69,6 +69,7 @@ typedef struct ref {
 
 int qbits(int b);                                                      /* b in 2..15, else 0 */
 void act_fq(float *v, int n, int bits);                                /* act_quant's formula on one segment */
+void act_fq_part(float *v, int n, int qn, int bits);                   /* its first qn values rounded (act_quant_part) */
 void w_fq(float *w, int rows, int cols, const qs_llama_train_opts *o); /* weight fake-quant, quant/affine.c */
 void ref_dlqat(ref *R, int p, double *w);
 void ref_slider(ref *R, int p, double *w); /* w = W + s B A in, Q_lwc of it out */

@@ -279,6 +279,12 @@ static void test_quant(void) {
         snprintf(name, sizeof name, "act_quant %d bits, segments of 64", bits);
         compare(name, x, n, 0);
         pfree(x);
+        pair xp = rboth(n, 3); /* SliderQuant's first pass: the first 32 of each 64 rounded */
+        RUN(cpu->ops->act_quant_part(cpu, xp.c, rows, cols, 64, 32, bits, E1),
+            dev->ops->act_quant_part(dev, xp.d, rows, cols, 64, 32, bits, E2));
+        snprintf(name, sizeof name, "act_quant_part %d bits, 32 of 64", bits);
+        compare(name, xp, n, 0);
+        pfree(xp);
     }
     pair w = rboth(n, 0.2f), y = rboth(n, 1);
     int cases[4][3] = {{4, -1, 0}, {3, 100, 0}, {4, 128, 1}, {8, 64, 0}}; /* bits, group (100: partial last), sym */
@@ -518,8 +524,8 @@ static void test_lwc(void) {
         pair w = rboth(n, 0.2f), lg = both(lh, sizeof(float) * qn), lb = both(lh + qn, sizeof(float) * qn),
              c = both(zc, n), sc = rboth(qn, 1), z = rboth(qn, 1), e = rboth(2 * (size_t)rows, 1), y = rboth(n, 1),
              dy = rboth(n, 1), dg = rboth(qn, 1), db = rboth(qn, 1);
-        RUN(cpu->ops->lwc_weight(cpu, y.c, c.c, sc.c, z.c, e.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
-            dev->ops->lwc_weight(dev, y.d, c.d, sc.d, z.d, e.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        RUN(cpu->ops->lwc_weight(cpu, y.c, c.c, sc.c, z.c, e.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, cols, E1),
+            dev->ops->lwc_weight(dev, y.d, c.d, sc.d, z.d, e.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, cols, E2));
         char name[48];
         snprintf(name, sizeof name, "lwc_weight w%d g%d%s", bits, group, sym ? " sym" : "");
         compare_bytes(name, y, sizeof(float) * n);
@@ -527,14 +533,23 @@ static void test_lwc(void) {
         compare_bytes("lwc_weight scales", sc, sizeof(float) * qn);
         compare_bytes("lwc_weight zeros", z, sizeof(float) * qn);
         compare_bytes("lwc_weight row errors", e, sizeof(double) * rows);
-        RUN(cpu->ops->lwc_weight_backward(cpu, dy.c, dg.c, db.c, dy.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
-            dev->ops->lwc_weight_backward(dev, dy.d, dg.d, db.d, dy.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        RUN(cpu->ops->lwc_weight_backward(cpu, dy.c, dg.c, db.c, dy.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, cols, E1),
+            dev->ops->lwc_weight_backward(dev, dy.d, dg.d, db.d, dy.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, cols, E2));
         compare_bytes("lwc_weight_backward dw", dy, sizeof(float) * n);
         compare_bytes("lwc_weight_backward dgam", dg, sizeof(float) * qn);
         compare_bytes("lwc_weight_backward dbet", db, sizeof(float) * qn);
-        RUN(cpu->ops->lwc_weight(cpu, w.c, NULL, NULL, NULL, NULL, w.c, lg.c, lb.c, rows, cols, group, bits, sym, E1),
-            dev->ops->lwc_weight(dev, w.d, NULL, NULL, NULL, NULL, w.d, lg.d, lb.d, rows, cols, group, bits, sym, E2));
+        RUN(cpu->ops->lwc_weight(cpu, w.c, NULL, NULL, NULL, NULL, w.c, lg.c, lb.c, rows, cols, group, bits, sym, cols, E1),
+            dev->ops->lwc_weight(dev, w.d, NULL, NULL, NULL, NULL, w.d, lg.d, lb.d, rows, cols, group, bits, sym, cols, E2));
         compare_bytes("lwc_weight y over w", w, sizeof(float) * n);
+        const int qc = cols / 2 + 7; /* SliderQuant's first pass: a prefix of each row, mid-group */
+        RUN(cpu->ops->lwc_weight(cpu, y.c, NULL, sc.c, z.c, e.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, qc, E1),
+            dev->ops->lwc_weight(dev, y.d, NULL, sc.d, z.d, e.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, qc, E2));
+        compare_bytes("lwc_weight first columns", y, sizeof(float) * n);
+        compare_bytes("lwc_weight first columns' row errors", e, sizeof(double) * rows);
+        RUN(cpu->ops->lwc_weight_backward(cpu, dy.c, dg.c, db.c, dy.c, w.c, lg.c, lb.c, rows, cols, group, bits, sym, qc, E1),
+            dev->ops->lwc_weight_backward(dev, dy.d, dg.d, db.d, dy.d, w.d, lg.d, lb.d, rows, cols, group, bits, sym, qc, E2));
+        compare_bytes("lwc_weight_backward first columns dw", dy, sizeof(float) * n);
+        compare_bytes("lwc_weight_backward first columns dgam", dg, sizeof(float) * qn);
         pfree(w), pfree(lg), pfree(lb), pfree(c), pfree(sc), pfree(z), pfree(e), pfree(y), pfree(dy), pfree(dg), pfree(db);
         free(zc), free(lh);
     }

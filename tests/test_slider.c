@@ -143,7 +143,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
           *dsc = be->ops->alloc(be, sizeof(float) * qn), *dz = be->ops->alloc(be, sizeof(float) * qn);
     uint8_t *dc = be->ops->alloc(be, n);
     double *de = be->ops->alloc(be, sizeof(double) * rows);
-    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dsat, dsat, rows, cols, k->group, k->bits, k->sym, &err) == 0,
+    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dsat, dsat, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0,
            "%s", err.msg);
     float *y = malloc(sizeof(float) * n), *sc = malloc(sizeof(float) * qn), *z = malloc(sizeof(float) * qn);
     double *re = malloc(sizeof(double) * rows);
@@ -152,7 +152,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
                !memcmp(y, deq, sizeof(float) * n),
            "[%d, %d] g%d W%d%s: saturated clipping is not RTN", rows, cols, k->group, k->bits, k->sym ? " sym" : "");
     /* 2. at logits near 4 (1 with sym): the grid, codes, y, row errors; the clamp bites */
-    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0,
+    CHECKF(be->ops->lwc_weight(be, dyy, dc, dsc, dz, de, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0,
            "%s", err.msg);
     down(be, y, dyy, sizeof(float) * n), down(be, c1, dc, n), down(be, sc, dsc, sizeof(float) * qn);
     down(be, z, dz, sizeof(float) * qn), down(be, re, de, sizeof(double) * rows);
@@ -181,7 +181,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
            bad_err);
     CHECKF(hi_edge > 0 && (k->sym || lo_edge > 0), "the clamp never bit (low %d, high %d)", lo_edge, hi_edge);
     float *dw2 = up(be, w, sizeof(float) * n);
-    CHECK(be->ops->lwc_weight(be, dw2, NULL, NULL, NULL, NULL, dw2, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    CHECK(be->ops->lwc_weight(be, dw2, NULL, NULL, NULL, NULL, dw2, dlg, dlb, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0);
     float *y2 = malloc(sizeof(float) * n);
     down(be, y2, dw2, sizeof(float) * n);
     CHECK(!memcmp(y, y2, sizeof(float) * n)); /* y over w */
@@ -190,7 +190,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
     float zero_q[4096] = {0};
     float *gg = up(be, zero_q, sizeof(float) * qn), *gb = up(be, zero_q, sizeof(float) * qn);
     (void)dgg, (void)dbb;
-    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0);
     float *gw = malloc(sizeof(float) * n), *hg = malloc(sizeof(float) * qn), *hb = malloc(sizeof(float) * qn);
     down(be, gw, ddy, sizeof(float) * n), down(be, hg, gg, sizeof(float) * qn), down(be, hb, gb, sizeof(float) * qn);
     int bad_mask = 0;
@@ -219,7 +219,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
     CHECKF(worst < 1e-4, "dgam/dbet off by %.2e", worst);
     /* accumulate */
     CHECK(be->ops->upload(be, ddy, dy, sizeof(float) * n, &err) == 0);
-    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    CHECK(be->ops->lwc_weight_backward(be, ddy, gg, gb, ddy, dw, dlg, dlb, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0);
     float *hg2 = malloc(sizeof(float) * qn);
     down(be, hg2, gg, sizeof(float) * qn);
     int acc_bad = 0;
@@ -228,7 +228,7 @@ static void test_op(qs_backend *be, qs_backend *fenced, const op_case *k) {
     /* 4. cpu-fenced: the same bits */
     float *fw = up(fenced, w, sizeof(float) * n), *fg_ = up(fenced, lg, sizeof(float) * qn), *fb_ = up(fenced, lb, sizeof(float) * qn),
           *fy = fenced->ops->alloc(fenced, sizeof(float) * n);
-    CHECK(fenced->ops->lwc_weight(fenced, fy, NULL, NULL, NULL, NULL, fw, fg_, fb_, rows, cols, k->group, k->bits, k->sym, &err) == 0);
+    CHECK(fenced->ops->lwc_weight(fenced, fy, NULL, NULL, NULL, NULL, fw, fg_, fb_, rows, cols, k->group, k->bits, k->sym, cols, &err) == 0);
     down(fenced, y2, fy, sizeof(float) * n);
     CHECK(!memcmp(y, y2, sizeof(float) * n));
     fenced->ops->free(fenced, fw), fenced->ops->free(fenced, fg_), fenced->ops->free(fenced, fb_), fenced->ops->free(fenced, fy);
@@ -354,9 +354,103 @@ static void test_chan_scale(qs_backend *be, qs_backend *fenced) {
     free(x), free(dy), free(ar), free(ac), free(dr), free(dc);
 }
 
+/* ======== 7. the first pass's partial quantizers ======== */
+
+/* lwc_weight with qcols (a prefix of each row, mid-group) against the full op: the same grid, y
+ * the full op's before qcols and w after; its backward dw = dy after qcols and the logits'
+ * gradient that of the full op with dy zeroed there (those columns add nothing), bit for bit;
+ * codes refused. act_quant_part against the formula written out (act_fq_part), and with qn =
+ * seg act_quant's bits; cpu-fenced's bits for both. */
+static void test_partial(qs_backend *be, qs_backend *fenced) {
+    const int rows = 12, cols = 96, group = 32, bits = 3, qc = 41, ng = 3;
+    const size_t n = (size_t)rows * cols, qn = (size_t)rows * ng;
+    qs_error err = {0};
+    float *w = qs_test_rvec(n, 0.3f), *dy = qs_test_rvec(n, 1), *lg = qs_test_rvec(2 * qn, 1);
+    for (size_t i = 0; i < 2 * qn; i++) lg[i] += 2.0f;
+    float *dw = up(be, w, sizeof(float) * n), *dl = up(be, lg, sizeof(float) * qn), *db = up(be, lg + qn, sizeof(float) * qn);
+    float *y1 = be->ops->alloc(be, sizeof(float) * n), *y2 = be->ops->alloc(be, sizeof(float) * n);
+    float *s1 = be->ops->alloc(be, sizeof(float) * qn), *s2 = be->ops->alloc(be, sizeof(float) * qn);
+    CHECK(be->ops->lwc_weight(be, y1, NULL, s1, NULL, NULL, dw, dl, db, rows, cols, group, bits, 0, cols, &err) == 0);
+    CHECK(be->ops->lwc_weight(be, y2, NULL, s2, NULL, NULL, dw, dl, db, rows, cols, group, bits, 0, qc, &err) == 0);
+    uint8_t *dc = be->ops->alloc(be, n);
+    CHECK(be->ops->lwc_weight(be, y2, dc, NULL, NULL, NULL, dw, dl, db, rows, cols, group, bits, 0, qc, &err) == QS_EUSAGE);
+    float *h1 = malloc(sizeof(float) * n), *h2 = malloc(sizeof(float) * n), *g1 = malloc(sizeof(float) * qn),
+          *g2 = malloc(sizeof(float) * qn);
+    down(be, h1, y1, sizeof(float) * n), down(be, h2, y2, sizeof(float) * n);
+    down(be, g1, s1, sizeof(float) * qn), down(be, g2, s2, sizeof(float) * qn);
+    int ok = !memcmp(g1, g2, sizeof(float) * qn);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            const size_t i = (size_t)r * cols + c;
+            ok = ok && (c < qc ? h2[i] == h1[i] : h2[i] == w[i]);
+        }
+    CHECKF(ok, "lwc_weight over the first %d columns is not the full op there and w after", qc);
+    /* backward */
+    float *dz = malloc(sizeof(float) * n);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dz[(size_t)r * cols + c] = c < qc ? dy[(size_t)r * cols + c] : 0.0f;
+    float *d1 = up(be, dz, sizeof(float) * n), *d2 = up(be, dy, sizeof(float) * n), *zq = calloc(qn, sizeof(float));
+    float *gg1 = up(be, zq, sizeof(float) * qn), *gb1 = up(be, zq, sizeof(float) * qn), *gg2 = up(be, zq, sizeof(float) * qn),
+          *gb2 = up(be, zq, sizeof(float) * qn);
+    CHECK(be->ops->lwc_weight_backward(be, d1, gg1, gb1, d1, dw, dl, db, rows, cols, group, bits, 0, cols, &err) == 0);
+    CHECK(be->ops->lwc_weight_backward(be, d2, gg2, gb2, d2, dw, dl, db, rows, cols, group, bits, 0, qc, &err) == 0);
+    float *e1 = malloc(sizeof(float) * n), *e2 = malloc(sizeof(float) * n);
+    down(be, e1, d1, sizeof(float) * n), down(be, e2, d2, sizeof(float) * n);
+    int okb = 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            const size_t i = (size_t)r * cols + c;
+            okb = okb && (c < qc ? e2[i] == e1[i] : e2[i] == dy[i]);
+        }
+    down(be, g1, gg1, sizeof(float) * qn), down(be, g2, gg2, sizeof(float) * qn);
+    okb = okb && !memcmp(g1, g2, sizeof(float) * qn);
+    down(be, g1, gb1, sizeof(float) * qn), down(be, g2, gb2, sizeof(float) * qn);
+    okb = okb && !memcmp(g1, g2, sizeof(float) * qn);
+    CHECKF(okb, "lwc_weight_backward over the first %d columns differs from the full op's on dy zeroed after them", qc);
+    /* act_quant_part */
+    const int T = 5, C = 48, seg = 16, q2 = 8;
+    float *a = qs_test_rvec((size_t)T * C, 2), *want = malloc(sizeof(float) * T * C), *got = malloc(sizeof(float) * T * C);
+    memcpy(want, a, sizeof(float) * T * C);
+    for (int t = 0; t < T; t++)
+        for (int s0 = 0; s0 < C; s0 += seg) act_fq_part(want + (size_t)t * C + s0, seg, q2, 4);
+    qs_backend *bes[2] = {be, fenced};
+    for (int b = 0; b < 2; b++) {
+        float *da = up(bes[b], a, sizeof(float) * T * C);
+        CHECK(bes[b]->ops->act_quant_part(bes[b], da, T, C, seg, q2, 4, &err) == 0);
+        down(bes[b], got, da, sizeof(float) * T * C);
+        CHECKF(!memcmp(got, want, sizeof(float) * T * C), "%s: act_quant_part differs from the formula", bes[b]->ops->name);
+        CHECK(bes[b]->ops->upload(bes[b], da, a, sizeof(float) * T * C, &err) == 0);
+        CHECK(bes[b]->ops->act_quant_part(bes[b], da, T, C, seg, seg, 4, &err) == 0);
+        down(bes[b], got, da, sizeof(float) * T * C);
+        CHECK(bes[b]->ops->upload(bes[b], da, a, sizeof(float) * T * C, &err) == 0);
+        CHECK(bes[b]->ops->act_quant(bes[b], da, T, C, seg, 4, &err) == 0);
+        down(bes[b], want, da, sizeof(float) * T * C);
+        CHECKF(!memcmp(got, want, sizeof(float) * T * C), "%s: act_quant_part of all is not act_quant", bes[b]->ops->name);
+        CHECK(bes[b]->ops->act_quant_part(bes[b], da, T, C, seg, seg + 1, 4, &err) == QS_EUSAGE);
+        bes[b]->ops->free(bes[b], da);
+        memcpy(want, a, sizeof(float) * T * C);
+        for (int t = 0; t < T; t++)
+            for (int s0 = 0; s0 < C; s0 += seg) act_fq_part(want + (size_t)t * C + s0, seg, q2, 4);
+    }
+    /* cpu-fenced: the partial lwc */
+    float *fw = up(fenced, w, sizeof(float) * n), *fl = up(fenced, lg, sizeof(float) * qn), *fb = up(fenced, lg + qn, sizeof(float) * qn);
+    float *fy = fenced->ops->alloc(fenced, sizeof(float) * n);
+    CHECK(fenced->ops->lwc_weight(fenced, fy, NULL, NULL, NULL, NULL, fw, fl, fb, rows, cols, group, bits, 0, qc, &err) == 0);
+    down(fenced, h1, fy, sizeof(float) * n);
+    CHECKF(!memcmp(h1, h2, sizeof(float) * n), "cpu-fenced's partial lwc_weight differs from the CPU's");
+    printf("partial quantizers: lwc_weight over %d of %d columns (grid, values, gradients) and act_quant_part (%d of %d) as "
+           "specified; cpu-fenced identical\n", qc, cols, q2, seg);
+    void *bd[] = {dw, dl, db, y1, y2, s1, s2, dc, d1, d2, gg1, gb1, gg2, gb2};
+    for (size_t i = 0; i < sizeof bd / sizeof bd[0]; i++) be->ops->free(be, bd[i]);
+    void *fd[] = {fw, fl, fb, fy};
+    for (size_t i = 0; i < sizeof fd / sizeof fd[0]; i++) fenced->ops->free(fenced, fd[i]);
+    void *hh[] = {w, dy, lg, h1, h2, g1, g2, dz, zq, e1, e2, a, want, got};
+    for (size_t i = 0; i < sizeof hh / sizeof hh[0]; i++) free(hh[i]);
+}
+
 /* ======== 5. the trainer's form ======== */
 
-static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smooth, int bias) {
+static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smooth, int bias, int half) {
     const int n_win = 2, L = 7, T = 14, H = 16;
     qs_error err = {0};
     block b;
@@ -368,7 +462,7 @@ static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smoot
     qs_llama_train_opts o;
     qs_llama_train_opts_default(&o);
     o.form = QS_LORA_SLIDER, o.wbits = bits, o.group = 8, o.sym = sym, o.abits = abits, o.seed = 9, o.clip_lr_mult = 100;
-    o.smooth = smooth, o.smooth_lr_mult = 10;
+    o.smooth = smooth, o.smooth_lr_mult = 10, o.half = half;
     qs_llama_train tr;
     train_setup(&tr, &b, &o, T, be, 1);
     float *out1 = NULL; /* smoothing at a = 1: the plain form's bits */
@@ -422,7 +516,7 @@ static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smoot
     CHECKF(fe <= TOL, "SliderQuant forward: rel error %.3g against the float64 reference", fe);
     R.mode = REF_APPLY;
     char what[32];
-    snprintf(what, sizeof what, "slider W%d%s A%d%s", bits, sym ? "s" : "", abits, smooth ? " sm" : "");
+    snprintf(what, sizeof what, "slider W%d%s A%d%s%s", bits, sym ? "s" : "", abits, smooth ? " sm" : "", half ? " half" : "");
     double worst = check_grads(what, &R, &g, x, n_win, L, douth);
     CHECKF(worst <= TOL, "%s: worst gradient rel error %.3g", what, worst);
     printf("%s g8 (STE, clipping%s%s): forward rel error %.2e, worst gradient error %.2e (dgam, dbeta%s included)\n",
@@ -440,7 +534,7 @@ static void test_trainer(qs_backend *be, int bits, int sym, int abits, int smoot
         CHECK(qs_llama_train_merge(&tr, &b.dw, &err) == 0);
         qs_llama_scratch s;
         CHECK(qs_llama_scratch_init(&s, &b.c, T, be, &err) == 0);
-        b.dw.abits = abits;
+        b.dw.abits = abits, b.dw.a_half = half;
         CHECK(be->ops->copy(be, d_out, d_x, sizeof(float) * T * H, &err) == 0);
         CHECKF(qs_llama_block_forward(be, &b.c, &b.dw, d_out, n_win, L, &s, &err) == 0, "%s", err.msg);
         float *dep = down_new(be, d_out, (size_t)T * H);
@@ -477,10 +571,12 @@ int main(void) {
     const op_case cases[] = {{24, 96, 32, 3, 0}, {16, 70, 32, 4, 0}, {12, 64, -1, 2, 0}, {20, 128, 64, 4, 1}};
     for (size_t i = 0; be && fenced && i < sizeof cases / sizeof cases[0]; i++) test_op(be, fenced, &cases[i]);
     if (be && fenced) test_chan_scale(be, fenced);
-    if (be) test_trainer(be, 3, 0, 16, 0, 1), test_trainer(be, 4, 1, 6, 0, 1);
-    if (be) test_trainer(be, 3, 0, 16, 1, 0), test_trainer(be, 4, 1, 6, 1, 0), test_trainer(be, 4, 0, 8, 1, 1);
+    if (be && fenced) test_partial(be, fenced);
+    if (be) test_trainer(be, 3, 0, 16, 0, 1, 0), test_trainer(be, 4, 1, 6, 0, 1, 0);
+    if (be) test_trainer(be, 3, 0, 16, 1, 0, 0), test_trainer(be, 4, 1, 6, 1, 0, 0), test_trainer(be, 4, 0, 8, 1, 1, 0);
+    if (be) test_trainer(be, 4, 0, 6, 1, 0, 1), test_trainer(be, 3, 0, 16, 1, 0, 1);
     /* bad sizes refused */
-    if (be) CHECK(be->ops->lwc_weight(be, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 4, -1, 9, 0, &err) == QS_EUSAGE);
+    if (be) CHECK(be->ops->lwc_weight(be, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 2, 4, -1, 9, 0, 4, &err) == QS_EUSAGE);
     qs_backend_free(be);
     qs_backend_free(fenced);
     return qs_test_result();
