@@ -444,6 +444,21 @@ int qs_calib_state_advance(qs_qrun *q, int which, const qs_llama_weights *w, qs_
     return qs_calib_run(q, &p, err);
 }
 
+int qs_calib_reembed(qs_qrun *q, qs_error *err) {
+    const int L = q->calib.seqlen, H = q->cfg.hidden_size;
+    const size_t tok = (size_t)q->calib.nsamples * L;
+    int rc = 0;
+    if (!q->spill) rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
+    if (!rc && !q->spill && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H); /* both paths start at the embedding */
+    for (int s0 = 0; !rc && q->spill && s0 < q->calib.nsamples; s0 += q->per) { /* embed a call's windows at a time */
+        int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
+        rc = qs_llama_embed(&q->lm, q->calib.ids + (size_t)s0 * L, (size_t)k * L, q->hx, err);
+        if (!rc) rc = qs_calib_x_put(q, s0, k, q->hx, err);
+        if (!rc && q->n_states > 1) rc = qs_calib_state_put(q, QS_STATE_FP, s0, k, q->hx, err);
+    }
+    return rc;
+}
+
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
     const qs_quantize_opts *o = q->o;
     const int L = q->calib.seqlen, H = q->cfg.hidden_size;
@@ -462,21 +477,14 @@ int qs_calib_setup(qs_qrun *q, int first, qs_error *err) {
             rc = qs_error_set(err, -ENOMEM, "out of memory for the calibration states (%zu tokens x %d)", tok, H);
     }
     if (!rc && q->spill) rc = spill_open(q, err);
-    /* every call uploads from and downloads to these: pinned (on a GPU) they move at the bus's rate */
     const size_t sb = sizeof(float) * tok * H;
+    /* every call uploads from and downloads to these: pinned (on a GPU) they move at the bus's rate */
     if (!rc) rc = qs_calib_pin(q, q->x, sb, err);
     if (!rc) rc = qs_calib_pin(q, q->x_fp, sb, err);
     if (!rc) rc = qs_calib_pin(q, q->hx, sizeof(float) * (size_t)q->per * L * max_in(&q->cfg), err);
     for (int i = 0; i < 2 && !rc; i++) rc = qs_calib_pin(q, q->spill_slab[i], q->spill_slab_bytes, err);
     if (!rc) rc = qs_llama_scratch_init(&q->scr, &q->cfg, q->per * L, q->lm.be, err);
-    if (!rc && !q->spill) rc = qs_llama_embed(&q->lm, q->calib.ids, tok, q->x, err);
-    if (!rc && !q->spill && q->x_fp) memcpy(q->x_fp, q->x, sizeof(float) * tok * H); /* both paths start at the embedding */
-    for (int s0 = 0; !rc && q->spill && s0 < q->calib.nsamples; s0 += q->per) { /* embed a call's windows at a time */
-        int k = q->calib.nsamples - s0 < q->per ? q->calib.nsamples - s0 : q->per;
-        rc = qs_llama_embed(&q->lm, q->calib.ids + (size_t)s0 * L, (size_t)k * L, q->hx, err);
-        if (!rc) rc = qs_calib_x_put(q, s0, k, q->hx, err);
-        if (!rc && q->n_states > 1) rc = qs_calib_state_put(q, QS_STATE_FP, s0, k, q->hx, err);
-    }
+    if (!rc) rc = qs_calib_reembed(q, err);
     if (!rc && q->spill && o->progress)
         fprintf(stderr, "calibration states (%.2f GiB) spill to %s\n", chunk_bytes(q, q->calib.nsamples) / 1073741824.0,
                 q->spill_path);

@@ -44,6 +44,7 @@ void qs_tune_opts(const qs_qrun *q, qs_llama_train_opts *to) {
     to->clip_lr_mult = QS_SLIDER_CLIP_LR_MULT;
     to->smooth = to->form == QS_LORA_SLIDER && o->smooth;
     to->smooth_lr_mult = QS_SLIDER_SMOOTH_LR_MULT;
+    to->half = q->slider_pass == 1;
     to->wbits = o->q.bits;
     to->group = o->q.group > 0 ? o->q.group : -1;
     to->sym = o->q.sym;
@@ -134,10 +135,13 @@ int qs_train_group(qs_qrun *q, int b0, int key, qs_llama_train *const *tr, int K
     float *xb = o->alloc(be, bytes), *tg = o->alloc(be, bytes), *dout = o->alloc(be, bytes);
     int *perm = malloc(sizeof(int) * (size_t)N);
     int rc = xb && tg && dout && perm ? 0 : qs_error_set(err, -ENOMEM, "block %d: out of memory for training buffers", b0);
-    const long total = (long)opt->eec_epochs * N;
+    /* SliderQuant's incremental passes share the epochs: the first half, then the rest */
+    const int E = q->slider_pass == 1 ? opt->eec_epochs / 2 : q->slider_pass == 2 ? opt->eec_epochs - opt->eec_epochs / 2
+                                                                                   : opt->eec_epochs;
+    const long total = (long)E * N;
     long t = 0;
     loss[0] = loss[1] = 0;
-    for (int e = 0; e < opt->eec_epochs && !rc; e++) {
+    for (int e = 0; e < E && !rc; e++) {
         permutation(perm, N, opt->calib.seed ^ (0x5851f42d4c957f2dull * (uint64_t)(key + 1)) ^ ((uint64_t)e << 32));
         double sum = 0;
         for (int i = 0; i < N && !rc; i++, t++) {
@@ -158,7 +162,7 @@ int qs_train_group(qs_qrun *q, int b0, int key, qs_llama_train *const *tr, int K
         if (e == 0) loss[0] = sum / N;
         loss[1] = sum / N;
         if (opt->progress == 3)
-            fprintf(stderr, "blocks %d..%d: epoch %d/%d, loss %.6g\n", b0, b0 + K - 1, e + 1, opt->eec_epochs, sum / N);
+            fprintf(stderr, "blocks %d..%d: epoch %d/%d, loss %.6g\n", b0, b0 + K - 1, e + 1, E, sum / N);
     }
     o->free(be, xb), o->free(be, tg), o->free(be, dout);
     free(perm);

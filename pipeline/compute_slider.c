@@ -41,6 +41,8 @@ typedef struct slider_blk {
 
 typedef struct qs_slider_run {
     qs_slider_window *win;
+    int pass;        /* q->slider_pass: 1 the incremental first pass, 2 its second, 0 one pass */
+    int trained;     /* blocks before this one are final in this pass (a resume) */
     int n_win, next; /* the next window to train */
     int fp_at;       /* the full-precision states are the output of this block (-1: the embedding) */
     slider_blk *held[QS_SLIDER_MAX_WINDOW + 1]; /* each its own allocation: a trainer borrows its w */
@@ -50,9 +52,17 @@ typedef struct qs_slider_run {
     int carry_layer[QS_SLIDER_MAX_WINDOW], n_carry;
 } qs_slider_run;
 
+/* the parameters carried after window win (the first pass's have their own names) */
 static char *carry_path(const qs_qrun *q, int win) {
     char rel[64];
-    snprintf(rel, sizeof rel, "acts/slider-%04d.qsh", win);
+    snprintf(rel, sizeof rel, q->slider_pass == 1 ? "acts/slider-p1-%04d.qsh" : "acts/slider-%04d.qsh", win);
+    return qs_path_join(q->o->out_dir, rel);
+}
+
+/* block b's parameters at the end of the first pass */
+static char *pass1_path(const qs_qrun *q, int b) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "acts/slider-p1-block-%04d.qsh", b);
     return qs_path_join(q->o->out_dir, rel);
 }
 
@@ -69,48 +79,99 @@ static size_t param_bytes(const qs_qrun *q) {
     return qs_llama_train_param_bytes(&q->cfg, &to);
 }
 
+/* opens and verifies the parameters file p, whose meta must hold want */
+static int params_open(qs_shard **s, const char *p, const char *want, qs_error *err) {
+    int rc = qs_shard_open(s, p, err);
+    if (!rc) rc = qs_shard_verify(*s, err);
+    if (!rc && !strstr(qs_shard_meta_json(*s), want))
+        rc = qs_error_set(err, QS_EMISMATCH, "%s: not this run's SliderQuant parameters", p);
+    return rc;
+}
+
+/* block b's parameters from the open file s (at p) into a new host buffer *h */
+static int params_read(qs_qrun *q, qs_shard *s, const char *p, int b, float **h, qs_error *err) {
+    const size_t pb = param_bytes(q);
+    char name[32];
+    snprintf(name, sizeof name, "block.%d", b);
+    const qs_shard_entry *e = qs_shard_find(s, name);
+    QS_RETURN_ERROR_IF(!e || e->dtype != QS_DTYPE_F32 || e->size != pb, QS_EFORMAT,
+                       "%s: tensor '%s' is missing or not %zu bytes of F32", p, name, pb);
+    *h = malloc(pb);
+    QS_RETURN_ERROR_IF(!*h, -ENOMEM, "out of memory for %s", p);
+    int rc = 0;
+    for (size_t i = 0; !rc && i < qs_shard_count(s); i++)
+        if (qs_shard_at(s, i) == e) rc = qs_shard_read(s, i, *h, err);
+    if (rc) free(*h), *h = NULL;
+    return rc;
+}
+
+/* the meta of a carry file and of a first-pass block file */
+static void carry_meta(const qs_qrun *q, int win, char *m, size_t cap) {
+    snprintf(m, cap, "\"kind\":\"slider_carry\",\"run_xxh3\":\"%016llx\",\"window\":%d,\"pass\":%d", q->fp_hash, win,
+             q->slider_pass);
+}
+static void pass1_meta(const qs_qrun *q, int b, char *m, size_t cap) {
+    snprintf(m, cap, "\"kind\":\"slider_pass1\",\"run_xxh3\":\"%016llx\",\"block\":%d", q->fp_hash, b);
+}
+
 /* loads acts/slider-<win>.qsh: the parameters of the blocks at or after first it holds */
 static int carry_load(qs_qrun *q, qs_slider_run *sl, int win, int first, qs_error *err) {
-    char *p = carry_path(q, win);
+    char *p = carry_path(q, win), want[192];
+    carry_meta(q, win, want, sizeof want);
     qs_shard *s = NULL;
-    int rc = qs_shard_open(&s, p, err);
-    if (!rc) rc = qs_shard_verify(s, err);
-    char want[160];
-    snprintf(want, sizeof want, "\"kind\":\"slider_carry\",\"run_xxh3\":\"%016llx\",\"window\":%d", q->fp_hash, win);
-    if (!rc && !strstr(qs_shard_meta_json(s), want))
-        rc = qs_error_set(err, QS_EMISMATCH, "%s: not this run's parameters after window %d", p, win);
-    const size_t pb = param_bytes(q);
+    int rc = params_open(&s, p, want, err);
     for (int b = first; !rc && b <= sl->win[win].last; b++) {
-        char name[32];
-        snprintf(name, sizeof name, "block.%d", b);
-        const qs_shard_entry *e = qs_shard_find(s, name);
-        if (!e || e->dtype != QS_DTYPE_F32 || e->size != pb) {
-            rc = qs_error_set(err, QS_EFORMAT, "%s: tensor '%s' is missing or not %zu bytes of F32", p, name, pb);
-            break;
-        }
-        float *h = malloc(pb);
-        if (!h) rc = qs_error_set(err, -ENOMEM, "out of memory for %s", p);
-        for (size_t i = 0; !rc && i < qs_shard_count(s); i++)
-            if (qs_shard_at(s, i) == e) rc = qs_shard_read(s, i, h, err);
-        if (rc) free(h);
-        else sl->carry[sl->n_carry] = h, sl->carry_layer[sl->n_carry++] = b;
+        float *h = NULL;
+        rc = params_read(q, s, p, b, &h, err);
+        if (!rc) sl->carry[sl->n_carry] = h, sl->carry_layer[sl->n_carry++] = b;
     }
     qs_shard_close(s);
     free(p);
     return rc;
 }
 
+/* block b's first-pass parameters into a new host buffer *h */
+static int pass1_load(qs_qrun *q, int b, float **h, qs_error *err) {
+    char *p = pass1_path(q, b), want[192];
+    pass1_meta(q, b, want, sizeof want);
+    qs_shard *s = NULL;
+    int rc = params_open(&s, p, want, err);
+    if (!rc) rc = params_read(q, s, p, b, h, err);
+    qs_shard_close(s);
+    free(p);
+    return rc;
+}
+
+/* block b's first-pass file is there and this run's (its data is verified when it is read) */
+static int pass1_present(const qs_qrun *q, int b) {
+    char *p = pass1_path(q, b), want[192];
+    pass1_meta(q, b, want, sizeof want);
+    qs_shard *s = NULL;
+    qs_error e = {0};
+    int ok = qs_shard_open(&s, p, &e) == 0 && strstr(qs_shard_meta_json(s), want) != NULL;
+    qs_shard_close(s);
+    free(p);
+    return ok;
+}
+
+int qs_slider_pass1_done(const qs_qrun *q) {
+    int b = 0;
+    while (b < q->cfg.n_layers && pass1_present(q, b)) b++;
+    return b;
+}
+
 int qs_slider_can_resume(qs_qrun *q, int first) {
     qs_slider_run *keep = q->slider;
     qs_error e = {0};
     q->slider = NULL;
-    int ok = qs_slider_begin(q, first, &e) == 0;
+    int ok = qs_slider_begin(q, first, first, &e) == 0;
     qs_slider_end(q);
     q->slider = keep;
+    for (int b = first; ok && q->slider_pass == 2 && b < q->cfg.n_layers; b++) ok = pass1_present(q, b);
     return ok;
 }
 
-int qs_slider_begin(qs_qrun *q, int first, qs_error *err) {
+int qs_slider_begin(qs_qrun *q, int first, int trained, qs_error *err) {
     qs_slider_run *sl = calloc(1, sizeof *sl);
     const int L = q->cfg.n_layers;
     QS_RETURN_ERROR_IF(!sl, -ENOMEM, "out of memory for the window schedule");
@@ -119,11 +180,13 @@ int qs_slider_begin(qs_qrun *q, int first, qs_error *err) {
     sl->win = malloc(sizeof *sl->win * (size_t)(sl->n_win ? sl->n_win : 1));
     QS_RETURN_ERROR_IF(!sl->win, -ENOMEM, "out of memory for the window schedule");
     qs_slider_schedule(L, sl->win);
+    sl->pass = q->slider_pass;
+    sl->trained = trained;
     sl->fp_at = first - 1;
-    sl->next = after_block(sl, first - 1);
-    /* the last trained window still holds blocks at or after first: their parameters */
-    if (first > 0 && sl->next > 0 && sl->win[sl->next - 1].last >= first)
-        QS_FORWARD_IF_ERROR(carry_load(q, sl, sl->next - 1, first, err));
+    sl->next = after_block(sl, trained - 1);
+    /* the last trained window still holds blocks at or after `trained`: their parameters */
+    if (trained > 0 && sl->next > 0 && sl->win[sl->next - 1].last >= trained)
+        QS_FORWARD_IF_ERROR(carry_load(q, sl, sl->next - 1, trained, err));
     return 0;
 }
 
@@ -146,14 +209,21 @@ void qs_slider_prune(const qs_qrun *q, int blk) {
      * after_block(blk) at the earliest; the files before it are stale. The schedule is read only
      * once qs_slider_begin made it (this runs on STORE's thread, within the pipeline's run). */
     const qs_slider_run *sl = q->slider;
-    const int keep = blk + 1 >= q->cfg.n_layers ? sl->n_win + 1 : after_block(sl, blk) - 1; /* finished: none */
+    const int done = blk + 1 >= q->cfg.n_layers, keep = done ? sl->n_win + 1 : after_block(sl, blk) - 1; /* finished: none */
+    const char *pat = sl->pass == 1 ? "slider-p1-%d.qs%c" : "slider-%d.qs%c";
     char *dir = qs_path_join(q->o->out_dir, "acts");
     DIR *d = opendir(dir);
     for (struct dirent *e; d && (e = readdir(d));) {
         int k;
         char tail;
-        if (sscanf(e->d_name, "slider-%d.qs%c", &k, &tail) == 2 && tail == 'h' && k < keep) {
+        if (sscanf(e->d_name, pat, &k, &tail) == 2 && tail == 'h' && k < keep) {
             char *p = carry_path(q, k);
+            unlink(p);
+            free(p);
+        }
+        /* the run is finished: the first pass's block parameters go too */
+        if (done && sl->pass == 2 && sscanf(e->d_name, "slider-p1-block-%d.qs%c", &k, &tail) == 2 && tail == 'h') {
+            char *p = pass1_path(q, k);
             unlink(p);
             free(p);
         }
@@ -198,7 +268,7 @@ static int train_window(qs_qrun *q, qs_slider_run *sl, int i, qs_error *err) {
         QS_FORWARD_IF_ERROR(qs_llama_train_reset_optim(tr[j], err));
     }
     double loss[2] = {0, 0};
-    QS_FORWARD_IF_ERROR(qs_train_group(q, w->first, i, tr, K, loss, err));
+    QS_FORWARD_IF_ERROR(qs_train_group(q, w->first, sl->pass == 2 ? sl->n_win + i : i, tr, K, loss, err));
     for (int j = 0; j < K; j++) h[j]->loss[0] = loss[0], h[j]->loss[1] = loss[1];
     return 0;
 }
@@ -224,8 +294,9 @@ static int carry_write(qs_qrun *q, qs_slider_run *sl, int i, int f, qs_error *er
     if (!rc && n) rc = qs_mkdir_p(dir, err);
     free(dir);
     if (!rc && n) {
-        char meta[200];
-        snprintf(meta, sizeof meta, "{\"kind\":\"slider_carry\",\"run_xxh3\":\"%016llx\",\"window\":%d}", q->fp_hash, i);
+        char meta[200], body[192];
+        carry_meta(q, i, body, sizeof body);
+        snprintf(meta, sizeof meta, "{%s}", body);
         qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
         char *p = carry_path(q, i);
         rc = qs_shard_write(p, i, meta, t, (size_t)n, &so, NULL, err);
@@ -235,14 +306,38 @@ static int carry_write(qs_qrun *q, qs_slider_run *sl, int i, int f, qs_error *er
     return rc;
 }
 
-/* block h (the oldest held) is final: codes, merge, the quantized path through it */
+/* block h's parameters at the end of the first pass, durably */
+static int pass1_write(qs_qrun *q, slider_blk *h, qs_error *err) {
+    const size_t pb = param_bytes(q);
+    float *host = malloc(pb);
+    QS_RETURN_ERROR_IF(!host, -ENOMEM, "out of memory for block %d's parameters", h->layer);
+    char name[32], meta[224], body[192];
+    snprintf(name, sizeof name, "block.%d", h->layer);
+    pass1_meta(q, h->layer, body, sizeof body);
+    snprintf(meta, sizeof meta, "{%s}", body);
+    qs_shard_tensor t = {.name = name, .role = "parameters", .dtype = QS_DTYPE_F32, .n_dims = 1,
+                         .shape = {(int64_t)(pb / sizeof(float))}, .data = host};
+    int rc = q->lm.be->ops->download(q->lm.be, host, h->tr.param, pb, err);
+    char *dir = qs_path_join(q->o->out_dir, "acts"), *p = pass1_path(q, h->layer);
+    if (!rc) rc = qs_mkdir_p(dir, err);
+    qs_shard_opts so = {.zstd_level = 1, .zstd_threads = q->o->zstd_threads};
+    if (!rc) rc = qs_shard_write(p, h->layer, meta, &t, 1, &so, NULL, err);
+    free(dir), free(p), free(host);
+    return rc;
+}
+
+/* block h (the oldest held) is final: codes, merge, the quantized path through it. In the
+ * first pass it has no codes: its parameters go to acts/slider-p1-block-NNNN.qsh, and the
+ * quantized path passes through the half-quantized block (activations too, a_half). */
 static int finalize(qs_qrun *q, qs_slider_run *sl, qs_error *err) {
     slider_blk *h = sl->held[0];
     int rc = 0;
     /* a later window's targets pass through this block's float weights, which the merge replaces */
     if (sl->next < sl->n_win && h->layer > sl->fp_at) rc = fp_to(q, sl, h->layer, err);
-    for (int i = 0; i < QS_N_LINEAR && !rc; i++) rc = qs_tuned_linear(q, h->s, &h->tr, i, err);
+    if (!rc && sl->pass == 1 && h->layer >= sl->trained) rc = pass1_write(q, h, err);
+    for (int i = 0; i < QS_N_LINEAR && !rc && sl->pass != 1; i++) rc = qs_tuned_linear(q, h->s, &h->tr, i, err);
     if (!rc) rc = qs_llama_train_merge(&h->tr, &h->w, err);
+    h->w.a_half = sl->pass == 1;
     /* the norms as stored: with smoothing the gammas over the scales (the merge's) */
     const size_t hb = sizeof(float) * (size_t)q->cfg.hidden_size;
     if (!rc) rc = q->lm.be->ops->download(q->lm.be, h->s->other[0], h->w.attn_norm, hb, err);
@@ -280,6 +375,14 @@ int qs_compute_slider(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         return qs_results_end(q, rc, err);
     }
     sl->held[sl->n_held++] = h;
+    /* the second pass starts from the first's parameters, and a resumed first pass's final
+     * blocks come back from them; a carried window's parameters are later still */
+    if (sl->pass == 2 || (sl->pass == 1 && blk < sl->trained)) {
+        float *p1 = NULL;
+        rc = pass1_load(q, blk, &p1, err);
+        if (!rc) rc = be->ops->upload(be, h->tr.param, p1, param_bytes(q), err);
+        free(p1);
+    }
     for (int k = 0; k < sl->n_carry && !rc; k++)
         if (sl->carry_layer[k] == blk) {
             rc = be->ops->upload(be, h->tr.param, sl->carry[k], param_bytes(q), err);

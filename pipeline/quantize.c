@@ -369,6 +369,16 @@ static int st_store(void *ctx, int unit, void *slot_, const qs_block_times *tm, 
     qs_qrun *q = ctx;
     qs_qunit *u = slot_;
     (void)unit;
+    if (q->slider_pass == 1) { /* SliderQuant's first pass stores nothing: its parameters are in acts/ */
+        for (int j = 0; j < u->nb; j++) {
+            qs_qslot_release(&u->blk[j]);
+            qs_progress_block b = {.block = u->b0 + j, .load = tm->load, .wait_load = tm->wait_load,
+                                   .compute = tm->compute};
+            qs_progress_block_done(&q->prog, &b, qs_now());
+        }
+        qs_slider_prune(q, u->b0 + u->nb - 1);
+        return 0;
+    }
     qs_block_times per = *tm; /* a group's times, shared out evenly over its blocks */
     per.load /= u->nb, per.wait_load /= u->nb, per.compute /= u->nb;
     for (int j = 0; j < u->nb; j++) QS_FORWARD_IF_ERROR(store_block(q, u->b0 + j, &u->blk[j], &per, err));
@@ -416,10 +426,13 @@ static char *fingerprint(const qs_qrun *q) {
         n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"blocks_per_group\":%d}",
                               o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr, q->K);
     else if (is_slider(o))
-        n += (size_t)snprintf(fp + n, 2048 - n, ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"clip_lr\":%g,\"clip_init\":%g,\"smooth_lr\":%g}",
+        n += (size_t)snprintf(fp + n, 2048 - n,
+                              ",\"rank\":%d,\"lora_alpha\":%g,\"epochs\":%d,\"lr\":%g,\"clip_lr\":%g,\"clip_init\":%g,"
+                              "\"smooth_lr\":%g,\"incremental\":%s}",
                               o->eec_rank, (double)o->eec_alpha, o->eec_epochs, (double)o->eec_lr,
                               (double)(o->eec_lr * QS_SLIDER_CLIP_LR_MULT), (double)QS_SLIDER_CLIP_INIT,
-                              o->smooth ? (double)(o->eec_lr * QS_SLIDER_SMOOTH_LR_MULT) : 0.0); /* 0: off */
+                              o->smooth ? (double)(o->eec_lr * QS_SLIDER_SMOOTH_LR_MULT) : 0.0, /* 0: off */
+                              o->incremental ? "true" : "false");
     else
         n += (size_t)snprintf(fp + n, 2048 - n, "}");
     if (q->calibrated)
@@ -595,6 +608,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
      * calibration input is the previous blocks' output, so the first missing block starts the run
      * (the start of its group when groups of blocks are trained together) */
     int first = 0;
+    const int incremental = is_slider(o) && o->incremental;
+    q.slider_pass = incremental ? 2 : 0; /* a recorded block is the second pass's */
     if (!rc) {
         while (first < q.cfg.n_layers) {
             const qs_manifest_block *b = qs_manifest_find(&q.man, first);
@@ -616,7 +631,22 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
         q.man.n = keep;
     }
     if (!rc && first < q.cfg.n_layers && q.calibrated) rc = qs_calib_setup(&q, first, err);
-    if (!rc && first < q.cfg.n_layers && is_slider(o)) rc = qs_slider_begin(&q, first, err);
+    /* SliderQuant's incremental first pass: still to run (all of it, or from the first block
+     * without its parameters on disk: the ones before it are replayed through COMPUTE) */
+    const int p1 = incremental && first == 0 && !rc ? qs_slider_pass1_done(&q) : q.cfg.n_layers;
+    if (!rc && p1 < q.cfg.n_layers) {
+        q.slider_pass = 1;
+        rc = qs_slider_begin(&q, 0, p1, err);
+        if (rc && p1 > 0) { /* its carried parameters are gone: the first pass over */
+            qs_slider_end(&q);
+            if (o->progress)
+                fprintf(stderr, "qstream: the SliderQuant parameters carried into block %d (first pass) are not in %s/acts: "
+                                "starting the first pass over\n", p1, o->out_dir);
+            memset(err, 0, sizeof *err);
+            rc = qs_slider_begin(&q, 0, 0, err);
+        }
+    } else if (!rc && first < q.cfg.n_layers && is_slider(o))
+        rc = qs_slider_begin(&q, first, first, err);
     if (!rc && first < q.cfg.n_layers) {
         const char **paths = malloc(sizeof(char *) * qs_catalog_file_count(q.cat));
         for (size_t i = 0; i < qs_catalog_file_count(q.cat); i++) paths[i] = qs_catalog_file_path(q.cat, (int)i);
@@ -632,10 +662,25 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             if (!slots[i].slab) rc = qs_error_set(err, -ENOMEM, "out of memory for a %zu-byte block slot", slot_bytes);
             if (!rc) rc = qs_calib_pin(&q, slots[i].slab, slot_bytes, err); /* the loader uploads from them */
         }
-        qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
         qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store,
                                  .holds = is_slider(o)};
         const int n_units = (q.cfg.n_layers + q.K - 1) / q.K;
+        if (!rc && q.slider_pass == 1) { /* the first pass streams every block; nothing is stored */
+            if (o->progress)
+                fprintf(stderr, "qstream: SliderQuant pass 1 of 2 (half of each weight's columns quantized, %d epochs a "
+                                "window)%s\n", o->eec_epochs / 2, p1 > 0 ? ", resumed" : "");
+            qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, 0, qs_now());
+            rc = qs_pipeline_run(&st, 0, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
+            qs_progress_finish(&q.prog, qs_now());
+            qs_slider_end(&q);
+            q.slider_pass = 2;
+            if (!rc) rc = qs_calib_reembed(&q, err); /* the second pass starts at the embedding again */
+            if (!rc) rc = qs_slider_begin(&q, 0, 0, err);
+            if (!rc && o->progress)
+                fprintf(stderr, "qstream: SliderQuant pass 2 of 2 (all quantized, %d epochs a window)\n",
+                        o->eec_epochs - o->eec_epochs / 2);
+        }
+        qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
         if (!rc) rc = qs_pipeline_run(&st, first / q.K, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
         if (!rc) qs_calib_checkpoint_prune(&q, q.cfg.n_layers); /* finished: no state left to resume */
         qs_progress_finish(&q.prog, qs_now());

@@ -42,6 +42,10 @@ typedef struct qs_quantize_opts {
      * by default), cr off: magnitudes and LoRA on each weight's fixed grid (model/llama_train.h) */
     int blocks_per_group;   /* K: 1..QS_GROUP_MAX; 0: 4, fewer when --gpu-mem cannot hold 4 */
     int smooth;             /* slider: SliderQuant's learnable smoothing scales (model/llama_train.h) */
+    /* slider: SliderQuant's intra-layer incremental quantization: a first pass over the whole
+     * schedule with only the first half of each weight's input columns and activation segment's
+     * channels quantized (epochs / 2 per window), then a second with all (the other epochs) */
+    int incremental;
     const char *device;     /* "cpu" */
     int threads;            /* 0 = all cores */
     size_t host_mem;        /* bytes; 0 = no limit */

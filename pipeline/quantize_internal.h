@@ -136,6 +136,9 @@ typedef struct qs_qrun {
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     struct qs_slider_run *slider; /* SliderQuant's windows in flight (compute_slider.c) */
+    /* SliderQuant's incremental quantization (--incremental on): 1 while the first pass runs
+     * (half of each weight's columns quantized, nothing stored), 2 in the second; 0: one pass */
+    int slider_pass;
     qs_llama_scratch scr;
     float *xbuf;         /* backend [per * seqlen, hidden] */
     float *xbuf2;        /* the same, the next call's (q->stage: uploaded while this one computes) */
@@ -182,16 +185,20 @@ int qs_train_group(qs_qrun *q, int b0, int key, qs_llama_train *const *tr, int K
 /* the trained codes of linear i of tr (DL-QAT or SliderQuant form, before its merge) deferred
  * into s->lin[i] with the stored quantizer (DL-QAT: and the mse against the frozen W) */
 int qs_tuned_linear(qs_qrun *q, qs_qslot *s, qs_llama_train *tr, int i, qs_error *err);
-/* SliderQuant (compute_slider.c): qs_slider_begin after qs_calib_setup (the schedule, resumed
- * at block first with the carried parameters of acts/slider-WWWW.qsh); qs_compute_slider takes
+/* SliderQuant (compute_slider.c): qs_slider_begin after qs_calib_setup (the schedule of the
+ * pass q->slider_pass, its blocks streamed from block first, those before block trained final
+ * in this pass: resumed with the carried parameters of acts/slider-WWWW.qsh, in the first pass
+ * acts/slider-p1-WWWW.qsh, the final ones' from acts/slider-p1-block-NNNN.qsh); qs_compute_slider takes
  * block blk's slot and returns how many of the oldest held blocks are final (engine.h holds);
  * qs_slider_end frees what is left; qs_slider_prune after block blk is stored; the backend bytes
  * of training the largest window (qs_slider_plan refuses a --gpu-mem that cannot hold it) */
-int qs_slider_begin(qs_qrun *q, int first, qs_error *err);
+int qs_slider_begin(qs_qrun *q, int first, int trained, qs_error *err);
+/* the blocks 0.. whose first-pass parameters are on disk and of this run */
+int qs_slider_pass1_done(const qs_qrun *q);
 int qs_compute_slider(qs_qrun *q, int blk, qs_qslot *s, qs_error *err);
 void qs_slider_end(qs_qrun *q);
 /* whether a run can resume at block first (the parameters it carries there are on disk, intact
- * and of this run) */
+ * and of this run; in the second pass, the first pass's of every block from first on too) */
 int qs_slider_can_resume(qs_qrun *q, int first);
 void qs_slider_prune(const qs_qrun *q, int blk);
 int qs_slider_plan(qs_qrun *q, size_t gpu_mem, size_t *bytes, qs_error *err);
@@ -238,6 +245,8 @@ void qs_calib_unpin(qs_qrun *q, void *p);
 size_t qs_calib_plan_bytes(const qs_qrun *q, int spill);
 int qs_calib_setup(qs_qrun *q, int first, qs_error *err);
 void qs_calib_teardown(qs_qrun *q);
+/* both states back to the embedding of the calibration windows (SliderQuant's second pass) */
+int qs_calib_reembed(qs_qrun *q, qs_error *err);
 /* Windows [s0, s0 + k) of the calibration states as host floats (*xs: inside x, or the spill
  * slab read through io_uring); put writes them back (a no-op in memory). */
 int qs_calib_x_get(qs_qrun *q, int s0, int k, float **xs, qs_error *err);

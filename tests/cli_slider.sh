@@ -10,8 +10,12 @@
 #    run (the parameters carried across windows come back from acts/slider-WWWW.qsh); so do a
 #    run whose states spill to disk and one on cpu-fenced; a finished run with a shard removed
 #    (its carried parameters pruned) starts over, says so, and ends identical too.
+#    The run is incremental by default (a first pass over all windows with half of each weight's
+#    columns quantized, its parameters in acts/slider-p1-*, then the second): the kills land in
+#    either pass.
 # 3. --smooth off (no smoothing scales): a run of its own, other shards, smooth_lr 0 in the
-#    fingerprint; resuming the smoothed run with it is refused.
+#    fingerprint; resuming the smoothed run with it is refused. --incremental off: one pass,
+#    other shards, incremental false.
 # 4. Refusals: --cr on, --blocks-per-group, no calibration data, a changed --lr on resume,
 #    --smooth with another method.
 set -u
@@ -29,7 +33,7 @@ same() { for b in 0 1 2 3 4; do cmp -s "$1/blocks/block-000$b.qsh" "$2/blocks/bl
 
 t0=$(date +%s%N); e -o "$tmp/ref" || die "reference run"; t1=$(date +%s%N)
 "$bin" verify "$tmp/ref" >/dev/null || die "verify"
-ls "$tmp/ref/acts/"slider-*.qsh >/dev/null 2>&1 && die "carried parameters left after the run"
+ls "$tmp/ref/acts/"slider-*.qsh >/dev/null 2>&1 && die "carried or first-pass parameters left after the run"
 python3 - "$tmp/ref/manifest.json" <<'PY' || die "training did not lower the loss"
 import json, sys
 m = json.load(open(sys.argv[1]))
@@ -37,6 +41,7 @@ meth = m["fingerprint"]["method"]
 assert meth["name"] == "slider" and meth["epochs"] == 6 and abs(meth["lr"] - 1e-3) < 1e-12, meth
 assert abs(meth["clip_lr"] - 1e-1) < 1e-9 and meth["clip_init"] == 4, meth
 assert abs(meth["smooth_lr"] - 1e-2) < 1e-9, meth  # the smoothing scales, on by default
+assert meth["incremental"] is True, meth            # and the two passes
 ok = 0
 for b in m["blocks"]:
     l = b["metrics"]["train_loss"]
@@ -61,6 +66,23 @@ echo "kills mid-run: $mid of $runs"
 [ $mid -ge 2 ] || die "only $mid kills landed mid-run"
 e -o "$tmp/killed" || die "final resume"
 same "$tmp/ref" "$tmp/killed" || die "killed and resumed run differs from the uninterrupted one"
+# kills in the first pass (nothing recorded yet, some blocks' first-pass parameters on disk)
+p1mid=0
+for i in $(seq 1 24); do
+  [ $p1mid -ge 2 ] && break
+  "$bin" "${args[@]}" -o "$tmp/p1" 2>/dev/null &
+  pid=$!
+  sleep "$(awk -v ms="$run_ms" -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/2000}')"
+  kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+  n1=$(ls "$tmp/p1/acts/"slider-p1-block-*.qsh 2>/dev/null | wc -l)
+  nm=$(grep -c '"block":' "$tmp/p1/manifest.json" 2>/dev/null); nm=${nm:-0}
+  [ "$nm" -eq 0 ] && [ "$n1" -ge 1 ] && [ "$n1" -lt 5 ] && p1mid=$((p1mid + 1))
+  [ "$nm" -eq 5 ] && rm -rf "$tmp/p1"
+done
+echo "kills mid first pass: $p1mid"
+[ $p1mid -ge 1 ] || die "no kill landed in the first pass"
+e -o "$tmp/p1" || die "resume after kills in the first pass"
+same "$tmp/ref" "$tmp/p1" || die "a run killed in its first pass and resumed differs from the uninterrupted one"
 e -o "$tmp/spill" --spill || die "spilled run"
 same "$tmp/ref" "$tmp/spill" || die "spilled run differs"
 e -o "$tmp/fenced" --device cpu-fenced || die "cpu-fenced run"
@@ -77,6 +99,13 @@ python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["fingerprint"]["meth
   "$tmp/plain/manifest.json" || die "--smooth off: the fingerprint's smooth_lr is not 0"
 p_pl=$("$bin" eval "$tmp/plain" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')
 echo "perplexity on held-out random ids: slider --smooth off $p_pl"
+e -o "$tmp/one" --incremental off || die "--incremental off run"
+"$bin" verify "$tmp/one" >/dev/null || die "verify --incremental off"
+same "$tmp/ref" "$tmp/one" && die "--incremental off stored the two-pass run's shards"
+python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["fingerprint"]["method"]; sys.exit(m["incremental"] is not False)' \
+  "$tmp/one/manifest.json" || die "--incremental off: the fingerprint's incremental is not false"
+p_one=$("$bin" eval "$tmp/one" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')
+echo "perplexity on held-out random ids: slider --incremental off $p_one"
 out=$(e -o "$tmp/ref" --smooth off 2>&1) && die "--smooth off accepted on resuming a smoothed run"
 grep -q "smooth" <<<"$out" || die "message does not name smooth: $out"
 out=$("$bin" quantize "$st" -o "$tmp/bad" --method rtn --wbits 3 --smooth on 2>&1) && die "--smooth accepted for rtn"

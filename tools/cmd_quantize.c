@@ -15,7 +15,7 @@
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10 (slider: 20)]\n"     \
-    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--smooth on|off (slider)]\n" \
+    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--smooth on|off] [--incremental on|off] (slider)\n" \
     "         [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
@@ -36,7 +36,7 @@ int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
                           .gptq_block = 128, .device = "cpu", .act_checkpoints = QS_ACT_CKPT_AUTO,
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
-                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0, .smooth = 1,
+                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0, .smooth = 1, .incremental = 1,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     int gpu_mem_given = 0, cr_given = 0, lr_given = 0, form_given = 0, epochs_given = 0, smooth_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
@@ -56,10 +56,11 @@ int qs_cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--seed") && v) o.calib.seed = strtoull(v, NULL, 10), i++;
         else if (!strcmp(a, "--damp") && v) o.damp = strtof(v, NULL), i++;
         else if (!strcmp(a, "--act-order")) o.act_order = 1;
-        else if ((!strcmp(a, "--cr") || !strcmp(a, "--eec") || !strcmp(a, "--smooth")) && v &&
-                 (!strcmp(v, "on") || !strcmp(v, "off"))) {
+        else if ((!strcmp(a, "--cr") || !strcmp(a, "--eec") || !strcmp(a, "--smooth") || !strcmp(a, "--incremental")) &&
+                 v && (!strcmp(v, "on") || !strcmp(v, "off"))) {
             if (!strcmp(a, "--cr")) o.cr = !strcmp(v, "on"), cr_given = 1;
             else if (!strcmp(a, "--smooth")) o.smooth = !strcmp(v, "on"), smooth_given = 1;
+            else if (!strcmp(a, "--incremental")) o.incremental = !strcmp(v, "on"), smooth_given = 1;
             else o.eec = !strcmp(v, "on");
             i++;
         } else if (!strcmp(a, "--cr-distance") && v && (!strcmp(v, "paper") || !strcmp(v, "code")))
@@ -134,11 +135,11 @@ int qs_cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (smooth_given && !slider) {
-        fprintf(stderr, "qstream quantize: --smooth: the learnable smoothing scales are SliderQuant's (--method slider), not %s's\n",
+        fprintf(stderr, "qstream quantize: --smooth and --incremental are SliderQuant's (--method slider), not %s's\n",
                 o.method);
         return 2;
     }
-    if (!slider) o.smooth = 0;
+    if (!slider) o.smooth = 0, o.incremental = 0;
     if (dlqat) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_DLQAT_LR;
     if (slider) o.cr = 0, o.eec_lr = lr_given ? o.eec_lr : QS_SLIDER_LR, o.eec_epochs = epochs_given ? o.eec_epochs : QS_SLIDER_EPOCHS;
     if ((!strcmp(o.method, "gptq") || !strcmp(o.method, "qllm") || dlqat || slider) && !o.calib.source) {
