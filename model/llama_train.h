@@ -103,7 +103,9 @@ typedef struct qs_llama_train_opts {
     int smooth;            /* SliderQuant: the learnable smoothing scales; default 0 */
     /* SliderQuant's first pass (incremental quantization): only the first half (rounded up) of
      * each weight's input columns (lwc_weight's qcols) and of each activation segment's channels
-     * (act_quant_part) are quantized; the rest pass through. Default 0 */
+     * (act_quant_part) are quantized; the rest pass through. Its codes cannot be taken
+     * (qs_llama_train_slider_codes refuses); its merge writes the half-quantized weights, whose
+     * forward wants the weights' a_half. Default 0 */
     int half;
     float smooth_lr_mult;  /* their learning rate over the LoRA's; default 1 */
     /* paper form with weight quantization: Q(W) is made in W's own buffers instead of copies (W

@@ -17,7 +17,14 @@
  * written durably to OUT_DIR/acts/slider-WWWW.qsh (WWWW the window just trained; tagged with the
  * run's fingerprint hash); a resumed run (the finished blocks replayed from their shards, the
  * full-precision path from the source model) loads the one after the last window that held a
- * finished block, and gives the same bits as an uninterrupted run. STORE removes the older ones. */
+ * finished block, and gives the same bits as an uninterrupted run. STORE removes the older ones.
+ *
+ * Incremental quantization (q->slider_pass): the first pass runs the whole schedule with the
+ * trainer's half form and stores nothing; a final block's parameters go durably to
+ * acts/slider-p1-block-NNNN.qsh and the quantized path passes through its half-quantized weights
+ * (a_half); its carried parameters are acts/slider-p1-WWWW.qsh. A resumed first pass streams
+ * from block 0: the blocks with their parameters on disk are final at once (replayed through
+ * them). The second pass starts every block from its first-pass parameters. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>

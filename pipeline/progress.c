@@ -88,6 +88,7 @@ void qs_progress_block_done(qs_progress *p, const qs_progress_block *b, double t
     case QS_PROGRESS_QUIET: return;
     case QS_PROGRESS_BAR: draw_bar(p, t_now); break;
     case QS_PROGRESS_LINES:
+        if (p->pass) fprintf(p->out, "pass %d/2: ", p->pass);
         fprintf(p->out,
                 "block %d/%d: load %.2f s, wait %.2f s, compute %.2f s, store %.2f s, shard %.1f MB, elapsed %.1f s, "
                 "ETA %s\n",
@@ -97,9 +98,10 @@ void qs_progress_block_done(qs_progress *p, const qs_progress_block *b, double t
     case QS_PROGRESS_JSON:
         fprintf(p->out,
                 "{\"block\":%d,\"blocks\":%d,\"load_s\":%.3f,\"wait_load_s\":%.3f,\"compute_s\":%.3f,\"store_s\":%.3f,"
-                "\"read_bytes\":%llu,\"shard_bytes\":%llu,\"elapsed_s\":%.3f,\"eta_s\":%.3f}\n",
+                "\"read_bytes\":%llu,\"shard_bytes\":%llu,\"elapsed_s\":%.3f,\"eta_s\":%.3f",
                 b->block, p->n_blocks, b->load, b->wait_load, b->compute, b->store, b->read_bytes, b->shard_bytes,
                 elapsed, eta);
+        fprintf(p->out, p->pass ? ",\"pass\":%d}\n" : "}\n", p->pass);
         break;
     }
     fflush(p->out);

@@ -42,6 +42,7 @@ typedef struct qs_progress {
     double load, wait_load, compute, store; /* sums over this run, seconds */
     unsigned long long bytes_in;  /* read this run */
     unsigned long long bytes_out; /* shards written this run */
+    int pass;                /* a two-pass run's pass (1, 2; LINES and JSON say it), 0: one pass */
 } qs_progress;
 
 /* BAR when out is a terminal (and TERM is not "dumb"), else LINES. JSON is only ever asked for. */

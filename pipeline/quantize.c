@@ -632,8 +632,10 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
     }
     if (!rc && first < q.cfg.n_layers && q.calibrated) rc = qs_calib_setup(&q, first, err);
     /* SliderQuant's incremental first pass: still to run (all of it, or from the first block
-     * without its parameters on disk: the ones before it are replayed through COMPUTE) */
-    const int p1 = incremental && first == 0 && !rc ? qs_slider_pass1_done(&q) : q.cfg.n_layers;
+     * without its parameters on disk: the ones before it are replayed through COMPUTE; a
+     * --restart runs all of it) */
+    int p1 = q.cfg.n_layers;
+    if (incremental && first == 0 && !rc) p1 = fresh ? 0 : qs_slider_pass1_done(&q);
     if (!rc && p1 < q.cfg.n_layers) {
         q.slider_pass = 1;
         rc = qs_slider_begin(&q, 0, p1, err);
@@ -670,6 +672,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                 fprintf(stderr, "qstream: SliderQuant pass 1 of 2 (half of each weight's columns quantized, %d epochs a "
                                 "window)%s\n", o->eec_epochs / 2, p1 > 0 ? ", resumed" : "");
             qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, 0, qs_now());
+            q.prog.pass = 1;
             rc = qs_pipeline_run(&st, 0, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
             qs_progress_finish(&q.prog, qs_now());
             qs_slider_end(&q);
@@ -681,6 +684,7 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
                         o->eec_epochs - o->eec_epochs / 2);
         }
         qs_progress_start(&q.prog, progress_mode(o->progress), stderr, q.cfg.n_layers, first, qs_now());
+        q.prog.pass = incremental ? 2 : 0;
         if (!rc) rc = qs_pipeline_run(&st, first / q.K, n_units, ptrs, (size_t)n_slots, NULL, NULL, err);
         if (!rc) qs_calib_checkpoint_prune(&q, q.cfg.n_layers); /* finished: no state left to resume */
         qs_progress_finish(&q.prog, qs_now());

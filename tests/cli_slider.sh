@@ -50,6 +50,13 @@ for b in m["blocks"]:
 sys.exit(0 if ok == len(m["blocks"]) == 5 else 1)
 PY
 "$bin" inspect "$tmp/ref" --block 1 | grep -q '"method":"slider"' || die "inspect does not show the method"
+"$bin" "${args[@]/--quiet/--json-progress}" -o "$tmp/json" 2>"$tmp/json.txt" >/dev/null || die "--json-progress run"
+python3 - "$tmp/json.txt" <<'PY' || die "the JSON progress does not report both passes' 5 blocks in order"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+got = [(r["pass"], r["block"]) for r in rows]
+sys.exit(0 if got == [(p, b) for p in (1, 2) for b in range(5)] else 1)
+PY
 "$bin" quantize "$st" -o "$tmp/rtn" --method rtn --wbits 3 --group 32 --quiet || die "rtn run"
 cmp -s "$tmp/ref/blocks/block-0002.qsh" "$tmp/rtn/blocks/block-0002.qsh" && die "SliderQuant stored RTN's block"
 x=11; ids=""
