@@ -45,8 +45,28 @@ QS_HOST_DEVICE static inline double qs_chan_dfactor(float a, int pow) {
     return pow > 0 ? 1.0 : -1.0 / ((double)a * (double)a);
 }
 
+/* index k's sum in chan_scale_backward (before D): over the elements e of index k on its side
+ * (map ms) in increasing order, each e's sum over the other side's n_o elements o (scales ao,
+ * power po, map mo; ao NULL: factor 1) in increasing order, element (e, o) at e * se + o * so */
+QS_HOST_DEVICE static inline double qs_chan_grad_sum(const float *dy, const float *x, qs_chan_map ms, int k,
+                                                     const float *ao, int po, qs_chan_map mo, int n_o, size_t se,
+                                                     size_t so) {
+    double acc = 0;
+    for (int j = 0; j < ms.mult; j++) {
+        const size_t e = (size_t)qs_chan_elem(ms, k, j) * se;
+        double s = 0;
+        for (int o = 0; o < n_o; o++) {
+            const double f = ao ? (double)qs_chan_factor(ao[qs_chan_index(mo, o)], po) : 1.0;
+            s += ((double)dy[e + (size_t)o * so] * (double)x[e + (size_t)o * so]) * f;
+        }
+        acc += s;
+    }
+    return acc;
+}
+
 /* the op's arguments (host code): 0 or QS_EUSAGE naming op */
-static inline int qs_chan_scale_check(const char *op, int rows, int cols, const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err) {
+static inline int qs_chan_scale_check(const char *op, int rows, int cols, const qs_chan_scale *row,
+                                      const qs_chan_scale *col, qs_error *err) {
     QS_RETURN_ERROR_IF(rows < 0 || cols < 0, QS_EUSAGE, "%s: [%d, %d]", op, rows, cols);
     const qs_chan_scale *side[2] = {row, col};
     const int n[2] = {rows, cols};

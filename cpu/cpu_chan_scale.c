@@ -30,6 +30,20 @@ int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int co
     return 0;
 }
 
+/* dalpha of side s (map ms, n_s elements) += D * qs_chan_grad_sum, one index a thread; o the
+ * other side (NULL or off: factor 1) */
+static void side_grad(const float *dy, const float *x, const qs_chan_scale *s, qs_chan_map ms, const qs_chan_scale *o,
+                      qs_chan_map mo, int n_o, size_t se, size_t so, int n_s) {
+    const int nk = qs_chan_count(ms, n_s);
+    const float *ao = on(o) ? o->alpha : NULL;
+    const int po = on(o) ? o->pow : 1;
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < nk; k++) {
+        const double d = qs_chan_dfactor(s->alpha[k], s->pow);
+        if (d != 0.0) s->dalpha[k] += (float)(d * qs_chan_grad_sum(dy, x, ms, k, ao, po, mo, n_o, se, so));
+    }
+}
+
 int qs_cpu_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,
                                const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err) {
     (void)be;
@@ -48,41 +62,8 @@ int qs_cpu_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const
                 dx[i] += v;
             }
         }
-    if (on(col) && col->dalpha) {
-        const int nk = qs_chan_count(mc, cols);
-#pragma omp parallel for schedule(static)
-        for (int k = 0; k < nk; k++) {
-            double acc = 0;
-            for (int j = 0; j < mc.mult; j++) {
-                const int c = qs_chan_elem(mc, k, j);
-                double s = 0;
-                for (int r = 0; r < rows; r++) {
-                    const double fr = on(row) ? (double)qs_chan_factor(row->alpha[qs_chan_index(mr, r)], row->pow) : 1.0;
-                    s += ((double)dy[(size_t)r * cols + c] * (double)x[(size_t)r * cols + c]) * fr;
-                }
-                acc += s;
-            }
-            const double d = qs_chan_dfactor(col->alpha[k], col->pow);
-            if (d != 0.0) col->dalpha[k] += (float)(d * acc);
-        }
-    }
-    if (on(row) && row->dalpha) {
-        const int nk = qs_chan_count(mr, rows);
-#pragma omp parallel for schedule(static)
-        for (int k = 0; k < nk; k++) {
-            double acc = 0;
-            for (int j = 0; j < mr.mult; j++) {
-                const int r = qs_chan_elem(mr, k, j);
-                double s = 0;
-                for (int c = 0; c < cols; c++) {
-                    const double fc = on(col) ? (double)qs_chan_factor(col->alpha[qs_chan_index(mc, c)], col->pow) : 1.0;
-                    s += ((double)dy[(size_t)r * cols + c] * (double)x[(size_t)r * cols + c]) * fc;
-                }
-                acc += s;
-            }
-            const double d = qs_chan_dfactor(row->alpha[k], row->pow);
-            if (d != 0.0) row->dalpha[k] += (float)(d * acc);
-        }
-    }
+    /* the column side's indices sum over rows, the row side's over columns */
+    if (on(col) && col->dalpha) side_grad(dy, x, col, mc, row, mr, rows, 1, (size_t)cols, cols);
+    if (on(row) && row->dalpha) side_grad(dy, x, row, mr, col, mc, cols, (size_t)cols, 1, rows);
     return 0;
 }

@@ -38,39 +38,14 @@ __global__ static void k_scale(float *y, const float *x, int rows, int cols, sid
     }
 }
 
-/* the column side's index k: the sum over its columns of their sums over rows */
-__global__ static void k_col_grad(const float *dy, const float *x, int rows, int cols, side sr, side sc) {
+/* dalpha of side s (n_s elements) += D * qs_chan_grad_sum, one thread an index; o the other side */
+__global__ static void k_side_grad(const float *dy, const float *x, side s, side o, int n_o, size_t se, size_t so,
+                                   int n_s) {
     const int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= qs_chan_count(sc.m, cols)) return;
-    double acc = 0;
-    for (int j = 0; j < sc.m.mult; j++) {
-        const int c = qs_chan_elem(sc.m, k, j);
-        double s = 0;
-        for (int r = 0; r < rows; r++) {
-            const double fr = sr.on ? (double)qs_chan_factor(sr.alpha[qs_chan_index(sr.m, r)], sr.pow) : 1.0;
-            s += ((double)dy[(size_t)r * cols + c] * (double)x[(size_t)r * cols + c]) * fr;
-        }
-        acc += s;
-    }
-    const double d = qs_chan_dfactor(sc.alpha[k], sc.pow);
-    if (d != 0.0) sc.dalpha[k] += (float)(d * acc);
-}
-
-__global__ static void k_row_grad(const float *dy, const float *x, int rows, int cols, side sr, side sc) {
-    const int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= qs_chan_count(sr.m, rows)) return;
-    double acc = 0;
-    for (int j = 0; j < sr.m.mult; j++) {
-        const int r = qs_chan_elem(sr.m, k, j);
-        double s = 0;
-        for (int c = 0; c < cols; c++) {
-            const double fc = sc.on ? (double)qs_chan_factor(sc.alpha[qs_chan_index(sc.m, c)], sc.pow) : 1.0;
-            s += ((double)dy[(size_t)r * cols + c] * (double)x[(size_t)r * cols + c]) * fc;
-        }
-        acc += s;
-    }
-    const double d = qs_chan_dfactor(sr.alpha[k], sr.pow);
-    if (d != 0.0) sr.dalpha[k] += (float)(d * acc);
+    if (k >= qs_chan_count(s.m, n_s)) return;
+    const double d = qs_chan_dfactor(s.alpha[k], s.pow);
+    if (d == 0.0) return;
+    s.dalpha[k] += (float)(d * qs_chan_grad_sum(dy, x, s.m, k, o.on ? o.alpha : NULL, o.pow, o.m, n_o, se, so));
 }
 
 static unsigned elem_blocks(size_t n) {
@@ -95,14 +70,14 @@ extern "C" int qs_cuda_chan_scale_backward(qs_backend *be, float *dx, const floa
     if (!rows || !cols) return 0;
     cudaStream_t st = qs_cuda(be)->stream;
     const side sr = side_of(row, rows), sc = side_of(col, cols);
-    if (sc.on && sc.dalpha) {
+    if (sc.on && sc.dalpha) { /* the column side's indices sum over rows (adjacent threads, adjacent columns) */
         const int nk = qs_chan_count(sc.m, cols);
-        k_col_grad<<<(unsigned)((nk + 127) / 128), 128, 0, st>>>(dy, x, rows, cols, sr, sc);
+        k_side_grad<<<(unsigned)((nk + 127) / 128), 128, 0, st>>>(dy, x, sc, sr, rows, 1, (size_t)cols, cols);
         QS_CUDA_LAUNCHED("chan_scale_backward (columns)");
     }
-    if (sr.on && sr.dalpha) {
+    if (sr.on && sr.dalpha) { /* the row side's over columns */
         const int nk = qs_chan_count(sr.m, rows);
-        k_row_grad<<<(unsigned)((nk + 127) / 128), 128, 0, st>>>(dy, x, rows, cols, sr, sc);
+        k_side_grad<<<(unsigned)((nk + 127) / 128), 128, 0, st>>>(dy, x, sr, sc, cols, (size_t)cols, 1, rows);
         QS_CUDA_LAUNCHED("chan_scale_backward (rows)");
     }
     if (dx) {

@@ -167,8 +167,8 @@ int qs_cuda_lwc_weight(qs_backend *be, float *y, uint8_t *codes, float *scales, 
                        const float *w, const float *gam, const float *bet, int rows, int cols, int group, int bits,
                        int sym, int qcols, qs_error *err);
 int qs_cuda_lwc_weight_backward(qs_backend *be, float *dw, float *dgam, float *dbet, const float *dy, const float *w,
-                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym, int qcols,
-                                qs_error *err);
+                                const float *gam, const float *bet, int rows, int cols, int group, int bits, int sym,
+                                int qcols, qs_error *err);
 int qs_cuda_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
                        const qs_chan_scale *col, qs_error *err);
 int qs_cuda_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const float *x, int rows, int cols,

@@ -437,15 +437,15 @@ static int smooth_sides(const qs_llama_train *tr, int p, qs_chan_scale *row, qs_
     const qs_chan_scale none = {0};
     *row = none, *col = none;
     if (!tr->opts.smooth || !is_slider(&tr->opts)) return 0;
-    switch (p) {
-    case QS_PROJ_Q: *row = smooth_side(tr, QS_SMOOTH_QK, -1, hd, rep, 1), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
-    case QS_PROJ_K: *row = smooth_side(tr, QS_SMOOTH_QK, 1, hd, 1, 1), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
-    case QS_PROJ_V: *row = smooth_side(tr, QS_SMOOTH_VO, -1, 0, 1, 0), *col = smooth_side(tr, QS_SMOOTH_QKV, 1, 0, 1, 0); break;
-    case QS_PROJ_O: *col = smooth_side(tr, QS_SMOOTH_VO, 1, hd, rep, 0); break;
-    case QS_PROJ_GATE: *col = smooth_side(tr, QS_SMOOTH_GU, 1, 0, 1, 0); break;
-    case QS_PROJ_UP: *row = smooth_side(tr, QS_SMOOTH_UD, -1, 0, 1, 0), *col = smooth_side(tr, QS_SMOOTH_GU, 1, 0, 1, 0); break;
-    default: *col = smooth_side(tr, QS_SMOOTH_UD, 1, 0, 1, 0); break;
-    }
+    /* the consumers' columns */
+    const int in_site[QS_PROJ_N] = {QS_SMOOTH_QKV, QS_SMOOTH_QKV, QS_SMOOTH_QKV, QS_SMOOTH_VO,
+                                    QS_SMOOTH_GU,  QS_SMOOTH_GU,  QS_SMOOTH_UD};
+    *col = p == QS_PROJ_O ? smooth_side(tr, QS_SMOOTH_VO, 1, hd, rep, 0) : smooth_side(tr, in_site[p], 1, 0, 1, 0);
+    /* the producers' rows */
+    if (p == QS_PROJ_Q) *row = smooth_side(tr, QS_SMOOTH_QK, -1, hd, rep, 1);
+    if (p == QS_PROJ_K) *row = smooth_side(tr, QS_SMOOTH_QK, 1, hd, 1, 1);
+    if (p == QS_PROJ_V) *row = smooth_side(tr, QS_SMOOTH_VO, -1, 0, 1, 0);
+    if (p == QS_PROJ_UP) *row = smooth_side(tr, QS_SMOOTH_UD, -1, 0, 1, 0);
     return row->alpha || col->alpha;
 }
 
