@@ -99,20 +99,18 @@ out=$("$bin" "${args[@]/--quiet/--progress-lines}" -o "$tmp/gone" 2>&1) || die "
 grep -q "starting over" <<<"$out" || die "no notice that the run starts over: $out"
 same "$tmp/ref" "$tmp/gone" || die "the run started over differs"
 
-e -o "$tmp/plain" --smooth off || die "--smooth off run"
-"$bin" verify "$tmp/plain" >/dev/null || die "verify --smooth off"
-same "$tmp/ref" "$tmp/plain" && die "--smooth off stored the smoothed run's shards"
-python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["fingerprint"]["method"]; sys.exit(m["smooth_lr"] != 0)' \
-  "$tmp/plain/manifest.json" || die "--smooth off: the fingerprint's smooth_lr is not 0"
-p_pl=$("$bin" eval "$tmp/plain" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')
-echo "perplexity on held-out random ids: slider --smooth off $p_pl"
-e -o "$tmp/one" --incremental off || die "--incremental off run"
-"$bin" verify "$tmp/one" >/dev/null || die "verify --incremental off"
-same "$tmp/ref" "$tmp/one" && die "--incremental off stored the two-pass run's shards"
-python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["fingerprint"]["method"]; sys.exit(m["incremental"] is not False)' \
-  "$tmp/one/manifest.json" || die "--incremental off: the fingerprint's incremental is not false"
-p_one=$("$bin" eval "$tmp/one" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')
-echo "perplexity on held-out random ids: slider --incremental off $p_one"
+# variant DIR FLAG VALUE CHECK: a run with FLAG VALUE into DIR, verified, with other shards than
+# the defaults' and the fingerprint's method passing the Python test CHECK (on m)
+variant() {
+  e -o "$1" "$2" "$3" || die "$2 $3 run"
+  "$bin" verify "$1" >/dev/null || die "verify $2 $3"
+  same "$tmp/ref" "$1" && die "$2 $3 stored the default run's shards"
+  python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['fingerprint']['method']; sys.exit(not ($4))" \
+    "$1/manifest.json" || die "$2 $3: the fingerprint fails $4"
+  echo "perplexity on held-out random ids: slider $2 $3 $("$bin" eval "$1" --ids-file "$tmp/ids.txt" --seqlen 64 | awk '/^ppl/{print $2}')"
+}
+variant "$tmp/plain" --smooth off 'm["smooth_lr"] == 0'
+variant "$tmp/one" --incremental off 'm["incremental"] is False'
 out=$(e -o "$tmp/ref" --smooth off 2>&1) && die "--smooth off accepted on resuming a smoothed run"
 grep -q "smooth" <<<"$out" || die "message does not name smooth: $out"
 out=$("$bin" quantize "$st" -o "$tmp/bad" --method rtn --wbits 3 --smooth on 2>&1) && die "--smooth accepted for rtn"
