@@ -10,9 +10,9 @@
 #    run (the parameters carried across windows come back from acts/slider-WWWW.qsh); so do a
 #    run whose states spill to disk and one on cpu-fenced; a finished run with a shard removed
 #    (its carried parameters pruned) starts over, says so, and ends identical too.
-#    The run is incremental by default (a first pass over all windows with half of each weight's
-#    columns quantized, its parameters in acts/slider-p1-*, then the second): the kills land in
-#    either pass.
+#    The run is incremental (--incremental on: a first pass over all windows with half of each
+#    weight's columns quantized, its parameters in acts/slider-p1-*, then the second): the kills
+#    land in either pass.
 # 3. --smooth off (no smoothing scales): a run of its own, other shards, smooth_lr 0 in the
 #    fingerprint; resuming the smoothed run with it is refused. --incremental off: one pass,
 #    other shards, incremental false.
@@ -27,7 +27,8 @@ fail=0
 die() { echo "FAIL: $*"; fail=1; }
 source "$(dirname "$0")/lib/kill-resume.sh"
 st=$shared/models/stories260k
-args=(quantize "$st" --method slider --wbits 3 --group 32 --calib random --nsamples 8 --seqlen 64 --epochs 6 --lr 1e-3 --quiet)
+args=(quantize "$st" --method slider --wbits 3 --group 32 --calib random --nsamples 8 --seqlen 64 --epochs 6 --lr 1e-3 --quiet
+      --incremental on)
 e() { "$bin" "${args[@]}" "$@"; }
 same() { for b in 0 1 2 3 4; do cmp -s "$1/blocks/block-000$b.qsh" "$2/blocks/block-000$b.qsh" || return 1; done; }
 
@@ -41,7 +42,7 @@ meth = m["fingerprint"]["method"]
 assert meth["name"] == "slider" and meth["epochs"] == 6 and abs(meth["lr"] - 1e-3) < 1e-12, meth
 assert abs(meth["clip_lr"] - 1e-1) < 1e-9 and meth["clip_init"] == 4, meth
 assert abs(meth["smooth_lr"] - 1e-2) < 1e-9, meth  # the smoothing scales, on by default
-assert meth["incremental"] is True, meth            # and the two passes
+assert meth["incremental"] is True, meth            # the two passes asked for
 ok = 0
 for b in m["blocks"]:
     l = b["metrics"]["train_loss"]

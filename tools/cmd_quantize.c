@@ -15,7 +15,7 @@
     "         [--calib FILE | --calib-ids FILE | --calib random] [--nsamples 128] [--seqlen 2048] [--seed 0]\n"      \
     "         [--damp 0.01] [--act-order] [--static-groups] [--cr on|off] [--cr-distance paper|code]\n"             \
     "         [--cr-tokens 2048] [--cr-candidates 40] [--eec on|off] [--rank 4] [--lora-alpha 1] [--epochs 10 (slider: 20)]\n"     \
-    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--smooth on|off] [--incremental on|off] (slider)\n" \
+    "         [--lr 5e-4 (dlqat: 1e-2, slider: 1e-3)] [--blocks-per-group 4 (dlqat: 1)] [--eec-form paper|merged] [--smooth on|off] [--incremental off|on] (slider)\n" \
     "         [--device cpu|cuda] [--threads N] [--host-mem 24G]\n" \
     "         [--gpu-mem 20G]\n"         \
     "         [--restart] [--act-checkpoints auto|on|off|N] [--spill] [--zstd-level 3] [--zstd-threads 0]\n"                          \
@@ -36,7 +36,7 @@ int qs_cmd_quantize(int argc, char **argv) {
     qs_quantize_opts o = {.method = "rtn", .q = {.bits = 4, .group = 128}, .abits = 16, .progress = 1, .damp = 0.01f,
                           .gptq_block = 128, .device = "cpu", .act_checkpoints = QS_ACT_CKPT_AUTO,
                           .cr = 1, .cr_tokens = 2048, .cr_candidates = 40, .eec = 1, .eec_rank = 4, .eec_alpha = 1.0f,
-                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0, .smooth = 1, .incremental = 1,
+                          .eec_epochs = 10, .eec_lr = 5e-4f, .eec_form = 0, .blocks_per_group = 0, .smooth = 1, .incremental = 0,
                           .calib = {.source = NULL, .nsamples = 128, .seqlen = 2048, .seed = 0}};
     int gpu_mem_given = 0, cr_given = 0, lr_given = 0, form_given = 0, epochs_given = 0, smooth_given = 0; /* --gpu-mem 0: no budget */
     for (int i = 1; i < argc; i++) {
