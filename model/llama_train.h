@@ -247,8 +247,9 @@ int qs_llama_train_reset_optim(qs_llama_train *tr, qs_error *err);
  * caller quantizes the result. w_out may be the frozen weights themselves; tr is then stale
  * and only qs_llama_train_free may follow. */
 int qs_llama_train_merge(qs_llama_train *tr, qs_llama_weights *w_out, qs_error *err);
-/* (In the DL-QAT form the merge writes W_hat, the stored weights' dequantization, and the
- * frozen gammas.) */
+/* (In the DL-QAT and SliderQuant forms the merge writes W_hat, the stored weights'
+ * dequantization, and the frozen gammas; with SliderQuant's smoothing the gammas over the
+ * scales, gamma / a, the norms to store. In the half form W_hat is half-quantized.) */
 
 /* DL-QAT form, projection p, before the merge: the codes [out, in] (backend memory, one a byte),
  * row_err [out] (backend, NULL: not wanted; dlqat_weight's, against the frozen W) and on the
