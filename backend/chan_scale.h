@@ -21,6 +21,11 @@ QS_HOST_DEVICE static inline qs_chan_map qs_chan_map_of(int hd, int rep, int hal
     m.mult = m.rep * (m.hd / m.hh);
     return m;
 }
+/* the map of side c over n elements (c NULL or its alpha NULL: the identity) */
+static inline qs_chan_map qs_chan_side_map(const qs_chan_scale *c, int n) {
+    const int on = c && c->alpha;
+    return qs_chan_map_of(on ? c->hd : 0, on ? c->rep : 1, on && c->half, n);
+}
 /* the number of indices over n elements */
 QS_HOST_DEVICE static inline int qs_chan_count(qs_chan_map m, int n) { return n / m.mult; }
 QS_HOST_DEVICE static inline int qs_chan_index(qs_chan_map m, int i) {

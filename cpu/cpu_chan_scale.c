@@ -9,13 +9,10 @@
 
 static int on(const qs_chan_scale *c) { return c && c->alpha; }
 
-int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
-                      const qs_chan_scale *col, qs_error *err) {
-    (void)be;
-    QS_FORWARD_IF_ERROR(qs_chan_scale_check("chan_scale", rows, cols, row, col, err));
-    if (!rows || !cols) return 0;
-    const qs_chan_map mr = qs_chan_map_of(on(row) ? row->hd : 0, on(row) ? row->rep : 1, on(row) && row->half, rows);
-    const qs_chan_map mc = qs_chan_map_of(on(col) ? col->hd : 0, on(col) ? col->rep : 1, on(col) && col->half, cols);
+/* y = (x * fr) * fc, or y += that (acc) */
+static void scale_into(float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                       const qs_chan_scale *col, int acc) {
+    const qs_chan_map mr = qs_chan_side_map(row, rows), mc = qs_chan_side_map(col, cols);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         const float fr = on(row) ? qs_chan_factor(row->alpha[qs_chan_index(mr, r)], row->pow) : 1.0f;
@@ -24,9 +21,16 @@ int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int co
             float v = x[i];
             if (on(row)) v = v * fr;
             if (on(col)) v = v * qs_chan_factor(col->alpha[qs_chan_index(mc, c)], col->pow);
-            y[i] = v;
+            y[i] = acc ? y[i] + v : v;
         }
     }
+}
+
+int qs_cpu_chan_scale(qs_backend *be, float *y, const float *x, int rows, int cols, const qs_chan_scale *row,
+                      const qs_chan_scale *col, qs_error *err) {
+    (void)be;
+    QS_FORWARD_IF_ERROR(qs_chan_scale_check("chan_scale", rows, cols, row, col, err));
+    if (rows && cols) scale_into(y, x, rows, cols, row, col, 0);
     return 0;
 }
 
@@ -48,20 +52,9 @@ int qs_cpu_chan_scale_backward(qs_backend *be, float *dx, const float *dy, const
                                const qs_chan_scale *row, const qs_chan_scale *col, qs_error *err) {
     (void)be;
     QS_FORWARD_IF_ERROR(qs_chan_scale_check("chan_scale_backward", rows, cols, row, col, err));
-    const qs_chan_map mr = qs_chan_map_of(on(row) ? row->hd : 0, on(row) ? row->rep : 1, on(row) && row->half, rows);
-    const qs_chan_map mc = qs_chan_map_of(on(col) ? col->hd : 0, on(col) ? col->rep : 1, on(col) && col->half, cols);
-    if (dx)
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            const float fr = on(row) ? qs_chan_factor(row->alpha[qs_chan_index(mr, r)], row->pow) : 1.0f;
-            for (int c = 0; c < cols; c++) {
-                const size_t i = (size_t)r * cols + c;
-                float v = dy[i];
-                if (on(row)) v = v * fr;
-                if (on(col)) v = v * qs_chan_factor(col->alpha[qs_chan_index(mc, c)], col->pow);
-                dx[i] += v;
-            }
-        }
+    if (!rows || !cols) return 0;
+    if (dx) scale_into(dx, dy, rows, cols, row, col, 1);
+    const qs_chan_map mr = qs_chan_side_map(row, rows), mc = qs_chan_side_map(col, cols);
     /* the column side's indices sum over rows, the row side's over columns */
     if (on(col) && col->dalpha) side_grad(dy, x, col, mc, row, mr, rows, 1, (size_t)cols, cols);
     if (on(row) && row->dalpha) side_grad(dy, x, row, mr, col, mc, cols, (size_t)cols, 1, rows);

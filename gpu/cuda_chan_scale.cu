@@ -20,7 +20,7 @@ static side side_of(const qs_chan_scale *c, int n) {
     s.alpha = s.on ? c->alpha : NULL;
     s.dalpha = s.on ? c->dalpha : NULL;
     s.pow = s.on ? c->pow : 1;
-    s.m = qs_chan_map_of(s.on ? c->hd : 0, s.on ? c->rep : 1, s.on && c->half, n);
+    s.m = qs_chan_side_map(c, n);
     return s;
 }
 
