@@ -21,7 +21,9 @@
  *     dalpha of each site included, against the reference (which writes the sites out itself);
  *     the merged block (its weights and scaled gammas) computes the training forward;
  *  6. the smoothing op (backend.h chan_scale) on GQA and RoPE-tied maps: forward and dx as
- *     written out, dalpha against central differences, a held scale, cpu-fenced's bits. */
+ *     written out, dalpha against central differences and, bit for bit, against backend.h's
+ *     sums written out (also over 700 columns, several of the CPU's bands), a held scale,
+ *     cpu-fenced's bits. */
 #include <math.h>
 #include <string.h>
 
@@ -261,6 +263,65 @@ static double scaled_dot(const float *dy, const float *x, int rows, int cols, co
     return f;
 }
 
+/* a side's float factor (backend.h: held to |a| >= 1e-2, a or 1 / a) and D = d factor / d a */
+static float side_ff(float a, int pow) {
+    const float h = fabsf(a) < 1e-2f ? copysignf(1e-2f, a) : a;
+    return pow > 0 ? h : 1.0f / h;
+}
+/* dalpha[k] of side s (side 0: rows, 1: columns; host scales as, ao) in backend.h's order: over
+ * the elements of index k in increasing order, each one's sum over the other side's elements in
+ * increasing order of (double dy * double x) * double factor, times D, rounded once */
+static float ordered_dalpha(const float *dy, const float *x, int rows, int cols, int side, const qs_chan_scale *s,
+                            const float *as, const qs_chan_scale *o, const float *ao, int k) {
+    const int ns = side ? cols : rows, no = side ? rows : cols;
+    const float a = as[k];
+    if (fabsf(a) < 1e-2f) return 0.0f;
+    const double d = s->pow > 0 ? 1.0 : -1.0 / ((double)a * (double)a);
+    double acc = 0;
+    for (int e = 0; e < ns; e++) {
+        if (side_index(s, e, ns) != k) continue;
+        double sum = 0;
+        for (int j = 0; j < no; j++) {
+            const size_t i = side ? (size_t)j * cols + e : (size_t)e * cols + j;
+            const double f = o ? (double)side_ff(ao[side_index(o, j, no)], o->pow) : 1.0;
+            sum += ((double)dy[i] * (double)x[i]) * f;
+        }
+        acc += sum;
+    }
+    return (float)(d * acc);
+}
+/* the column side's dalpha over 3 bands of 256 columns (cpu/cpu_chan_scale.c), GQA-mapped,
+ * against backend.h's sums written out: the same bits, with the rows scaled and unscaled (the
+ * double sums' order rarely shows through the one float rounding; their precision does) */
+static void test_chan_scale_wide(qs_backend *be) {
+    const int rows = 5, cols = 700, nc = 700 / 5;
+    const qs_chan_scale col0 = {.pow = 1, .hd = 4, .rep = 5}, row0 = {.pow = -1};
+    float *x = qs_test_rvec((size_t)rows * cols, 1), *dy = qs_test_rvec((size_t)rows * cols, 1);
+    float *ac = qs_test_rvec((size_t)nc, 0.4f), *ar = qs_test_rvec((size_t)rows, 0.4f), *gc = malloc(sizeof(float) * nc);
+    for (int i = 0; i < nc; i++) ac[i] += 1.0f;
+    for (int i = 0; i < rows; i++) ar[i] += 1.0f;
+    const size_t n = sizeof(float) * rows * cols;
+    float *xd = up(be, x, n), *dyd = up(be, dy, n), *zc = calloc(nc, sizeof(float));
+    int same = 1;
+    for (int with_rows = 0; with_rows < 2; with_rows++) {
+        qs_chan_scale col = col0, row = row0;
+        qs_error err = {0};
+        col.alpha = up(be, ac, sizeof(float) * nc), col.dalpha = up(be, zc, sizeof(float) * nc);
+        row.alpha = up(be, ar, sizeof(float) * rows);
+        CHECKF(be->ops->chan_scale_backward(be, NULL, dyd, xd, rows, cols, with_rows ? &row : NULL, &col, &err) == 0,
+               "%s", err.msg);
+        down(be, gc, col.dalpha, sizeof(float) * nc);
+        for (int k = 0; k < nc; k++)
+            same = same && gc[k] == ordered_dalpha(dy, x, rows, cols, 1, &col0, ac, with_rows ? &row0 : NULL, ar, k);
+        be->ops->free(be, (void *)col.alpha), be->ops->free(be, col.dalpha), be->ops->free(be, (void *)row.alpha);
+    }
+    CHECKF(same, "chan_scale_backward's column dalpha over %d columns is not backend.h's sums", cols);
+    printf("chan_scale_backward: column dalpha over %d columns (3 bands), rows scaled and not: backend.h's sums, bit "
+           "for bit\n", cols);
+    be->ops->free(be, xd), be->ops->free(be, dyd);
+    free(x), free(dy), free(ac), free(ar), free(gc), free(zc);
+}
+
 /* chan_scale on the sites' maps (GQA columns of o, RoPE-tied rows of q): y against the product
  * written out (float, backend.h's order: the same bits); dx += dy fr fc likewise; dalpha of
  * both sides against central differences (double, h 1e-4: the function is a rational of degree
@@ -341,6 +402,12 @@ static void test_chan_scale(qs_backend *be, qs_backend *fenced) {
         }
     }
     CHECKF(got[0][2][4] == 0.0f, "a scale held at 1e-2 got a gradient (%g)", got[0][2][4]);
+    int ordered = 1;
+    for (int k = 0; k < nr; k++)
+        ordered = ordered && got[0][2][k] == ordered_dalpha(dy, x, rows, cols, 0, &row0, ar, &col0, ac, k);
+    for (int k = 0; k < nc; k++)
+        ordered = ordered && got[0][3][k] == ordered_dalpha(dy, x, rows, cols, 1, &col0, ac, &row0, ar, k);
+    CHECKF(ordered, "chan_scale_backward's dalpha is not backend.h's sums written out");
     CHECKF(worst <= 1e-5, "chan_scale_backward dalpha: worst rel error %.3g against central differences", worst);
     int same = 1;
     for (int k = 0; k < 4; k++)
@@ -571,6 +638,7 @@ int main(void) {
     const op_case cases[] = {{24, 96, 32, 3, 0}, {16, 70, 32, 4, 0}, {12, 64, -1, 2, 0}, {20, 128, 64, 4, 1}};
     for (size_t i = 0; be && fenced && i < sizeof cases / sizeof cases[0]; i++) test_op(be, fenced, &cases[i]);
     if (be && fenced) test_chan_scale(be, fenced);
+    if (be) test_chan_scale_wide(be);
     if (be && fenced) test_partial(be, fenced);
     if (be) test_trainer(be, 3, 0, 16, 0, 1, 0), test_trainer(be, 4, 1, 6, 0, 1, 0);
     if (be) test_trainer(be, 3, 0, 16, 1, 0, 0), test_trainer(be, 4, 1, 6, 1, 0, 0), test_trainer(be, 4, 0, 8, 1, 1, 0);
