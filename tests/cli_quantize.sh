@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # qstream quantize / verify / inspect end to end: an RTN run on a generated 24-block model;
 # kill -9 at random moments (each followed by a resume; at least 20 runs, more until 5 kills
-# have landed mid-run, as a loaded machine lands fewer) ends byte-identical to an uninterrupted run; a damaged shard is named by verify and recomputed by resume; a different
+# have landed mid-run; every other kill waits for a random count of blocks recorded, see
+# lib/kill-resume.sh) ends byte-identical to an uninterrupted run; a damaged shard is named by
+# verify and recomputed by resume; a different
 # setting is refused with what differs; an impossible --host-mem is refused before anything is
 # written; a read-only OUT_DIR is a clear error and the run resumes afterwards.
 set -u
@@ -11,6 +13,7 @@ tmp=${QS_TMP:-/tmp}/cli_quantize
 rm -rf "$tmp"; mkdir -p "$tmp"
 fail=0
 die() { echo "FAIL: $*"; fail=1; }
+source "$(dirname "$0")/lib/kill-resume.sh"
 "$gen" "$tmp/model" --shape tiny --layers 24 --shards 3 --dtype bf16 >/dev/null || { echo "FAIL: gen_model"; exit 1; }
 q() { "$bin" quantize "$tmp/model" --method rtn --wbits 4 --group 64 --quiet "$@"; }
 
@@ -28,7 +31,7 @@ for i in $(seq 1 60); do
   runs=$i
   "$bin" quantize "$tmp/model" --method rtn --wbits 4 --group 64 --quiet -o "$tmp/killed" 2>/dev/null &
   pid=$!
-  sleep "$(awk -v ms=$run_ms -v s=$RANDOM 'BEGIN{srand(s); printf "%.3f", rand()*ms/1000}')"
+  kr_wait "$i" $pid "$run_ms" 24 "$tmp/killed"
   kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
   n=$(grep -c '"block":' "$tmp/killed/manifest.json" 2>/dev/null); n=${n:-0}
   [ "$n" -gt 0 ] && [ "$n" -lt 24 ] && mid=$((mid + 1))
