@@ -11,7 +11,8 @@
  * carry over from the windows before (the learning rate decays to 0 over each window's steps).
  * After a window, every block the next window no longer holds is final: its codes and grid (the
  * quantizer it trained) go to its slot, the merge writes what they dequantize to, the quantized
- * path advances through it and the slot goes to STORE.
+ * path advances through it and the slot goes to STORE (at once, qs_pipeline_release, when it
+ * is not the block this call is for).
  *
  * Resume: before final blocks are released, the trained parameters of the blocks still held are
  * written durably to OUT_DIR/acts/slider-WWWW.qsh (WWWW the window just trained; tagged with the
@@ -35,6 +36,7 @@
 #include "base/fileio.h"
 #include "checkpoint/shard.h"
 #include "model/llama_train.h"
+#include "pipeline/engine.h"
 #include "pipeline/quantize_internal.h"
 #include "quant/slider.h"
 
@@ -360,6 +362,17 @@ static int finalize(qs_qrun *q, qs_slider_run *sl, qs_error *err) {
     return rc;
 }
 
+/* the oldest held block is final (finalize): an earlier block than blk, the call's, goes to
+ * STORE now, while the windows after it train (the last block's call trains the schedule's
+ * last four windows at K = 4: a kill then loses only the window in flight); blk itself
+ * when the call returns (*at_return) */
+static int release(qs_qrun *q, qs_slider_run *sl, int blk, int *at_return, qs_error *err) {
+    const int b = sl->held[0]->layer;
+    QS_FORWARD_IF_ERROR(finalize(q, sl, err));
+    if (b == blk) return ++*at_return, 0;
+    return qs_pipeline_release(q->ctl, 1, err);
+}
+
 /* the start of the next window (n_layers past the last) */
 static int next_first(const qs_qrun *q, const qs_slider_run *sl) {
     return sl->next < sl->n_win ? sl->win[sl->next].first : q->cfg.n_layers;
@@ -397,7 +410,7 @@ int qs_compute_slider(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         }
     int released = 0;
     /* resumed blocks whose windows were all trained are final at once */
-    while (!rc && sl->n_held && sl->held[0]->layer < next_first(q, sl)) rc = finalize(q, sl, err), released++;
+    while (!rc && sl->n_held && sl->held[0]->layer < next_first(q, sl)) rc = release(q, sl, blk, &released, err);
     while (!rc && sl->next < sl->n_win && sl->win[sl->next].last == blk) {
         rc = train_window(q, sl, sl->next, err);
         if (rc) break;
@@ -405,7 +418,7 @@ int qs_compute_slider(qs_qrun *q, int blk, qs_qslot *s, qs_error *err) {
         const int f = next_first(q, sl);
         if (sl->n_held && sl->held[0]->layer < f && sl->held[sl->n_held - 1]->layer >= f)
             rc = carry_write(q, sl, sl->next - 1, f, err);
-        while (!rc && sl->n_held && sl->held[0]->layer < f) rc = finalize(q, sl, err), released++;
+        while (!rc && sl->n_held && sl->held[0]->layer < f) rc = release(q, sl, blk, &released, err);
     }
     rc = qs_results_end(q, rc, err);
     return rc ? rc : released;

@@ -14,7 +14,7 @@ typedef struct item {
     qs_block_times t;
 } item;
 
-typedef struct run {
+typedef struct qs_pipeline_ctl {
     const qs_pipeline_stages *st;
     int first, last;
     qs_queue *free_q, *compute_q, *store_q;
@@ -24,6 +24,9 @@ typedef struct run {
     size_t in_use, max_in_use;
     qs_block_times *times;
     double *wait_store; /* [last - first], written by COMPUTE only (the item belongs to STORE by then) */
+    /* COMPUTE's: the blocks it holds (st->holds), oldest first, the one being computed last */
+    item **held;
+    size_t nh;
 } run;
 
 static void fail(run *r, const qs_error *e, int code) {
@@ -37,6 +40,28 @@ static void fail(run *r, const qs_error *e, int code) {
     qs_queue_close(r->free_q);
     qs_queue_close(r->compute_q);
     qs_queue_close(r->store_q);
+}
+
+/* the n oldest held blocks to STORE (COMPUTE's thread); -ECANCELED once the run stopped */
+static int release(run *r, size_t n) {
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++) {
+        const int blk = r->held[k]->block;
+        double t0 = qs_now();
+        if (qs_queue_push(r->store_q, r->held[k]) != 0) rc = -ECANCELED;
+        r->wait_store[blk - r->first] = qs_now() - t0;
+    }
+    memmove(r->held, r->held + n, sizeof *r->held * (r->nh - n));
+    r->nh -= n;
+    return rc;
+}
+
+int qs_pipeline_release(qs_pipeline_ctl *r, size_t n, qs_error *err) {
+    QS_RETURN_ERROR_IF(!r->st->holds || n >= r->nh, -EINVAL,
+                       "pipeline: %zu block(s) released during the compute of block %d, %zu held before it", n,
+                       r->nh ? r->held[r->nh - 1]->block : -1, r->nh ? r->nh - 1 : 0);
+    QS_RETURN_ERROR_IF(release(r, n) != 0, -ECANCELED, "pipeline: stopped while releasing blocks to STORE");
+    return 0;
 }
 
 static void *load_thread(void *arg) {
@@ -120,46 +145,39 @@ int qs_pipeline_run(const qs_pipeline_stages *st, int first, int last, void *con
         qs_error_set(&e, -EAGAIN, "pipeline: cannot start threads");
         fail(&r, &e, -EAGAIN);
     }
-    /* COMPUTE runs here; held[0..nh) are the blocks it holds (st->holds), oldest first */
+    /* COMPUTE runs here */
     void *p;
-    item **held = calloc(n_slots, sizeof *held);
-    size_t nh = 0;
-    if (!held) {
+    r.held = calloc(n_slots, sizeof *r.held);
+    if (!r.held) {
         qs_error e = {0};
         qs_error_set(&e, -ENOMEM, "pipeline: out of memory");
         fail(&r, &e, -ENOMEM);
-    }
-    for (int stop = !held; !stop;) {
+    } else if (st->begin)
+        st->begin(st->ctx, &r);
+    for (int stop = !r.held; !stop;) {
         double t0 = qs_now();
         if (qs_queue_pop(r.compute_q, &p) != 0) break;
         item *it = p;
         it->t.wait_load = qs_now() - t0;
         qs_error e = {0};
         double t1 = qs_now();
+        r.held[r.nh++] = it;
         int rc = st->compute(st->ctx, it->block, it->slot, &e);
         it->t.compute = qs_now() - t1;
-        held[nh++] = it;
         const size_t rel = st->holds ? (size_t)(rc > 0 ? rc : 0) : 1;
-        if (rc >= 0 && rel > nh) rc = qs_error_set(&e, -EINVAL, "pipeline: block %d released %zu blocks, %zu held", it->block, rel, nh);
+        if (rc >= 0 && rel > r.nh) rc = qs_error_set(&e, -EINVAL, "pipeline: block %d released %zu blocks, %zu held", it->block, rel, r.nh);
         if (rc < 0) {
             fail(&r, &e, rc);
             break;
         }
-        for (size_t k = 0; k < rel && !stop; k++) {
-            const int blk = held[k]->block;
-            double t2 = qs_now();
-            if (qs_queue_push(r.store_q, held[k]) != 0) stop = 1;
-            r.wait_store[blk - first] = qs_now() - t2;
-        }
-        memmove(held, held + rel, sizeof *held * (nh - rel));
-        nh -= rel;
+        stop = release(&r, rel) != 0;
     }
-    if (nh && !r.failed) {
+    if (r.nh && !r.failed) {
         qs_error e = {0};
-        qs_error_set(&e, -EINVAL, "pipeline: COMPUTE still holds %zu block(s) at the end (from block %d)", nh, held[0]->block);
+        qs_error_set(&e, -EINVAL, "pipeline: COMPUTE still holds %zu block(s) at the end (from block %d)", r.nh, r.held[0]->block);
         fail(&r, &e, -EINVAL);
     }
-    free(held);
+    free(r.held);
     qs_queue_close(r.store_q);
     if (have_loader) pthread_join(loader, NULL);
     if (have_writer) pthread_join(writer, NULL);

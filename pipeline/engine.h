@@ -24,8 +24,14 @@ typedef struct qs_block_times {
     double store;      /* STORE working */
 } qs_block_times;
 
+/* the run, as COMPUTE sees it (stages.begin) */
+typedef struct qs_pipeline_ctl qs_pipeline_ctl;
+
 typedef struct qs_pipeline_stages {
     void *ctx;
+    /* optional: called on the COMPUTE thread before the first compute, with the handle that
+     * qs_pipeline_release takes during this run */
+    void (*begin)(void *ctx, qs_pipeline_ctl *ctl);
     /* Each returns 0 or a negative code with err set. slot is the block's buffer. */
     int (*load)(void *ctx, int block, void *slot, qs_error *err);
     int (*compute)(void *ctx, int block, void *slot, qs_error *err);
@@ -37,9 +43,17 @@ typedef struct qs_pipeline_stages {
      * method whose result for a block needs later blocks, SliderQuant's windows): compute
      * returns r >= 0 and the r oldest blocks it holds, this one counted, go to STORE in order;
      * the rest stay. The caller gives n_slots of at least what it holds plus one for LOAD, and
-     * releases every block by the last one's compute (else the run fails). */
+     * releases every block by the last one's compute (else the run fails). During a compute
+     * call it may also release blocks it held before the call (qs_pipeline_release), the ones
+     * final before the call's work is done, so that STORE writes them meanwhile; r then counts
+     * the oldest of those it still holds. */
     int holds;
 } qs_pipeline_stages;
+
+/* From inside a compute call of a holds run: the n oldest blocks COMPUTE holds, not counting the
+ * one the call is for, go to STORE now, in order. 0, or a negative code with err set (more than
+ * it held before the call; the run already stopped). */
+int qs_pipeline_release(qs_pipeline_ctl *ctl, size_t n, qs_error *err);
 
 typedef struct qs_pipeline_stats {
     size_t max_slots_in_use; /* never more than n_slots */

@@ -185,6 +185,8 @@ static int st_load(void *ctx, int unit, void *slot_, qs_error *err) {
     return 0;
 }
 
+static void st_begin(void *ctx, qs_pipeline_ctl *ctl) { ((qs_qrun *)ctx)->ctl = ctl; }
+
 static int st_compute(void *ctx, int unit, void *slot_, qs_error *err) {
     qs_qrun *q = ctx;
     qs_qunit *u = slot_;
@@ -664,8 +666,8 @@ int qs_quantize_run(const qs_quantize_opts *o, qs_quantize_summary *sum, qs_erro
             if (!slots[i].slab) rc = qs_error_set(err, -ENOMEM, "out of memory for a %zu-byte block slot", slot_bytes);
             if (!rc) rc = qs_calib_pin(&q, slots[i].slab, slot_bytes, err); /* the loader uploads from them */
         }
-        qs_pipeline_stages st = {.ctx = &q, .load = st_load, .compute = st_compute, .store = st_store,
-                                 .holds = is_slider(o)};
+        qs_pipeline_stages st = {.ctx = &q, .begin = st_begin, .load = st_load, .compute = st_compute,
+                                 .store = st_store, .holds = is_slider(o)};
         const int n_units = (q.cfg.n_layers + q.K - 1) / q.K;
         if (!rc && q.slider_pass == 1) { /* the first pass streams every block; nothing is stored */
             if (o->progress)

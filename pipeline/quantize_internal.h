@@ -136,6 +136,7 @@ typedef struct qs_qrun {
     size_t stage_block;
     int K;               /* blocks per pipeline unit (--blocks-per-group with EEC, else 1) */
     struct qs_slider_run *slider; /* SliderQuant's windows in flight (compute_slider.c) */
+    struct qs_pipeline_ctl *ctl;  /* the pipeline's run, while it runs: blocks go to STORE mid-call */
     /* SliderQuant's incremental quantization (--incremental on): 1 while the first pass runs
      * (half of each weight's columns quantized, nothing stored), 2 in the second; 0: one pass */
     int slider_pass;
