@@ -17,7 +17,12 @@
 # stage forwards + one forward + the Hessians 2 T (in_qkv^2 + in_o^2 + in_gu^2 + in_down^2);
 # QLLM = (2 + 3 EPOCHS) F (the full-precision targets, the advance, and per epoch a forward and a
 # backward of about twice its cost); DL-QAT (METHODS may name dlqat: W4 g128, EPOCHS, K = 1) =
-# (2 + 4 EPOCHS) F (its backward forms each linear's weight gradient too). The host work (GPTQ's column loop, shard writes) is in the
+# (2 + 4 EPOCHS) F (its backward forms each linear's weight gradient too); SliderQuant (slider:
+# W4A4, EPOCHS, smoothing on) trains windows (quant/slider.c's schedule, W(L) the sum of the
+# windows' sizes for L blocks: 4 for 2 blocks, 166 for 80), so its LAYERS blocks cost
+# (2 LAYERS + 3 EPOCHS W(LAYERS)) F (each block's full-precision target and quantized advance once,
+# per epoch a window's forward and backward), its row's s/block is that over LAYERS, and its 80
+# blocks are projected by the same model, (2 80 + 3 EPOCHS W(80)) / (2 LAYERS + 3 EPOCHS W(LAYERS)). The host work (GPTQ's column loop, shard writes) is in the
 # seconds and not in the FLOPs.
 set -euo pipefail
 build=${1:?usage: bench/block70b.sh BUILD_DIR [WORK_DIR] [DEVICE]}
@@ -51,9 +56,13 @@ T, Q, KV = NS * SL, nh * hd, nkv * hd
 f_qkv, f_o, f_gu, f_down = 2 * T * H * (Q + 2 * KV), 2 * T * Q * H, 4 * T * H * I, 2 * T * I * H
 f_att = T * 4 * nh * hd * (SL + 1) / 2
 F = f_qkv + f_att + f_o + f_gu + f_down
+def windows(L):  # the sum of the sizes of quant/slider.c's windows for L blocks
+    w = [(0, j) for j in range(min(4, L))] + [(j, j + 1) for j in range(3, L - 4)] + [(j, L - 1) for j in range(max(L - 4, 0), L)]
+    return sum(b - a + 1 for i, (a, b) in enumerate(w) if i == 0 or w[i - 1] != (a, b))
+units = lambda L: 2 * L + 3 * E * windows(L)  # slider's block forwards for L blocks
 flops = {"rtn": 0,
          "gptq": (f_qkv + f_att) + (f_qkv + f_att + f_o) + (f_qkv + f_att + f_o + f_gu) + F + 2 * T * (3 * H * H + I * I),
-         "qllm": (2 + 3 * E) * F, "dlqat": (2 + 4 * E) * F}
+         "qllm": (2 + 3 * E) * F, "dlqat": (2 + 4 * E) * F, "slider": units(nb) * F / nb}
 log = open(f"{work}/{m}.log").read()
 comp = [float(x) for x in re.findall(r"compute ([0-9.]+) s", log)]
 peak = re.search(r"memory peak ([0-9.]+) MiB", log)
@@ -64,12 +73,14 @@ rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", log)
 ck = re.search(r"activation checkpoints: (\d+) written in ([0-9.]+) s", log)
 ck_s = float(ck.group(2)) if ck else 0.0
 s = (sum(comp) - ck_s) / len(comp) if comp else float("nan")
+# 80 blocks: slider's windows per block differ from LAYERS' (the FLOP model above)
+s80 = 80 * s * (units(80) / 80 / (units(len(comp)) / len(comp)) if m == "slider" and comp else 1)
 tf = flops[m] / s / 1e12 if flops[m] and s > 0 else 0
 host = f" (host RSS {int(rss.group(1)) / 1e6:.1f} GB)" if rss else ""
 # cut short: the blocks that finished, their activation checkpoints inside their compute
 cut = f"; cut short after {len(comp)} of {nb} block(s)" if rc else ""
 print(f"| {m} | {s:.1f} | {peak.group(1) + ' MiB' if peak else 'n/a'}{host} | "
-      f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {80 * s * (1 + (1 / 20 if ck else 0)) / 3600:.2f} h | "
+      f"{tf:.2f} | {100 * tf / rate if rate and tf else 0:.0f}% | {s80 * (1 + (1 / 20 if ck else 0)) / 3600:.2f} h | "
       f"{ck.group(1) + ' in ' + ck.group(2) + ' s' if ck else 'none'}{cut} |")
 PY
 }
@@ -83,7 +94,8 @@ for m in $METHODS; do
     gptq) args=(--method gptq --wbits 4 --group 128 "${cal[@]}") ;;
     qllm) args=(--method qllm --wbits 4 --abits 4 --epochs "$EPOCHS" --blocks-per-group 1 "${cal[@]}") ;;
     dlqat) args=(--method dlqat --wbits 4 --group 128 --epochs "$EPOCHS" "${cal[@]}") ;;
-    *) echo "bench/block70b.sh: unknown method $m (rtn, gptq, qllm, dlqat)" >&2; exit 2 ;;
+    slider) args=(--method slider --wbits 4 --abits 4 --epochs "$EPOCHS" "${cal[@]}") ;;
+    *) echo "bench/block70b.sh: unknown method $m (rtn, gptq, qllm, dlqat, slider)" >&2; exit 2 ;;
   esac
   rm -rf "$work/out-$m"
   rc=0
