@@ -7,6 +7,7 @@ method_args() {
     qllm-cr) args=(--method qllm --wbits 4 --abits 4 --eec off) ;;
     qllm-cr-eec) args=(--method qllm --wbits 4 --abits 4 --cr-candidates 4 --epochs 1 --blocks-per-group 1) ;;
     dlqat) args=(--method dlqat --wbits 4 --group 128 --epochs 1 --blocks-per-group 1) ;;
-    *) echo "bench: unknown method $1 (gptq, qllm-eec, qllm-cr, qllm-cr-eec, dlqat)" >&2; return 1 ;;
+    slider) args=(--method slider --wbits 4 --abits 4 --epochs 1) ;;
+    *) echo "bench: unknown method $1 (gptq, qllm-eec, qllm-cr, qllm-cr-eec, dlqat, slider)" >&2; return 1 ;;
   esac
 }
