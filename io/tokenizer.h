@@ -70,6 +70,14 @@ int qs_tok_spm_model_parse(qs_tok_spm_model **store, qs_tok_spec *spec, const vo
                            const char *path_for_errors, qs_error *err);
 void qs_tok_spm_model_free(qs_tok_spm_model *store);
 
+/* The spec of a model directory's tokenizer: tokenizer.model when there is one (its scores
+ * rank SentencePiece merges), else tokenizer.json (for a tokenizer.json, add_space_prefix is 1
+ * when a SentencePiece one prepends U+2581 to its text). visit gets it while its strings are
+ * valid; its return value is returned. -ENOENT (err untouched) when the directory has
+ * neither file. */
+typedef int (*qs_tok_spec_fn)(const qs_tok_spec *spec, void *ctx, qs_error *err);
+int qs_tok_spec_visit(const char *model_dir, qs_tok_spec_fn visit, void *ctx, qs_error *err);
+
 /* Encodes len bytes of UTF-8 text. *ids is malloc'd (caller frees); *n_ids its length.
  * Invalid UTF-8 is handled as the reference does (byte-level: bytes; SPM: byte fallback). */
 int qs_tokenizer_encode(const qs_tokenizer *t, const char *text, size_t len, int32_t **ids,

@@ -127,8 +127,11 @@ static const char *bos_of(json_t *pp) {
     return NULL;
 }
 
-int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, const char *fn, qs_error *err) {
-    *out = NULL;
+/* tokenizer.json text as a spec, then a tokenizer in *out (out non-NULL) or the spec handed to
+ * visit (the spec's strings live in the JSON until visit returns) */
+static int parse_json(qs_tokenizer **out, qs_tok_spec_fn visit, void *ctx, const char *text, size_t len, const char *fn,
+                      qs_error *err) {
+    if (out) *out = NULL;
     json_error_t je;
     json_t *root = json_loadb(text, len, 0, &je);
     if (!root) return qs_error_set(err, QS_EFORMAT, "%s: not valid JSON (line %d: %s)", fn, je.line, je.text);
@@ -207,10 +210,14 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
         json_t *unk = json_object_get(model, "unk_token");
         for (size_t i = 0; json_is_string(unk) && i < n; i++)
             if (!strcmp(tokens[i], json_string_value(unk))) s.unk_id = (int32_t)i;
-        rc = qs_tokenizer_from_spec(out, &s, err);
-        if (rc) qs_error_prefix(err, "%s", fn);
-        if (!rc && json_is_true(json_object_get(model, "ignore_merges"))) (*out)->ignore_merges = 1;
-        if (!rc && s.kind == QS_TOK_BPE_SPM) {
+        if (!out) {
+            rc = visit(&s, ctx, err);
+        } else {
+            rc = qs_tokenizer_from_spec(out, &s, err);
+            if (rc) qs_error_prefix(err, "%s", fn);
+        }
+        if (!rc && out && json_is_true(json_object_get(model, "ignore_merges"))) (*out)->ignore_merges = 1;
+        if (!rc && out && s.kind == QS_TOK_BPE_SPM) {
             (*out)->byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
             (*out)->add_space_prefix = space_mode;
         }
@@ -222,6 +229,10 @@ int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, co
     free(types);
     json_decref(root);
     return rc;
+}
+
+int qs_tokenizer_parse_json(qs_tokenizer **out, const char *text, size_t len, const char *fn, qs_error *err) {
+    return parse_json(out, NULL, NULL, text, len, fn, err);
 }
 
 static int load_spm_model(qs_tokenizer **out, const char *file, qs_error *err) {
@@ -256,6 +267,24 @@ int qs_tokenizer_load(qs_tokenizer **out, const char *path, qs_error *err) {
         free(text);
     }
     free(file);
+    return rc;
+}
+
+int qs_tok_spec_visit(const char *dir, qs_tok_spec_fn visit, void *ctx, qs_error *err) {
+    char *model = qs_path_join(dir, "tokenizer.model"), *file = qs_path_join(dir, "tokenizer.json"), *text = NULL;
+    int rc = model && file ? 1 : qs_error_set(err, -ENOMEM, "out of memory");
+    if (rc == 1 && access(model, F_OK) == 0) {
+        qs_tok_spm_model *m;
+        qs_tok_spec spec;
+        rc = qs_tok_spm_model_load(&m, &spec, model, err);
+        if (!rc) rc = visit(&spec, ctx, err);
+        qs_tok_spm_model_free(m);
+    } else if (rc == 1) {
+        size_t len;
+        rc = access(file, F_OK) ? -ENOENT : qs_file_read_all(file, 512u << 20, &text, &len, err);
+        if (!rc) rc = parse_json(NULL, visit, ctx, text, len, file, err);
+    }
+    free(text), free(model), free(file);
     return rc;
 }
 

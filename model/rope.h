@@ -12,4 +12,8 @@
  * non-positive theta / scaling factor. */
 int qs_rope_inv_freq(const qs_model_config *cfg, float *inv_freq, qs_error *err);
 
+/* div [head_dim/2]: what LLaMA-3 scaling divides each inverse frequency by (1 where it keeps
+ * it; all 1 without scaling), as llama.cpp's rope_freqs.weight holds it. */
+int qs_rope_llama3_divisors(const qs_model_config *cfg, float *div, qs_error *err);
+
 #endif

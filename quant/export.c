@@ -5,6 +5,7 @@
  * at most one linear's codes and its packed form are in memory. The JSON files and tokenizer
  * files follow once model.safetensors is in place. */
 #include "quant/export.h"
+#include "quant/export_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -141,37 +142,47 @@ static void *vec_as(const float *x, size_t n, qs_dtype dt) {
     return out;
 }
 
-static int open_block(const export_run *r, int b, qs_shard **s, char **path, qs_error *err) {
-    const qs_manifest_block *rec = qs_manifest_find(&r->qm.man, b);
-    *path = qs_path_join(r->qm.dir, rec->file);
-    int rc = qs_shard_open(s, *path, err);
+int qs_export_open_block(const qs_qmodel *qm, int b, qs_shard **s, char **path, qs_error *err) {
+    const qs_manifest_block *rec = qs_manifest_find(&qm->man, b);
+    *path = qs_path_join(qm->dir, rec->file);
+    int rc = *path ? qs_shard_open(s, *path, err) : qs_error_set(err, -ENOMEM, "out of memory");
     if (!rc && qs_shard_file_xxh3(*s) != rec->xxh3)
         rc = qs_error_set(err, QS_ECHECKSUM, "%s: file hash differs from manifest.json's record", *path);
     return rc;
 }
 
-/* every block: the same settings, and (gptq) no channel reassembly and weight-only at 2/3/4/8
- * bits with shapes that pack into whole words. Runs before anything is written. */
-static int check_blocks(export_run *r, qs_error *err) {
-    const char *dir = r->qm.dir, *format = r->o->format;
-    for (int b = 0; b < r->qm.cfg.n_layers; b++) {
+static int open_block(const export_run *r, int b, qs_shard **s, char **path, qs_error *err) {
+    return qs_export_open_block(&r->qm, b, s, path, err);
+}
+
+int qs_export_check_blocks(const qs_qmodel *qm, const char *format, int refuse_reasm, qs_qblock_meta *m0,
+                           qs_error *err) {
+    for (int b = 0; b < qm->cfg.n_layers; b++) {
         qs_shard *s = NULL;
         char *p = NULL;
         qs_qblock_meta m;
-        int rc = open_block(r, b, &s, &p, err), reasm = 0;
+        int rc = qs_export_open_block(qm, b, &s, &p, err), reasm = 0;
         if (!rc) rc = qs_qblock_meta_read(s, &m, err);
         for (size_t i = 0; !rc && i < qs_shard_count(s); i++) reasm |= !strcmp(qs_shard_at(s, i)->role, "reassembly");
         qs_shard_close(s);
         free(p);
         if (rc) return rc;
-        if (b == 0) r->m0 = m;
-        QS_RETURN_ERROR_IF(reasm && r->gptq, QS_EUNSUPPORTED,
-                           "%s: block %d uses channel reassembly, which the %s format cannot express (the shards can)",
-                           dir, b, format);
-        QS_RETURN_ERROR_IF(m.wbits != r->m0.wbits || m.abits != r->m0.abits || m.group != r->m0.group ||
-                               m.sym != r->m0.sym,
-                           QS_EFORMAT, "%s: block %d's settings differ from block 0's", dir, b);
+        if (b == 0) *m0 = m;
+        QS_RETURN_ERROR_IF(reasm && refuse_reasm, QS_EUNSUPPORTED,
+                           "%s: block %d uses channel reassembly, which the %s format cannot express (fakequant folds "
+                           "it into the weights; the shards keep it)",
+                           qm->dir, b, format);
+        QS_RETURN_ERROR_IF(m.wbits != m0->wbits || m.abits != m0->abits || m.group != m0->group || m.sym != m0->sym,
+                           QS_EFORMAT, "%s: block %d's settings differ from block 0's", qm->dir, b);
     }
+    return 0;
+}
+
+/* every block: the same settings, and (gptq) no channel reassembly and weight-only at 2/3/4/8
+ * bits with shapes that pack into whole words. Runs before anything is written. */
+static int check_blocks(export_run *r, qs_error *err) {
+    const char *dir = r->qm.dir;
+    QS_FORWARD_IF_ERROR(qs_export_check_blocks(&r->qm, r->o->format, r->gptq, &r->m0, err));
     const int bits = r->m0.wbits;
     if (!r->gptq) return 0;
     QS_RETURN_ERROR_IF(r->m0.abits < 16, QS_EUNSUPPORTED,
@@ -440,9 +451,10 @@ static int write_meta(export_run *r, qs_error *err) {
 }
 
 int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_export_info *info, qs_error *err) {
+    if (o->format && !strcmp(o->format, "gguf")) return qs_export_gguf(out_dir, hf_dir, o, info, err);
     export_run r = {.o = o, .hf_dir = hf_dir, .gptq = o->format && !strcmp(o->format, "gptq")};
     QS_RETURN_ERROR_IF(!r.gptq && (!o->format || strcmp(o->format, "fakequant")), QS_EUSAGE,
-                       "--format %s: gptq or fakequant", o->format ? o->format : "(none)");
+                       "--format %s: gptq, fakequant or gguf", o->format ? o->format : "(none)");
     QS_RETURN_ERROR_IF(o->dtype != QS_DTYPE_F32 && o->dtype != QS_DTYPE_F16 && o->dtype != QS_DTYPE_BF16, QS_EUSAGE,
                        "--dtype: f32, f16 or bf16");
     QS_FORWARD_IF_ERROR(qs_qmodel_open(&r.qm, out_dir, 1, err));
@@ -457,7 +469,7 @@ int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, 
 
     /* everything that can be refused is checked before HF_DIR is touched */
     int rc = check_blocks(&r, err);
-    if (!rc && info) *info = (qs_export_info){r.m0.wbits, r.m0.abits, r.m0.group, r.m0.sym, 0};
+    if (!rc && info) *info = (qs_export_info){r.m0.wbits, r.m0.abits, r.m0.group, r.m0.sym, 0, 0};
     if (!rc) rc = qs_catalog_open(&r.cat, out_dir, err);
     if (!rc) rc = dir_ready(&r, err);
     const int touched = !rc;

@@ -18,7 +18,13 @@
  * fakequant: a plain LLaMA checkpoint: every linear dequantized (F32, or F16 / BF16), norms and
  *   biases, the non-block tensors as stored; config.json without quantization settings.
  *   A run with activation quantization (abits < 16) exports its weights only; the caller warns.
- * Both copy the tokenizer files; the output is written durably and nothing is left on error. */
+ * Both copy the tokenizer files; the output is written durably and nothing is left on error.
+ * gguf: one GGUF file (hf_dir is its path) for llama.cpp: each linear's codes in the 32-column
+ *   block type that holds them exactly (quant/export_gguf.c: Q4_0 / Q5_0 / Q8_0 for symmetric,
+ *   Q4_1 / Q5_1 / Q8_0 for asymmetric runs; scales and offsets as half floats), Q/K rows in
+ *   llama.cpp's RoPE order, norms and biases F32, embedding and LM head in dtype, the tokenizer,
+ *   LLaMA-3 rope scaling as rope_freqs.weight. Refused: channel reassembly, groups that are not
+ *   a multiple of 32, act-order without static groups, asymmetric 8 bits. */
 #ifndef QS_QUANT_EXPORT_H
 #define QS_QUANT_EXPORT_H
 
@@ -29,8 +35,8 @@
 #include "io/dtype.h"
 
 typedef struct qs_export_opts {
-    const char *format;  /* "gptq" or "fakequant" */
-    qs_dtype dtype;      /* fakequant linears: F32 (default), F16 or BF16 */
+    const char *format;  /* "gptq", "fakequant" or "gguf" */
+    qs_dtype dtype;      /* fakequant linears, gguf's float tensors: F32 (default), F16 or BF16 */
     int force;           /* 1: write into a non-empty output directory */
     int gptq_v2;         /* gptq: zero points stored as they are ("checkpoint_format": "gptq_v2", GPTQModel) */
 } qs_export_opts;
@@ -39,6 +45,7 @@ typedef struct qs_export_opts {
 typedef struct qs_export_info {
     int wbits, abits, group, sym; /* the run's settings (abits < 16: activations were quantized) */
     int desc_act;                 /* gptq: some g_idx is not c / group (act-order) */
+    int float_linears;            /* gguf: linears written dequantized (input width not a multiple of 32) */
 } qs_export_info;
 
 /* Exports the finished run out_dir into hf_dir (created when missing; refused when it is not

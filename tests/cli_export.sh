@@ -117,7 +117,7 @@ check "export into a non-empty directory" 1 "not empty.*--force" -- "$bin" expor
 [ -e "$tmp/hf1/quantize_config.json" ] && die "--force fakequant over a gptq export left its quantize_config.json"
 check "export into the run itself" 1 "run's own directory" -- "$bin" export "$tmp/q1" --format fakequant --force -o "$tmp/q1/"
 "$bin" eval "$tmp/q1" --ids-file "$tmp/ids.txt" --seqlen 32 >/dev/null 2>&1 || die "the refused export into the run damaged it"
-check "unknown format" 1 "gptq or fakequant" -- "$bin" export "$tmp/q1" --format gguf -o "$tmp/x"
+check "unknown format" 1 "gptq, fakequant or gguf" -- "$bin" export "$tmp/q1" --format ggml -o "$tmp/x"
 gone "$tmp/x" "unknown format"
 [ "$("$bin" export "$tmp/part" --format gptq -o "$tmp/x" 2>&1 | wc -l)" -eq 1 ] || die "an export error is not one line"
 [ $fail -eq 0 ] && echo ok

@@ -1,12 +1,16 @@
 /* tools/cmd_export.c - `qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16]
- * [--gptq-v2] [--force]`: a finished quantized run as a Hugging Face directory (quant/export.h). */
+ * [--gptq-v2] [--force]` or `--format gguf -o FILE.gguf`: a finished quantized run as a Hugging
+ * Face directory or one GGUF file (quant/export.h). */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "quant/export.h"
 #include "tools/commands.h"
 
-#define USAGE "usage: qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]\n"
+#define USAGE                                                                                                      \
+    "usage: qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]\n" \
+    "       qstream export OUT_DIR --format gguf -o FILE.gguf [--dtype f32|f16|bf16] [--force]\n"
 
 int qs_cmd_export(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
@@ -33,6 +37,10 @@ int qs_cmd_export(int argc, char **argv) {
         fprintf(stderr, "qstream export: give OUT_DIR, --format and -o HF_DIR\n" USAGE);
         return 2;
     }
+    if (!strcmp(o.format, "gguf") && !o.force && access(out, F_OK) == 0) {
+        fprintf(stderr, "qstream export: %s exists (use --force to replace it)\n", out);
+        return 1;
+    }
     qs_error err = {0};
     qs_export_info info = {0};
     if (qs_export(dir, out, &o, &info, &err)) {
@@ -44,6 +52,11 @@ int qs_cmd_export(int argc, char **argv) {
                 "qstream export: warning: %s is a W%dA%d run; activation quantization is not part of the %s format "
                 "(weights only)\n",
                 dir, info.wbits, info.abits, o.format);
+    if (info.float_linears)
+        fprintf(stderr,
+                "qstream export: note: %d linears have an input width that is not a multiple of 32 and are stored "
+                "dequantized\n",
+                info.float_linears);
     char group[32] = "per-channel";
     if (info.group > 0) snprintf(group, sizeof group, "group %d", info.group);
     fprintf(stderr, "exported %s (W%d, %s, %s%s) as %s to %s\n", dir, info.wbits, group, info.sym ? "sym" : "asym",
