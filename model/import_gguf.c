@@ -267,6 +267,14 @@ static int write_weights(const qs_gguf *g, const char *fn, const qs_model_config
     return rc;
 }
 
+/* tokenizer.ggml.model "no_vocab" (or "none"): weights only, no tokenizer.json */
+static int vocab_free(const qs_gguf *g) {
+    const char *m;
+    size_t n;
+    if (qs_gguf_find_key(g, "tokenizer.ggml.model") < 0 || qs_gguf_get_str(g, "tokenizer.ggml.model", &m, &n, NULL)) return 0;
+    return (n == 8 && !memcmp(m, "no_vocab", 8)) || (n == 4 && !memcmp(m, "none", 4));
+}
+
 int qs_import_gguf(const char *path, const char *out_dir, qs_import_summary *sum, qs_error *err) {
     qs_gguf *g;
     QS_FORWARD_IF_ERROR(qs_gguf_open(&g, path, err));
@@ -277,7 +285,9 @@ int qs_import_gguf(const char *path, const char *out_dir, qs_import_summary *sum
          *p_tok = qs_path_join(out_dir, "tokenizer.json"), *p_idx = qs_path_join(out_dir, "model.safetensors.index.json");
     int rc = p_cfg && p_st && p_tok && p_idx ? 0 : qs_error_set(err, -ENOMEM, "out of memory");
     if (!rc) rc = read_config(g, path, &cfg, err);
-    if (!rc) rc = qs_gguf_tok_spec_load(g, path, &spec, err);
+    const int no_vocab = !rc && vocab_free(g);
+    if (!rc && !no_vocab) rc = qs_gguf_tok_spec_load(g, path, &spec, err);
+    if (no_vocab) spec.bos_id = spec.eos_id = spec.unk_id = -1;
     if (!rc) rc = finish_config(g, path, &spec, &cfg, err);
     if (!rc) rc = check_tensors(g, path, &cfg, err);
     /* a sharded index would be read instead of the model.safetensors written here */
@@ -285,7 +295,7 @@ int qs_import_gguf(const char *path, const char *out_dir, qs_import_summary *sum
         rc = qs_error_set(err, QS_EUSAGE, "%s: already holds a sharded model (model.safetensors.index.json); import into an empty directory", out_dir);
     if (!rc) rc = qs_mkdir_p(out_dir, err);
     if (!rc) rc = write_weights(g, path, &cfg, p_st, err);
-    if (!rc) rc = qs_tok_spec_write_json(&spec, p_tok, err);
+    if (!rc && !no_vocab) rc = qs_tok_spec_write_json(&spec, p_tok, err);
     if (!rc) rc = qs_config_write(&cfg, p_cfg, err);
     if (!rc && sum) *sum = (qs_import_summary){.n_tensors = (int)qs_gguf_tensor_count(g), .n_layers = cfg.n_layers, .vocab = cfg.vocab_size};
     free(p_cfg);

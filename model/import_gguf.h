@@ -13,7 +13,8 @@ typedef struct qs_import_summary {
 
 /* Imports gguf_path into out_dir (created when missing). Refuses, before writing anything, other
  * architectures, rope scaling, partial rotary dims, unknown / missing / misshapen tensors and
- * an out_dir holding a sharded index. vocab_size is the embedding's row count (the token list
+ * an out_dir holding a sharded index. A file whose tokenizer.ggml.model is "no_vocab" (llama.cpp's
+ * weights-only model) imports without a tokenizer.json. vocab_size is the embedding's row count (the token list
  * may be shorter, never longer); tie_word_embeddings when there is no output.weight. sum may be
  * NULL. Each output file is written durably via PATH.tmp + rename, config.json last; on error
  * no .tmp is left, though files committed before the failure stay. */

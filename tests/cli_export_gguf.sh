@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# qstream export --format gguf: every block type (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, and the float
+# fallback of a linear whose input width is not a multiple of 32) checked by an independent
+# reader written from the GGUF specification (tests/tools/check_gguf_export.py: the file's
+# layout, and each weight against `qstream dump` within the half-float rounding of the block's
+# scale and offset); the file read back by import-gguf evaluates to the run's perplexity up to
+# that rounding (SmolLM2 on text: 1e-3 relative allowed, 3e-5 measured; stories260k and the
+# generated model on seeded ids, perplexities in the thousands whose weights reach 1.6 so that
+# the offsets round by up to 5e-4: 1e-2 allowed, 3e-3 measured); the SmolLM2
+# tokenizer carried over (the same ids); refusals are one line and leave nothing at the path,
+# also when they come halfway through the file.
+set -u
+bin=${QS_BIN:?run through ctest}
+src=${QS_SRC:?}
+shared=${QS_SHARED:?}
+smol=${QS_SMOLLM_DIR:?}
+gen=$(dirname "$bin")/bench/gen_model
+tmp=${QS_TMP:-/tmp}/cli_export_gguf
+rm -rf "$tmp"; mkdir -p "$tmp"
+fail=0
+die() { echo "FAIL: $*"; fail=1; }
+. "$src/tests/lib/cli-check.sh"
+[ -f "$smol/config.json" ] || { echo "FAIL: $smol has no model (scripts/fetch-default-model.sh)"; exit 1; }
+st=$shared/models/stories260k
+check_py=$src/tests/tools/check_gguf_export.py
+lins="self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj"
+dump_blocks() { # OUT_DIR DUMP_DIR BLOCK...
+  local out=$1 d=$2; shift 2; mkdir -p "$d"
+  for b in "$@"; do for l in $lins; do "$bin" dump "$out" --block "$b" --tensor "$l" -o "$d/block$b.$l.npy" 2>/dev/null || die "dump $b $l"; done; done
+}
+gone() { [ -e "$1" ] && die "$2 left $1 behind"; ls "$(dirname "$1")" | grep -q '\.tmp$' && die "$2 left a .tmp behind"; }
+ids="1 67 89 120 300 45 7 260 511 2 33 400 150 99 12 88 17 230 41 5 66 300 2 9 14 77 310 120 500 3 8 91"
+for k in 1 2 3; do echo "$ids"; done > "$tmp/ids.txt"
+ppl() { "$bin" eval "$1" --ids-file "$tmp/ids.txt" --seqlen 32 --json | sed -E 's/.*"ppl": ([0-9.]+).*/\1/'; }
+close() { awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a > 0 && d <= r * a) }'; }
+"$gen" "$tmp/tiny" --shape tiny --layers 2 --dtype bf16 >/dev/null || { echo "FAIL: gen_model"; exit 1; }
+# MODEL|quantize args|the linears' type|blocks to check. stories260k and tiny have an
+# intermediate width of 172 and 688: their down_proj is the float fallback.
+i=0
+while IFS='|' read -r model qargs want blocks <&3; do
+  i=$((i + 1))
+  case $model in tiny) m=$tmp/tiny ;; stories) m=$st ;; esac
+  # shellcheck disable=SC2086
+  "$bin" quantize "$m" -o "$tmp/q$i" $qargs --quiet || { die "quantize $i ($qargs)"; continue; }
+  "$bin" export "$tmp/q$i" --format gguf -o "$tmp/q$i.gguf" 2>"$tmp/e$i.err" || { die "export $i ($qargs): $(cat "$tmp/e$i.err")"; continue; }
+  grep -q "note: .* linears have an input width that is not a multiple of 32" "$tmp/e$i.err" || die "export $i does not note the float fallback"
+  # shellcheck disable=SC2086
+  dump_blocks "$tmp/q$i" "$tmp/d$i" $blocks
+  # shellcheck disable=SC2086
+  python3 "$check_py" "$tmp/q$i.gguf" "$tmp/d$i" $blocks >"$tmp/c$i.txt" || { die "gguf check $i ($model $qargs)"; tail -3 "$tmp/c$i.txt"; }
+  tail -1 "$tmp/c$i.txt"
+  grep -q "^tensor blk.0.attn_q.weight $want " "$tmp/c$i.txt" || die "case $i ($qargs): attn_q is not $want"
+  grep -q "^tensor blk.0.ffn_down.weight F32 " "$tmp/c$i.txt" || die "case $i: ffn_down is not the F32 fallback"
+  grep -q "^kv tokenizer.ggml.model no_vocab" "$tmp/c$i.txt" || die "case $i: a model without a tokenizer is not no_vocab"
+  "$bin" import-gguf "$tmp/q$i.gguf" -o "$tmp/imp$i" >/dev/null || { die "import-gguf $i"; continue; }
+  a=$(ppl "$tmp/q$i"); b=$(ppl "$tmp/imp$i")
+  echo "case $i ($model $qargs -> $want): ppl of the run $a, of its GGUF read back $b"
+  close "$a" "$b" 1e-2 || die "case $i: the GGUF's perplexity $b is not within 1e-2 of the run's $a"
+done 3<<'CASES'
+stories|--method rtn --wbits 4 --group 32|Q4_1|0 4
+stories|--method rtn --wbits 3 --group 64 --sym|Q4_0|0 4
+stories|--method rtn --wbits 5 --group -1|Q5_1|0 4
+stories|--method rtn --wbits 5 --group 32 --sym|Q5_0|0 4
+stories|--method rtn --wbits 6 --group 64|Q8_0|0 4
+stories|--method rtn --wbits 8 --group -1 --sym|Q8_0|0 4
+tiny|--method gptq --wbits 4 --group 64 --act-order --static-groups --calib random --nsamples 4 --seqlen 64|Q4_1|0 1
+tiny|--method dlqat --wbits 4 --group 64 --sym --calib random --nsamples 4 --seqlen 64 --epochs 2|Q4_0|1
+CASES
+# the real model: its tokenizer and ids, every linear in blocks, the perplexity of the text
+"$bin" quantize "$smol" -o "$tmp/s4" --method rtn --wbits 4 --group 128 --quiet || die "quantize SmolLM2"
+"$bin" export "$tmp/s4" --format gguf --dtype f16 -o "$tmp/s4.gguf" 2>"$tmp/s4.err" || die "export SmolLM2: $(cat "$tmp/s4.err")"
+grep -q "note:" "$tmp/s4.err" && die "SmolLM2 has a float fallback: $(cat "$tmp/s4.err")"
+dump_blocks "$tmp/s4" "$tmp/ds4" 29
+python3 "$check_py" "$tmp/s4.gguf" "$tmp/ds4" 29 >"$tmp/cs4.txt" || { die "SmolLM2 gguf check"; tail -3 "$tmp/cs4.txt"; }
+tail -1 "$tmp/cs4.txt"
+for kv in "tokenizer.ggml.model gpt2" "tokenizer.ggml.pre smollm" "general.architecture llama" "llama.block_count 30" \
+  "llama.attention.head_count_kv 3" "tokenizer.ggml.bos_token_id 1"; do
+  grep -q "^kv $kv\$" "$tmp/cs4.txt" || die "SmolLM2 GGUF lacks '$kv'"
+done
+grep -q "^tensor token_embd.weight F16 576x49152" "$tmp/cs4.txt" || die "SmolLM2 embedding is not F16 [49152, 576]"
+[ "$(grep -c '^tensor blk\.[0-9]*\.[a-z_]*\.weight Q4_1 ' "$tmp/cs4.txt")" -eq 210 ] || die "SmolLM2: not all 210 linears are Q4_1"
+"$bin" import-gguf "$tmp/s4.gguf" -o "$tmp/s4imp" >/dev/null || die "import-gguf SmolLM2"
+head -c 20000 /usr/share/common-licenses/GPL-3 >"$tmp/gpl.txt"
+t1=$("$bin" tokenize "$tmp/s4" --text "$tmp/gpl.txt" 2>/dev/null)
+t2=$("$bin" tokenize "$tmp/s4imp" --text "$tmp/gpl.txt" 2>/dev/null)
+[ -n "$t1" ] && [ "$t1" = "$t2" ] || die "the GGUF's tokenizer gives other ids than the run's"
+tp() { "$bin" eval "$1" --text "$tmp/gpl.txt" --seqlen 256 --max-windows 4 --json | sed -E 's/.*"ppl": ([0-9.]+).*/\1/'; }
+a=$(tp "$tmp/s4"); b=$(tp "$tmp/s4imp")
+echo "SmolLM2 W4 g128: ppl of the run $a, of its GGUF read back $b"
+close "$a" "$b" 1e-3 || die "SmolLM2: the GGUF's perplexity $b is not within 1e-3 of the run's $a"
+# refusals: one line, nothing at the path (no .tmp either)
+"$bin" quantize "$st" -o "$tmp/g16" --method rtn --wbits 4 --group 16 --quiet || die "quantize g16"
+check "group 16" 1 "group 16: GGUF's blocks are 32 columns" -- "$bin" export "$tmp/g16" --format gguf -o "$tmp/x.gguf"
+gone "$tmp/x.gguf" "a refused export"
+"$bin" quantize "$st" -o "$tmp/a8" --method rtn --wbits 8 --group 32 --quiet || die "quantize W8 asym"
+check "asymmetric 8 bits" 1 "asymmetric 8-bit codes do not fit GGUF's Q8_0.*--sym" -- "$bin" export "$tmp/a8" --format gguf -o "$tmp/x.gguf"
+gone "$tmp/x.gguf" "a refused export"
+# act-order without static groups fails in the first block, after the header and the embedding
+"$bin" quantize "$tmp/tiny" -o "$tmp/ao" --method gptq --wbits 4 --group 64 --act-order --calib random --nsamples 4 --seqlen 64 --quiet ||
+  die "quantize act-order"
+check "act-order" 1 "block 0 self_attn.q_proj: act-order groups \(g_idx\) cannot be stored.*--static-groups" -- \
+  "$bin" export "$tmp/ao" --format gguf -o "$tmp/x.gguf"
+gone "$tmp/x.gguf" "an export failing halfway"
+[ "$("$bin" export "$tmp/ao" --format gguf -o "$tmp/x.gguf" 2>&1 | wc -l)" -eq 1 ] || die "the act-order refusal is not one line"
+sum=$(md5sum <"$tmp/q1.gguf")
+check "an existing file" 1 "exists \(use --force" -- "$bin" export "$tmp/q2" --format gguf -o "$tmp/q1.gguf"
+[ "$(md5sum <"$tmp/q1.gguf")" = "$sum" ] || die "a refused export changed the existing file"
+"$bin" export "$tmp/q2" --format gguf --force -o "$tmp/q1.gguf" 2>/dev/null || die "--force"
+cmp -s "$tmp/q1.gguf" "$tmp/q2.gguf" || die "--force did not write the same file as a fresh export"
+# activation quantization: the weights only, with the usual warning
+"$bin" quantize "$tmp/tiny" -o "$tmp/wa" --method rtn --wbits 4 --group 64 --abits 8 --quiet || die "quantize W4A8"
+check "gguf of a W4A8 run warns" 0 "warning: .*W4A8.*activation quantization is not part of the gguf format" -- \
+  "$bin" export "$tmp/wa" --format gguf -o "$tmp/wa.gguf"
+[ $fail -eq 0 ] && echo ok
+exit $fail
