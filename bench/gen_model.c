@@ -1,6 +1,6 @@
 /* bench/gen_model.c - writes a synthetic LLaMA model directory for benchmarks.
  *
- * usage: gen_model OUT_DIR [--shape 70b|7b|tiny] [--layers N] [--shards N] [--dtype bf16|f16|f32]
+ * usage: gen_model OUT_DIR [--shape 70b|7b|tiny] [--layers N] [--shards N] [--dtype bf16|f16|f32] [--vocab N]
  * 70b: LLaMA-2-70B block shapes (hidden 8192, intermediate 28672, 64 heads, 8 KV heads),
  * vocab 32000, untied; weights seeded uniform in +-1/sqrt(in) (values do not matter for I/O and
  * memory figures, shapes and bytes do). Tensors are spread over --shards files with a
@@ -32,16 +32,17 @@ static inline float urand(void) { /* xorshift64*, uniform in [-1, 1) */
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: gen_model OUT_DIR [--shape 70b|7b|tiny] [--layers N] [--shards N] [--dtype bf16|f16|f32]\n");
+        fprintf(stderr, "usage: gen_model OUT_DIR [--shape 70b|7b|tiny] [--layers N] [--shards N] [--dtype bf16|f16|f32] [--vocab N]\n");
         return 2;
     }
     const char *out = argv[1], *shape = "70b", *dt = "bf16";
-    int layers = 3, shards = 2;
+    int layers = 3, shards = 2, vocab = 0;
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--shape")) shape = argv[i + 1];
         else if (!strcmp(argv[i], "--layers")) layers = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shards")) shards = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--dtype")) dt = argv[i + 1];
+        else if (!strcmp(argv[i], "--vocab")) vocab = atoi(argv[i + 1]);
     }
     qs_model_config cfg = {.arch = QS_ARCH_LLAMA, .rms_eps = 1e-5f, .rope_theta = 10000.0f,
                            .bos_token_id = 1, .eos_token_id = 2, .vocab_size = 32000,
@@ -55,6 +56,7 @@ int main(int argc, char **argv) {
         cfg.vocab_size = 1024;
     }
     cfg.n_layers = layers;
+    if (vocab > 0) cfg.vocab_size = vocab;
     cfg.head_dim = cfg.hidden_size / cfg.n_heads;
     qs_dtype dtype = !strcmp(dt, "f32") ? QS_DTYPE_F32 : !strcmp(dt, "f16") ? QS_DTYPE_F16 : QS_DTYPE_BF16;
     if (shards < 1) shards = 1;

@@ -7,7 +7,8 @@
 # that rounding (SmolLM2 on text: 1e-3 relative allowed, 3e-5 measured; stories260k and the
 # generated model on seeded ids, perplexities in the thousands whose weights reach 1.6 so that
 # the offsets round by up to 5e-4: 1e-2 allowed, 3e-3 measured); the SmolLM2
-# tokenizer carried over (the same ids); refusals are one line and leave nothing at the path,
+# tokenizer carried over (the same ids), and a SentencePiece one from tokenizer.model and from
+# tokenizer.json; refusals are one line and leave nothing at the path,
 # also when they come halfway through the file.
 set -u
 bin=${QS_BIN:?run through ctest}
@@ -88,6 +89,30 @@ tp() { "$bin" eval "$1" --text "$tmp/gpl.txt" --seqlen 256 --max-windows 4 --jso
 a=$(tp "$tmp/s4"); b=$(tp "$tmp/s4imp")
 echo "SmolLM2 W4 g128: ppl of the run $a, of its GGUF read back $b"
 close "$a" "$b" 1e-3 || die "SmolLM2: the GGUF's perplexity $b is not within 1e-3 of the run's $a"
+# a SentencePiece tokenizer (Mistral's tokenizer.model, on a generated model with its 32000
+# rows): scores and the space prefix carried over, the same ids read back; then again from the
+# tokenizer.json that import wrote (no scores: they come from its merge ranks)
+spm=$src/.cache/mistral-spm/tokenizer.model
+[ -f "$spm" ] || { bash "$src/scripts/fetch-test-tokenizers.sh" "$tmp/cache" >/dev/null; spm=$tmp/cache/mistral-spm/tokenizer.model; }
+if [ ! -f "$spm" ]; then
+  die "no SentencePiece tokenizer.model (scripts/fetch-test-tokenizers.sh)"
+else
+  "$gen" "$tmp/spm" --shape tiny --layers 1 --shards 1 --vocab 32000 >/dev/null && cp "$spm" "$tmp/spm/" || die "SentencePiece model"
+  for r in 1 2; do
+    m=$tmp/spm; [ $r = 2 ] && m=$tmp/spmimp1
+    "$bin" quantize "$m" -o "$tmp/spmq$r" --method rtn --wbits 4 --group 64 --quiet || { die "quantize SentencePiece $r"; continue; }
+    "$bin" export "$tmp/spmq$r" --format gguf -o "$tmp/spm$r.gguf" 2>/dev/null || { die "export SentencePiece $r"; continue; }
+    python3 "$check_py" "$tmp/spm$r.gguf" >"$tmp/cspm$r.txt" || die "SentencePiece $r gguf check"
+    for kv in "tokenizer.ggml.model llama" "tokenizer.ggml.scores \[32000\]" "tokenizer.ggml.add_space_prefix True" \
+      "tokenizer.ggml.add_bos_token True" "tokenizer.ggml.unknown_token_id 0"; do
+      grep -q "^kv $kv\$" "$tmp/cspm$r.txt" || die "SentencePiece GGUF $r lacks '$kv'"
+    done
+    "$bin" import-gguf "$tmp/spm$r.gguf" -o "$tmp/spmimp$r" >/dev/null || { die "import-gguf SentencePiece $r"; continue; }
+    t1=$("$bin" tokenize "$tmp/spmq$r" --text "$tmp/gpl.txt" 2>/dev/null)
+    t2=$("$bin" tokenize "$tmp/spmimp$r" --text "$tmp/gpl.txt" 2>/dev/null)
+    [ -n "$t1" ] && [ "$t1" = "$t2" ] || die "SentencePiece $r: the GGUF's tokenizer gives other ids than the run's"
+  done
+fi
 # refusals: one line, nothing at the path (no .tmp either)
 "$bin" quantize "$st" -o "$tmp/g16" --method rtn --wbits 4 --group 16 --quiet || die "quantize g16"
 check "group 16" 1 "group 16: GGUF's blocks are 32 columns" -- "$bin" export "$tmp/g16" --format gguf -o "$tmp/x.gguf"
