@@ -147,7 +147,7 @@ static int tok_kv(const qs_tok_spec *s, void *ctx, qs_error *err) {
     static const char *const pre[] = {[QS_TOK_PRE_GPT2] = "gpt-2", [QS_TOK_PRE_LLAMA3] = "llama-bpe",
                                       [QS_TOK_PRE_SMOLLM] = "smollm", [QS_TOK_PRE_QWEN2] = "qwen2"};
     qs_gguf_kv_str(w, "tokenizer.ggml.model", spm ? "llama" : "gpt2");
-    if (!spm) qs_gguf_kv_str(w, "tokenizer.ggml.pre", pre[s->pre]);
+    if (!spm) qs_gguf_kv_str(w, "tokenizer.ggml.pre", s->pre <= QS_TOK_PRE_QWEN2 ? pre[s->pre] : "default");
     qs_gguf_kv_strs(w, "tokenizer.ggml.tokens", s->tokens, s->n_tokens);
     int32_t *ty = malloc(sizeof *ty * s->n_tokens + 4);
     float *sc = spm ? malloc(sizeof *sc * s->n_tokens + 4) : NULL;
