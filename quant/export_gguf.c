@@ -9,7 +9,8 @@
  * rows go into llama.cpp's interleaved-RoPE order (the inverse of model/import_gguf.c's), which
  * moves whole rows and so their quantizers with them. The tokenizer comes from the run's
  * tokenizer.model or tokenizer.json (none: "no_vocab"), LLaMA-3 rope scaling as rope_freqs.
- * Memory: one linear's codes and one row of blocks, or one float tensor. */
+ * Memory: one linear's codes and one row of blocks, 16M floats of the embedding or LM head, or
+ * the float copy of a linear written dequantized. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -275,11 +276,17 @@ static int write_floats(gg *g, const float *x, size_t n, uint32_t t, qs_error *e
 
 static int write_nonblock(gg *g, qs_error *err) {
     int rc = 0;
-    for (size_t i = 0; !rc && i < qs_catalog_count(g->cat); i++) {
+    for (size_t i = 0; !rc && i < qs_catalog_count(g->cat); i++) { /* in pieces of rows (a 70B embedding is 4 GiB in floats) */
         const qs_tensor_info *t = qs_catalog_at(g->cat, i);
-        float *x = malloc(sizeof(float) * t->n_elems + 4);
-        rc = x ? qs_catalog_read_f32(g->cat, t, x, err) : qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
-        if (!rc) rc = write_floats(g, x, t->n_elems, t->n_dims == 1 ? QS_GGML_F32 : g->ftype, err);
+        const int64_t rows = t->shape[0], per = (int64_t)(t->n_elems / (size_t)(rows ? rows : 1));
+        const int64_t chunk = per ? (((int64_t)16 << 20) / per > 0 ? ((int64_t)16 << 20) / per : 1) : rows;
+        float *x = malloc(sizeof(float) * (size_t)(chunk < rows ? chunk : rows) * (size_t)per + 4);
+        if (!x) rc = qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
+        for (int64_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
+            const int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+            rc = qs_catalog_read_rows_f32(g->cat, t, r0, n, x, err);
+            if (!rc) rc = write_floats(g, x, (size_t)(n * per), t->n_dims == 1 ? QS_GGML_F32 : g->ftype, err);
+        }
         free(x);
     }
     if (!rc && g->qm.cfg.rope_scaling == QS_ROPE_SCALING_LLAMA3) {
