@@ -152,21 +152,23 @@ static int tok_kv(const qs_tok_spec *s, void *ctx, qs_error *err) {
     qs_gguf_kv_strs(w, "tokenizer.ggml.tokens", s->tokens, s->n_tokens);
     int32_t *ty = malloc(sizeof *ty * s->n_tokens + 4);
     float *sc = spm ? malloc(sizeof *sc * s->n_tokens + 4) : NULL;
-    QS_RETURN_ERROR_IF(!ty || (spm && !sc), -ENOMEM, "out of memory for %zu tokens", s->n_tokens);
-    for (size_t i = 0; i < s->n_tokens; i++) ty[i] = s->types ? s->types[i] : 1;
-    qs_gguf_kv_i32s(w, "tokenizer.ggml.token_type", ty, s->n_tokens);
-    if (spm) { /* llama.cpp's SentencePiece merges by score: the model's, or -rank of the merge making the token */
+    int rc = !ty || (spm && !sc) ? qs_error_set(err, -ENOMEM, "out of memory for %zu tokens", s->n_tokens) : 0;
+    for (size_t i = 0; !rc && i < s->n_tokens; i++) ty[i] = s->types ? s->types[i] : 1;
+    if (!rc) qs_gguf_kv_i32s(w, "tokenizer.ggml.token_type", ty, s->n_tokens);
+    if (!rc && spm) { /* llama.cpp's SentencePiece merges by score: the model's, or -rank of the merge making the token */
         for (size_t i = 0; i < s->n_tokens; i++) sc[i] = s->scores ? s->scores[i] : -1e9f;
-        if (!s->scores && s->n_merges) QS_FORWARD_IF_ERROR(merge_scores(s, sc, err));
-        qs_gguf_kv_f32s(w, "tokenizer.ggml.scores", sc, s->n_tokens);
-    } else {
+        if (!s->scores && s->n_merges) rc = merge_scores(s, sc, err);
+        if (!rc) qs_gguf_kv_f32s(w, "tokenizer.ggml.scores", sc, s->n_tokens);
+    } else if (!rc) {
         qs_gguf_kv_strs(w, "tokenizer.ggml.merges", s->merges, s->n_merges);
     }
     free(ty), free(sc);
+    if (rc) return rc;
     const qs_model_config *c = &g->qm.cfg;
     const int32_t bos = c->bos_token_id >= 0 ? c->bos_token_id : s->bos_id, eos = c->eos_token_id >= 0 ? c->eos_token_id : s->eos_id;
-    if (bos >= 0) qs_gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
-    if (eos >= 0) qs_gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
+    const int32_t nt = (int32_t)s->n_tokens; /* an id the token list does not have is left out */
+    if (bos >= 0 && bos < nt) qs_gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
+    if (eos >= 0 && eos < nt) qs_gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)eos);
     if (s->unk_id >= 0) qs_gguf_kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)s->unk_id);
     qs_gguf_kv_bool(w, "tokenizer.ggml.add_bos_token", s->add_bos);
     qs_gguf_kv_bool(w, "tokenizer.ggml.add_eos_token", 0);
@@ -317,8 +319,8 @@ static int write_blocks(gg *g, const qs_qlinear *l, int lin, uint32_t t, const c
             if ((!type_has_min(t) && z != (float)(int)z) || (d & 0x7c00) == 0x7c00 || (m & 0x7c00) == 0x7c00 ||
                 qs_ggml_pack_block(t, q, d, m, row + (size_t)b * bb))
                 rc = qs_error_set(err, QS_EUNSUPPORTED,
-                                  "%s: row %d, group %d (scale %g, zero %g) does not fit %s; quantize with %s", what, o, k,
-                                  (double)s, (double)z, type_name(t), g->m0.sym ? "--wbits 4 or 8" : "--sym");
+                                  "%s: row %d, group %d (scale %g, zero %g) does not fit %s; use %s", what, o, k,
+                                  (double)s, (double)z, type_name(t), g->m0.sym ? "--format fakequant" : "--sym");
         }
         if (!rc) rc = qs_gguf_writer_write(g->w, row, bb * (size_t)nb, err);
     }
