@@ -38,7 +38,7 @@ static const struct {
     int bias_ok;
 } kinds[K_COUNT] = {
     [K_Q] = {"attn_q", "self_attn.q_proj", 1},       [K_K] = {"attn_k", "self_attn.k_proj", 1},
-    [K_V] = {"attn_v", "self_attn.v_proj", 1},       [K_O] = {"attn_output", "self_attn.o_proj", 1},
+    [K_V] = {"attn_v", "self_attn.v_proj", 1},       [K_O] = {"attn_output", "self_attn.o_proj", 0},
     [K_GATE] = {"ffn_gate", "mlp.gate_proj", 0},     [K_UP] = {"ffn_up", "mlp.up_proj", 0},
     [K_DOWN] = {"ffn_down", "mlp.down_proj", 0},     [K_ATTN_NORM] = {"attn_norm", "input_layernorm", 0},
     [K_FFN_NORM] = {"ffn_norm", "post_attention_layernorm", 0},
@@ -188,7 +188,11 @@ static int check_tensors(const qs_gguf *g, const char *fn, const qs_model_config
         slot s;
         int64_t want[2];
         if (classify(t->name, &s)) {
-            rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor '%s' is not part of a llama model", fn, t->name);
+            const size_t nl = strlen(t->name);
+            if (nl > 17 && !strcmp(t->name + nl - 17, ".attn_output.bias")) /* the model has biases on q, k and v only */
+                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor '%s': a bias on the attention output is not supported", fn, t->name);
+            else
+                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor '%s' is not part of a llama model", fn, t->name);
             break;
         }
         if (s.layer >= c->n_layers) {
@@ -214,7 +218,7 @@ static int check_tensors(const qs_gguf *g, const char *fn, const qs_model_config
             const unsigned char *p = &seen[((size_t)l * K_COUNT + (size_t)k) * 2];
             if (!p[0]) rc = qs_error_set(err, QS_EFORMAT, "%s: tensor 'blk.%d.%s.weight' is missing", fn, l, kinds[k].gguf);
             else if (kinds[k].bias_ok && p[1] != c->attention_bias)
-                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor 'blk.%d.%s.bias' is %s: attention biases must be on q, k, v and output of every layer or none",
+                rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: tensor 'blk.%d.%s.bias' is %s: attention biases must be on q, k and v of every layer or none",
                                   fn, l, kinds[k].gguf, p[1] ? "present" : "missing");
         }
     if (!rc && !has_norm) rc = qs_error_set(err, QS_EFORMAT, "%s: tensor 'output_norm.weight' is missing", fn);

@@ -19,7 +19,7 @@ enum { H = 32, NH = 4, NKV = 2, HD = 8, FF = 64, NL = 2, V = 8, MAXT = 40 };
 
 typedef struct fixture {
     const char *arch;
-    int untied, bias, drop_ffn_up1, bad_shape, extra_tensor;
+    int untied, bias, drop_ffn_up1, bad_shape, extra_tensor; /* bias 1: q/k/v, 2: and the output (refused) */
 } fixture;
 
 static gw_tensor ts[MAXT];
@@ -92,7 +92,7 @@ static void build(gw *img, const fixture *f) {
             T("attn_q.bias", NH * HD, 1, 1);
             T("attn_k.bias", NKV * HD, 1, 1);
             T("attn_v.bias", NKV * HD, 1, 1);
-            T("attn_output.bias", H, 1, 1);
+            if (f->bias == 2) T("attn_output.bias", H, 1, 1); /* refused: the model has none */
         }
         T("ffn_norm.weight", H, 1, 1);
         T("ffn_gate.weight", H, FF, 2);
@@ -231,6 +231,7 @@ int main(void) {
     expect_refused(dir, "missing.gguf", &(fixture){"llama", 0, 0, 1, 0, 0}, "'blk.1.ffn_up.weight' is missing");
     expect_refused(dir, "shape.gguf", &(fixture){"llama", 0, 0, 0, 1, 0}, "'blk.1.attn_output.weight': shape [64, 32], expected [32, 32]");
     expect_refused(dir, "unknown.gguf", &(fixture){"llama", 0, 0, 0, 0, 1}, "'blk.0.attn_qkv.weight' is not part of a llama model");
+    expect_refused(dir, "obias.gguf", &(fixture){"llama", 0, 2, 0, 0, 0}, "'blk.0.attn_output.bias': a bias on the attention output is not supported");
     /* a sharded model already in the output directory would shadow model.safetensors */
     char *out = qs_path_join(dir, "sharded"), *in = qs_path_join(dir, "tiny-0.gguf"), *idx = qs_path_join(out, "model.safetensors.index.json");
     qs_error err = {0};
