@@ -12,7 +12,7 @@
 # CTX (512), CHARS (200000).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:?usage: bench/gguf_llamacpp.sh BUILD_DIR [WORK_DIR]}
+build=$(cd "${1:?usage: bench/gguf_llamacpp.sh BUILD_DIR [WORK_DIR]}" && pwd)
 work=${2:-$(mktemp -d)}
 NS=${NS:-128} SL=${SL:-512} CTX=${CTX:-512} CHARS=${CHARS:-200000}
 lc=${LLAMACPP:-$root/.cache/llamacpp}
