@@ -39,12 +39,8 @@ static const char *const out_files[F_COUNT] = {"config.json",           "quantiz
                                                "tokenizer.model",       "tokenizer_config.json",  "special_tokens_map.json",
                                                "generation_config.json", "model.safetensors"};
 
-static const char *const vec_names[5] = {"input_layernorm.weight", "post_attention_layernorm.weight",
+const char *const qs_export_vec_names[5] = {"input_layernorm.weight", "post_attention_layernorm.weight",
                                          "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
-
-typedef struct lin_shape {
-    int rows, cols; /* [out, in] */
-} lin_shape;
 
 typedef struct export_run {
     const qs_export_opts *o;
@@ -52,7 +48,7 @@ typedef struct export_run {
     qs_qmodel qm;
     qs_catalog *cat;      /* OUT_DIR/model.safetensors */
     qs_qblock_meta m0;    /* block 0's settings (check_blocks: every block has them) */
-    lin_shape ls[QS_N_LINEAR];
+    qs_lin_shape ls[QS_N_LINEAR];
     int gptq, nvec;       /* nvec: norms, and the q/k/v biases when the model has them */
     int64_t vlen[5];
     qs_dtype vdt, ldt;    /* dtype of norms / biases, of fakequant linears */
@@ -125,14 +121,14 @@ static int write_config(export_run *r, json_t *qcfg, const char *dtype, qs_error
     return rc;
 }
 
-static void lin_shapes(const qs_model_config *c, lin_shape s[QS_N_LINEAR]) {
+void qs_export_lin_shapes(const qs_model_config *c, qs_lin_shape s[QS_N_LINEAR]) {
     int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim, I = c->intermediate_size;
-    lin_shape t[QS_N_LINEAR] = {{Q, H}, {KV, H}, {KV, H}, {H, Q}, {I, H}, {I, H}, {H, I}};
+    qs_lin_shape t[QS_N_LINEAR] = {{Q, H}, {KV, H}, {KV, H}, {H, Q}, {I, H}, {I, H}, {H, I}};
     memcpy(s, t, sizeof t);
 }
 
 /* float values as dtype bytes, new malloc'd memory */
-static void *vec_as(const float *x, size_t n, qs_dtype dt) {
+void *qs_export_vec_as(const float *x, size_t n, qs_dtype dt) {
     void *out = malloc(n * qs_dtype_size(dt) + 1);
     if (!out) return NULL;
     if (dt == QS_DTYPE_F32) memcpy(out, x, n * 4);
@@ -149,10 +145,6 @@ int qs_export_open_block(const qs_qmodel *qm, int b, qs_shard **s, char **path, 
     if (!rc && qs_shard_file_xxh3(*s) != rec->xxh3)
         rc = qs_error_set(err, QS_ECHECKSUM, "%s: file hash differs from manifest.json's record", *path);
     return rc;
-}
-
-static int open_block(const export_run *r, int b, qs_shard **s, char **path, qs_error *err) {
-    return qs_export_open_block(&r->qm, b, s, path, err);
 }
 
 int qs_export_check_blocks(const qs_qmodel *qm, const char *format, int refuse_reasm, qs_qblock_meta *m0,
@@ -230,7 +222,7 @@ static int declare_all(export_run *r, qs_st_writer *w, qs_error *err) {
             QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, QS_DTYPE_I32, 1, sg, err));
         }
         for (int k = 0; k < r->nvec; k++) {
-            snprintf(name, sizeof name, "model.layers.%d.%s", b, vec_names[k]);
+            snprintf(name, sizeof name, "model.layers.%d.%s", b, qs_export_vec_names[k]);
             QS_FORWARD_IF_ERROR(qs_st_writer_declare(w, name, r->vdt, 1, &r->vlen[k], err));
         }
     }
@@ -365,7 +357,7 @@ static int write_linear(export_run *r, qs_st_writer *w, qs_qlinear *l, const gat
         if (x && (y || !g || !g->src_a)) {
             qs_qlinear_dequant(l, x);
             if (y) fold_gather(g, x, R, C, y);
-            out = vec_as(y ? y : x, R * C, r->ldt);
+            out = qs_export_vec_as(y ? y : x, R * C, r->ldt);
         }
         rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
         free(x), free(y), free(out);
@@ -390,7 +382,7 @@ static int write_linear(export_run *r, qs_st_writer *w, qs_qlinear *l, const gat
 static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
     qs_shard *s = NULL;
     char *p = NULL;
-    int rc = open_block(r, b, &s, &p, err);
+    int rc = qs_export_open_block(&r->qm, b, &s, &p, err);
     gather g[3] = {{0}};
     const int site_dim[3] = {r->ls[0].cols, r->ls[4].cols, r->ls[6].cols}; /* hidden, hidden, intermediate */
     for (int k = 0; !rc && k < 3; k++) rc = qs_qblock_reasm_read(s, k, site_dim[k], &g[k].src_a, &g[k].src_b, &g[k].coef, p, err);
@@ -409,9 +401,9 @@ static int write_block(export_run *r, qs_st_writer *w, int b, qs_error *err) {
     for (int k = 0; !rc && k < r->nvec; k++) {
         float *x = NULL;
         size_t n = 0;
-        rc = qs_shard_read_f32(s, vec_names[k], &x, &n, err);
-        if (!rc && n != (size_t)r->vlen[k]) rc = qs_error_set(err, QS_EFORMAT, "%s: %s has %zu values", p, vec_names[k], n);
-        void *out = rc ? NULL : vec_as(x, n, r->vdt);
+        rc = qs_shard_read_f32(s, qs_export_vec_names[k], &x, &n, err);
+        if (!rc && n != (size_t)r->vlen[k]) rc = qs_error_set(err, QS_EFORMAT, "%s: %s has %zu values", p, qs_export_vec_names[k], n);
+        void *out = rc ? NULL : qs_export_vec_as(x, n, r->vdt);
         if (!rc) rc = out ? qs_st_writer_write(w, out, err) : qs_error_set(err, -ENOMEM, "out of memory");
         free(x), free(out);
     }
@@ -451,15 +443,15 @@ static int write_meta(export_run *r, qs_error *err) {
 }
 
 int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, qs_export_info *info, qs_error *err) {
+    QS_RETURN_ERROR_IF(o->dtype != QS_DTYPE_F32 && o->dtype != QS_DTYPE_F16 && o->dtype != QS_DTYPE_BF16, QS_EUSAGE,
+                       "--dtype: f32, f16 or bf16");
     if (o->format && !strcmp(o->format, "gguf")) return qs_export_gguf(out_dir, hf_dir, o, info, err);
     export_run r = {.o = o, .hf_dir = hf_dir, .gptq = o->format && !strcmp(o->format, "gptq")};
     QS_RETURN_ERROR_IF(!r.gptq && (!o->format || strcmp(o->format, "fakequant")), QS_EUSAGE,
                        "--format %s: gptq, fakequant or gguf", o->format ? o->format : "(none)");
-    QS_RETURN_ERROR_IF(o->dtype != QS_DTYPE_F32 && o->dtype != QS_DTYPE_F16 && o->dtype != QS_DTYPE_BF16, QS_EUSAGE,
-                       "--dtype: f32, f16 or bf16");
     QS_FORWARD_IF_ERROR(qs_qmodel_open(&r.qm, out_dir, 1, err));
     const qs_model_config *c = &r.qm.cfg;
-    lin_shapes(c, r.ls);
+    qs_export_lin_shapes(c, r.ls);
     r.nvec = c->attention_bias ? 5 : 2;
     const int64_t vlen[5] = {c->hidden_size, c->hidden_size, (int64_t)c->n_heads * c->head_dim,
                              (int64_t)c->n_kv_heads * c->head_dim, (int64_t)c->n_kv_heads * c->head_dim};

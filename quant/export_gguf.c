@@ -36,7 +36,7 @@ typedef struct gg {
     qs_catalog *cat;
     qs_qblock_meta m0;
     qs_gguf_writer *w;
-    int rows[QS_N_LINEAR], cols[QS_N_LINEAR];
+    qs_lin_shape ls[QS_N_LINEAR];
     uint32_t type[QS_N_LINEAR]; /* each linear kind's ggml type (a float type: written dequantized) */
     uint32_t ftype;             /* the float type of --dtype */
     int n_float;                /* linears written dequantized */
@@ -231,8 +231,6 @@ static int declare(gg *g, const char *name, uint32_t type, int nd, uint64_t n0, 
 }
 
 static int nvec(const gg *g) { return g->qm.cfg.attention_bias ? 5 : 2; }
-static const char *const vec_hf[5] = {"input_layernorm.weight", "post_attention_layernorm.weight",
-                                      "self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"};
 static const char *const vec_gguf[5] = {"attn_norm.weight", "ffn_norm.weight", "attn_q.bias", "attn_k.bias",
                                         "attn_v.bias"};
 
@@ -254,7 +252,7 @@ static int declare_all(gg *g, qs_error *err) {
     for (int b = 0; b < c->n_layers; b++) {
         for (int i = 0; i < QS_N_LINEAR; i++) {
             snprintf(name, sizeof name, "blk.%d.%s.weight", b, gguf_lin[i]);
-            QS_FORWARD_IF_ERROR(declare(g, name, g->type[i], 2, (uint64_t)g->cols[i], (uint64_t)g->rows[i], err));
+            QS_FORWARD_IF_ERROR(declare(g, name, g->type[i], 2, (uint64_t)g->ls[i].cols, (uint64_t)g->ls[i].rows, err));
         }
         for (int k = 0; k < nvec(g); k++) {
             snprintf(name, sizeof name, "blk.%d.%s", b, vec_gguf[k]);
@@ -264,14 +262,12 @@ static int declare_all(gg *g, qs_error *err) {
     return 0;
 }
 
-/* n floats as ggml type t (F32, F16 or BF16) */
+/* n floats as ggml type t (F32, or the float type of --dtype) */
 static int write_floats(gg *g, const float *x, size_t n, uint32_t t, qs_error *err) {
     if (t == QS_GGML_F32) return qs_gguf_writer_write(g->w, x, n * 4, err);
-    uint16_t *h = malloc(n * 2 + 2);
-    QS_RETURN_ERROR_IF(!h, -ENOMEM, "out of memory for %zu values", n);
-    if (t == QS_GGML_F16) qs_f32_to_f16_n(x, h, n);
-    else qs_f32_to_bf16_n(x, h, n);
-    int rc = qs_gguf_writer_write(g->w, h, n * 2, err);
+    void *h = qs_export_vec_as(x, n, g->o->dtype);
+    int rc = h ? qs_gguf_writer_write(g->w, h, n * qs_dtype_size(g->o->dtype), err)
+               : qs_error_set(err, -ENOMEM, "out of memory for %zu values", n);
     free(h);
     return rc;
 }
@@ -350,9 +346,9 @@ static int write_block(gg *g, int b, qs_error *err) {
         qs_qlinear l = {0};
         snprintf(what, sizeof what, "%s: block %d %s", g->qm.dir, b, qs_linear_names[i]);
         rc = qs_qlinear_read(&l, s, qs_linear_names[i], err);
-        if (!rc && (l.rows != g->rows[i] || l.cols != g->cols[i]))
+        if (!rc && (l.rows != g->ls[i].rows || l.cols != g->ls[i].cols))
             rc = qs_error_set(err, QS_EFORMAT, "%s is [%d, %d], config.json says [%d, %d]", what, l.rows, l.cols,
-                              g->rows[i], g->cols[i]);
+                              g->ls[i].rows, g->ls[i].cols);
         for (int c = 0; !rc && l.g_idx && c < l.cols; c++)
             if (l.g_idx[c] != (l.group > 0 ? c / l.group : 0))
                 rc = qs_error_set(err, QS_EUNSUPPORTED,
@@ -366,7 +362,7 @@ static int write_block(gg *g, int b, qs_error *err) {
     for (int k = 0; !rc && k < nvec(g); k++) {
         float *x = NULL, *y = NULL;
         size_t n = 0;
-        rc = qs_shard_read_f32(s, vec_hf[k], &x, &n, err);
+        rc = qs_shard_read_f32(s, qs_export_vec_names[k], &x, &n, err);
         if (!rc && k >= 2 && k <= 3) { /* q and k biases follow their rows */
             y = malloc(sizeof(float) * n + 4);
             if (!y) rc = qs_error_set(err, -ENOMEM, "out of memory");
@@ -382,15 +378,10 @@ static int write_block(gg *g, int b, qs_error *err) {
 
 int qs_export_gguf(const char *out_dir, const char *path, const qs_export_opts *o, qs_export_info *info,
                    qs_error *err) {
-    QS_RETURN_ERROR_IF(o->dtype != QS_DTYPE_F32 && o->dtype != QS_DTYPE_F16 && o->dtype != QS_DTYPE_BF16, QS_EUSAGE,
-                       "--dtype: f32, f16 or bf16");
     gg g = {.o = o, .ftype = float_type(o->dtype)};
     QS_FORWARD_IF_ERROR(qs_qmodel_open(&g.qm, out_dir, 1, err));
     const qs_model_config *c = &g.qm.cfg;
-    const int H = c->hidden_size, Q = c->n_heads * c->head_dim, KV = c->n_kv_heads * c->head_dim,
-              I = c->intermediate_size;
-    const int rows[QS_N_LINEAR] = {Q, KV, KV, H, I, I, H}, cols[QS_N_LINEAR] = {H, H, H, Q, H, H, I};
-    memcpy(g.rows, rows, sizeof rows), memcpy(g.cols, cols, sizeof cols);
+    qs_export_lin_shapes(c, g.ls);
     int rc = qs_export_check_blocks(&g.qm, "gguf", 1, &g.m0, err);
     const int bits = g.m0.wbits, grp = g.m0.group;
     if (!rc && !g.m0.sym && bits == 8)
@@ -403,7 +394,7 @@ int qs_export_gguf(const char *out_dir, const char *path, const qs_export_opts *
                           "a multiple of 32, or -1",
                           out_dir, grp);
     for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
-        g.type[i] = cols[i] % QS_GGML_QK ? g.ftype : block_type(bits, g.m0.sym);
+        g.type[i] = g.ls[i].cols % QS_GGML_QK ? g.ftype : block_type(bits, g.m0.sym);
         g.n_float += g.type[i] == g.ftype ? c->n_layers : 0;
     }
     if (!rc && info) *info = (qs_export_info){bits, g.m0.abits, grp, g.m0.sym, 0, g.n_float};

@@ -18,11 +18,7 @@ die() { echo "FAIL: $*"; fail=1; }
 . "$src/tests/lib/cli-check.sh"
 [ -f "$smol/config.json" ] || { echo "FAIL: $smol has no model (scripts/fetch-default-model.sh)"; exit 1; }
 st=$shared/models/stories260k
-lins="self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj"
-dump_blocks() { # OUT_DIR DUMP_DIR BLOCK...
-  local out=$1 d=$2; shift 2; mkdir -p "$d"
-  for b in "$@"; do for l in $lins; do "$bin" dump "$out" --block "$b" --tensor "$l" -o "$d/block$b.$l.npy" 2>/dev/null || die "dump $b $l"; done; done
-}
+. "$src/tests/lib/dump-blocks.sh"
 gone() { [ -e "$1" ] && die "$2 left $1 behind"; }
 "$gen" "$tmp/tiny" --shape tiny --layers 2 --dtype bf16 >/dev/null || { echo "FAIL: gen_model"; exit 1; }
 # MODEL|quantize args|export args|blocks to check. stories260k (intermediate 172) packs only at

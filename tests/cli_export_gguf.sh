@@ -24,11 +24,7 @@ die() { echo "FAIL: $*"; fail=1; }
 [ -f "$smol/config.json" ] || { echo "FAIL: $smol has no model (scripts/fetch-default-model.sh)"; exit 1; }
 st=$shared/models/stories260k
 check_py=$src/tests/tools/check_gguf_export.py
-lins="self_attn.q_proj self_attn.k_proj self_attn.v_proj self_attn.o_proj mlp.gate_proj mlp.up_proj mlp.down_proj"
-dump_blocks() { # OUT_DIR DUMP_DIR BLOCK...
-  local out=$1 d=$2; shift 2; mkdir -p "$d"
-  for b in "$@"; do for l in $lins; do "$bin" dump "$out" --block "$b" --tensor "$l" -o "$d/block$b.$l.npy" 2>/dev/null || die "dump $b $l"; done; done
-}
+. "$src/tests/lib/dump-blocks.sh"
 gone() { [ -e "$1" ] && die "$2 left $1 behind"; ls "$(dirname "$1")" | grep -q '\.tmp$' && die "$2 left a .tmp behind"; }
 ids="1 67 89 120 300 45 7 260 511 2 33 400 150 99 12 88 17 230 41 5 66 300 2 9 14 77 310 120 500 3 8 91"
 for k in 1 2 3; do echo "$ids"; done > "$tmp/ids.txt"

@@ -17,8 +17,12 @@ ulp of each: 2^-11 (|d q| + |m|), plus 2^-24 for half-float subnormals (F32: exa
 half an ulp of the value), plus 2^-22 of the value for the float32 rounding of the dump and of the
 scale the half float was made from. Exit 1 on any failure.
 """
+import os
 import struct
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check_gptq_export import read_npy  # noqa: E402  the same .npy reader
 
 LIN = [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
        ("self_attn.o_proj", "attn_output"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
@@ -91,17 +95,6 @@ def dequant_row(tname, raw, n):
             vals.append(d * x + m)
             tols.append(2.0 ** -11 * (abs(d * x) + abs(m)) + 2.0 ** -24)
     return vals, tols
-
-
-def read_npy(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    assert data[:6] == b"\x93NUMPY", path
-    hl = struct.unpack_from("<H", data, 8)[0]
-    hdr = data[10:10 + hl].decode()
-    assert "'<f4'" in hdr and "False" in hdr, hdr
-    shape = tuple(int(x) for x in hdr.split("(")[1].split(")")[0].split(",") if x.strip())
-    return shape, struct.unpack_from("<%df" % (shape[0] * shape[1]), data, 10 + hl)
 
 
 def main():
