@@ -3,7 +3,10 @@
  * element j + 16 in its high nibble, the fifth bits of Q5 in a u32 whose bit j is element j's). */
 #include "io/gguf_pack.h"
 
+#include <math.h>
 #include <string.h>
+
+#include "base/half.h"
 
 #include "io/gguf.h"
 
@@ -40,4 +43,19 @@ int qs_ggml_pack_block(uint32_t type, const int *q, uint16_t d, uint16_t m, uint
         return 0;
     default: return -1;
     }
+}
+
+int qs_ggml_quantize_q8_0(const float *x, size_t n, uint8_t *out) {
+    for (size_t b = 0; b < n / QS_GGML_QK; b++, x += QS_GGML_QK, out += 34) {
+        float amax = 0.0f;
+        for (int j = 0; j < QS_GGML_QK; j++) {
+            if (!isfinite(x[j])) return -1;
+            amax = fmaxf(amax, fabsf(x[j]));
+        }
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        const uint16_t h = qs_f32_to_f16(d);
+        memcpy(out, &h, 2);
+        for (int j = 0; j < QS_GGML_QK; j++) out[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    }
+    return 0;
 }

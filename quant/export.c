@@ -449,6 +449,8 @@ int qs_export(const char *out_dir, const char *hf_dir, const qs_export_opts *o, 
     export_run r = {.o = o, .hf_dir = hf_dir, .gptq = o->format && !strcmp(o->format, "gptq")};
     QS_RETURN_ERROR_IF(!r.gptq && (!o->format || strcmp(o->format, "fakequant")), QS_EUSAGE,
                        "--format %s: gptq, fakequant or gguf", o->format ? o->format : "(none)");
+    QS_RETURN_ERROR_IF(o->embed_type || o->head_type, QS_EUSAGE,
+                       "--token-embedding-type and --output-tensor-type are for --format gguf only");
     QS_FORWARD_IF_ERROR(qs_qmodel_open(&r.qm, out_dir, 1, err));
     const qs_model_config *c = &r.qm.cfg;
     qs_export_lin_shapes(c, r.ls);

@@ -22,7 +22,8 @@
  * gguf: one GGUF file (hf_dir is its path) for llama.cpp: each linear's codes in the 32-column
  *   block type that holds them exactly (quant/export_gguf.c: Q4_0 / Q5_0 / Q8_0 for symmetric,
  *   Q4_1 / Q5_1 / Q8_0 for asymmetric runs; scales and offsets as half floats), Q/K rows in
- *   llama.cpp's RoPE order, norms and biases F32, embedding and LM head in dtype, the tokenizer,
+ *   llama.cpp's RoPE order, norms and biases F32, embedding and LM head in dtype (or embed_type /
+ *   head_type, which may also be Q8_0), the tokenizer,
  *   LLaMA-3 rope scaling as rope_freqs.weight. Refused: channel reassembly, groups that are not
  *   a multiple of 32, act-order without static groups, asymmetric 8 bits. */
 #ifndef QS_QUANT_EXPORT_H
@@ -39,6 +40,9 @@ typedef struct qs_export_opts {
     qs_dtype dtype;      /* fakequant linears, gguf's float tensors: F32 (default), F16 or BF16 */
     int force;           /* 1: write into a non-empty output directory */
     int gptq_v2;         /* gptq: zero points stored as they are ("checkpoint_format": "gptq_v2", GPTQModel) */
+    const char *embed_type; /* gguf: token_embd's type, "f32", "f16", "bf16" or "q8_0" (NULL: dtype) */
+    const char *head_type;  /* gguf: output.weight's type, the same names (NULL: dtype); given for a
+                               model with tied embeddings, the LM head is written as its own copy */
 } qs_export_opts;
 
 /* What the export found in the run, for the caller's messages. */

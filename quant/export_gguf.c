@@ -9,6 +9,8 @@
  * rows go into llama.cpp's interleaved-RoPE order (the inverse of model/import_gguf.c's), which
  * moves whole rows and so their quantizers with them. The tokenizer comes from the run's
  * tokenizer.model or tokenizer.json (none: "no_vocab"), LLaMA-3 rope scaling as rope_freqs.
+ * The embedding and LM head are in --dtype, or each in its own type (F32, F16, BF16 or Q8_0, the
+ * ggml reference rounding); a head type given for tied embeddings writes the head as a copy.
  * Memory: one linear's codes and one row of blocks, 16M floats of the embedding or LM head, or
  * the float copy of a linear written dequantized. */
 #include <errno.h>
@@ -39,11 +41,27 @@ typedef struct gg {
     qs_lin_shape ls[QS_N_LINEAR];
     uint32_t type[QS_N_LINEAR]; /* each linear kind's ggml type (a float type: written dequantized) */
     uint32_t ftype;             /* the float type of --dtype */
+    uint32_t etype, htype;      /* token_embd's and output.weight's types */
+    int head_copy;              /* tied embeddings written a second time as output.weight */
     int n_float;                /* linears written dequantized */
 } gg;
 
 static uint32_t float_type(qs_dtype dt) {
     return dt == QS_DTYPE_F16 ? QS_GGML_F16 : dt == QS_DTYPE_BF16 ? QS_GGML_BF16 : QS_GGML_F32;
+}
+
+/* --token-embedding-type / --output-tensor-type: NULL keeps dflt */
+static int table_type(const char *s, uint32_t dflt, const char *opt, uint32_t *t, qs_error *err) {
+    static const char *const names[] = {"f32", "f16", "bf16", "q8_0"};
+    static const uint32_t types[] = {QS_GGML_F32, QS_GGML_F16, QS_GGML_BF16, QS_GGML_Q8_0};
+    *t = dflt;
+    for (int i = 0; s && i < 4; i++)
+        if (!strcmp(s, names[i])) {
+            *t = types[i];
+            return 0;
+        }
+    QS_RETURN_ERROR_IF(s, QS_EUSAGE, "%s %s: f32, f16, bf16 or q8_0", opt, s);
+    return 0;
 }
 
 static uint32_t block_type(int bits, int sym) {
@@ -230,6 +248,14 @@ static int declare(gg *g, const char *name, uint32_t type, int nd, uint64_t n0, 
     return qs_gguf_writer_declare(g->w, name, (qs_ggml_type)type, nd, ne, err);
 }
 
+static int table_is(const qs_tensor_info *t, const char *hf) { return !strcmp(t->name, hf); }
+
+/* the ggml type of a non-block tensor */
+static uint32_t table_of(const gg *g, const qs_tensor_info *t) {
+    if (t->n_dims == 1) return QS_GGML_F32;
+    return table_is(t, "model.embed_tokens.weight") ? g->etype : table_is(t, "lm_head.weight") ? g->htype : g->ftype;
+}
+
 static int nvec(const gg *g) { return g->qm.cfg.attention_bias ? 5 : 2; }
 static const char *const vec_gguf[5] = {"attn_norm.weight", "ffn_norm.weight", "attn_q.bias", "attn_k.bias",
                                         "attn_v.bias"};
@@ -241,8 +267,10 @@ static int declare_all(gg *g, qs_error *err) {
         const char *n = global_name(t->name);
         QS_RETURN_ERROR_IF(!n, QS_EUNSUPPORTED, "%s/model.safetensors: tensor %s has no GGUF name", g->qm.dir, t->name);
         const int vec = t->n_dims == 1;
-        QS_FORWARD_IF_ERROR(declare(g, n, vec ? QS_GGML_F32 : g->ftype, t->n_dims, (uint64_t)t->shape[t->n_dims - 1],
+        QS_FORWARD_IF_ERROR(declare(g, n, table_of(g, t), t->n_dims, (uint64_t)t->shape[t->n_dims - 1],
                                     vec ? 0 : (uint64_t)t->shape[0], err));
+        if (g->head_copy && table_is(t, "model.embed_tokens.weight"))
+            QS_FORWARD_IF_ERROR(declare(g, "output.weight", g->htype, 2, (uint64_t)t->shape[1], (uint64_t)t->shape[0], err));
     }
     if (c->rope_scaling == QS_ROPE_SCALING_LLAMA3)
         QS_FORWARD_IF_ERROR(declare(g, "rope_freqs.weight", QS_GGML_F32, 1, (uint64_t)c->head_dim / 2, 0, err));
@@ -262,30 +290,41 @@ static int declare_all(gg *g, qs_error *err) {
     return 0;
 }
 
-/* n floats as ggml type t (F32, or the float type of --dtype) */
-static int write_floats(gg *g, const float *x, size_t n, uint32_t t, qs_error *err) {
+/* n floats as ggml type t: F32, F16, BF16, or Q8_0 (n a multiple of 32) */
+static int write_floats(gg *g, const float *x, size_t n, uint32_t t, const char *what, qs_error *err) {
     if (t == QS_GGML_F32) return qs_gguf_writer_write(g->w, x, n * 4, err);
-    void *h = qs_export_vec_as(x, n, g->o->dtype);
-    int rc = h ? qs_gguf_writer_write(g->w, h, n * qs_dtype_size(g->o->dtype), err)
-               : qs_error_set(err, -ENOMEM, "out of memory for %zu values", n);
+    const qs_dtype dt = t == QS_GGML_F16 ? QS_DTYPE_F16 : QS_DTYPE_BF16;
+    const size_t bytes = t == QS_GGML_Q8_0 ? n / QS_GGML_QK * qs_ggml_block_bytes(t) : n * qs_dtype_size(dt);
+    void *h = t == QS_GGML_Q8_0 ? malloc(bytes + 1) : qs_export_vec_as(x, n, dt);
+    int rc = h ? 0 : qs_error_set(err, -ENOMEM, "out of memory for %zu values", n);
+    if (!rc && t == QS_GGML_Q8_0 && qs_ggml_quantize_q8_0(x, n, h))
+        rc = qs_error_set(err, QS_EFORMAT, "%s: %s has a value that is not finite", g->qm.dir, what);
+    if (!rc) rc = qs_gguf_writer_write(g->w, h, bytes, err);
     free(h);
+    return rc;
+}
+
+/* one non-block tensor as type t, in pieces of rows (a 70B embedding is 4 GiB in floats) */
+static int write_table(gg *g, const qs_tensor_info *t, uint32_t type, qs_error *err) {
+    const int64_t rows = t->shape[0], per = (int64_t)(t->n_elems / (size_t)(rows ? rows : 1));
+    const int64_t chunk = per ? (((int64_t)16 << 20) / per > 0 ? ((int64_t)16 << 20) / per : 1) : rows;
+    float *x = malloc(sizeof(float) * (size_t)(chunk < rows ? chunk : rows) * (size_t)per + 4);
+    int rc = x ? 0 : qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
+    for (int64_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
+        const int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        rc = qs_catalog_read_rows_f32(g->cat, t, r0, n, x, err);
+        if (!rc) rc = write_floats(g, x, (size_t)(n * per), type, t->name, err);
+    }
+    free(x);
     return rc;
 }
 
 static int write_nonblock(gg *g, qs_error *err) {
     int rc = 0;
-    for (size_t i = 0; !rc && i < qs_catalog_count(g->cat); i++) { /* in pieces of rows (a 70B embedding is 4 GiB in floats) */
+    for (size_t i = 0; !rc && i < qs_catalog_count(g->cat); i++) {
         const qs_tensor_info *t = qs_catalog_at(g->cat, i);
-        const int64_t rows = t->shape[0], per = (int64_t)(t->n_elems / (size_t)(rows ? rows : 1));
-        const int64_t chunk = per ? (((int64_t)16 << 20) / per > 0 ? ((int64_t)16 << 20) / per : 1) : rows;
-        float *x = malloc(sizeof(float) * (size_t)(chunk < rows ? chunk : rows) * (size_t)per + 4);
-        if (!x) rc = qs_error_set(err, -ENOMEM, "out of memory for %s", t->name);
-        for (int64_t r0 = 0; !rc && r0 < rows; r0 += chunk) {
-            const int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
-            rc = qs_catalog_read_rows_f32(g->cat, t, r0, n, x, err);
-            if (!rc) rc = write_floats(g, x, (size_t)(n * per), t->n_dims == 1 ? QS_GGML_F32 : g->ftype, err);
-        }
-        free(x);
+        rc = write_table(g, t, table_of(g, t), err);
+        if (!rc && g->head_copy && table_is(t, "model.embed_tokens.weight")) rc = write_table(g, t, g->htype, err);
     }
     if (!rc && g->qm.cfg.rope_scaling == QS_ROPE_SCALING_LLAMA3) {
         float *d = malloc(sizeof(float) * (size_t)g->qm.cfg.head_dim / 2 + 4);
@@ -332,7 +371,7 @@ static int write_dequant(gg *g, const qs_qlinear *l, int lin, qs_error *err) {
     if (!rc) {
         qs_qlinear_dequant(l, x);
         for (size_t r = 0; y && r < R; r++) memcpy(y + r * C, x + (size_t)src_row((int)r, g->qm.cfg.head_dim) * C, C * 4);
-        rc = write_floats(g, y ? y : x, R * C, g->type[lin], err);
+        rc = write_floats(g, y ? y : x, R * C, g->type[lin], qs_linear_names[lin], err);
     }
     free(x), free(y);
     return rc;
@@ -393,6 +432,12 @@ int qs_export_gguf(const char *out_dir, const char *path, const qs_export_opts *
                           "%s: --group %d: GGUF's blocks are 32 columns with one scale; quantize with a group that is "
                           "a multiple of 32, or -1",
                           out_dir, grp);
+    if (!rc) rc = table_type(o->embed_type, g.ftype, "--token-embedding-type", &g.etype, err);
+    if (!rc) rc = table_type(o->head_type, g.ftype, "--output-tensor-type", &g.htype, err);
+    if (!rc && (g.etype == QS_GGML_Q8_0 || g.htype == QS_GGML_Q8_0) && c->hidden_size % QS_GGML_QK)
+        rc = qs_error_set(err, QS_EUNSUPPORTED, "%s: hidden size %d is not a multiple of 32, as Q8_0 needs", out_dir,
+                          c->hidden_size);
+    g.head_copy = c->tie_word_embeddings && o->head_type;
     for (int i = 0; !rc && i < QS_N_LINEAR; i++) {
         g.type[i] = g.ls[i].cols % QS_GGML_QK ? g.ftype : block_type(bits, g.m0.sym);
         g.n_float += g.type[i] == g.ftype ? c->n_layers : 0;

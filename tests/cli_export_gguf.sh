@@ -8,8 +8,10 @@
 # generated model on seeded ids, perplexities in the thousands whose weights reach 1.6 so that
 # the offsets round by up to 5e-4: 1e-2 allowed, 3e-3 measured); the SmolLM2
 # tokenizer carried over (the same ids), and a SentencePiece one from tokenizer.model and from
-# tokenizer.json; refusals are one line and leave nothing at the path,
-# also when they come halfway through the file.
+# tokenizer.json; the embedding and LM head in their own types (Q8_0, BF16, a tied head written
+# as a copy) against the source, LLaMA-3 rope scaling as rope_freqs.weight against transformers'
+# rule; refusals are one line and leave nothing at the path, also when they come halfway through
+# the file.
 set -u
 bin=${QS_BIN:?run through ctest}
 src=${QS_SRC:?}
@@ -63,6 +65,54 @@ stories|--method rtn --wbits 8 --group -1 --sym|Q8_0|0 4
 tiny|--method gptq --wbits 4 --group 64 --act-order --static-groups --calib random --nsamples 4 --seqlen 64|Q4_1|0 1
 tiny|--method dlqat --wbits 4 --group 64 --sym --calib random --nsamples 4 --seqlen 64 --epochs 2|Q4_0|1
 CASES
+# the embedding and the LM head in their own types: stories260k (float32, tied) with a Q8_0
+# embedding and a BF16 head copy, each row checked against the source (--tables)
+python3 "$check_py" "$tmp/q1.gguf" --tables "$tmp/q1" >"$tmp/ct1.txt" || die "table check of the F32 embedding"
+grep -q "^table token_embd.weight F32: " "$tmp/ct1.txt" || die "stories260k's default embedding is not F32"
+grep -q "^tensor output.weight " "$tmp/ct1.txt" && die "a tied model got an output.weight without --output-tensor-type"
+"$bin" export "$tmp/q1" --format gguf --token-embedding-type q8_0 --output-tensor-type bf16 -o "$tmp/q1e.gguf" 2>/dev/null ||
+  die "export with --token-embedding-type q8_0 --output-tensor-type bf16"
+python3 "$check_py" "$tmp/q1e.gguf" --tables "$tmp/q1" >"$tmp/ct1e.txt" || { die "table check of Q8_0 / BF16"; grep FAIL "$tmp/ct1e.txt"; }
+grep "^table" "$tmp/ct1e.txt"
+grep -q "^table token_embd.weight Q8_0: " "$tmp/ct1e.txt" || die "the embedding is not Q8_0"
+grep -q "^table output.weight BF16: " "$tmp/ct1e.txt" || die "the tied head was not written as a BF16 copy"
+"$bin" import-gguf "$tmp/q1e.gguf" -o "$tmp/q1eimp" >/dev/null || die "import-gguf of the Q8_0 embedding"
+# the values are checked above; on this tiny model the Q8_0 rounding alone (d / 2 is up to 0.4%
+# of a block's largest value) moves the perplexity by 3.4% (measured with an F32 head), a BF16
+# embedding by -1%: 5% allowed
+a=$(ppl "$tmp/q1"); b=$(ppl "$tmp/q1eimp")
+echo "stories260k W4 g32, Q8_0 embedding, BF16 head: ppl of the run $a, of its GGUF read back $b"
+close "$a" "$b" 5e-2 || die "Q8_0 / BF16 tables: the GGUF's perplexity $b is not within 5e-2 of the run's $a"
+# the head as an F32 copy of the tied embedding is the same model: the same perplexity as case 1's
+"$bin" export "$tmp/q1" --format gguf --output-tensor-type f32 -o "$tmp/q1h.gguf" 2>/dev/null || die "export a head copy"
+python3 "$check_py" "$tmp/q1h.gguf" --tables "$tmp/q1" | grep -q "^table output.weight F32: " || die "no F32 head copy"
+"$bin" import-gguf "$tmp/q1h.gguf" -o "$tmp/q1himp" >/dev/null || die "import-gguf of the head copy"
+[ -f "$tmp/q1himp/model.safetensors" ] && grep -q '"tie_word_embeddings": false' "$tmp/q1himp/config.json" ||
+  die "the head copy was not imported as an untied lm_head"
+a=$(ppl "$tmp/imp1"); b=$(ppl "$tmp/q1himp")
+[ "$a" = "$b" ] || die "the F32 head copy evaluates to $b, the tied file to $a"
+check "a table type that is not one" 1 "--token-embedding-type q4_0: f32, f16, bf16 or q8_0" -- \
+  "$bin" export "$tmp/q1" --format gguf --token-embedding-type q4_0 -o "$tmp/x.gguf"
+gone "$tmp/x.gguf" "a refused export"
+check "table types outside gguf" 1 "--token-embedding-type and --output-tensor-type are for --format gguf only" -- \
+  "$bin" export "$tmp/q1" --format fakequant --output-tensor-type f16 -o "$tmp/xdir"
+[ -e "$tmp/xdir" ] && die "a refused fakequant export left $tmp/xdir"
+# LLaMA-3 rope scaling (stories260k's config with a llama3 rule whose 4 frequencies fall in all
+# three of its bands): rope_freqs.weight holds transformers' divisors; import-gguf refuses it
+mkdir -p "$tmp/l3"
+ln -sf "$st/model.safetensors" "$tmp/l3/model.safetensors"
+python3 - "$st/config.json" "$tmp/l3/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 64}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+"$bin" quantize "$tmp/l3" -o "$tmp/l3q" --method rtn --wbits 4 --group 32 --quiet || die "quantize the llama3-scaled model"
+"$bin" export "$tmp/l3q" --format gguf -o "$tmp/l3.gguf" 2>/dev/null || die "export the llama3-scaled model"
+python3 "$check_py" "$tmp/l3.gguf" --tables "$tmp/l3q" >"$tmp/cl3.txt" || { die "rope_freqs check"; grep FAIL "$tmp/cl3.txt"; }
+grep "^rope_freqs" "$tmp/cl3.txt" || die "no rope_freqs check ran"
+check "import of rope_freqs" 1 "rope_freqs.weight .*is not supported by import-gguf" -- "$bin" import-gguf "$tmp/l3.gguf" -o "$tmp/l3imp"
 # the real model: its tokenizer and ids, every linear in blocks, the perplexity of the text
 "$bin" quantize "$smol" -o "$tmp/s4" --method rtn --wbits 4 --group 128 --quiet || die "quantize SmolLM2"
 "$bin" export "$tmp/s4" --format gguf --dtype f16 -o "$tmp/s4.gguf" 2>"$tmp/s4.err" || die "export SmolLM2: $(cat "$tmp/s4.err")"
@@ -85,6 +135,17 @@ tp() { "$bin" eval "$1" --text "$tmp/gpl.txt" --seqlen 256 --max-windows 4 --jso
 a=$(tp "$tmp/s4"); b=$(tp "$tmp/s4imp")
 echo "SmolLM2 W4 g128: ppl of the run $a, of its GGUF read back $b"
 close "$a" "$b" 1e-3 || die "SmolLM2: the GGUF's perplexity $b is not within 1e-3 of the run's $a"
+# its Q8_0 embedding: the source's own grid (the PyPI file's token_embd is Q8_0), so rounding it
+# again gives it back (0.000 of d) and the file is 26 MB smaller than with F16
+"$bin" export "$tmp/s4" --format gguf --dtype f16 --token-embedding-type q8_0 -o "$tmp/s4e.gguf" 2>/dev/null || die "SmolLM2 Q8_0 embedding"
+python3 "$check_py" "$tmp/s4e.gguf" --tables "$tmp/s4" >"$tmp/cs4e.txt" || { die "SmolLM2 Q8_0 table check"; grep FAIL "$tmp/cs4e.txt"; }
+grep "^table" "$tmp/cs4e.txt"
+grep -q "^tensor output.weight" "$tmp/cs4e.txt" && die "SmolLM2 (tied) got an output.weight"
+[ "$(stat -c %s "$tmp/s4e.gguf")" -lt "$(($(stat -c %s "$tmp/s4.gguf") - 25000000))" ] || die "the Q8_0 embedding did not shrink the file"
+"$bin" import-gguf "$tmp/s4e.gguf" -o "$tmp/s4eimp" >/dev/null || die "import-gguf SmolLM2 Q8_0 embedding"
+b=$(tp "$tmp/s4eimp")
+echo "SmolLM2 W4 g128, Q8_0 embedding: ppl of the run $a, of its GGUF read back $b"
+close "$a" "$b" 1e-3 || die "SmolLM2 Q8_0 embedding: the GGUF's perplexity $b is not within 1e-3 of the run's $a"
 # a SentencePiece tokenizer (Mistral's tokenizer.model, on a generated model with its 32000
 # rows): scores and the space prefix carried over, the same ids read back; then again from the
 # tokenizer.json that import wrote (no scores: they come from its merge ranks)

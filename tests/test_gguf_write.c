@@ -3,10 +3,14 @@
  *     io/gguf_dequant.c (checked against the gguf package's dequantizer, scripts/
  *     check_gguf_dequant.py): the format's value for every element, bit for bit; codes out of
  *     a type's range and other types refused;
+ *  1b. floats rounded to Q8_0 (the embedding and LM head): per block the largest code is +-127
+ *     and every value within d / 2 of the float (d = max |x| / 127) plus |q| times d's
+ *     half-float rounding; an all-zero block is d = 0; a value that is not finite is refused;
  *  2. a file with every kind of key/value and tensors of three types (one written in pieces,
  *     sizes that need padding) read back by io/gguf.c: values, shapes, aligned offsets, bytes;
  *  3. misuse (a declaration after the data, too many bytes, a tensor left out, a shape that is
  *     not whole blocks) is an error, and nothing is left at the path, nor a .tmp. */
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -47,6 +51,40 @@ static void pack_types(void) {
     uint8_t blk[256];
     CHECK(qs_ggml_pack_block(QS_GGML_Q4_K, q, 0, 0, blk) == -1);
     CHECK(qs_ggml_pack_block(QS_GGML_F16, q, 0, 0, blk) == -1);
+}
+
+static void q8_0_floats(void) {
+    enum { NB = 300 };
+    static float x[NB * 32], y[NB * 32];
+    static uint8_t out[NB * 34];
+    for (int i = 0; i < NB * 32; i++) x[i] = qs_test_rnd() * (i / 32 % 7 == 3 ? 1e-3f : 1.5f);
+    for (int j = 0; j < 32; j++) x[5 * 32 + j] = 0.0f; /* an all-zero block */
+    CHECK(qs_ggml_quantize_q8_0(x, NB * 32, out) == 0);
+    CHECK(qs_ggml_dequantize(QS_GGML_Q8_0, out, y, NB * 32) == 0);
+    int bad = 0;
+    for (int b = 0; b < NB; b++) {
+        float amax = 0.0f;
+        int qmax = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fmaxf(amax, fabsf(x[b * 32 + j]));
+            const int q = (int8_t)out[b * 34 + 2 + j];
+            qmax = abs(q) > qmax ? abs(q) : qmax;
+        }
+        uint16_t h;
+        memcpy(&h, out + b * 34, 2);
+        const float d = amax / 127.0f, dh = qs_f16_to_f32(h);
+        bad += qmax != (amax > 0.0f ? 127 : 0) || (amax == 0.0f && h != 0);
+        for (int j = 0; j < 32; j++) {
+            const float q = (float)(int8_t)out[b * 34 + 2 + j];
+            const float tol = 0.5f * d * (1.0f + 1e-6f) + fabsf(q) * fabsf(dh - d) + 1e-30f;
+            bad += !(fabsf(y[b * 32 + j] - x[b * 32 + j]) <= tol);
+        }
+    }
+    CHECKF(bad == 0, "%d Q8_0 values or blocks off", bad);
+    x[77] = NAN;
+    CHECK(qs_ggml_quantize_q8_0(x, NB * 32, out) == -1);
+    x[77] = INFINITY;
+    CHECK(qs_ggml_quantize_q8_0(x, NB * 32, out) == -1);
 }
 
 static int tmp_left(const char *dir) {
@@ -175,6 +213,7 @@ static void misuse(const char *dir) {
 int main(void) {
     char *dir = qs_test_tmpdir("gguf_write");
     pack_types();
+    q8_0_floats();
     round_trip(dir);
     misuse(dir);
     free(dir);

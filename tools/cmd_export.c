@@ -1,5 +1,6 @@
 /* tools/cmd_export.c - `qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16]
- * [--gptq-v2] [--force]` or `--format gguf -o FILE.gguf`: a finished quantized run as a Hugging
+ * [--gptq-v2] [--force]` or `--format gguf -o FILE.gguf [--token-embedding-type T]
+ * [--output-tensor-type T]`: a finished quantized run as a Hugging
  * Face directory or one GGUF file (quant/export.h). */
 #include <stdio.h>
 #include <string.h>
@@ -10,7 +11,8 @@
 
 #define USAGE                                                                                                      \
     "usage: qstream export OUT_DIR --format gptq|fakequant -o HF_DIR [--dtype f32|f16|bf16] [--gptq-v2] [--force]\n" \
-    "       qstream export OUT_DIR --format gguf -o FILE.gguf [--dtype f32|f16|bf16] [--force]\n"
+    "       qstream export OUT_DIR --format gguf -o FILE.gguf [--dtype f32|f16|bf16] [--force]\n"                    \
+    "                      [--token-embedding-type f32|f16|bf16|q8_0] [--output-tensor-type f32|f16|bf16|q8_0]\n"
 
 int qs_cmd_export(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
@@ -21,6 +23,8 @@ int qs_cmd_export(int argc, char **argv) {
         else if (!strcmp(a, "-o") && v) out = v, i++;
         else if (!strcmp(a, "--force")) o.force = 1;
         else if (!strcmp(a, "--gptq-v2")) o.gptq_v2 = 1;
+        else if (!strcmp(a, "--token-embedding-type") && v) o.embed_type = v, i++;
+        else if (!strcmp(a, "--output-tensor-type") && v) o.head_type = v, i++;
         else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16"))) {
             o.dtype = !strcmp(v, "f32") ? QS_DTYPE_F32 : !strcmp(v, "f16") ? QS_DTYPE_F16 : QS_DTYPE_BF16;
             i++;

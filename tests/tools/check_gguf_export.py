@@ -2,7 +2,7 @@
 """Independent check of `qstream export --format gguf` (standard library only), written from the
 GGUF specification and the ggml block layouts, not from qstream's reader.
 
-usage: check_gguf_export.py FILE.gguf [DUMP_DIR BLOCK...]
+usage: check_gguf_export.py FILE.gguf [--tables RUN_DIR] [DUMP_DIR BLOCK...]
 
 Parses the whole file: header (GGUF v3), every key/value, the tensor table; checks that the data
 section starts at the alignment, that every tensor's offset is aligned, that tensors do not
@@ -15,8 +15,19 @@ undoes llama.cpp's Q/K row interleave, and compares every element with the dump.
 GGUF holds each block's scale d and offset m as half floats, so a weight may move by half an
 ulp of each: 2^-11 (|d q| + |m|), plus 2^-24 for half-float subnormals (F32: exact; F16 / BF16:
 half an ulp of the value), plus 2^-22 of the value for the float32 rounding of the dump and of the
-scale the half float was made from. Exit 1 on any failure.
+scale the half float was made from.
+
+With --tables RUN_DIR: every 61st row of token_embd.weight and of output.weight (when the file has
+one) against the run's model.safetensors (model.embed_tokens.weight, and lm_head.weight or, tied,
+the embedding again). F32 exact, F16 / BF16 within half an ulp; Q8_0 as ggml's reference rounds
+it: each block's largest code is +-127 (or the block is all zero), and each value is within
+d / 2 of the source, d = max |x| / 127, plus |q| times the half-float rounding of d.
+With LLaMA-3 rope scaling in the run's config.json, rope_freqs.weight must hold the divisors of
+the inverse frequencies that transformers' llama3 rule gives, within 1e-6 of each.
+Exit 1 on any failure.
 """
+import json
+import math
 import os
 import struct
 import sys
@@ -97,7 +108,100 @@ def dequant_row(tname, raw, n):
     return vals, tols
 
 
+ST_DT = {"F32": ("<f", 4), "F16": ("<e", 2), "BF16": (None, 2)}
+
+
+def st_rows(path, name, rows):
+    """the listed rows of a 2-D tensor of a safetensors file, as floats"""
+    with open(path, "rb") as f:
+        hl = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(hl))
+        e = hdr[name]
+        fmt, sz = ST_DT[e["dtype"]]
+        cols = e["shape"][1]
+        out = []
+        for r in rows:
+            f.seek(8 + hl + e["data_offsets"][0] + r * cols * sz)
+            raw = f.read(cols * sz)
+            if fmt:
+                out.append(list(struct.unpack("<%d%s" % (cols, fmt[1]), raw)))
+            else:
+                out.append([bf16(h) for h in struct.unpack("<%dH" % cols, raw)])
+        return out
+
+
+def check_table(data, start, tensors, gname, run, hf):
+    t, ne, off = tensors[gname]
+    tname, bs, bb = TYPES[t]
+    cols, nrows = ne
+    rows = list(range(0, nrows, 61))
+    src = st_rows(os.path.join(run, "model.safetensors"), hf, rows)
+    rowbytes = cols // bs * bb
+    worst = 0.0
+    for r, ref in zip(rows, src):
+        p = start + off + r * rowbytes
+        raw = data[p:p + rowbytes]
+        if tname == "Q8_0":
+            vals = []
+            for b in range(cols // 32):
+                blk = raw[b * 34:(b + 1) * 34]
+                d16 = half(struct.unpack_from("<H", blk, 0)[0])
+                q = struct.unpack_from("<32b", blk, 2)
+                x = ref[b * 32:(b + 1) * 32]
+                d = max(abs(v) for v in x) / 127.0
+                if max(abs(v) for v in q) != (127 if d > 0 else 0):
+                    print("FAIL: %s row %d block %d: largest code %d, not 127" % (gname, r, b, max(abs(v) for v in q)))
+                    return 1
+                for j in range(32):
+                    tol = d / 2 * (1 + 2.0 ** -20) + abs(q[j]) * abs(d16 - d) + 2.0 ** -30
+                    e = abs(d16 * q[j] - x[j])
+                    if e > tol:
+                        print("FAIL: %s [%d, %d]: Q8_0 %r, source %r (tolerance %g)" %
+                              (gname, r, b * 32 + j, d16 * q[j], x[j], tol))
+                        return 1
+                    worst = max(worst, e / d if d else 0.0)
+            continue
+        vals, tols = dequant_row(tname, raw, cols)
+        for c in range(cols):
+            if abs(vals[c] - ref[c]) > tols[c]:
+                print("FAIL: %s [%d, %d]: GGUF %r, source %r (tolerance %g)" % (gname, r, c, vals[c], ref[c], tols[c]))
+                return 1
+    print("table %s %s: %d rows match the source%s" % (gname, tname, len(rows),
+          " (largest difference %.3f of d)" % worst if tname == "Q8_0" else ""))
+    return 0
+
+
+def llama3_divisors(cfg):
+    """transformers' llama3 rope rule, as divisors of the unscaled inverse frequencies"""
+    rs = cfg["rope_scaling"]
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    base = cfg.get("rope_theta", 10000.0)
+    factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+    old = rs["original_max_position_embeddings"]
+    low_wl, high_wl = old / low, old / high
+    out = []
+    for i in range(hd // 2):
+        f = 1.0 / base ** (2 * i / hd)
+        wl = 2 * math.pi / f
+        if wl < high_wl:
+            nf = f
+        elif wl > low_wl:
+            nf = f / factor
+        else:
+            sm = (old / wl - low) / (high - low)
+            nf = (1 - sm) * f / factor + sm * f
+        out.append(f / nf)
+    return out
+
+
 def main():
+    args = sys.argv[1:]
+    run = None
+    if "--tables" in args:
+        i = args.index("--tables")
+        run = args[i + 1]
+        del args[i:i + 2]
+    sys.argv[1:] = args
     path = sys.argv[1]
     data = open(path, "rb").read()
     r = Reader(data)
@@ -140,6 +244,26 @@ def main():
     if end > len(data):
         print("FAIL: the last tensor ends at %d, the file at %d" % (end, len(data)))
         fail = 1
+    if run:
+        cfg = json.load(open(os.path.join(run, "config.json")))
+        fail |= check_table(data, start, tensors, "token_embd.weight", run, "model.embed_tokens.weight")
+        if "output.weight" in tensors:
+            tied = cfg.get("tie_word_embeddings", False)
+            fail |= check_table(data, start, tensors, "output.weight", run,
+                                "model.embed_tokens.weight" if tied else "lm_head.weight")
+        rs = cfg.get("rope_scaling") or {}
+        if rs.get("rope_type", rs.get("type")) == "llama3":
+            if "rope_freqs.weight" not in tensors:
+                print("FAIL: LLaMA-3 rope scaling without rope_freqs.weight")
+                return 1
+            t, ne, off = tensors["rope_freqs.weight"]
+            got = struct.unpack_from("<%df" % ne[0], data, start + off)
+            want = llama3_divisors(cfg)
+            bad = [i for i in range(len(want)) if len(got) != len(want) or abs(got[i] - want[i]) > 1e-6 * want[i]]
+            if t != 0 or bad:
+                print("FAIL: rope_freqs.weight %r, transformers' llama3 rule %r" % (list(got), want))
+                return 1
+            print("rope_freqs.weight: %d divisors match the llama3 rule (%g .. %g)" % (len(want), min(want), max(want)))
     if len(sys.argv) > 2:
         dump, blocks = sys.argv[2], [int(b) for b in sys.argv[3:]]
         hd = kv["llama.attention.key_length"]
