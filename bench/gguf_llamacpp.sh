@@ -3,7 +3,7 @@
 # against llama.cpp's own quantizer on the same model. SmolLM2-135M (the quick start's model,
 # whose "full precision" is its PyPI GGUF, Q4_1, dequantized) is quantized by qstream at W4 g32
 # asymmetric with RTN and with GPTQ (calibration: NS x SL tokens of ../shared's wikitext2-valid)
-# and exported to GGUF (Q4_1 blocks, embedding F16); llama-quantize makes Q4_0, Q4_1 and Q4_K_M
+# and exported to GGUF (Q4_1 blocks, embedding Q8_0: the source's own, given back exactly); llama-quantize makes Q4_0, Q4_1 and Q4_K_M
 # from the same source. Every file is evaluated by llama-perplexity (its protocol: windows of
 # CTX tokens, the second half of each scored) on the first CHARS characters of wikitext2-test,
 # and qstream's own runs by `qstream eval` (all of each window scored) for the ratio between the
@@ -25,7 +25,7 @@ head -c "$CHARS" "$root/../shared/data/wikitext2-test.raw.txt" >text.txt
 calib=$root/../shared/data/wikitext2-valid.tokens.txt
 [ -d rtn ] || "$q" quantize "$src" -o rtn --method rtn --wbits 4 --group 32 --quiet
 [ -d gptq ] || "$q" quantize "$src" -o gptq --method gptq --wbits 4 --group 32 --calib "$calib" --nsamples "$NS" --seqlen "$SL" --quiet
-for r in rtn gptq; do "$q" export $r --format gguf --dtype f16 --force -o qs-$r.gguf 2>/dev/null; done
+for r in rtn gptq; do "$q" export $r --format gguf --dtype f16 --token-embedding-type q8_0 --force -o qs-$r.gguf 2>/dev/null; done
 for t in Q4_0 Q4_1 Q4_K_M; do "$lc/bin/llama-quantize" --allow-requantize "$gguf" lc-$t.gguf $t >lc-$t.log 2>&1; done
 "$lc/bin/llama-tokenize" -m qs-rtn.gguf -f text.txt --ids --log-disable 2>/dev/null | tail -1 | tr -d '[],' | tr ' ' '\n' | grep -v '^$' >ids-lc.txt
 "$q" tokenize rtn --text text.txt 2>/dev/null | tr ' ' '\n' | grep -v '^$' >ids-qs.txt
